@@ -1,0 +1,51 @@
+//! `skiff`: the command-line client. Works with or without a running `skiffd`.
+
+use clap::{Parser, Subcommand};
+use skiff_api::cli::{containers::ContainerCommand, images::ImageCommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "skiff", version, about = "VM-isolated micro-containers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Container(ContainerCommand),
+    #[command(flatten)]
+    Image(ImageCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("skiff: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(125);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Container(c) => c.run().await,
+            Command::Image(c) => c.run().await,
+        }
+    });
+    match result {
+        Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Err(e) => {
+            eprintln!("skiff: {e:#}");
+            // 125 is what `docker run` uses for errors of its own, as opposed to the container's.
+            std::process::ExitCode::from(125)
+        }
+    }
+}

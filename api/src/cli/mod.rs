@@ -1,0 +1,4 @@
+//! The `skiff` command line: one module per group of subcommands.
+
+pub mod containers;
+pub mod images;

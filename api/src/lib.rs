@@ -1,0 +1,3 @@
+//! skiff's front ends: `skiffd`, the daemon serving the JSON control API, and the `skiff` CLI.
+
+pub mod cli;
