@@ -12,6 +12,14 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
+// Devices helper: devices and what they share.
+pub(crate) mod config_space;
+pub(crate) mod device_thread;
+pub mod fs;
+pub(crate) mod queue_service;
+#[cfg(test)]
+pub(crate) mod test_driver;
+
 /// Guest memory as every device sees it.
 pub type GuestMem = GuestMemoryMmap<()>;
 

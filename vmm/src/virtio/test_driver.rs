@@ -1,0 +1,182 @@
+//! A fake guest driver for device unit tests: guest memory, split queues built with
+//! virtio-queue's `MockSplitQueue`, kicks through the notify eventfd and an interrupt counter.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+use virtio_queue::desc::RawDescriptor;
+use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::Queue;
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::{ActiveQueue, GuestMem, Interrupt};
+
+/// Size of the test guest's memory; queues live in the first MiB, buffers above.
+pub(crate) const MEM_SIZE: usize = 16 << 20;
+
+pub(crate) fn guest_memory() -> GuestMem {
+    GuestMem::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).expect("guest memory")
+}
+
+/// Counts the interrupts a device raises.
+#[derive(Default)]
+pub(crate) struct CountingInterrupt {
+    pub(crate) used: AtomicUsize,
+}
+
+impl Interrupt for CountingInterrupt {
+    fn signal_used_queue(&self) -> std::io::Result<()> {
+        self.used.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn signal_config_change(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub(crate) fn counting_interrupt() -> Arc<CountingInterrupt> {
+    Arc::new(CountingInterrupt::default())
+}
+
+/// One buffer of a chain: where, how long, and whether the device may write it.
+#[derive(Clone, Copy)]
+pub(crate) struct Buf {
+    pub(crate) addr: u64,
+    pub(crate) len: u32,
+    pub(crate) writable: bool,
+}
+
+impl Buf {
+    pub(crate) fn readable(addr: u64, len: u32) -> Buf {
+        Buf {
+            addr,
+            len,
+            writable: false,
+        }
+    }
+    pub(crate) fn writable(addr: u64, len: u32) -> Buf {
+        Buf {
+            addr,
+            len,
+            writable: true,
+        }
+    }
+}
+
+/// The driver's side of one split virtqueue.
+pub(crate) struct DriverQueue<'a> {
+    mem: &'a GuestMem,
+    vq: MockSplitQueue<'a, GuestMem>,
+    size: u16,
+    next_desc: u16,
+    used_seen: u16,
+    notify: EventFd,
+}
+
+impl<'a> DriverQueue<'a> {
+    pub(crate) fn new(mem: &'a GuestMem, base: u64, size: u16) -> DriverQueue<'a> {
+        DriverQueue {
+            mem,
+            vq: MockSplitQueue::create(mem, GuestAddress(base), size),
+            size,
+            next_desc: 0,
+            used_seen: 0,
+            notify: EventFd::new(EFD_NONBLOCK).expect("eventfd"),
+        }
+    }
+
+    /// The queue as the transport hands it to the device.
+    pub(crate) fn active(&self) -> ActiveQueue {
+        ActiveQueue {
+            queue: self.vq.create_queue::<Queue>().expect("queue"),
+            notify: self.notify.try_clone().expect("eventfd clone"),
+        }
+    }
+
+    /// The descriptor index the next offered chain starts at.
+    pub(crate) fn next_index(&mut self, chain_len: u16) -> u16 {
+        if self.next_desc + chain_len > self.size {
+            self.next_desc = 0;
+        }
+        self.next_desc
+    }
+
+    /// Makes a well-formed chain of `bufs` available (without kicking).
+    pub(crate) fn offer(&mut self, bufs: &[Buf]) {
+        let first = self.next_index(bufs.len() as u16);
+        let descs: Vec<SplitDescriptor> = bufs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let mut flags = if b.writable { VRING_DESC_F_WRITE } else { 0 } as u16;
+                if i + 1 < bufs.len() {
+                    flags |= VRING_DESC_F_NEXT as u16;
+                }
+                SplitDescriptor::new(b.addr, b.len, flags, first + i as u16 + 1)
+            })
+            .collect();
+        self.offer_raw(&descs);
+    }
+
+    /// Writes `descs` verbatim at `next_index()` onwards and makes the first one available.
+    pub(crate) fn offer_raw(&mut self, descs: &[SplitDescriptor]) {
+        let first = self.next_index(descs.len() as u16);
+        for (i, d) in descs.iter().enumerate() {
+            self.vq
+                .desc_table()
+                .store(first + i as u16, RawDescriptor::from(*d))
+                .expect("store descriptor");
+        }
+        let avail = self.vq.avail();
+        let idx = avail.idx().load();
+        avail
+            .ring()
+            .ref_at(usize::from(idx % self.size))
+            .expect("avail slot")
+            .store(first);
+        avail.idx().store(idx.wrapping_add(1));
+        self.next_desc = first + descs.len() as u16;
+    }
+
+    pub(crate) fn kick(&self) {
+        self.notify.write(1).expect("kick");
+    }
+
+    /// Waits for the device to return the next chain; gives (head index, used length).
+    pub(crate) fn wait_used(&mut self, timeout: Duration) -> Option<(u32, u32)> {
+        let deadline = Instant::now() + timeout;
+        while self.vq.used().idx().load() == self.used_seen {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let elem = self
+            .vq
+            .used()
+            .ring()
+            .ref_at(usize::from(self.used_seen % self.size))
+            .expect("used slot")
+            .load();
+        self.used_seen = self.used_seen.wrapping_add(1);
+        Some((elem.id(), elem.len()))
+    }
+
+    pub(crate) fn write(&self, addr: u64, bytes: &[u8]) {
+        self.mem
+            .write_slice(bytes, GuestAddress(addr))
+            .expect("write guest memory");
+    }
+
+    pub(crate) fn read(&self, addr: u64, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        self.mem
+            .read_slice(&mut out, GuestAddress(addr))
+            .expect("read guest memory");
+        out
+    }
+}
