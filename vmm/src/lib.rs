@@ -5,4 +5,5 @@
 //! reports how the guest ended. A crash or an exploit stays confined to that one process.
 
 pub mod kvm_host;
+pub mod rootfs;
 pub mod virtio;

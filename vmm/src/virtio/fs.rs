@@ -321,11 +321,12 @@ fn handle_request(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use fuse_backend_rs::abi::fuse_abi::{
-        EntryOut, InHeader, InitIn, InitOut, Opcode, OpenIn, OpenOut, OutHeader, ReadIn,
+        CreateIn, EntryOut, InHeader, InitIn, InitOut, Opcode, OpenIn, OpenOut, OutHeader, ReadIn,
+        WriteIn,
     };
     use virtio_queue::desc::split::Descriptor as SplitDescriptor;
     use vm_memory::ByteValued;
@@ -338,7 +339,7 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(5);
 
     /// A device serving `dir`, activated on a fake driver's queues.
-    fn started<'m>(dir: &Path, mem: &'m GuestMem) -> (FsDevice, [DriverQueue<'m>; 2]) {
+    pub(crate) fn started<'m>(dir: &Path, mem: &'m GuestMem) -> (FsDevice, [DriverQueue<'m>; 2]) {
         let mut dev = FsDevice::new("rootfs", dir).expect("device");
         let hiprio = DriverQueue::new(mem, 0, 64);
         let request = DriverQueue::new(mem, 0x1_0000, 64);
@@ -354,7 +355,12 @@ mod tests {
     }
 
     /// Sends one FUSE request (header + body) and returns the reply bytes.
-    fn call(q: &mut DriverQueue, opcode: Opcode, nodeid: u64, body: &[u8]) -> (OutHeader, Vec<u8>) {
+    pub(crate) fn call(
+        q: &mut DriverQueue,
+        opcode: Opcode,
+        nodeid: u64,
+        body: &[u8],
+    ) -> (OutHeader, Vec<u8>) {
         let header = InHeader {
             len: (std::mem::size_of::<InHeader>() + body.len()) as u32,
             opcode: opcode as u32,
@@ -381,7 +387,7 @@ mod tests {
         (out, reply[std::mem::size_of::<OutHeader>()..].to_vec())
     }
 
-    fn fuse_init(q: &mut DriverQueue) -> InitOut {
+    pub(crate) fn fuse_init(q: &mut DriverQueue) -> InitOut {
         let init = InitIn {
             major: 7,
             minor: 31,
@@ -393,7 +399,7 @@ mod tests {
         *InitOut::from_slice(&body[..std::mem::size_of::<InitOut>()]).expect("init out")
     }
 
-    fn lookup(q: &mut DriverQueue, parent: u64, name: &str) -> (i32, Option<EntryOut>) {
+    pub(crate) fn lookup(q: &mut DriverQueue, parent: u64, name: &str) -> (i32, Option<EntryOut>) {
         let mut body = name.as_bytes().to_vec();
         body.push(0);
         let (out, body) = call(q, Opcode::Lookup, parent, &body);
@@ -401,6 +407,36 @@ mod tests {
             *EntryOut::from_slice(&body[..std::mem::size_of::<EntryOut>()]).expect("entry")
         });
         (out.error, entry)
+    }
+
+    /// Creates `name` in directory `parent` through FUSE and writes `data` into it.
+    pub(crate) fn create_and_write(q: &mut DriverQueue, parent: u64, name: &str, data: &[u8]) {
+        let create = CreateIn {
+            flags: (libc::O_WRONLY | libc::O_CREAT) as u32,
+            mode: libc::S_IFREG | 0o644,
+            umask: 0o022,
+            fuse_flags: 0,
+        };
+        let mut body = create.as_slice().to_vec();
+        body.extend_from_slice(name.as_bytes());
+        body.push(0);
+        let (out, reply) = call(q, Opcode::Create, parent, &body);
+        assert_eq!(out.error, 0, "CREATE {name} failed");
+        let entry_len = std::mem::size_of::<EntryOut>();
+        let entry = *EntryOut::from_slice(&reply[..entry_len]).expect("entry");
+        let open =
+            *OpenOut::from_slice(&reply[entry_len..entry_len + std::mem::size_of::<OpenOut>()])
+                .expect("open out");
+        let write = WriteIn {
+            fh: open.fh,
+            offset: 0,
+            size: data.len() as u32,
+            ..Default::default()
+        };
+        let mut body = write.as_slice().to_vec();
+        body.extend_from_slice(data);
+        let (out, _) = call(q, Opcode::Write, entry.nodeid, &body);
+        assert_eq!(out.error, 0, "WRITE {name} failed");
     }
 
     #[test]
@@ -482,6 +518,17 @@ mod tests {
         let (out, data) = call(&mut req, Opcode::Read, entry.nodeid, read.as_slice());
         assert_eq!(out.error, 0);
         assert_eq!(data, &content[6..]);
+    }
+
+    #[test]
+    fn files_created_by_the_guest_land_in_the_shared_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mem = guest_memory();
+        let (_dev, [_, mut req]) = started(dir.path(), &mem);
+        fuse_init(&mut req);
+        create_and_write(&mut req, 1, "new.txt", b"written by the guest");
+        let on_host = std::fs::read(dir.path().join("new.txt")).expect("read back");
+        assert_eq!(on_host, b"written by the guest");
     }
 
     #[test]
