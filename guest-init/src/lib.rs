@@ -9,3 +9,5 @@ pub mod process;
 pub mod protocol;
 pub mod reaper;
 pub mod session;
+pub mod system;
+pub mod vsock;

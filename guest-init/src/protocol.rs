@@ -36,7 +36,10 @@
 //!    127 when the program is not found, 126 when it cannot be run) and closes the stream.
 //! 4. Streams: `Stdin`/`StdinEof`/`Signal`/`Resize` from the host, `Stdout`/`Stderr` from the guest.
 //!    In TTY mode the guest sends everything as `Stdout`.
-//! 5. When the process exits the guest sends its remaining output, then `Exit`, then closes.
+//! 5. When the process exits the guest sends its remaining output, then `Exit`, then shuts down
+//!    its sending side. The host closes the stream once it has the `Exit`; for the main process,
+//!    guest-init waits for that close (briefly) before powering the VM off, so the last frames are
+//!    not lost in flight.
 //!
 //! Both sides treat the peer as untrusted: every decoding problem is a [`ProtocolError`], never a
 //! panic, and no allocation is larger than [`MAX_PAYLOAD`].

@@ -1,0 +1,191 @@
+//! `skiff-init`: PID 1 of a skiff microVM.
+//!
+//! Boot: switch from the initramfs into the virtio-fs container root, mount the pseudo file
+//! systems, bring up loopback, connect to the host on vsock port 1024, receive the spec, start the
+//! container process and serve it; serve `exec` sessions on vsock port 1025 meanwhile. When the
+//! main process exits: report its status, sync and power the VM off. Any failure (a panic too)
+//! also ends in a power-off, after telling the host over vsock when the connection is up.
+
+use skiff_guest_init::protocol::{self, CONTROL_PORT, EXEC_PORT};
+use skiff_guest_init::reaper::Reaper;
+use skiff_guest_init::{session, system, vsock};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+/// The host's vsock CID.
+const HOST_CID: u32 = 2;
+/// How long to retry connecting to the host (it listens before starting the VM).
+const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
+/// How long to wait for the host to close the control stream after the exit report.
+const GOODBYE_TIMEOUT_MS: libc::c_int = 2000;
+/// Exit code for guest-init's own failures (docker uses 125 for the runtime's errors).
+const INIT_FAILURE: i32 = 125;
+
+/// Control connection descriptor, for the panic hook's last word (-1 while not connected).
+static CONTROL_FD: AtomicI32 = AtomicI32::new(-1);
+
+fn log(message: &str) {
+    // fd 2 is the console the kernel opened for init; the VMM keeps its tail for crash reports.
+    let _ = writeln!(std::io::stderr(), "skiff-init: {message}");
+}
+
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = format!("guest-init panicked: {info}");
+        log(&message);
+        let fd = CONTROL_FD.load(Ordering::SeqCst);
+        if fd >= 0 {
+            let report = protocol::Message::Error(protocol::ErrorReport {
+                message,
+                exit_code: INIT_FAILURE,
+            });
+            if let Ok(frame) = report.encode() {
+                // SAFETY: writes a valid buffer to the control socket, which is never closed.
+                unsafe { libc::write(fd, frame.as_ptr().cast(), frame.len()) };
+            }
+        }
+        system::power_off(INIT_FAILURE as u8);
+    }));
+}
+
+fn main() {
+    install_panic_hook();
+    system::ensure_standard_fds();
+    if std::process::id() != 1 {
+        log("must run as PID 1 inside a skiff microVM");
+        std::process::exit(INIT_FAILURE);
+    }
+    let code = boot_and_serve();
+    system::power_off(code as u8);
+}
+
+/// Everything up to the end of the main process; returns the code for the power-off byte.
+fn boot_and_serve() -> i32 {
+    let prepared = system::switch_to_container_root().and_then(|()| {
+        system::mount_container_filesystems()?;
+        if let Err(e) = system::loopback_up() {
+            // Not fatal: a kernel without networking still runs containers.
+            log(&format!("loopback: {e}"));
+        }
+        Ok(())
+    });
+    let mut control = match vsock::connect(HOST_CID, CONTROL_PORT, CONNECT_PATIENCE) {
+        Ok(stream) => stream,
+        Err(e) => {
+            log(&format!(
+                "cannot connect to the host on vsock port {CONTROL_PORT}: {e}"
+            ));
+            if let Err(e) = prepared {
+                log(&e.to_string());
+            }
+            return INIT_FAILURE;
+        }
+    };
+    CONTROL_FD.store(control.as_raw_fd(), Ordering::SeqCst);
+    if let Err(e) = prepared {
+        let message = format!("guest-init setup failed: {e}");
+        log(&message);
+        session::report_error(&mut control, message, INIT_FAILURE);
+        goodbye(&control);
+        return INIT_FAILURE;
+    }
+    let spec = match session::accept_spec(&mut control) {
+        Ok(spec) => spec,
+        Err(e) => {
+            let message = format!("control handshake failed: {e}");
+            log(&message);
+            session::report_error(&mut control, message, INIT_FAILURE);
+            return INIT_FAILURE;
+        }
+    };
+    if let Some(name) = spec.hostname.as_deref().filter(|n| !n.is_empty()) {
+        if let Err(e) = system::set_hostname(name) {
+            log(&e.to_string());
+        }
+    }
+    start_exec_server();
+    let code = match session::run(&mut control, &spec, Reaper::global()) {
+        Ok(code) => code,
+        Err(e) => {
+            log(&format!("main session: {e}"));
+            INIT_FAILURE
+        }
+    };
+    // SAFETY: sync(2) has no arguments.
+    unsafe { libc::sync() };
+    goodbye(&control);
+    code
+}
+
+/// Half-closes the control stream and waits (bounded) for the host to close it, which means it
+/// has read everything we sent.
+fn goodbye(control: &File) {
+    let fd = control.as_raw_fd();
+    // SAFETY: shutdown, poll and read on our own socket with valid buffers.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_WR);
+        let mut buf = [0u8; 256];
+        loop {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            if libc::poll(&mut pfd, 1, GOODBYE_TIMEOUT_MS) <= 0 {
+                return;
+            }
+            if libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) <= 0 {
+                return;
+            }
+        }
+    }
+}
+
+fn start_exec_server() {
+    let listener = match vsock::Listener::bind(EXEC_PORT) {
+        Ok(l) => l,
+        Err(e) => {
+            log(&format!(
+                "exec unavailable: cannot listen on vsock port {EXEC_PORT}: {e}"
+            ));
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("exec-server".into())
+        .spawn(move || loop {
+            match listener.accept() {
+                Ok(stream) => serve_exec(stream),
+                Err(e) => {
+                    log(&format!("exec accept: {e}"));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log(&format!("exec unavailable: {e}"));
+    }
+}
+
+fn serve_exec(mut stream: File) {
+    let spawned = std::thread::Builder::new()
+        .name("exec".into())
+        .spawn(move || {
+            let spec = match session::accept_spec(&mut stream) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    log(&format!("exec handshake: {e}"));
+                    return;
+                }
+            };
+            if let Err(e) = session::run(&mut stream, &spec, Reaper::global()) {
+                log(&format!("exec session: {e}"));
+            }
+        });
+    if let Err(e) = spawned {
+        log(&format!("exec: cannot start a thread: {e}"));
+    }
+}
