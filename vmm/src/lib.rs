@@ -4,6 +4,16 @@
 //! serial console and virtio-mmio devices (virtio-fs root, vsock control channel, entropy), and
 //! reports how the guest ended. A crash or an exploit stays confined to that one process.
 
+// VMM core: the machine.
+pub mod boot;
+pub mod cpu;
+pub mod devices;
+pub mod layout;
+pub mod memory;
+pub mod vm;
+
 pub mod kvm_host;
 pub mod rootfs;
 pub mod virtio;
+
+pub use vm::{ExitNotifier, Vm, VmConfig, VmError, VmExit};

@@ -12,6 +12,10 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
+// VMM core: the transport and the entropy device.
+pub mod mmio;
+pub mod rng;
+
 // Devices helper: devices and what they share.
 pub(crate) mod config_space;
 pub(crate) mod device_thread;
