@@ -1,0 +1,249 @@
+//! Runs commands inside the nested KVM test host (`tests/testhost/run`).
+//!
+//! The test host is a QEMU TCG machine with emulated AMD SVM: inside it `/dev/kvm` is real KVM
+//! (kvm-amd), so skiff can boot guests there. Every run boots a fresh machine (about 5 s once
+//! cached) and runs one command as root. Inside:
+//!
+//! - `/skiff/bin` (on `PATH`): every workspace release binary (`skiff`, `skiffd`, `skiff-vmm`,
+//!   `skiff-init`, the `kvm-sanity` payload, ...). The script runs
+//!   `cargo build --release --workspace` first when any source changed.
+//! - `/skiff/vmlinux`, `/skiff/bzImage`: the guest kernel (`SKIFF_KERNEL=/skiff/vmlinux`).
+//! - `/testdata/busybox`: a busybox root filesystem (root and user 1000).
+//! - `/testdata/NAME`: directories handed in with [`TestHost::data`].
+//! - `/tmp`, `/run`: tmpfs; modules `overlay`, `fuse`, `vhost_vsock` loaded.
+//!
+//! ```no_run
+//! use skiff_tests::testhost::{self, TestHost};
+//! use std::time::Duration;
+//!
+//! // One-liner: the command's stdout, stderr and exit code.
+//! let out = testhost::sh("skiff run --rootfs /testdata/busybox -- sh -c 'echo hi'");
+//! out.assert_success();
+//! assert_eq!(out.stdout, "hi\n");
+//!
+//! // With options: a timeout, a host directory at /testdata/images, an environment variable.
+//! let out = TestHost::new()
+//!     .timeout(Duration::from_secs(120))
+//!     .data("/tmp/my-images", "images")
+//!     .env("RUST_LOG", "debug")
+//!     .run(&["ls", "/testdata/images"]);
+//! assert_eq!(out.code, 0, "{out}");
+//! ```
+//!
+//! Runs from parallel tests are safe; their machines boot one after another (see the script).
+//! The command's stdout and stderr come back separately (two serial ports) but their relative
+//! order is lost; inside the test host both are pipes, not terminals, and stdin is empty.
+//! Exit code 124 means the timeout hit, 125 that the test host itself failed (the script's
+//! diagnostics are in `stderr`).
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+/// Exit code of a run that hit its timeout (the machine was killed).
+pub const TIMED_OUT: i32 = 124;
+/// Exit code of a run in which the test host itself failed before the command's status came back.
+pub const HOST_FAILED: i32 = 125;
+
+/// What a command printed inside the test host, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestHostOutput {
+    /// The command's standard output, byte for byte (lossily decoded as UTF-8).
+    pub stdout: String,
+    /// The command's standard error, followed by the test host's own messages (lines starting
+    /// with `testhost: ` or `testhost| ` for the kernel console).
+    pub stderr: String,
+    /// The command's exit code (128+N when killed by signal N), or [`TIMED_OUT`], [`HOST_FAILED`].
+    pub code: i32,
+}
+
+impl TestHostOutput {
+    /// Whether the command exited with status 0.
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+
+    /// Whether the run was cut off by its timeout.
+    pub fn timed_out(&self) -> bool {
+        self.code == TIMED_OUT
+    }
+
+    /// Panics with the whole output unless the command exited with status 0.
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        assert!(self.success(), "command failed in the test host\n{self}");
+        self
+    }
+
+    /// The stdout lines that start with `prefix`, with the prefix removed.
+    pub fn lines_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.stdout
+            .lines()
+            .filter_map(move |l| l.strip_prefix(prefix))
+    }
+}
+
+impl fmt::Display for TestHostOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "exit code: {}", self.code)?;
+        writeln!(f, "--- stdout ---\n{}", self.stdout.trim_end())?;
+        write!(f, "--- stderr ---\n{}", self.stderr.trim_end())
+    }
+}
+
+/// A test host run's options; [`TestHost::run`] boots the machine.
+#[derive(Debug, Clone, Default)]
+pub struct TestHost {
+    timeout: Option<Duration>,
+    mem_mib: Option<u32>,
+    data: Vec<(PathBuf, String)>,
+    env: Vec<(String, String)>,
+    no_build: bool,
+}
+
+impl TestHost {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Kill the machine after this long (whole seconds, at least 1; the script's default is
+    /// 600 s). The run then ends with code [`TIMED_OUT`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The test host's memory in MiB (default 3072). The initramfs, binaries included, lives in it.
+    pub fn mem_mib(mut self, mib: u32) -> Self {
+        self.mem_mib = Some(mib);
+        self
+    }
+
+    /// Copies the host directory `dir` into the test host as `/testdata/NAME`.
+    /// `name` is made of `[A-Za-z0-9._-]` and is not `busybox`.
+    pub fn data(mut self, dir: impl AsRef<Path>, name: &str) -> Self {
+        self.data
+            .push((dir.as_ref().to_path_buf(), name.to_string()));
+        self
+    }
+
+    /// Exports `name=value` to the command.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Skips the `cargo build --release --workspace` step: the release binaries are packed as
+    /// they are.
+    pub fn no_build(mut self) -> Self {
+        self.no_build = true;
+        self
+    }
+
+    /// Boots the test host, runs `cmd` (program and arguments) as root and returns its output.
+    /// Panics only if the script cannot be started at all.
+    pub fn run<S: AsRef<OsStr>>(&self, cmd: &[S]) -> TestHostOutput {
+        let mut command = Command::new(script());
+        if let Some(t) = self.timeout {
+            command.arg("--timeout").arg(t.as_secs().max(1).to_string());
+        }
+        if let Some(m) = self.mem_mib {
+            command.arg("--mem").arg(m.to_string());
+        }
+        for (dir, name) in &self.data {
+            let mut spec = dir.clone().into_os_string();
+            spec.push(":");
+            spec.push(name);
+            command.arg("--data").arg(spec);
+        }
+        for (name, value) in &self.env {
+            command.arg("--env").arg(format!("{name}={value}"));
+        }
+        if self.no_build {
+            command.arg("--no-build");
+        }
+        command.arg("--").args(cmd);
+        let output = run_script(command);
+        // Captured by the test harness: shown when the test fails.
+        println!(
+            "[testhost] {:?}\n{output}",
+            cmd.iter().map(|s| s.as_ref()).collect::<Vec<_>>()
+        );
+        output
+    }
+
+    /// Runs `script` with the test host's `sh -c`.
+    pub fn sh(&self, script: &str) -> TestHostOutput {
+        self.run(&["sh", "-c", script])
+    }
+}
+
+/// Runs `cmd` (program and arguments) in the test host with default options.
+pub fn run<S: AsRef<OsStr>>(cmd: &[S]) -> TestHostOutput {
+    TestHost::new().run(cmd)
+}
+
+/// Runs `script` with `sh -c` in the test host with default options.
+pub fn sh(script: &str) -> TestHostOutput {
+    TestHost::new().sh(script)
+}
+
+/// The `tests/testhost/run` script.
+pub fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testhost")
+        .join("run")
+}
+
+fn run_script(mut command: Command) -> TestHostOutput {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // If the test process dies (a harness timeout, ^C), the script must not outlive it: it would
+    // keep a QEMU running. The script cleans up after itself on SIGTERM.
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => panic!("cannot start {}: {e}", script().display()),
+    };
+    let stdout = child.stdout.take().map(read_all_in_background);
+    let stderr = child.stderr.take().map(read_all_in_background);
+    let status = match child.wait() {
+        Ok(s) => s,
+        Err(e) => panic!("waiting for {}: {e}", script().display()),
+    };
+    let collect = |h: Option<thread::JoinHandle<Vec<u8>>>| {
+        let bytes = h.and_then(|h| h.join().ok()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    TestHostOutput {
+        stdout: collect(stdout),
+        stderr: collect(stderr),
+        // No code means the script itself was killed by a signal.
+        code: status.code().unwrap_or(HOST_FAILED),
+    }
+}
+
+/// Drains a pipe on its own thread so that neither of the script's two pipes can fill up and block it.
+fn read_all_in_background(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        // A read error leaves what was read so far; the exit code tells the rest.
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
+}

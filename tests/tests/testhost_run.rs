@@ -1,0 +1,204 @@
+//! The test host itself: exit codes, output, data directories, timeouts and cleanup.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use skiff_tests::testhost::{self, TestHost};
+
+#[test]
+fn exit_code_of_the_command_is_the_exit_code_of_the_run() {
+    let out = testhost::sh("exit 7");
+    assert_eq!(out.code, 7, "{out}");
+    let out = testhost::run(&["false"]);
+    assert_eq!(out.code, 1, "{out}");
+}
+
+#[test]
+fn stdout_and_stderr_come_back_apart_and_byte_exact() {
+    let out =
+        testhost::sh("echo out; echo err >&2; printf 'a\\r\\nb'; [ -t 1 ] || echo ' not-a-tty'");
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout, "out\na\r\nb not-a-tty\n", "{out}");
+    assert!(out.stderr.lines().any(|l| l == "err"), "{out}");
+    assert!(
+        !out.stdout.contains("SKIFF-TESTHOST"),
+        "marker leaked: {out}"
+    );
+}
+
+#[test]
+fn arguments_reach_the_command_verbatim() {
+    let tricky = ["it's", "two words", "$HOME", "`id`", "a\"b", ""];
+    let mut cmd = vec!["printf", "[%s]\\n"];
+    cmd.extend(tricky);
+    let out = testhost::run(&cmd);
+    let expected: String = tricky.iter().map(|a| format!("[{a}]\n")).collect();
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, expected.as_str()),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_promised_environment_is_there() {
+    let out = TestHost::new().env("GREETING", "hello 'world'").sh(
+        "echo \"$GREETING\"; id -u; test -c /dev/kvm && echo kvm; \
+         grep -qw overlay /proc/filesystems && echo overlay; test -d /sys/module/fuse && echo fuse; \
+         test -d /sys/module/vhost_vsock && echo vhost_vsock; \
+         test -x /testdata/busybox/bin/sh && grep -q '^user:x:1000:' /testdata/busybox/etc/passwd && echo rootfs; \
+         touch /tmp/w /run/w && echo writable; case :$PATH: in *:/skiff/bin:*) echo path;; esac",
+    );
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (
+            0,
+            "hello 'world'\n0\nkvm\noverlay\nfuse\nvhost_vsock\nrootfs\nwritable\npath\n"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn data_directories_appear_under_testdata() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "hello from the host\n").unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("sub").join("deep"), [0u8, 1, 2, 255]).unwrap();
+    let out = TestHost::new()
+        .data(dir.path(), "mydata")
+        .sh("cat /testdata/mydata/hello.txt; od -An -tu1 /testdata/mydata/sub/deep");
+    assert_eq!(
+        (
+            out.code,
+            out.stdout.split_whitespace().collect::<Vec<_>>().join(" ")
+        ),
+        (0, "hello from the host 0 1 2 255".to_string()),
+        "{out}"
+    );
+}
+
+/// The script with its temp dirs in `tmpdir`, so that this run's QEMU can be told apart by its
+/// command line (`-initrd TMPDIR/skiff-testhost.*/initrd`) from runs of parallel tests.
+fn script_in(tmpdir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(testhost::script());
+    cmd.env("TMPDIR", tmpdir).args(args).stdin(Stdio::null());
+    cmd
+}
+
+/// Whether a QEMU of a run with temp dirs in `tmpdir` is alive.
+fn qemu_alive(tmpdir: &Path) -> bool {
+    let pattern = format!("qemu-system-x86_64 .*{}", tmpdir.display());
+    Command::new("pgrep")
+        .args(["-f", &pattern])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Waits up to `limit` for `cond`.
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cond()
+}
+
+fn assert_nothing_left(tmpdir: &Path) {
+    assert!(
+        wait_for(Duration::from_secs(10), || !qemu_alive(tmpdir)),
+        "QEMU left behind"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmpdir).unwrap().collect();
+    assert!(left.is_empty(), "temp files left behind: {left:?}");
+}
+
+#[test]
+fn timeout_kills_the_machine_and_exits_124() {
+    let tmpdir = tempfile::tempdir().unwrap();
+    let out = script_in(
+        tmpdir.path(),
+        &[
+            "--timeout",
+            "15",
+            "--",
+            "sh",
+            "-c",
+            "echo started; sleep 600",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(testhost::TIMED_OUT),
+        "stderr: {stderr}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "started\n",
+        "stderr: {stderr}"
+    );
+    assert!(stderr.contains("timed out after 15s"), "stderr: {stderr}");
+    assert_nothing_left(tmpdir.path());
+}
+
+/// Starts `sleep 600` in the test host and returns once its first output line arrived.
+fn start_sleeper(tmpdir: &Path) -> Child {
+    let mut child = script_in(tmpdir, &["--", "sh", "-c", "echo started; sleep 600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "started\n");
+    // The output streams live: it arrived while the command still runs.
+    assert!(child.try_wait().unwrap().is_none());
+    assert!(qemu_alive(tmpdir));
+    child
+}
+
+#[test]
+fn sigterm_to_the_script_stops_the_machine_and_cleans_up() {
+    let tmpdir = tempfile::tempdir().unwrap();
+    let mut child = start_sleeper(tmpdir.path());
+    // SAFETY: plain kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    assert_nothing_left(tmpdir.path());
+}
+
+#[test]
+fn sigkill_to_the_script_takes_the_machine_down_too() {
+    let tmpdir = tempfile::tempdir().unwrap();
+    let mut child = start_sleeper(tmpdir.path());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || !qemu_alive(tmpdir.path())),
+        "QEMU left behind"
+    );
+    // The killed run's temp dir is removed by the next run that starts.
+    let out = script_in(tmpdir.path(), &["--no-build", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_nothing_left(tmpdir.path());
+}
