@@ -1,3 +1,4 @@
 //! skiff's front ends: `skiffd`, the daemon serving the JSON control API, and the `skiff` CLI.
 
 pub mod cli;
+pub mod run;

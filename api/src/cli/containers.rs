@@ -1,19 +1,95 @@
-//! Container subcommands: run (and later create/start/exec/ps/...).
+//! Container subcommands: `run`, and the development form of `exec` (and later create/start/ps/…).
 
-use clap::Subcommand;
+use crate::run::{self, ProcessOptions, RunOptions};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+/// How to run a process inside a container.
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// Set an environment variable (KEY=VALUE, or KEY to pass on skiff's own value).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory inside the container (absolute).
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// User to run as: numeric UID[:GID] (the group defaults to 0).
+    #[arg(short = 'u', long = "user", value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// Allocate a pseudo terminal (stdout and stderr merged).
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Keep stdin open even when it is a terminal (a pipe or file is always forwarded).
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+impl From<ProcessArgs> for ProcessOptions {
+    fn from(a: ProcessArgs) -> ProcessOptions {
+        ProcessOptions {
+            command: a.command,
+            env: a.env,
+            workdir: a.workdir,
+            user: a.user,
+            tty: a.tty,
+            interactive: a.interactive,
+        }
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum ContainerCommand {
-    /// Run a command in a new microVM.
+    /// Run a command in a new microVM: `skiff run --rootfs DIR [OPTIONS] -- CMD [ARGS...]`.
     Run {
-        /// The command and its arguments.
-        #[arg(trailing_var_arg = true)]
-        command: Vec<String>,
+        /// Root file system directory (used read-only; writes go to a per-run layer).
+        #[arg(long, value_name = "DIR")]
+        rootfs: PathBuf,
+        /// Number of vCPUs.
+        #[arg(long, default_value_t = 1)]
+        cpus: u32,
+        /// Guest memory in MiB.
+        #[arg(long, value_name = "MIB", default_value_t = 128)]
+        memory: u32,
+        /// Host name inside the VM (default: the run id).
+        #[arg(long)]
+        hostname: Option<String>,
+        #[command(flatten)]
+        process: ProcessArgs,
+    },
+    /// Run a command in a running microVM, named by its vsock socket
+    /// (`$SKIFF_ROOT/run/<id>/vsock.sock`): `skiff exec --vsock PATH -- CMD [ARGS...]`.
+    Exec {
+        /// The VM's vsock Unix socket.
+        #[arg(long, value_name = "PATH")]
+        vsock: PathBuf,
+        #[command(flatten)]
+        process: ProcessArgs,
     },
 }
 
 impl ContainerCommand {
     pub async fn run(self) -> anyhow::Result<i32> {
-        anyhow::bail!("not implemented yet: {self:?}")
+        match self {
+            ContainerCommand::Run {
+                rootfs,
+                cpus,
+                memory,
+                hostname,
+                process,
+            } => {
+                run::run(RunOptions {
+                    rootfs,
+                    cpus,
+                    memory_mib: memory,
+                    hostname,
+                    process: process.into(),
+                })
+                .await
+            }
+            ContainerCommand::Exec { vsock, process } => run::exec(&vsock, &process.into()).await,
+        }
     }
 }

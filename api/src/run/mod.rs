@@ -1,0 +1,405 @@
+//! `skiff run` and `skiff exec` without a daemon: one container in its own microVM, attached to
+//! this process's stdio, signals and terminal.
+//!
+//! Run: make the run directory, listen on the guest's control port socket, start `skiff-vmm`,
+//! accept guest-init's connection, send the spec, pump the streams until the exit report, wait for
+//! the VM's orderly power-off, remove the run directory. A signal to skiff goes to the container
+//! first; if the container has not ended [`STOP_GRACE`] later (or on a second signal) the VM is
+//! stopped. A VM that ends without an exit report is an error carrying skiff-vmm's stderr (which
+//! holds the guest console's tail, e.g. a panic message).
+
+pub mod exec;
+pub mod rundir;
+pub mod session;
+pub mod terminal;
+pub mod vmm;
+
+use anyhow::Context;
+use session::{Control, Input, Outcome, Session};
+use skiff_guest_init::process::DEFAULT_PATH;
+use skiff_guest_init::protocol::ProcessSpec;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::AsyncWrite;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+/// Time a container gets to end after a forwarded signal before its VM is stopped.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Time from starting the VMM to guest-init's connection (`$SKIFF_BOOT_TIMEOUT` seconds).
+const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time the VM gets to power off after the container's exit report.
+const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
+/// Exit code when skiff had to stop the VM itself (as if the container was SIGKILLed).
+const STOPPED_CODE: i32 = 128 + libc::SIGKILL;
+
+/// The process to run, as the user described it.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessOptions {
+    pub command: Vec<String>,
+    /// `KEY=VALUE`, or `KEY` to pass on skiff's own value.
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    /// `UID[:GID]`, numeric.
+    pub user: Option<String>,
+    pub tty: bool,
+    pub interactive: bool,
+}
+
+/// A container to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub rootfs: PathBuf,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub hostname: Option<String>,
+    pub process: ProcessOptions,
+}
+
+/// Parses `UID[:GID]`; the group defaults to 0 like Docker's for a numeric user.
+pub fn parse_user(user: &str) -> anyhow::Result<(u32, u32)> {
+    let (uid, gid) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let number = |s: &str, what: &str| {
+        s.parse::<u32>().with_context(|| {
+            format!("invalid {what} {s:?} in --user {user:?} (numeric UID[:GID] expected)")
+        })
+    };
+    Ok((
+        number(uid, "uid")?,
+        gid.map(|g| number(g, "gid")).transpose()?.unwrap_or(0),
+    ))
+}
+
+fn set_env(env: &mut Vec<String>, entry: String) {
+    let key = entry
+        .split_once('=')
+        .map_or(entry.as_str(), |(k, _)| k)
+        .to_string();
+    env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+    env.push(entry);
+}
+
+/// The spec guest-init gets for `process` (hostname only for a container's main process).
+pub fn build_spec(process: &ProcessOptions, hostname: Option<&str>) -> anyhow::Result<ProcessSpec> {
+    if process.command.is_empty() {
+        anyhow::bail!("no command given");
+    }
+    let mut spec = ProcessSpec::new(process.command.clone());
+    let mut env = vec![format!("PATH={DEFAULT_PATH}")];
+    if let Some(h) = hostname {
+        env.push(format!("HOSTNAME={h}"));
+    }
+    if process.tty {
+        env.push("TERM=xterm".into());
+    }
+    for entry in &process.env {
+        if entry.is_empty() || entry.starts_with('=') {
+            anyhow::bail!("invalid environment entry {entry:?} (KEY=VALUE expected)");
+        }
+        if entry.contains('=') {
+            set_env(&mut env, entry.clone());
+        } else if let Ok(value) = std::env::var(entry) {
+            set_env(&mut env, format!("{entry}={value}"));
+        }
+    }
+    spec.env = env;
+    if let Some(dir) = &process.workdir {
+        if !dir.starts_with('/') {
+            anyhow::bail!("--workdir {dir:?} must be an absolute path");
+        }
+        spec.cwd = dir.clone();
+    }
+    if let Some(user) = &process.user {
+        (spec.uid, spec.gid) = parse_user(user)?;
+    }
+    if let Some(h) = hostname {
+        if h.is_empty() || h.len() > 64 || h.contains('\0') {
+            anyhow::bail!("invalid hostname {h:?} (1 to 64 characters)");
+        }
+        spec.hostname = Some(h.to_string());
+    }
+    spec.tty = process.tty;
+    if process.tty {
+        spec.terminal_size =
+            terminal::size(libc::STDOUT_FILENO).or(terminal::size(libc::STDIN_FILENO));
+    }
+    Ok(spec)
+}
+
+/// How our stdin feeds the process: forwarded when asked (`-i`) or when it is not a terminal
+/// (`echo x | skiff run … cat`); else empty, or nothing at all on a terminal (EOF would be ^D).
+fn plan_input(process: &ProcessOptions) -> Input {
+    if process.interactive || !terminal::is_tty(libc::STDIN_FILENO) {
+        Input::Forward(session::forward_stdin())
+    } else if process.tty {
+        Input::None
+    } else {
+        Input::Empty
+    }
+}
+
+fn raw_terminal(process: &ProcessOptions) -> anyhow::Result<Option<terminal::RawMode>> {
+    if process.tty && process.interactive && terminal::is_tty(libc::STDIN_FILENO) {
+        let raw = terminal::RawMode::enter(libc::STDIN_FILENO).context("raw terminal mode")?;
+        return Ok(Some(raw));
+    }
+    Ok(None)
+}
+
+fn boot_timeout() -> Duration {
+    std::env::var("SKIFF_BOOT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(DEFAULT_BOOT_TIMEOUT, Duration::from_secs)
+}
+
+/// The signals that ask skiff (and so the container) to end.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+fn handle(kind: SignalKind) -> anyhow::Result<tokio::signal::unix::Signal> {
+    signal(kind).context("installing signal handlers")
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            int: handle(SignalKind::interrupt())?,
+            term: handle(SignalKind::terminate())?,
+            hup: handle(SignalKind::hangup())?,
+            quit: handle(SignalKind::quit())?,
+        })
+    }
+
+    /// The next terminating signal's number.
+    async fn next(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.int.recv() => libc::SIGINT,
+            _ = self.term.recv() => libc::SIGTERM,
+            _ = self.hup.recv() => libc::SIGHUP,
+            _ = self.quit.recv() => libc::SIGQUIT,
+        }
+    }
+}
+
+/// Drives a started session with our stdio, forwarding signals and terminal resizes. With a
+/// `vmm`, a signal also arms the stop deadline; returns the outcome and whether the VM was stopped.
+async fn supervise<W>(
+    session: Session<W>,
+    process: &ProcessOptions,
+    signals: &mut Signals,
+    mut vmm: Option<&mut vmm::Vmm>,
+) -> anyhow::Result<(Outcome, bool)>
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (controls, control_rx) = mpsc::channel(16);
+    let mut winch = handle(SignalKind::window_change())?;
+    let input = plan_input(process);
+    let mut drive =
+        tokio::spawn(session.drive(tokio::io::stdout(), tokio::io::stderr(), input, control_rx));
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut stopped = false;
+    loop {
+        let far = tokio::time::Instant::now() + Duration::from_secs(86400);
+        tokio::select! {
+            outcome = &mut drive => return Ok((outcome.context("session task")?, stopped)),
+            sig = signals.next() => {
+                let _ = controls.send(Control::Signal(sig)).await;
+                if let Some(vmm) = vmm.as_deref_mut() {
+                    if deadline.is_none() {
+                        deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
+                    } else if !stopped {
+                        vmm.terminate();
+                        stopped = true;
+                    }
+                }
+            }
+            _ = winch.recv(), if process.tty => {
+                if let Some(size) = terminal::size(libc::STDOUT_FILENO) {
+                    let _ = controls.send(Control::Resize(size)).await;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && !stopped => {
+                if let Some(vmm) = vmm.as_deref_mut() {
+                    vmm.terminate();
+                }
+                stopped = true;
+            }
+        }
+    }
+}
+
+/// Reports a failed start like a shell does and yields its code.
+fn report_failure(report: &skiff_guest_init::protocol::ErrorReport) -> i32 {
+    eprintln!("skiff: {}", report.message);
+    report.exit_code
+}
+
+/// `skiff run`: returns the container's exit code (128+N for a signal).
+pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
+    if !options.rootfs.is_dir() {
+        anyhow::bail!("--rootfs {}: not a directory", options.rootfs.display());
+    }
+    let rootfs = std::fs::canonicalize(&options.rootfs)
+        .with_context(|| format!("resolving {}", options.rootfs.display()))?;
+    let id = rundir::new_id()?;
+    let hostname = options.hostname.clone().unwrap_or_else(|| id.clone());
+    let spec = build_spec(&options.process, Some(&hostname))?;
+    let vmm_binary = vmm::helper_binary("SKIFF_VMM", "skiff-vmm")?;
+    let config = |dir: &rundir::RunDir| -> anyhow::Result<vmm::VmConfig> {
+        Ok(vmm::VmConfig {
+            kernel: skiff_kernel_config::default_kernel(),
+            init: vmm::helper_binary("SKIFF_INIT", "skiff-init")?,
+            layers: vec![rootfs.clone()],
+            upper: dir.upper(),
+            vsock_socket: dir.vsock_socket(),
+            cpus: options.cpus,
+            memory_mib: options.memory_mib,
+            serial: std::env::var_os("SKIFF_CONSOLE").map(PathBuf::from),
+        })
+    };
+    let mut signals = Signals::new()?;
+    let dir = rundir::RunDir::create(&rundir::skiff_root(), &id)?;
+    let listener = tokio::net::UnixListener::bind(dir.control_socket())
+        .with_context(|| format!("listening on {}", dir.control_socket().display()))?;
+    let mut vm = vmm::Vmm::spawn(&vmm_binary, &config(&dir)?)?;
+    tracing::debug!(id, dir = %dir.path().display(), "VM started");
+
+    // Boot: until guest-init connects and the session is set up.
+    let boot = async {
+        let (stream, _) = listener
+            .accept()
+            .await
+            .context("accepting guest-init's connection")?;
+        let (reader, writer) = stream.into_split();
+        session::start(reader, writer, &spec)
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    let booted = tokio::select! {
+        session = boot => Some(session),
+        status = vm.wait() => {
+            let status = status.context("waiting for skiff-vmm")?;
+            anyhow::bail!(vm.describe_unexpected_end(status, "during boot").await);
+        }
+        _ = tokio::time::sleep(boot_timeout()) => None,
+        sig = signals.next() => {
+            tracing::debug!("signal {sig} during boot: stopping the VM");
+            None
+        }
+    };
+    let session = match booted {
+        Some(Ok(session)) => session,
+        Some(Err(e)) => {
+            vm.terminate();
+            let status = vm.finish(POWER_OFF_GRACE).await?;
+            let detail = vm.describe_unexpected_end(status, "handshake failed").await;
+            return Err(e.context(detail));
+        }
+        None => {
+            vm.terminate();
+            vm.finish(POWER_OFF_GRACE).await?;
+            anyhow::bail!(
+                "guest-init did not connect within {:?} (or skiff was interrupted during boot)\n{}",
+                boot_timeout(),
+                vm.stderr().await
+            );
+        }
+    };
+    drop(listener);
+
+    let raw = raw_terminal(&options.process)?;
+    let (outcome, stopped) =
+        supervise(session, &options.process, &mut signals, Some(&mut vm)).await?;
+    drop(raw);
+    let status = vm
+        .finish(POWER_OFF_GRACE)
+        .await
+        .context("waiting for skiff-vmm")?;
+    tracing::debug!(?outcome, ?status, "run ended");
+    let code = match outcome {
+        Outcome::Exited(exit) => exit.shell_code(),
+        Outcome::Failed(report) => report_failure(&report),
+        Outcome::Lost(_) if stopped => {
+            eprintln!(
+                "skiff: the container did not exit within {STOP_GRACE:?} of the signal; its VM was stopped"
+            );
+            STOPPED_CODE
+        }
+        Outcome::Lost(why) => anyhow::bail!(vm.describe_unexpected_end(status, &why).await),
+    };
+    drop(dir);
+    Ok(code)
+}
+
+/// `skiff exec --vsock PATH`: runs a process in the running VM behind that vsock socket.
+pub async fn exec(vsock_socket: &Path, process: &ProcessOptions) -> anyhow::Result<i32> {
+    let spec = build_spec(process, None)?;
+    let mut signals = Signals::new()?;
+    let stream = exec::connect_exec(vsock_socket).await?;
+    let (reader, writer) = stream.into_split();
+    let session = session::start(reader, writer, &spec).await?;
+    let raw = raw_terminal(process)?;
+    let (outcome, _) = supervise(session, process, &mut signals, None).await?;
+    drop(raw);
+    match outcome {
+        Outcome::Exited(exit) => Ok(exit.shell_code()),
+        Outcome::Failed(report) => Ok(report_failure(&report)),
+        Outcome::Lost(why) => anyhow::bail!("exec session ended without an exit status: {why}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(command: &[&str]) -> ProcessOptions {
+        ProcessOptions {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            ..ProcessOptions::default()
+        }
+    }
+
+    #[test]
+    fn user_parsing() {
+        assert_eq!(parse_user("1000").unwrap(), (1000, 0));
+        assert_eq!(parse_user("1000:100").unwrap(), (1000, 100));
+        assert!(parse_user("nobody").is_err());
+        assert!(parse_user("1:x").is_err());
+        assert!(parse_user("").is_err());
+    }
+
+    #[test]
+    fn spec_has_defaults_and_overrides() {
+        let mut p = process(&["sh", "-c", "env"]);
+        p.env = vec!["A=1".into(), "PATH=/bin".into(), "A=2".into()];
+        p.workdir = Some("/tmp".into());
+        p.user = Some("5:6".into());
+        let spec = build_spec(&p, Some("box")).unwrap();
+        assert_eq!(spec.env, vec!["HOSTNAME=box", "PATH=/bin", "A=2"]);
+        assert_eq!(spec.cwd, "/tmp");
+        assert_eq!((spec.uid, spec.gid), (5, 6));
+        assert_eq!(spec.hostname.as_deref(), Some("box"));
+        assert!(!spec.tty);
+    }
+
+    #[test]
+    fn spec_rejects_bad_input() {
+        assert!(build_spec(&process(&[]), None).is_err());
+        let mut p = process(&["true"]);
+        p.workdir = Some("relative".into());
+        assert!(build_spec(&p, None).is_err());
+        let mut p = process(&["true"]);
+        p.env = vec!["=x".into()];
+        assert!(build_spec(&p, None).is_err());
+        assert!(build_spec(&process(&["true"]), Some(&"h".repeat(65))).is_err());
+    }
+}

@@ -1,0 +1,119 @@
+//! The per-run directory `$SKIFF_ROOT/run/<id>`: the VMM's vsock sockets and the container's
+//! copy-on-write upper layer live there, and it is removed when the run ends.
+
+use anyhow::Context;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+/// Default state directory when `$SKIFF_ROOT` is unset.
+pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
+/// Unix socket paths longer than this do not fit `sockaddr_un`.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// `$SKIFF_ROOT`, else [`DEFAULT_ROOT`].
+pub fn skiff_root() -> PathBuf {
+    std::env::var_os("SKIFF_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
+}
+
+/// A fresh random run id: 12 hex digits.
+pub fn new_id() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 6];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom for a run id")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A run directory, removed (with everything in it) on drop.
+#[derive(Debug)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates `<root>/run/<id>` (mode 0700) and its `rootfs/` upper directory.
+    pub fn create(root: &Path, id: &str) -> anyhow::Result<RunDir> {
+        let runs = root.join("run");
+        std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
+        let path = runs.join(id);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .with_context(|| format!("creating run directory {}", path.display()))?;
+        let dir = RunDir { path };
+        std::fs::create_dir(dir.upper())
+            .with_context(|| format!("creating {}", dir.upper().display()))?;
+        let longest = dir.control_socket();
+        if longest.as_os_str().len() > MAX_SOCKET_PATH {
+            anyhow::bail!(
+                "socket path {} is longer than {MAX_SOCKET_PATH} bytes; use a shorter SKIFF_ROOT",
+                longest.display()
+            );
+        }
+        Ok(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The container's copy-on-write upper layer (`--rootfs-upper`).
+    pub fn upper(&self) -> PathBuf {
+        self.path.join("rootfs")
+    }
+
+    /// The VMM's vsock Unix socket (`--vsock-uds`); host→guest connections go here.
+    pub fn vsock_socket(&self) -> PathBuf {
+        self.path.join("vsock.sock")
+    }
+
+    /// Where guest-init's control connection (guest→host port 1024) arrives.
+    pub fn control_socket(&self) -> PathBuf {
+        let port = skiff_guest_init::protocol::CONTROL_PORT;
+        self.path.join(format!("vsock.sock_{port}"))
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            tracing::warn!("cannot remove run directory {}: {e}", self.path.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_dir_is_created_with_upper_and_removed_on_drop() {
+        let root = std::env::temp_dir().join(format!("skiff-rundir-test-{}", std::process::id()));
+        let id = new_id().unwrap();
+        assert_eq!(id.len(), 12);
+        let dir = RunDir::create(&root, &id).unwrap();
+        let path = dir.path().to_path_buf();
+        assert!(dir.upper().is_dir());
+        assert_eq!(dir.control_socket(), path.join("vsock.sock_1024"));
+        std::fs::write(dir.upper().join("f"), b"x").unwrap();
+        assert!(
+            RunDir::create(&root, &id).is_err(),
+            "ids must not be reused"
+        );
+        drop(dir);
+        assert!(!path.exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn overlong_socket_path_is_refused() {
+        let root = std::env::temp_dir().join("x".repeat(100));
+        let err = RunDir::create(&root, "abc").unwrap_err();
+        assert!(err.to_string().contains("longer than 107 bytes"), "{err}");
+        assert!(!root.join("run").join("abc").exists());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
