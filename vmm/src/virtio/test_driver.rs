@@ -105,8 +105,8 @@ impl<'a> DriverQueue<'a> {
         self.next_desc
     }
 
-    /// Makes a well-formed chain of `bufs` available (without kicking).
-    pub(crate) fn offer(&mut self, bufs: &[Buf]) {
+    /// Makes a well-formed chain of `bufs` available (without kicking); returns its head index.
+    pub(crate) fn offer(&mut self, bufs: &[Buf]) -> u16 {
         let first = self.next_index(bufs.len() as u16);
         let descs: Vec<SplitDescriptor> = bufs
             .iter()
@@ -120,6 +120,7 @@ impl<'a> DriverQueue<'a> {
             })
             .collect();
         self.offer_raw(&descs);
+        first
     }
 
     /// Writes `descs` verbatim at `next_index()` onwards and makes the first one available.
