@@ -23,6 +23,7 @@ pub mod fs;
 pub(crate) mod queue_service;
 #[cfg(test)]
 pub(crate) mod test_driver;
+pub mod vsock;
 
 /// Guest memory as every device sees it.
 pub type GuestMem = GuestMemoryMmap<()>;
