@@ -1,0 +1,261 @@
+//! `skiff pull`: manifest (through an index if need be), config, then the layers, downloaded
+//! in parallel and unpacked as each one arrives. Every byte is checked against its digest and
+//! size before it becomes visible in the store.
+
+use std::sync::Arc;
+
+use futures_util::{StreamExt, TryStreamExt};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::auth;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::{
+    media, Compression, Descriptor, ImageConfigFile, ManifestDoc, MAX_CONFIG_BYTES,
+    MAX_MANIFEST_BYTES,
+};
+use crate::platform::Platform;
+use crate::reference::Reference;
+use crate::registry::{FetchedManifest, RegistryClient};
+use crate::store::{check_digest, ImageRecord, Store};
+
+#[derive(Clone, Debug)]
+pub struct PullOptions {
+    /// Which image of a multi-platform index; default: the host's.
+    pub platform: Option<Platform>,
+    /// Allow plain HTTP to a non-loopback registry.
+    pub insecure: bool,
+    /// Draw progress bars on stderr.
+    pub progress: bool,
+    /// Layers downloaded at once.
+    pub parallel: usize,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            platform: None,
+            insecure: false,
+            progress: false,
+            parallel: 4,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PullReport {
+    pub image: ImageRecord,
+    pub layers_downloaded: usize,
+    pub layers_reused: usize,
+    pub bytes_downloaded: u64,
+}
+
+pub async fn pull(store: &Arc<Store>, r: &Reference, opts: &PullOptions) -> Result<PullReport> {
+    let gc_store = store.clone();
+    let _gc_guard = tokio::task::spawn_blocking(move || gc_store.gc_lock(false)).await??;
+    let creds = auth::lookup(&r.registry)?;
+    let client = RegistryClient::new(r, opts.insecure, creds)?;
+
+    let top = client.manifest(&r.manifest_reference()).await?;
+    let top_digest = verify_manifest(&top, r.digest.as_ref(), "manifest")?;
+    let (manifest_bytes, manifest_digest, index_digest) =
+        match ManifestDoc::parse(&top.bytes, top.content_type.as_deref())? {
+            ManifestDoc::Image(_) => (top.bytes, top_digest, None),
+            ManifestDoc::Index(index) => {
+                let wanted = opts.platform.clone().unwrap_or_else(Platform::host);
+                let chosen = index.choose(&wanted)?.clone();
+                if !matches!(
+                    chosen.media_type.as_str(),
+                    media::OCI_MANIFEST | media::DOCKER_MANIFEST
+                ) {
+                    return Err(Error::UnsupportedMediaType {
+                        what: format!("index entry for {wanted}"),
+                        media_type: chosen.media_type,
+                    });
+                }
+                check_size(&chosen, MAX_MANIFEST_BYTES, "manifest")?;
+                store.put_blob(
+                    &top.bytes,
+                    Some((&top_digest, top.bytes.len() as u64)),
+                    "index",
+                )?;
+                let m = client.manifest(&chosen.digest.to_string()).await?;
+                let d = verify_manifest(&m, Some(&chosen.digest), "manifest")?;
+                (m.bytes, d, Some(top_digest))
+            }
+        };
+    let ManifestDoc::Image(manifest) = ManifestDoc::parse(&manifest_bytes, None)? else {
+        return Err(Error::Malformed {
+            what: format!("manifest {manifest_digest}"),
+            reason: "an index points at another index".into(),
+        });
+    };
+
+    check_size(&manifest.config, MAX_CONFIG_BYTES, "image config")?;
+    let config_bytes = if store.has_blob(&manifest.config.digest) {
+        store.read_blob(&manifest.config.digest, MAX_CONFIG_BYTES, "image config")?
+    } else {
+        let b = client
+            .blob_bytes(&manifest.config.digest, MAX_CONFIG_BYTES, "image config")
+            .await?;
+        store.put_blob(
+            &b,
+            Some((&manifest.config.digest, manifest.config.size)),
+            "image config",
+        )?;
+        b
+    };
+    let config = ImageConfigFile::parse(&config_bytes)?;
+    let diff_ids = layer_diff_ids(&manifest.layers, &config)?;
+
+    let bars = MultiProgress::with_draw_target(if opts.progress {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let results: Vec<Option<u64>> =
+        futures_util::stream::iter(manifest.layers.iter().zip(&diff_ids))
+            .map(|(layer, diff_id)| {
+                let bar = layer_bar(&bars, layer);
+                let client = &client;
+                async move {
+                    let downloaded = fetch_blob(store, client, layer, &bar).await?;
+                    bar.set_message("unpacking");
+                    let compression = Compression::of_media_type(&layer.media_type)?;
+                    let (s, diff_id, blob) = (store.clone(), diff_id.clone(), layer.digest.clone());
+                    tokio::task::spawn_blocking(move || {
+                        s.ensure_layer(&diff_id, &blob, compression)
+                    })
+                    .await??;
+                    bar.finish_with_message(if downloaded.is_some() {
+                        "done"
+                    } else {
+                        "already exists"
+                    });
+                    Ok::<_, Error>(downloaded)
+                }
+            })
+            .buffer_unordered(opts.parallel.max(1))
+            .try_collect()
+            .await?;
+
+    store.put_blob(
+        &manifest_bytes,
+        Some((&manifest_digest, manifest_bytes.len() as u64)),
+        "manifest",
+    )?;
+    let image = crate::service::record(store, r.to_string(), &manifest_digest, index_digest)?;
+    Ok(PullReport {
+        image,
+        layers_downloaded: results.iter().filter(|r| r.is_some()).count(),
+        layers_reused: results.iter().filter(|r| r.is_none()).count(),
+        bytes_downloaded: results.iter().flatten().sum(),
+    })
+}
+
+/// The diff_id of each layer, from the config; the counts must agree.
+pub(crate) fn layer_diff_ids(
+    layers: &[Descriptor],
+    config: &ImageConfigFile,
+) -> Result<Vec<Digest>> {
+    if layers.len() != config.rootfs.diff_ids.len() {
+        return Err(Error::Malformed {
+            what: "image".into(),
+            reason: format!(
+                "manifest has {} layers but the config lists {} diff_ids",
+                layers.len(),
+                config.rootfs.diff_ids.len()
+            ),
+        });
+    }
+    Ok(config.rootfs.diff_ids.clone())
+}
+
+fn check_size(d: &Descriptor, max: u64, what: &str) -> Result<()> {
+    if d.size > max {
+        return Err(Error::TooLarge {
+            what: format!("{what} {} (descriptor says {} bytes)", d.digest, d.size),
+            limit: max,
+        });
+    }
+    Ok(())
+}
+
+/// The manifest's digest: it must equal the pinned one, and the registry's claim if it makes one.
+fn verify_manifest(m: &FetchedManifest, pinned: Option<&Digest>, what: &str) -> Result<Digest> {
+    let actual = Digest::of(&m.bytes);
+    if let Some(want) = pinned {
+        check_digest(what, want, &actual)?;
+    }
+    if let Some(claimed) = m
+        .docker_content_digest
+        .as_deref()
+        .and_then(|c| c.parse::<Digest>().ok())
+    {
+        check_digest(
+            &format!("{what} (Docker-Content-Digest)"),
+            &claimed,
+            &actual,
+        )?;
+    }
+    Ok(actual)
+}
+
+fn layer_bar(bars: &MultiProgress, layer: &Descriptor) -> ProgressBar {
+    let bar = bars.add(ProgressBar::new(layer.size));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} {msg:>14} [{bar:30}] {bytes}/{total_bytes}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(layer.digest.short().to_string());
+    bar.set_message("waiting");
+    bar
+}
+
+/// Downloads a blob unless the store has it; `Some(bytes)` when it was downloaded.
+async fn fetch_blob(
+    store: &Arc<Store>,
+    client: &RegistryClient,
+    layer: &Descriptor,
+    bar: &ProgressBar,
+) -> Result<Option<u64>> {
+    if store.has_blob(&layer.digest) {
+        bar.set_position(layer.size);
+        return Ok(None);
+    }
+    // Another pull of the same blob (this process or another) finishes first, then we reuse it.
+    let (s, key) = (store.clone(), format!("blob-{}", layer.digest.hex()));
+    let _lock = tokio::task::spawn_blocking(move || s.content_lock(&key)).await??;
+    if store.has_blob(&layer.digest) {
+        bar.set_position(layer.size);
+        return Ok(None);
+    }
+    bar.set_message("downloading");
+    let what = format!("layer {}", layer.digest);
+    let resp = client.blob(&layer.digest).await?;
+    if let Some(len) = resp.content_length() {
+        if len != layer.size {
+            return Err(Error::SizeMismatch {
+                what,
+                expected: layer.size,
+                actual: len,
+            });
+        }
+    }
+    let url = resp.url().to_string();
+    let mut w = store.blob_writer(layer.size, &what)?;
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Error::Http {
+            url: url.clone(),
+            source: e,
+        })?;
+        w.write(&chunk)?;
+        bar.inc(chunk.len() as u64);
+    }
+    let n = w.written();
+    w.commit(Some((&layer.digest, layer.size)), &what)?;
+    Ok(Some(n))
+}

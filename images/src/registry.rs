@@ -1,0 +1,371 @@
+//! A client for the OCI distribution API (`/v2/...`) of one repository: manifests and blobs,
+//! with anonymous bearer tokens and basic auth.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::{Method, Response, StatusCode};
+use tokio::sync::Mutex;
+
+use crate::auth::Credentials;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::{media, MAX_MANIFEST_BYTES};
+use crate::reference::Reference;
+
+/// Token answers are small JSON documents; anything bigger is not one.
+const MAX_TOKEN_BYTES: u64 = 1 << 20;
+const MAX_ERROR_BODY_BYTES: u64 = 64 << 10;
+
+pub struct RegistryClient {
+    http: reqwest::Client,
+    base: String,
+    registry: String,
+    repository: String,
+    creds: Option<Credentials>,
+    /// The Authorization header that worked last (bearer token or basic).
+    authorization: Mutex<Option<String>>,
+}
+
+pub struct FetchedManifest {
+    pub bytes: Vec<u8>,
+    pub content_type: Option<String>,
+    /// What the registry says the digest is (checked against the bytes by the caller).
+    pub docker_content_digest: Option<String>,
+}
+
+/// Plain HTTP only for loopback registries or when asked: credentials and content would
+/// otherwise cross the network unprotected.
+pub fn uses_plain_http(api_host: &str, insecure: bool) -> bool {
+    if insecure {
+        return true;
+    }
+    let host = if let Some(rest) = api_host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        api_host.split(':').next().unwrap_or(api_host)
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl RegistryClient {
+    pub fn new(
+        r: &Reference,
+        insecure: bool,
+        creds: Option<Credentials>,
+    ) -> Result<RegistryClient> {
+        let scheme = if uses_plain_http(r.api_host(), insecure) {
+            "http"
+        } else {
+            "https"
+        };
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("skiff/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::Http {
+                url: r.api_host().to_string(),
+                source: e,
+            })?;
+        Ok(RegistryClient {
+            http,
+            base: format!("{scheme}://{}", r.api_host()),
+            registry: r.registry.clone(),
+            repository: r.repository.clone(),
+            creds,
+            authorization: Mutex::new(None),
+        })
+    }
+
+    /// GET /v2/: checks reachability and credentials (`skiff login`).
+    pub async fn ping(&self) -> Result<()> {
+        let url = format!("{}/v2/", self.base);
+        self.send(Method::GET, &url, None).await.map(drop)
+    }
+
+    pub async fn manifest(&self, reference: &str) -> Result<FetchedManifest> {
+        let url = format!("{}/v2/{}/manifests/{reference}", self.base, self.repository);
+        let resp = self
+            .send(Method::GET, &url, Some(media::ACCEPT_MANIFESTS))
+            .await?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_type = header(CONTENT_TYPE.as_str());
+        let docker_content_digest = header("docker-content-digest");
+        let bytes = read_capped(resp, MAX_MANIFEST_BYTES, &url, "manifest").await?;
+        Ok(FetchedManifest {
+            bytes,
+            content_type,
+            docker_content_digest,
+        })
+    }
+
+    /// Starts a blob download; the caller streams and verifies the body.
+    pub async fn blob(&self, d: &Digest) -> Result<Response> {
+        let url = format!("{}/v2/{}/blobs/{d}", self.base, self.repository);
+        self.send(Method::GET, &url, None).await
+    }
+
+    pub async fn blob_bytes(&self, d: &Digest, max: u64, what: &str) -> Result<Vec<u8>> {
+        let resp = self.blob(d).await?;
+        let url = resp.url().to_string();
+        read_capped(resp, max, &url, what).await
+    }
+
+    async fn send(&self, method: Method, url: &str, accept: Option<&str>) -> Result<Response> {
+        let mut retried = false;
+        loop {
+            let mut rb = self.http.request(method.clone(), url);
+            if let Some(a) = accept {
+                rb = rb.header(ACCEPT, a);
+            }
+            if let Some(h) = self.authorization.lock().await.clone() {
+                rb = rb.header(AUTHORIZATION, h);
+            }
+            let resp = rb.send().await.map_err(|e| Error::Http {
+                url: url.to_string(),
+                source: e,
+            })?;
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                if retried {
+                    return Err(self.auth_error("the registry refused the credentials"));
+                }
+                let challenge = resp
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                self.authenticate(challenge.as_deref()).await?;
+                retried = true;
+                continue;
+            }
+            if !resp.status().is_success() {
+                return Err(registry_error(url, resp).await);
+            }
+            return Ok(resp);
+        }
+    }
+
+    fn auth_error(&self, reason: &str) -> Error {
+        if self.creds.is_some() {
+            Error::AuthFailed {
+                registry: self.registry.clone(),
+                reason: reason.to_string(),
+            }
+        } else {
+            Error::AuthRequired {
+                registry: self.registry.clone(),
+            }
+        }
+    }
+
+    async fn authenticate(&self, challenge: Option<&str>) -> Result<()> {
+        let Some((scheme, params)) = challenge.and_then(parse_challenge) else {
+            return Err(self.auth_error("401 without a usable WWW-Authenticate challenge"));
+        };
+        let header = match scheme.to_ascii_lowercase().as_str() {
+            "basic" => match &self.creds {
+                Some(c) => c.basic_header(),
+                None => return Err(self.auth_error("basic auth required")),
+            },
+            "bearer" => format!("Bearer {}", self.fetch_token(&params).await?),
+            other => {
+                return Err(Error::AuthFailed {
+                    registry: self.registry.clone(),
+                    reason: format!("unsupported auth scheme {other:?}"),
+                })
+            }
+        };
+        *self.authorization.lock().await = Some(header);
+        Ok(())
+    }
+
+    /// The token dance of the distribution spec: GET realm?service=..&scope=.. (with basic
+    /// credentials if we have them, anonymously otherwise).
+    async fn fetch_token(&self, params: &HashMap<String, String>) -> Result<String> {
+        let realm = params.get("realm").ok_or_else(|| Error::AuthFailed {
+            registry: self.registry.clone(),
+            reason: "bearer challenge without realm".into(),
+        })?;
+        let scope = params
+            .get("scope")
+            .cloned()
+            .unwrap_or_else(|| format!("repository:{}:pull", self.repository));
+        let mut query = vec![("scope", scope)];
+        if let Some(s) = params.get("service") {
+            query.push(("service", s.clone()));
+        }
+        let mut rb = self.http.get(realm).query(&query);
+        if let Some(c) = &self.creds {
+            rb = rb.basic_auth(&c.username, Some(&c.password));
+        }
+        let resp = rb.send().await.map_err(|e| Error::Http {
+            url: realm.clone(),
+            source: e,
+        })?;
+        if matches!(
+            resp.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            return Err(self.auth_error(&format!("token server answered {}", resp.status())));
+        }
+        if !resp.status().is_success() {
+            return Err(registry_error(realm, resp).await);
+        }
+        let body = read_capped(resp, MAX_TOKEN_BYTES, realm, "token response").await?;
+        #[derive(serde::Deserialize)]
+        struct TokenAnswer {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let t: TokenAnswer = serde_json::from_slice(&body).map_err(|e| Error::Malformed {
+            what: "token response".into(),
+            reason: e.to_string(),
+        })?;
+        t.token
+            .or(t.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::Malformed {
+                what: "token response".into(),
+                reason: "no token in it".into(),
+            })
+    }
+}
+
+/// Parses `Bearer realm="https://auth",service="reg",scope="repository:x:pull"`.
+pub fn parse_challenge(h: &str) -> Option<(String, HashMap<String, String>)> {
+    let h = h.trim();
+    let (scheme, rest) = match h.split_once(' ') {
+        Some((s, r)) => (s, r),
+        None => (h, ""),
+    };
+    if scheme.is_empty() {
+        return None;
+    }
+    let mut params = HashMap::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            value = chars.by_ref().take_while(|c| *c != ',').collect();
+        }
+        params.insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
+    }
+    Some((scheme.to_string(), params))
+}
+
+async fn read_capped(resp: Response, max: u64, url: &str, what: &str) -> Result<Vec<u8>> {
+    let too_large = || Error::TooLarge {
+        what: format!("{what} from {url}"),
+        limit: max,
+    };
+    if resp.content_length().is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::Http {
+            url: url.to_string(),
+            source: e,
+        })?;
+        if out.len() as u64 + chunk.len() as u64 > max {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// A registry error with the first `errors[].code: message` of its JSON body when present.
+async fn registry_error(url: &str, resp: Response) -> Error {
+    let status = resp.status().as_u16();
+    let body = read_capped(resp, MAX_ERROR_BODY_BYTES, url, "error body")
+        .await
+        .unwrap_or_default();
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorItem>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorItem {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    let message = serde_json::from_slice::<Errors>(&body)
+        .ok()
+        .and_then(|e| e.errors.into_iter().next())
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e.code.unwrap_or_default(),
+                e.message.unwrap_or_default()
+            )
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+    Error::Registry {
+        url: url.to_string(),
+        status,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        let (s, p) = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+        )
+        .unwrap();
+        assert_eq!(s, "Bearer");
+        assert_eq!(p["realm"], "https://auth.docker.io/token");
+        assert_eq!(p["service"], "registry.docker.io");
+        assert_eq!(p["scope"], "repository:library/busybox:pull");
+        let (s, p) = parse_challenge(r#"Basic realm="test-registry""#).unwrap();
+        assert_eq!(
+            (s.as_str(), p["realm"].as_str()),
+            ("Basic", "test-registry")
+        );
+        // Commas inside quoted values (multi-scope) stay in the value.
+        let (_, p) = parse_challenge(r#"Bearer realm="r",scope="repository:a:pull,push""#).unwrap();
+        assert_eq!(p["scope"], "repository:a:pull,push");
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_or_insecure() {
+        assert!(uses_plain_http("127.0.0.1:5000", false));
+        assert!(uses_plain_http("localhost:5000", false));
+        assert!(uses_plain_http("[::1]:5000", false));
+        assert!(!uses_plain_http("registry-1.docker.io", false));
+        assert!(!uses_plain_http("10.0.0.1:5000", false));
+        assert!(uses_plain_http("10.0.0.1:5000", true));
+    }
+}

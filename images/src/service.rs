@@ -1,0 +1,292 @@
+//! The images API the CLI, the daemon and the run path use.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::auth::{self, Credentials};
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::{
+    Compression, ImageConfigFile, ManifestDoc, RuntimeConfig, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
+};
+use crate::platform::Platform;
+use crate::pull::{self, layer_diff_ids, PullOptions, PullReport};
+use crate::reference::Reference;
+use crate::registry::RegistryClient;
+use crate::store::{check_digest, GcReport, ImageRecord, LayerRecord, Store};
+use crate::unpack::{apply_layer, Whiteouts};
+
+/// What `skiff run` needs to start a container from an image.
+#[derive(Clone, Debug, Serialize)]
+pub struct PreparedImage {
+    pub name: String,
+    pub manifest_digest: Digest,
+    /// The image ID.
+    pub config_digest: Digest,
+    /// Unpacked read-only layer directories, top-most first (overlayfs `lowerdir` order).
+    pub layers: Vec<PathBuf>,
+    pub config: RuntimeConfig,
+    pub platform: Platform,
+}
+
+pub struct ImageService {
+    store: Arc<Store>,
+}
+
+impl ImageService {
+    /// The store under `$SKIFF_ROOT/images` (default `/var/lib/skiff/images`).
+    pub fn open_default() -> Result<ImageService> {
+        ImageService::open(&Store::default_dir())
+    }
+
+    pub fn open(dir: &Path) -> Result<ImageService> {
+        Ok(ImageService {
+            store: Arc::new(Store::open(dir)?),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub async fn pull(&self, reference: &str, opts: &PullOptions) -> Result<PullReport> {
+        pull::pull(&self.store, &Reference::parse(reference)?, opts).await
+    }
+
+    /// The image ready to run: pulled if it is not in the store, layers unpacked.
+    pub async fn ensure(&self, reference: &str, opts: &PullOptions) -> Result<PreparedImage> {
+        let record = match self.resolve(reference) {
+            Ok(r) => r,
+            Err(Error::ImageNotFound(_)) => self.pull(reference, opts).await?.image,
+            Err(e) => return Err(e),
+        };
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || prepare(&store, &record)).await?
+    }
+
+    /// A local image by reference, or by image ID (a prefix of the config digest).
+    pub fn resolve(&self, reference: &str) -> Result<ImageRecord> {
+        let by_ref = match Reference::parse(reference) {
+            Ok(r) => self.store.find(&r)?,
+            Err(_) => None,
+        };
+        if let Some(rec) = by_ref {
+            return Ok(rec);
+        }
+        let id = reference.strip_prefix("sha256:").unwrap_or(reference);
+        if id.len() >= 4 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut found = self.store.find_by_id(&id.to_ascii_lowercase())?;
+            found.dedup_by(|a, b| a.config_digest == b.config_digest);
+            match found.len() {
+                1 => return Ok(found.remove(0)),
+                n if n > 1 => {
+                    return Err(Error::InvalidReference {
+                        reference: reference.to_string(),
+                        reason: "image ID prefix is ambiguous".into(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Reference::parse(reference)?;
+        Err(Error::ImageNotFound(reference.to_string()))
+    }
+
+    pub fn list(&self) -> Result<Vec<ImageRecord>> {
+        self.store.list()
+    }
+
+    /// `skiff rmi`: removes the name (for an image ID, every name of that image), then the
+    /// content nothing references any more. Returns the removed names.
+    pub fn remove(&self, reference: &str) -> Result<(Vec<String>, GcReport)> {
+        let rec = self.resolve(reference)?;
+        let names: Vec<String> =
+            if Reference::parse(reference).is_ok_and(|r| r.to_string() == rec.name) {
+                vec![rec.name.clone()]
+            } else {
+                self.list()?
+                    .into_iter()
+                    .filter(|r| r.config_digest == rec.config_digest)
+                    .map(|r| r.name)
+                    .collect()
+            };
+        for n in &names {
+            self.store.remove_name(n)?;
+        }
+        Ok((names, self.store.gc()?))
+    }
+
+    pub fn prune(&self) -> Result<GcReport> {
+        self.store.gc()
+    }
+
+    /// Writes the image's merged root filesystem (whiteouts applied) to `dest`, which must not
+    /// exist or be an empty directory. Built beside it and renamed into place when complete.
+    pub async fn unpack_rootfs(&self, reference: &str, dest: &Path) -> Result<()> {
+        let rec = self.resolve(reference)?;
+        let store = self.store.clone();
+        let dest = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || merge_layers(&store, &rec, &dest)).await?
+    }
+
+    pub async fn load(&self, path: &Path) -> Result<Vec<ImageRecord>> {
+        let store = self.store.clone();
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || crate::archive::load(&store, &path)).await?
+    }
+
+    pub async fn save(&self, reference: &str, path: &Path) -> Result<()> {
+        let rec = self.resolve(reference)?;
+        let store = self.store.clone();
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || crate::archive::save(&store, &rec, &path)).await?
+    }
+}
+
+/// Checks credentials against a registry and saves them in Docker's config.json.
+pub async fn login(registry: &str, creds: Credentials, insecure: bool) -> Result<PathBuf> {
+    // Any repository will do: the ping goes to /v2/.
+    let probe = Reference::parse(&format!("{registry}/login-probe"))?;
+    if probe.registry != registry && !(registry == "docker.io" || registry == "index.docker.io") {
+        return Err(Error::InvalidReference {
+            reference: registry.to_string(),
+            reason: "not a registry host".into(),
+        });
+    }
+    let client = RegistryClient::new(&probe, insecure, Some(creds.clone()))?;
+    client.ping().await?;
+    auth::store(&probe.registry, &creds)
+}
+
+/// Records a manifest already in the store under `name`, after unpacking its layers.
+pub(crate) fn record(
+    store: &Store,
+    name: String,
+    manifest_digest: &Digest,
+    index_digest: Option<Digest>,
+) -> Result<ImageRecord> {
+    let bytes = store.read_blob(manifest_digest, MAX_MANIFEST_BYTES, "manifest")?;
+    let ManifestDoc::Image(m) = ManifestDoc::parse(&bytes, None)? else {
+        return Err(Error::Malformed {
+            what: format!("manifest {manifest_digest}"),
+            reason: "an index, not an image manifest".into(),
+        });
+    };
+    let config_bytes = store.read_blob(&m.config.digest, MAX_CONFIG_BYTES, "image config")?;
+    let config = ImageConfigFile::parse(&config_bytes)?;
+    let diff_ids = layer_diff_ids(&m.layers, &config)?;
+    let mut layers = Vec::with_capacity(m.layers.len());
+    for (l, diff_id) in m.layers.iter().zip(diff_ids) {
+        store.ensure_layer(
+            &diff_id,
+            &l.digest,
+            Compression::of_media_type(&l.media_type)?,
+        )?;
+        layers.push(LayerRecord {
+            blob: l.digest.clone(),
+            diff_id,
+            media_type: l.media_type.clone(),
+            size: l.size,
+        });
+    }
+    let rec = ImageRecord {
+        name,
+        manifest_digest: manifest_digest.clone(),
+        index_digest,
+        media_type: m
+            .media_type
+            .clone()
+            .unwrap_or_else(|| crate::manifest::media::OCI_MANIFEST.to_string()),
+        config_digest: m.config.digest.clone(),
+        platform: config.platform().to_string(),
+        created: config.created.clone(),
+        added_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+        layers,
+    };
+    store.record_image(&rec)?;
+    Ok(rec)
+}
+
+fn prepare(store: &Store, rec: &ImageRecord) -> Result<PreparedImage> {
+    let config_bytes = store.read_blob(&rec.config_digest, MAX_CONFIG_BYTES, "image config")?;
+    let config = ImageConfigFile::parse(&config_bytes)?;
+    let mut layers = Vec::with_capacity(rec.layers.len());
+    for l in rec.layers.iter().rev() {
+        layers.push(store.ensure_layer(
+            &l.diff_id,
+            &l.blob,
+            Compression::of_media_type(&l.media_type)?,
+        )?);
+    }
+    Ok(PreparedImage {
+        name: rec.name.clone(),
+        manifest_digest: rec.manifest_digest.clone(),
+        config_digest: rec.config_digest.clone(),
+        layers,
+        platform: config.platform(),
+        config: config.config.unwrap_or_default(),
+    })
+}
+
+fn merge_layers(store: &Store, rec: &ImageRecord, dest: &Path) -> Result<()> {
+    match fs::symlink_metadata(dest) {
+        Ok(m) if m.is_dir() => {
+            if fs::read_dir(dest).at("cannot list", dest)?.next().is_some() {
+                return Err(Error::Io {
+                    context: "refusing to unpack into non-empty directory",
+                    path: dest.to_path_buf(),
+                    source: std::io::ErrorKind::AlreadyExists.into(),
+                });
+            }
+        }
+        Ok(_) => {
+            return Err(Error::Io {
+                context: "refusing to overwrite",
+                path: dest.to_path_buf(),
+                source: std::io::ErrorKind::AlreadyExists.into(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).at("cannot inspect", dest),
+    }
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".skiff-unpack-")
+        .tempdir_in(&parent)
+        .at("cannot create temporary directory in", &parent)?;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
+        .at("cannot chmod", tmp.path())?;
+    for l in &rec.layers {
+        let p = store.blob_path(&l.blob);
+        let f = fs::File::open(&p).at("cannot open layer blob", &p)?;
+        let stats = apply_layer(
+            std::io::BufReader::with_capacity(1 << 20, f),
+            Compression::of_media_type(&l.media_type)?,
+            tmp.path(),
+            Whiteouts::Apply,
+            &store.unpack,
+        )?;
+        check_digest(
+            &format!("uncompressed layer {}", l.blob),
+            &l.diff_id,
+            &stats.diff_id,
+        )?;
+    }
+    if dest.is_dir() {
+        fs::remove_dir(dest).at("cannot replace empty directory", dest)?;
+    }
+    fs::rename(tmp.path(), dest).at("cannot move unpacked root filesystem to", dest)?;
+    let _ = tmp.keep();
+    Ok(())
+}

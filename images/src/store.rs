@@ -1,0 +1,538 @@
+//! The content store under `<root>/images/`:
+//!
+//! ```text
+//! blobs/sha256/<hex>     manifests, configs, compressed layers (content-addressed, immutable)
+//! layers/sha256/<hex>/   unpacked layers keyed by diff_id, shared by every image using them
+//! tmp/                   downloads and unpacks in progress (renamed into place when verified)
+//! locks/                 per-blob / per-layer flock files
+//! images.db              SQLite: names -> manifests -> config + layers
+//! ```
+//!
+//! Writers take the shared `gc.lock` for their whole operation; garbage collection takes it
+//! exclusively, so it never removes what an in-flight pull has written but not yet recorded.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{params, Connection};
+use serde::Serialize;
+
+use crate::digest::{Digest, Hasher, HashingWriter};
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::Compression;
+use crate::reference::Reference;
+use crate::unpack::{apply_layer, UnpackOptions, Whiteouts};
+
+pub use crate::sys::FileLock;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS manifests (
+    digest        TEXT PRIMARY KEY,
+    media_type    TEXT NOT NULL,
+    config_digest TEXT NOT NULL,
+    platform      TEXT NOT NULL,
+    created       TEXT
+);
+CREATE TABLE IF NOT EXISTS manifest_layers (
+    manifest_digest TEXT NOT NULL,
+    position        INTEGER NOT NULL,
+    blob_digest     TEXT NOT NULL,
+    diff_id         TEXT NOT NULL,
+    media_type      TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    PRIMARY KEY (manifest_digest, position)
+);
+CREATE TABLE IF NOT EXISTS names (
+    name            TEXT PRIMARY KEY,
+    manifest_digest TEXT NOT NULL,
+    index_digest    TEXT,
+    added_at        INTEGER NOT NULL
+);
+";
+
+/// One layer of a recorded image, bottom-most first in `ImageRecord::layers`.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerRecord {
+    pub blob: Digest,
+    pub diff_id: Digest,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// A named image as the index holds it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageRecord {
+    /// Canonical reference (`docker.io/library/busybox:latest`), or the bare manifest digest
+    /// for untagged imports.
+    pub name: String,
+    pub manifest_digest: Digest,
+    /// The index the manifest was chosen from, when pulled through one.
+    pub index_digest: Option<Digest>,
+    pub media_type: String,
+    pub config_digest: Digest,
+    pub platform: String,
+    pub created: Option<String>,
+    pub added_at: i64,
+    pub layers: Vec<LayerRecord>,
+}
+
+impl ImageRecord {
+    /// Bytes of the compressed layers (what the store holds for it).
+    pub fn size(&self) -> u64 {
+        self.layers.iter().map(|l| l.size).sum()
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct GcReport {
+    pub manifests_removed: usize,
+    pub blobs_removed: usize,
+    pub layers_removed: usize,
+    pub bytes_freed: u64,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    db: Mutex<Connection>,
+    pub unpack: UnpackOptions,
+}
+
+impl Store {
+    /// `$SKIFF_ROOT/images`, default `/var/lib/skiff/images`.
+    pub fn default_dir() -> PathBuf {
+        std::env::var_os("SKIFF_ROOT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/skiff"))
+            .join("images")
+    }
+
+    pub fn open(dir: &Path) -> Result<Store> {
+        for sub in ["blobs/sha256", "layers/sha256", "tmp", "locks"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).at("cannot create store directory", &p)?;
+        }
+        let db_path = dir.join("images.db");
+        let db = Connection::open(&db_path)?;
+        db.busy_timeout(Duration::from_secs(60))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            db: Mutex::new(db),
+            unpack: UnpackOptions::from_env(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.dir.join("blobs/sha256").join(d.hex())
+    }
+
+    pub fn layer_path(&self, diff_id: &Digest) -> PathBuf {
+        self.dir.join("layers/sha256").join(diff_id.hex())
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// Holds off garbage collection while content is being added (shared) or runs it
+    /// (exclusive).
+    pub fn gc_lock(&self, exclusive: bool) -> Result<FileLock> {
+        let p = self.dir.join("gc.lock");
+        FileLock::acquire(&p, exclusive).at("cannot lock", p)
+    }
+
+    /// Serializes work on one piece of content (`blob-<hex>`, `layer-<hex>`) across processes.
+    pub fn content_lock(&self, key: &str) -> Result<FileLock> {
+        let p = self.dir.join("locks").join(format!("{key}.lock"));
+        FileLock::acquire(&p, true).at("cannot lock", p)
+    }
+
+    pub fn blob_writer(&self, limit: u64, what: &str) -> Result<BlobWriter> {
+        let file = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(self.tmp_dir())
+            .at("cannot create temporary file in", self.tmp_dir())?;
+        Ok(BlobWriter {
+            out: HashingWriter {
+                inner: file,
+                hasher: Hasher::default(),
+            },
+            limit,
+            what: what.to_string(),
+            store_blobs: self.dir.join("blobs/sha256"),
+        })
+    }
+
+    /// Stores `bytes`, checking them against `expected` when given.
+    pub fn put_blob(
+        &self,
+        bytes: &[u8],
+        expected: Option<(&Digest, u64)>,
+        what: &str,
+    ) -> Result<Digest> {
+        let d = Digest::of(bytes);
+        if self.has_blob(&d) {
+            if let Some((want, _)) = expected {
+                check_digest(what, want, &d)?;
+            }
+            return Ok(d);
+        }
+        let mut w = self.blob_writer(u64::MAX, what)?;
+        w.write(bytes)?;
+        w.commit(expected, what)
+    }
+
+    /// Reads a small blob (manifest, config) into memory, refusing more than `max` bytes and
+    /// re-checking its digest.
+    pub fn read_blob(&self, d: &Digest, max: u64, what: &str) -> Result<Vec<u8>> {
+        let p = self.blob_path(d);
+        let f = fs::File::open(&p).at("cannot open blob", &p)?;
+        let mut bytes = Vec::new();
+        f.take(max + 1)
+            .read_to_end(&mut bytes)
+            .at("cannot read blob", &p)?;
+        if bytes.len() as u64 > max {
+            return Err(Error::TooLarge {
+                what: what.to_string(),
+                limit: max,
+            });
+        }
+        check_digest(what, d, &Digest::of(&bytes))?;
+        Ok(bytes)
+    }
+
+    /// Unpacks a layer blob into its shared per-layer directory unless it is there already.
+    /// Returns the directory.
+    pub fn ensure_layer(
+        &self,
+        diff_id: &Digest,
+        blob: &Digest,
+        compression: Compression,
+    ) -> Result<PathBuf> {
+        let dest = self.layer_path(diff_id);
+        if dest.is_dir() {
+            return Ok(dest);
+        }
+        let _lock = self.content_lock(&format!("layer-{}", diff_id.hex()))?;
+        if dest.is_dir() {
+            return Ok(dest);
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("layer-")
+            .tempdir_in(self.tmp_dir())
+            .at("cannot create temporary directory in", self.tmp_dir())?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
+            .at("cannot chmod", tmp.path())?;
+        let src = self.blob_path(blob);
+        let f = fs::File::open(&src).at("cannot open layer blob", &src)?;
+        let stats = apply_layer(
+            BufReader::with_capacity(1 << 20, f),
+            compression,
+            tmp.path(),
+            Whiteouts::Overlay,
+            &self.unpack,
+        )?;
+        check_digest(
+            &format!("uncompressed layer {blob}"),
+            diff_id,
+            &stats.diff_id,
+        )?;
+        fs::rename(tmp.path(), &dest).at("cannot move unpacked layer to", &dest)?;
+        // Renamed away: nothing left for TempDir to clean up.
+        let _ = tmp.keep();
+        Ok(dest)
+    }
+
+    pub fn record_image(&self, image: &ImageRecord) -> Result<()> {
+        let mut db = self.db()?;
+        let tx = db.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO manifests (digest, media_type, config_digest, platform, created)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                image.manifest_digest.to_string(),
+                image.media_type,
+                image.config_digest.to_string(),
+                image.platform,
+                image.created
+            ],
+        )?;
+        tx.execute(
+            "DELETE FROM manifest_layers WHERE manifest_digest = ?1",
+            params![image.manifest_digest.to_string()],
+        )?;
+        for (i, l) in image.layers.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO manifest_layers (manifest_digest, position, blob_digest, diff_id, media_type, size)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    image.manifest_digest.to_string(),
+                    i as i64,
+                    l.blob.to_string(),
+                    l.diff_id.to_string(),
+                    l.media_type,
+                    l.size as i64
+                ],
+            )?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO names (name, manifest_digest, index_digest, added_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                image.name,
+                image.manifest_digest.to_string(),
+                image.index_digest.as_ref().map(Digest::to_string),
+                image.added_at
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The image a reference names: by name, or for a digest reference any image with that
+    /// manifest or index digest.
+    pub fn find(&self, r: &Reference) -> Result<Option<ImageRecord>> {
+        let db = self.db()?;
+        let mut rec = query_names(&db, "WHERE n.name = ?1", &r.to_string())?;
+        if rec.is_empty() {
+            if let Some(d) = &r.digest {
+                rec = query_names(
+                    &db,
+                    "WHERE n.manifest_digest = ?1 OR n.index_digest = ?1",
+                    &d.to_string(),
+                )?;
+            }
+        }
+        Ok(rec.into_iter().next())
+    }
+
+    /// Images whose config digest (image ID) starts with `prefix`.
+    pub fn find_by_id(&self, prefix: &str) -> Result<Vec<ImageRecord>> {
+        let db = self.db()?;
+        query_names(
+            &db,
+            "WHERE m.config_digest LIKE ?1",
+            &format!("sha256:{prefix}%"),
+        )
+    }
+
+    pub fn list(&self) -> Result<Vec<ImageRecord>> {
+        let db = self.db()?;
+        query_names(&db, "WHERE ?1 = ?1", "")
+    }
+
+    pub fn remove_name(&self, name: &str) -> Result<bool> {
+        let db = self.db()?;
+        Ok(db.execute("DELETE FROM names WHERE name = ?1", params![name])? > 0)
+    }
+
+    /// Removes manifests no name refers to, then every blob and layer directory no manifest
+    /// refers to, and leftovers of interrupted work in tmp/.
+    pub fn gc(&self) -> Result<GcReport> {
+        let _lock = self.gc_lock(true)?;
+        let mut report = GcReport::default();
+        let (blobs, layers) = {
+            let mut db = self.db()?;
+            let tx = db.transaction()?;
+            tx.execute(
+                "DELETE FROM manifest_layers WHERE manifest_digest NOT IN (SELECT manifest_digest FROM names)",
+                [],
+            )?;
+            report.manifests_removed = tx.execute(
+                "DELETE FROM manifests WHERE digest NOT IN (SELECT manifest_digest FROM names)",
+                [],
+            )?;
+            let blobs = column_set(
+                &tx,
+                "SELECT digest FROM manifests UNION SELECT config_digest FROM manifests
+                 UNION SELECT blob_digest FROM manifest_layers
+                 UNION SELECT index_digest FROM names WHERE index_digest IS NOT NULL",
+            )?;
+            let layers = column_set(&tx, "SELECT diff_id FROM manifest_layers")?;
+            tx.commit()?;
+            (blobs, layers)
+        };
+        for (sub, keep, is_layer) in [
+            ("blobs/sha256", &blobs, false),
+            ("layers/sha256", &layers, true),
+        ] {
+            let dir = self.dir.join(sub);
+            for e in fs::read_dir(&dir).at("cannot list", &dir)? {
+                let e = e.at("cannot list", &dir)?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if keep.contains(&format!("sha256:{name}")) {
+                    continue;
+                }
+                let p = e.path();
+                if is_layer {
+                    fs::remove_dir_all(&p).at("cannot remove", &p)?;
+                    report.layers_removed += 1;
+                } else {
+                    report.bytes_freed += e.metadata().map(|m| m.len()).unwrap_or(0);
+                    fs::remove_file(&p).at("cannot remove", &p)?;
+                    report.blobs_removed += 1;
+                }
+            }
+        }
+        // No writer holds the shared lock now, so everything in tmp/ is abandoned.
+        let tmp = self.tmp_dir();
+        for e in fs::read_dir(&tmp).at("cannot list", &tmp)? {
+            let p = e.at("cannot list", &tmp)?.path();
+            if p.is_dir() {
+                fs::remove_dir_all(&p).at("cannot remove", &p)?;
+            } else {
+                fs::remove_file(&p).at("cannot remove", &p)?;
+            }
+        }
+        Ok(report)
+    }
+
+    fn db(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
+        self.db
+            .lock()
+            .map_err(|_| Error::Task("image database lock poisoned".into()))
+    }
+}
+
+fn column_set(tx: &rusqlite::Transaction<'_>, sql: &str) -> Result<HashSet<String>> {
+    let mut st = tx.prepare(sql)?;
+    let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
+fn query_names(db: &Connection, filter: &str, arg: &str) -> Result<Vec<ImageRecord>> {
+    let sql = format!(
+        "SELECT n.name, n.manifest_digest, n.index_digest, n.added_at,
+                m.media_type, m.config_digest, m.platform, m.created
+         FROM names n JOIN manifests m ON m.digest = n.manifest_digest {filter}
+         ORDER BY n.added_at DESC, n.name"
+    );
+    let mut st = db.prepare(&sql)?;
+    let rows = st.query_map(params![arg], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, Option<String>>(7)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, md, idx, added_at, media_type, cfg, platform, created) = row?;
+        let manifest_digest: Digest = md.parse()?;
+        let mut lst = db.prepare(
+            "SELECT blob_digest, diff_id, media_type, size FROM manifest_layers
+             WHERE manifest_digest = ?1 ORDER BY position",
+        )?;
+        let layers = lst
+            .query_map(params![md], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?
+            .map(|l| -> Result<LayerRecord> {
+                let (blob, diff_id, media_type, size) = l?;
+                Ok(LayerRecord {
+                    blob: blob.parse()?,
+                    diff_id: diff_id.parse()?,
+                    media_type,
+                    size: size as u64,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.push(ImageRecord {
+            name,
+            manifest_digest,
+            index_digest: idx.map(|d| d.parse()).transpose()?,
+            media_type,
+            config_digest: cfg.parse()?,
+            platform,
+            created,
+            added_at,
+            layers,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn check_digest(what: &str, expected: &Digest, actual: &Digest) -> Result<()> {
+    if expected != actual {
+        return Err(Error::DigestMismatch {
+            what: what.to_string(),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A blob being written to tmp/: hashed and size-capped on the way, renamed into blobs/ only
+/// when it matches what was expected. Dropped without `commit`, it leaves nothing behind.
+pub struct BlobWriter {
+    out: HashingWriter<tempfile::NamedTempFile>,
+    limit: u64,
+    what: String,
+    store_blobs: PathBuf,
+}
+
+impl BlobWriter {
+    pub fn write(&mut self, buf: &[u8]) -> Result<()> {
+        if self.out.hasher.len() + buf.len() as u64 > self.limit {
+            return Err(Error::TooLarge {
+                what: format!("{} (more than its descriptor says)", self.what),
+                limit: self.limit,
+            });
+        }
+        let path = self.out.inner.path().to_path_buf();
+        self.out.write_all(buf).at("cannot write", path)
+    }
+
+    pub fn written(&self) -> u64 {
+        self.out.hasher.len()
+    }
+
+    /// Verifies size and digest against `expected` (if any) and moves the blob into place.
+    pub fn commit(self, expected: Option<(&Digest, u64)>, what: &str) -> Result<Digest> {
+        let len = self.out.hasher.len();
+        let file = self.out.inner;
+        let digest = self.out.hasher.finish();
+        if let Some((want, size)) = expected {
+            if len != size {
+                return Err(Error::SizeMismatch {
+                    what: what.to_string(),
+                    expected: size,
+                    actual: len,
+                });
+            }
+            check_digest(what, want, &digest)?;
+        }
+        let dest = self.store_blobs.join(digest.hex());
+        fs::set_permissions(file.path(), fs::Permissions::from_mode(0o644))
+            .at("cannot chmod", file.path())?;
+        file.persist(&dest)
+            .map_err(|e| e.error)
+            .at("cannot move blob to", &dest)?;
+        Ok(digest)
+    }
+}
