@@ -15,7 +15,8 @@ pub enum Error {
     #[error("invalid platform {0:?}: expected os/arch[/variant], e.g. linux/arm64/v8")]
     InvalidPlatform(String),
 
-    #[error("HTTP request to {url} failed: {source}")]
+    // Sources are not repeated in messages: `{:#}` (anyhow) prints the chain.
+    #[error("HTTP request to {url} failed")]
     Http {
         url: String,
         #[source]
@@ -70,7 +71,7 @@ pub enum Error {
     #[error("image {0} not found locally")]
     ImageNotFound(String),
 
-    #[error("{context} {path}: {source}")]
+    #[error("{context} {path}")]
     Io {
         context: &'static str,
         path: PathBuf,

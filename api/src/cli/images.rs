@@ -1,18 +1,344 @@
-//! Image subcommands: pull, images, rmi, image prune/unpack, load, save, login.
+//! Image subcommands: pull, images, rmi, image {ls,rm,prune,unpack}, load, save, login.
+//! The work is done by `skiff_images`; this module parses arguments and prints.
 
-use clap::Subcommand;
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use skiff_images::auth::Credentials;
+use skiff_images::{ImageRecord, ImageService, Platform, PullOptions, Reference};
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// Pull an image from a registry.
-    Pull {
-        /// Image reference, e.g. busybox:1.36 or host:port/ns/name@sha256:...
-        reference: String,
+    Pull(PullArgs),
+    /// List images.
+    Images(ListArgs),
+    /// Remove images (and the content nothing else uses).
+    Rmi {
+        /// Image references or IDs.
+        #[arg(required = true)]
+        images: Vec<String>,
     },
+    /// Manage images.
+    Image {
+        #[command(subcommand)]
+        command: ImageSubcommand,
+    },
+    /// Import images from a `docker save` tarball, an OCI archive or an OCI layout directory.
+    Load {
+        /// The archive or directory.
+        #[arg(short = 'i', long = "input")]
+        input: Option<PathBuf>,
+        #[arg(conflicts_with = "input", required_unless_present = "input")]
+        file: Option<PathBuf>,
+    },
+    /// Write an image to an OCI archive (readable with `skopeo inspect oci-archive:FILE`).
+    Save {
+        reference: String,
+        /// Output file.
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+        #[arg(conflicts_with = "output", required_unless_present = "output")]
+        file: Option<PathBuf>,
+    },
+    /// Store credentials for a registry in ~/.docker/config.json (after checking them).
+    Login {
+        /// Registry host[:port]; default docker.io.
+        #[arg(default_value = "docker.io")]
+        registry: String,
+        #[arg(short, long)]
+        username: String,
+        /// Password (visible in the process list: prefer --password-stdin).
+        #[arg(short, long, conflicts_with = "password_stdin")]
+        password: Option<String>,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Allow plain HTTP to a registry that is not on loopback.
+        #[arg(long)]
+        insecure: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageSubcommand {
+    /// List images.
+    Ls(ListArgs),
+    /// Remove images.
+    Rm {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove every blob and layer that no image references.
+    Prune,
+    /// Write the image's merged root filesystem into DIR (must not exist or be empty).
+    Unpack {
+        reference: String,
+        dir: PathBuf,
+        /// Pull the image first if it is not in the store.
+        #[arg(long)]
+        pull: bool,
+    },
+    /// Show how an image runs and where its layers are (JSON).
+    Inspect { reference: String },
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Image reference, e.g. busybox:1.36 or host:port/ns/name@sha256:...
+    reference: String,
+    /// Platform to pick from a multi-platform image (os/arch[/variant]); default: this host's.
+    #[arg(long)]
+    platform: Option<String>,
+    /// Allow plain HTTP to a registry that is not on loopback.
+    #[arg(long)]
+    insecure: bool,
+    /// Print only the image digest.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long, value_enum, default_value = "table")]
+    format: ListFormat,
+    /// Only image IDs.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ListFormat {
+    Table,
+    Json,
 }
 
 impl ImageCommand {
     pub async fn run(self) -> anyhow::Result<i32> {
-        anyhow::bail!("not implemented yet: {self:?}")
+        match self {
+            ImageCommand::Pull(args) => pull(args).await,
+            ImageCommand::Images(args) => list(args),
+            ImageCommand::Rmi { images } => remove(&images),
+            ImageCommand::Image { command } => match command {
+                ImageSubcommand::Ls(args) => list(args),
+                ImageSubcommand::Rm { images } => remove(&images),
+                ImageSubcommand::Prune => {
+                    let r = service()?.prune()?;
+                    println!(
+                        "Removed {} manifests, {} blobs, {} layer directories; freed {}",
+                        r.manifests_removed,
+                        r.blobs_removed,
+                        r.layers_removed,
+                        human_size(r.bytes_freed)
+                    );
+                    Ok(0)
+                }
+                ImageSubcommand::Unpack {
+                    reference,
+                    dir,
+                    pull,
+                } => {
+                    let svc = service()?;
+                    if pull {
+                        svc.ensure(&reference, &pull_options(None, false)?).await?;
+                    }
+                    svc.unpack_rootfs(&reference, &dir)
+                        .await
+                        .with_context(|| format!("cannot unpack {reference}"))?;
+                    Ok(0)
+                }
+                ImageSubcommand::Inspect { reference } => {
+                    let svc = service()?;
+                    let img = svc.ensure(&reference, &pull_options(None, false)?).await?;
+                    println!("{}", serde_json::to_string_pretty(&img)?);
+                    Ok(0)
+                }
+            },
+            ImageCommand::Load { input, file } => {
+                let path = input.or(file).context("no input given")?;
+                let loaded = service()?
+                    .load(&path)
+                    .await
+                    .with_context(|| format!("cannot load {}", path.display()))?;
+                for rec in loaded {
+                    println!("Loaded image: {}", display_name(&rec));
+                }
+                Ok(0)
+            }
+            ImageCommand::Save {
+                reference,
+                output,
+                file,
+            } => {
+                let path = output.or(file).context("no output file given")?;
+                service()?
+                    .save(&reference, &path)
+                    .await
+                    .with_context(|| format!("cannot save {reference}"))?;
+                Ok(0)
+            }
+            ImageCommand::Login {
+                registry,
+                username,
+                password,
+                password_stdin,
+                insecure,
+            } => {
+                let password = match password {
+                    Some(p) if !password_stdin => p,
+                    _ => {
+                        let mut line = String::new();
+                        std::io::stdin().lock().read_line(&mut line)?;
+                        line.trim_end_matches(['\r', '\n']).to_string()
+                    }
+                };
+                let path =
+                    skiff_images::login(&registry, Credentials { username, password }, insecure)
+                        .await?;
+                println!("Login Succeeded (credentials saved in {})", path.display());
+                Ok(0)
+            }
+        }
+    }
+}
+
+fn service() -> anyhow::Result<ImageService> {
+    ImageService::open_default()
+        .context("cannot open the image store (set SKIFF_ROOT to use another root)")
+}
+
+fn pull_options(platform: Option<&str>, insecure: bool) -> anyhow::Result<PullOptions> {
+    Ok(PullOptions {
+        platform: platform.map(str::parse::<Platform>).transpose()?,
+        insecure,
+        progress: std::io::stderr().is_terminal(),
+        ..PullOptions::default()
+    })
+}
+
+async fn pull(args: PullArgs) -> anyhow::Result<i32> {
+    let opts = pull_options(args.platform.as_deref(), args.insecure)?;
+    let report = service()?.pull(&args.reference, &opts).await?;
+    let img = &report.image;
+    if args.quiet {
+        println!("{}", img.manifest_digest);
+        return Ok(0);
+    }
+    println!(
+        "Pulled {} ({}): {} layers downloaded ({}), {} already present",
+        img.name,
+        img.platform,
+        report.layers_downloaded,
+        human_size(report.bytes_downloaded),
+        report.layers_reused
+    );
+    println!(
+        "Digest: {}",
+        img.index_digest.as_ref().unwrap_or(&img.manifest_digest)
+    );
+    Ok(0)
+}
+
+fn remove(images: &[String]) -> anyhow::Result<i32> {
+    let svc = service()?;
+    let mut code = 0;
+    for reference in images {
+        match svc.remove(reference) {
+            Ok((names, _)) => names.iter().for_each(|n| println!("Untagged: {n}")),
+            Err(e) => {
+                eprintln!("skiff: cannot remove {reference}: {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// (repository, tag) for the table: `busybox`, `latest`; digest-only names show `<none>`.
+fn repo_and_tag(rec: &ImageRecord) -> (String, String) {
+    match Reference::parse(&rec.name) {
+        Ok(r) if rec.name.contains('/') => (
+            r.familiar_name(),
+            match (&r.digest, &r.tag) {
+                (None, Some(t)) => t.clone(),
+                _ => "<none>".to_string(),
+            },
+        ),
+        _ => ("<none>".to_string(), "<none>".to_string()),
+    }
+}
+
+fn display_name(rec: &ImageRecord) -> String {
+    match repo_and_tag(rec) {
+        (r, t) if r != "<none>" && t != "<none>" => format!("{r}:{t}"),
+        _ => rec.manifest_digest.to_string(),
+    }
+}
+
+fn list(args: ListArgs) -> anyhow::Result<i32> {
+    let images = service()?.list()?;
+    if args.quiet {
+        for rec in &images {
+            println!("{}", rec.config_digest.short());
+        }
+        return Ok(0);
+    }
+    match args.format {
+        ListFormat::Json => {
+            let rows: Vec<_> = images
+                .iter()
+                .map(|rec| {
+                    let (repository, tag) = repo_and_tag(rec);
+                    serde_json::json!({
+                        "name": rec.name,
+                        "repository": repository,
+                        "tag": tag,
+                        "id": rec.config_digest,
+                        "digest": rec.index_digest.as_ref().unwrap_or(&rec.manifest_digest),
+                        "manifest_digest": rec.manifest_digest,
+                        "platform": rec.platform,
+                        "created": rec.created,
+                        "size": rec.size(),
+                        "layers": rec.layers.len(),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        }
+        ListFormat::Table => {
+            println!(
+                "{:<40} {:<16} {:<14} {:<14} {:>10}",
+                "REPOSITORY", "TAG", "IMAGE ID", "PLATFORM", "SIZE"
+            );
+            for rec in &images {
+                let (repository, tag) = repo_and_tag(rec);
+                println!(
+                    "{:<40} {:<16} {:<14} {:<14} {:>10}",
+                    repository,
+                    tag,
+                    rec.config_digest.short(),
+                    rec.platform,
+                    human_size(rec.size())
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.1}{}", UNITS[i])
     }
 }
