@@ -1,15 +1,446 @@
 //! Import (`docker save` tarballs, OCI archives, OCI layout directories) and export (OCI
-//! archives).
+//! archives that skopeo and docker read).
+//!
+//! Nothing from an archive is written by its own path: every file becomes a store blob named
+//! by its verified digest, so hostile entry names (`../x`, absolute, links) cannot escape.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
 
-use crate::error::Result;
+use serde::Deserialize;
+
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::{
+    media, Compression, Descriptor, ImageConfigFile, ImageIndex, ImageManifest, ManifestDoc,
+    MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
+};
+use crate::platform::Platform;
+use crate::reference::Reference;
+use crate::service::record;
 use crate::store::{ImageRecord, Store};
 
-pub fn load(_store: &Store, _path: &Path) -> Result<Vec<ImageRecord>> {
-    todo!()
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+/// The small documents of an archive, kept in memory; blobs go to the store.
+#[derive(Default)]
+struct Scanned {
+    index_json: Option<Vec<u8>>,
+    docker_manifest_json: Option<Vec<u8>>,
+    /// Archive path → digest of the blob it became (docker save names files freely).
+    paths: HashMap<PathBuf, Digest>,
+    /// Archive symlinks (docker save links repeated layers): path → target path.
+    links: HashMap<PathBuf, PathBuf>,
 }
 
-pub fn save(_store: &Store, _rec: &ImageRecord, _path: &Path) -> Result<()> {
-    todo!()
+pub fn load(store: &Store, path: &Path) -> Result<Vec<ImageRecord>> {
+    let _gc = store.gc_lock(false)?;
+    let meta = fs::metadata(path).at("cannot open", path)?;
+    let default_repo = repo_from_file_name(path);
+    if meta.is_dir() {
+        let index = fs::read(path.join("index.json"))
+            .at("not an OCI layout: cannot read", path.join("index.json"))?;
+        let from_dir = |d: &Digest| copy_layout_blob(store, path, d);
+        return load_oci(store, &index, &from_dir, &default_repo);
+    }
+    let scanned = scan_tarball(store, path)?;
+    if let Some(m) = &scanned.docker_manifest_json {
+        load_docker(store, m, &scanned)
+    } else if let Some(index) = &scanned.index_json {
+        let in_store = |d: &Digest| {
+            if store.has_blob(d) {
+                Ok(())
+            } else {
+                Err(Error::Malformed {
+                    what: path.display().to_string(),
+                    reason: format!("archive lacks blob {d}"),
+                })
+            }
+        };
+        load_oci(store, index, &in_store, &default_repo)
+    } else {
+        Err(Error::Malformed {
+            what: path.display().to_string(),
+            reason: "neither an OCI archive (index.json) nor a docker save archive (manifest.json)"
+                .into(),
+        })
+    }
+}
+
+/// `localhost/<file stem>`: the repository for images an OCI layout names by tag only.
+fn repo_from_file_name(path: &Path) -> String {
+    let stem = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = stem.split('.').next().unwrap_or("");
+    let clean: String = stem
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        .collect();
+    format!(
+        "localhost/{}",
+        if clean.is_empty() { "imported" } else { &clean }
+    )
+}
+
+fn clean_archive_path(p: &Path) -> PathBuf {
+    p.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Streams every regular file of the tarball into the store (verified against its name when
+/// the name is a digest) and keeps index.json / manifest.json.
+fn scan_tarball(store: &Store, path: &Path) -> Result<Scanned> {
+    let f = fs::File::open(path).at("cannot open", path)?;
+    let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, f));
+    let mut out = Scanned::default();
+    let bad = |e: std::io::Error| Error::Malformed {
+        what: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let max_blob = store.unpack.limits.max_bytes;
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let name = clean_archive_path(&entry.path().map_err(bad)?);
+        match entry.header().entry_type() {
+            tar::EntryType::Symlink => {
+                if let Some(target) = entry.link_name().map_err(bad)? {
+                    let joined = name.parent().unwrap_or(Path::new("")).join(target);
+                    out.links.insert(name, normalize(&joined));
+                }
+                continue;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {}
+            _ => continue,
+        }
+        let small = |entry: &mut tar::Entry<'_, _>| -> Result<Vec<u8>> {
+            let mut v = Vec::new();
+            entry
+                .take(MAX_MANIFEST_BYTES + 1)
+                .read_to_end(&mut v)
+                .map_err(bad)?;
+            if v.len() as u64 > MAX_MANIFEST_BYTES {
+                return Err(Error::TooLarge {
+                    what: name.display().to_string(),
+                    limit: MAX_MANIFEST_BYTES,
+                });
+            }
+            Ok(v)
+        };
+        match name.to_str() {
+            Some("index.json") => out.index_json = Some(small(&mut entry)?),
+            Some("manifest.json") => out.docker_manifest_json = Some(small(&mut entry)?),
+            Some("oci-layout" | "repositories") => {}
+            _ => {
+                let named: Option<Digest> = name
+                    .strip_prefix("blobs/sha256")
+                    .ok()
+                    .and_then(|h| format!("sha256:{}", h.display()).parse().ok());
+                if let Some(d) = named.as_ref().filter(|d| store.has_blob(d)) {
+                    out.paths.insert(name, d.clone());
+                    continue;
+                }
+                let what = format!("{} in {}", name.display(), path.display());
+                let mut w = store.blob_writer(max_blob, &what)?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = entry.read(&mut buf).map_err(bad)?;
+                    if n == 0 {
+                        break;
+                    }
+                    w.write(&buf[..n])?;
+                }
+                let d = w.commit(named.as_ref().map(|d| (d, None)), &what)?;
+                out.paths.insert(name, d);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `a/b/../c` → `a/c` (archive symlink targets are relative to their directory).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn copy_layout_blob(store: &Store, layout: &Path, d: &Digest) -> Result<()> {
+    if store.has_blob(d) {
+        return Ok(());
+    }
+    let src = layout.join("blobs/sha256").join(d.hex());
+    let mut f = fs::File::open(&src).at("OCI layout lacks blob", &src)?;
+    let what = src.display().to_string();
+    let mut w = store.blob_writer(store.unpack.limits.max_bytes, &what)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).at("cannot read", &src)?;
+        if n == 0 {
+            break;
+        }
+        w.write(&buf[..n])?;
+    }
+    w.commit(Some((d, None)), &what)?;
+    Ok(())
+}
+
+fn load_oci(
+    store: &Store,
+    index_json: &[u8],
+    fetch: &dyn Fn(&Digest) -> Result<()>,
+    default_repo: &str,
+) -> Result<Vec<ImageRecord>> {
+    let index: ImageIndex = serde_json::from_slice(index_json).map_err(|e| Error::Malformed {
+        what: "index.json".into(),
+        reason: e.to_string(),
+    })?;
+    let mut loaded = Vec::new();
+    for desc in &index.manifests {
+        fetch(&desc.digest)?;
+        let bytes = store.read_blob(&desc.digest, MAX_MANIFEST_BYTES, "manifest")?;
+        let (manifest_digest, index_digest) =
+            match ManifestDoc::parse(&bytes, Some(&desc.media_type))? {
+                ManifestDoc::Image(_) => (desc.digest.clone(), None),
+                ManifestDoc::Index(inner) => {
+                    let chosen = inner.choose(&Platform::host())?;
+                    fetch(&chosen.digest)?;
+                    (chosen.digest.clone(), Some(desc.digest.clone()))
+                }
+            };
+        fetch_image_blobs(store, &manifest_digest, fetch)?;
+        let name = image_name(desc, default_repo).unwrap_or_else(|| manifest_digest.to_string());
+        loaded.push(record(store, name, &manifest_digest, index_digest)?);
+    }
+    Ok(loaded)
+}
+
+/// The name an OCI index entry gives its image, canonicalized.
+fn image_name(desc: &Descriptor, default_repo: &str) -> Option<String> {
+    if let Some(full) = desc.annotations.get(CONTAINERD_NAME) {
+        if let Ok(r) = Reference::parse(full) {
+            return Some(r.to_string());
+        }
+    }
+    let tag = desc.annotations.get(REF_NAME)?;
+    // A ref name is either a whole reference (skopeo: "busybox:test") or a bare tag.
+    let candidate = if tag.contains(':') || tag.contains('/') {
+        tag.clone()
+    } else {
+        format!("{default_repo}:{tag}")
+    };
+    Reference::parse(&candidate).ok().map(|r| r.to_string())
+}
+
+fn fetch_image_blobs(
+    store: &Store,
+    manifest: &Digest,
+    fetch: &dyn Fn(&Digest) -> Result<()>,
+) -> Result<()> {
+    let bytes = store.read_blob(manifest, MAX_MANIFEST_BYTES, "manifest")?;
+    let ManifestDoc::Image(m) = ManifestDoc::parse(&bytes, None)? else {
+        return Err(Error::Malformed {
+            what: format!("manifest {manifest}"),
+            reason: "nested index".into(),
+        });
+    };
+    fetch(&m.config.digest)?;
+    for l in &m.layers {
+        fetch(&l.digest)?;
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerSaveEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+fn load_docker(store: &Store, manifest_json: &[u8], scanned: &Scanned) -> Result<Vec<ImageRecord>> {
+    let entries: Vec<DockerSaveEntry> =
+        serde_json::from_slice(manifest_json).map_err(|e| Error::Malformed {
+            what: "manifest.json".into(),
+            reason: e.to_string(),
+        })?;
+    let lookup = |p: &str| -> Result<Digest> {
+        let mut path = normalize(Path::new(p));
+        for _ in 0..16 {
+            if let Some(d) = scanned.paths.get(&path) {
+                return Ok(d.clone());
+            }
+            match scanned.links.get(&path) {
+                Some(t) => path = t.clone(),
+                None => break,
+            }
+        }
+        Err(Error::Malformed {
+            what: "docker save archive".into(),
+            reason: format!("manifest.json names {p:?}, which the archive lacks"),
+        })
+    };
+    let mut loaded = Vec::new();
+    for e in entries {
+        let config_digest = lookup(&e.config)?;
+        let config_bytes = store.read_blob(&config_digest, MAX_CONFIG_BYTES, "image config")?;
+        ImageConfigFile::parse(&config_bytes)?;
+        let mut layers = Vec::with_capacity(e.layers.len());
+        for l in &e.layers {
+            let d = lookup(l)?;
+            let p = store.blob_path(&d);
+            let mut head = [0u8; 4];
+            let n = fs::File::open(&p)
+                .and_then(|mut f| f.read(&mut head))
+                .at("cannot read", &p)?;
+            let size = fs::metadata(&p).at("cannot stat", &p)?.len();
+            layers.push(Descriptor {
+                media_type: Compression::sniff(&head[..n]).oci_media_type().to_string(),
+                digest: d,
+                size,
+                platform: None,
+                annotations: Default::default(),
+            });
+        }
+        let manifest = ImageManifest {
+            schema_version: 2,
+            media_type: Some(media::OCI_MANIFEST.to_string()),
+            config: Descriptor {
+                media_type: media::OCI_CONFIG.to_string(),
+                digest: config_digest,
+                size: config_bytes.len() as u64,
+                platform: None,
+                annotations: Default::default(),
+            },
+            layers,
+            annotations: Default::default(),
+        };
+        let bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Malformed {
+            what: "manifest".into(),
+            reason: e.to_string(),
+        })?;
+        let digest = store.put_blob(&bytes, None, "manifest")?;
+        let names: Vec<String> = e
+            .repo_tags
+            .unwrap_or_default()
+            .iter()
+            .map(|t| Reference::parse(t).map(|r| r.to_string()))
+            .collect::<Result<_>>()?;
+        if names.is_empty() {
+            loaded.push(record(store, digest.to_string(), &digest, None)?);
+        }
+        for n in names {
+            loaded.push(record(store, n, &digest, None)?);
+        }
+    }
+    Ok(loaded)
+}
+
+/// Writes `rec` as an OCI archive (oci-layout, index.json, blobs/sha256/*) to `path`,
+/// atomically: a temporary file beside it is renamed when complete.
+pub fn save(store: &Store, rec: &ImageRecord, path: &Path) -> Result<()> {
+    let _gc = store.gc_lock(false)?;
+    let manifest = store.read_blob(&rec.manifest_digest, MAX_MANIFEST_BYTES, "manifest")?;
+    let mut annotations = std::collections::BTreeMap::new();
+    if let Ok(r) = Reference::parse(&rec.name) {
+        annotations.insert(CONTAINERD_NAME.to_string(), r.to_string());
+        if let (Some(tag), None) = (&r.tag, &r.digest) {
+            annotations.insert(REF_NAME.to_string(), tag.clone());
+        }
+    }
+    let index = ImageIndex {
+        schema_version: 2,
+        media_type: Some(media::OCI_INDEX.to_string()),
+        manifests: vec![Descriptor {
+            media_type: rec.media_type.clone(),
+            digest: rec.manifest_digest.clone(),
+            size: manifest.len() as u64,
+            platform: rec.platform.parse().ok(),
+            annotations,
+        }],
+        annotations: Default::default(),
+    };
+    let index_json = serde_json::to_vec(&index).map_err(|e| Error::Malformed {
+        what: "index".into(),
+        reason: e.to_string(),
+    })?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".skiff-save-")
+        .tempfile_in(&parent)
+        .at("cannot create temporary file in", &parent)?;
+    let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, tmp.as_file()));
+    let tmp_path = tmp.path().to_path_buf();
+    let io = |e: std::io::Error| Error::Io {
+        context: "cannot write archive",
+        path: tmp_path.clone(),
+        source: e,
+    };
+    append_bytes(
+        &mut builder,
+        "oci-layout",
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .map_err(io)?;
+    append_bytes(&mut builder, "index.json", &index_json).map_err(io)?;
+    let mut blobs = vec![rec.manifest_digest.clone(), rec.config_digest.clone()];
+    blobs.extend(rec.layers.iter().map(|l| l.blob.clone()));
+    blobs.dedup();
+    for d in blobs {
+        let p = store.blob_path(&d);
+        let mut f = fs::File::open(&p).at("cannot open blob", &p)?;
+        let len = f.metadata().at("cannot stat", &p)?.len();
+        let mut h = file_header(len);
+        builder
+            .append_data(&mut h, format!("blobs/sha256/{}", d.hex()), &mut f)
+            .map_err(io)?;
+    }
+    let mut w = builder.into_inner().map_err(io)?;
+    w.flush().map_err(io)?;
+    drop(w);
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .at("cannot write", path)?;
+    Ok(())
+}
+
+fn file_header(len: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(len);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    h
+}
+
+fn append_bytes<W: Write>(
+    b: &mut tar::Builder<W>,
+    name: &str,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    let mut h = file_header(bytes.len() as u64);
+    b.append_data(&mut h, name, bytes)
 }

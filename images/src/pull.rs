@@ -256,6 +256,6 @@ async fn fetch_blob(
         bar.inc(chunk.len() as u64);
     }
     let n = w.written();
-    w.commit(Some((&layer.digest, layer.size)), &what)?;
+    w.commit(Some((&layer.digest, Some(layer.size))), &what)?;
     Ok(Some(n))
 }

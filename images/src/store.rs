@@ -193,7 +193,7 @@ impl Store {
         }
         let mut w = self.blob_writer(u64::MAX, what)?;
         w.write(bytes)?;
-        w.commit(expected, what)
+        w.commit(expected.map(|(d, n)| (d, Some(n))), what)
     }
 
     /// Reads a small blob (manifest, config) into memory, refusing more than `max` bytes and
@@ -513,12 +513,13 @@ impl BlobWriter {
     }
 
     /// Verifies size and digest against `expected` (if any) and moves the blob into place.
-    pub fn commit(self, expected: Option<(&Digest, u64)>, what: &str) -> Result<Digest> {
+    /// `expected`: the digest and, when known, the size.
+    pub fn commit(self, expected: Option<(&Digest, Option<u64>)>, what: &str) -> Result<Digest> {
         let len = self.out.hasher.len();
         let file = self.out.inner;
         let digest = self.out.hasher.finish();
         if let Some((want, size)) = expected {
-            if len != size {
+            if let Some(size) = size.filter(|s| *s != len) {
                 return Err(Error::SizeMismatch {
                     what: what.to_string(),
                     expected: size,
