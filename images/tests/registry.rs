@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use common::{assert_same_tree, fixture, Registry};
+use common::{assert_same_tree, fixture, Auth, Registry};
 use skiff_images::error::Error;
 use skiff_images::unpack::is_overlay_opaque;
 use skiff_images::{ImageService, Platform, PullOptions};
@@ -32,7 +32,7 @@ fn files_in(dir: &Path) -> Vec<String> {
 #[tokio::test]
 async fn pull_oci_image_matches_umoci() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, false);
+    let reg = Registry::start(&fx.storage, Auth::None);
     let tmp = tempfile::tempdir().unwrap();
     let svc = service(tmp.path());
     let name = format!("{}/busybox:test", reg.addr);
@@ -83,7 +83,7 @@ async fn pull_oci_image_matches_umoci() {
 #[tokio::test]
 async fn blobs_in_the_store_are_never_downloaded_again() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, false);
+    let reg = Registry::start(&fx.storage, Auth::None);
     let tmp = tempfile::tempdir().unwrap();
     let svc = service(tmp.path());
     let first = svc
@@ -135,7 +135,7 @@ async fn blobs_in_the_store_are_never_downloaded_again() {
 #[tokio::test]
 async fn docker_and_zstd_images_match_umoci() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, false);
+    let reg = Registry::start(&fx.storage, Auth::None);
     let tmp = tempfile::tempdir().unwrap();
     let reference = common::umoci_rootfs(fx, "busybox-test", tmp.path());
     for tag in ["test-docker", "test-zstd"] {
@@ -157,7 +157,7 @@ async fn docker_and_zstd_images_match_umoci() {
 #[tokio::test]
 async fn whiteouts_in_layer_dirs_and_merged_rootfs() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, false);
+    let reg = Registry::start(&fx.storage, Auth::None);
     let tmp = tempfile::tempdir().unwrap();
     let svc = service(tmp.path());
     let name = format!("{}/whiteout:test", reg.addr);
@@ -190,7 +190,7 @@ async fn whiteouts_in_layer_dirs_and_merged_rootfs() {
 #[tokio::test]
 async fn multi_platform_index_and_manifest_list() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, false);
+    let reg = Registry::start(&fx.storage, Auth::None);
     let tmp = tempfile::tempdir().unwrap();
     let svc = service(tmp.path());
     for tag in ["test", "test-docker"] {
@@ -235,7 +235,7 @@ async fn multi_platform_index_and_manifest_list() {
 #[tokio::test]
 async fn pull_by_digest() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, false);
+    let reg = Registry::start(&fx.storage, Auth::None);
     let tmp = tempfile::tempdir().unwrap();
     let svc = service(tmp.path());
     let (digest, _) = common::tag_descriptor(&fx.layout, "whiteout-test");
@@ -254,7 +254,7 @@ async fn pull_by_digest() {
 #[tokio::test]
 async fn auth_protected_registry() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, true);
+    let reg = Registry::start(&fx.storage, Auth::Htpasswd);
     let tmp = tempfile::tempdir().unwrap();
     let svc = service(tmp.path());
     let name = format!("{}/busybox:test", reg.addr);
@@ -289,7 +289,7 @@ async fn auth_protected_registry() {
 #[tokio::test]
 async fn rmi_keeps_shared_content_and_prune_removes_the_rest() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, false);
+    let reg = Registry::start(&fx.storage, Auth::None);
     let tmp = tempfile::tempdir().unwrap();
     let svc = service(tmp.path());
     let store = tmp.path().join("images");
@@ -336,7 +336,7 @@ async fn corrupt_or_truncated_blob_leaves_no_trace() {
     let mid = bad.len() / 2;
     bad[mid] ^= 0xff;
     fs::write(&data, &bad).unwrap();
-    let reg = Registry::start(&storage, false);
+    let reg = Registry::start(&storage, Auth::None);
     let svc = service(tmp.path());
     let name = format!("{}/busybox:test", reg.addr);
     let err = svc.pull(&name, &opts()).await.unwrap_err();
@@ -369,7 +369,7 @@ async fn corrupt_or_truncated_blob_leaves_no_trace() {
 #[tokio::test]
 async fn concurrent_pulls_of_the_same_image() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, false);
+    let reg = Registry::start(&fx.storage, Auth::None);
     let tmp = tempfile::tempdir().unwrap();
     // Two services on one store: like two skiff processes.
     let a = service(tmp.path());
@@ -392,7 +392,7 @@ async fn concurrent_pulls_of_the_same_image() {
 #[tokio::test]
 async fn unpack_refuses_non_empty_target() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, false);
+    let reg = Registry::start(&fx.storage, Auth::None);
     let tmp = tempfile::tempdir().unwrap();
     let svc = service(tmp.path());
     let name = format!("{}/busybox:test", reg.addr);
@@ -408,4 +408,32 @@ async fn unpack_refuses_non_empty_target() {
     fs::create_dir(&empty).unwrap();
     svc.unpack_rootfs(&name, &empty).await.unwrap();
     assert!(empty.join("bin/busybox").is_file());
+}
+
+#[tokio::test]
+async fn anonymous_bearer_token_flow() {
+    let fx = fixture();
+    let tokens = common::TokenServer::start();
+    let reg = Registry::start(
+        &fx.storage,
+        Auth::Bearer {
+            realm_port: tokens.port,
+        },
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = service(tmp.path());
+    let report = svc
+        .pull(&format!("{}/busybox:test", reg.addr), &opts())
+        .await
+        .unwrap();
+    assert_eq!(report.layers_downloaded, 1);
+    let seen = tokens.requests.lock().unwrap().clone();
+    // One token for the whole pull, asked for with the challenge's service and scope.
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let line = seen[0].lines().next().unwrap();
+    assert!(line.starts_with("GET /token?"), "{line}");
+    assert!(line.contains("service=skiff-test"), "{line}");
+    assert!(line.contains("scope=repository%3Abusybox%3Apull"), "{line}");
+    // Anonymous: no credentials were sent to the token server.
+    assert!(!seen[0].to_ascii_lowercase().contains("authorization:"), "{seen:?}");
 }

@@ -111,7 +111,7 @@ fn build_fixture() -> Fixture {
         dir,
     };
     build_images(&fx);
-    let reg = Registry::start(&fx.storage, false);
+    let reg = Registry::start(&fx.storage, Auth::None);
     push_images(&fx, &reg.addr);
     drop(reg);
     fx
@@ -434,6 +434,16 @@ fn push_images(fx: &Fixture, addr: &str) {
     );
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    /// Basic auth with USER/PASSWORD (htpasswd, bcrypt).
+    Htpasswd,
+    /// distribution's "silly" token auth: 401 with a Bearer challenge pointing at `realm`
+    /// unless the request carries any Authorization header.
+    Bearer { realm_port: u16 },
+}
+
 /// A `docker-registry` process on a free loopback port, killed when dropped.
 pub struct Registry {
     child: Child,
@@ -442,8 +452,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Serves `storage`; with `auth`, every request needs USER/PASSWORD (htpasswd, bcrypt).
-    pub fn start(storage: &Path, auth: bool) -> Registry {
+    pub fn start(storage: &Path, auth: Auth) -> Registry {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -456,7 +465,12 @@ impl Registry {
              http:\n  addr: 127.0.0.1:{port}\n  secret: skiff-test\n",
             storage.display()
         );
-        if auth {
+        if let Auth::Bearer { realm_port } = auth {
+            yaml += &format!(
+                "auth:\n  silly:\n    realm: http://127.0.0.1:{realm_port}/token\n    service: skiff-test\n"
+            );
+        }
+        if auth == Auth::Htpasswd {
             let htpasswd = cfg.path().join("htpasswd");
             let line = run("htpasswd", &["-Bbn", USER, PASSWORD]);
             fs::write(&htpasswd, line).unwrap();
@@ -612,4 +626,45 @@ fn walk(root: &Path) -> Vec<(PathBuf, fs::Metadata)> {
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// A token endpoint for the Bearer flow: answers every request with a fixed token and keeps
+/// the request lines it saw.
+pub struct TokenServer {
+    pub port: u16,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+pub const TOKEN: &str = "test-token-123";
+
+impl TokenServer {
+    pub fn start() -> TokenServer {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut lines = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    lines.push(line.trim_end().to_string());
+                }
+                seen.lock().unwrap().push(lines.join("\n"));
+                let body = format!("{{\"token\":\"{TOKEN}\",\"expires_in\":300}}");
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        TokenServer { port, requests }
+    }
 }
