@@ -154,6 +154,16 @@ fn malformed_tar(e: &io::Error) -> Error {
     }
 }
 
+/// A header number; an empty field (all NUL or blanks, as some writers leave them) is 0, the
+/// way GNU tar and Go's archive/tar read it.
+fn numeric_field(raw: &[u8], parsed: io::Result<u64>) -> Result<u64> {
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+        Err(e) => Err(malformed_tar(&e)),
+    }
+}
+
 fn unsafe_entry(entry: &str, reason: impl Into<String>) -> Error {
     Error::UnsafeEntry {
         entry: entry.to_string(),
@@ -514,11 +524,12 @@ impl Applier<'_> {
 
     fn entry_meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>) -> Result<EntryMeta> {
         let h = entry.header();
+        let old = h.as_old();
         let mut meta = EntryMeta {
-            uid: h.uid().map_err(|e| malformed_tar(&e))?,
-            gid: h.gid().map_err(|e| malformed_tar(&e))?,
-            mode: h.mode().map_err(|e| malformed_tar(&e))?,
-            mtime: h.mtime().map_err(|e| malformed_tar(&e))? as i64,
+            uid: numeric_field(&old.uid, h.uid())?,
+            gid: numeric_field(&old.gid, h.gid())?,
+            mode: numeric_field(&old.mode, h.mode().map(u64::from))? as u32,
+            mtime: numeric_field(&old.mtime, h.mtime())? as i64,
             xattrs: Vec::new(),
         };
         if let Some(pax) = entry.pax_extensions().map_err(|e| malformed_tar(&e))? {

@@ -435,5 +435,8 @@ async fn anonymous_bearer_token_flow() {
     assert!(line.contains("service=skiff-test"), "{line}");
     assert!(line.contains("scope=repository%3Abusybox%3Apull"), "{line}");
     // Anonymous: no credentials were sent to the token server.
-    assert!(!seen[0].to_ascii_lowercase().contains("authorization:"), "{seen:?}");
+    assert!(
+        !seen[0].to_ascii_lowercase().contains("authorization:"),
+        "{seen:?}"
+    );
 }

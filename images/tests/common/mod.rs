@@ -441,7 +441,9 @@ pub enum Auth {
     Htpasswd,
     /// distribution's "silly" token auth: 401 with a Bearer challenge pointing at `realm`
     /// unless the request carries any Authorization header.
-    Bearer { realm_port: u16 },
+    Bearer {
+        realm_port: u16,
+    },
 }
 
 /// A `docker-registry` process on a free loopback port, killed when dropped.
