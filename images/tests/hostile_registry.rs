@@ -19,6 +19,8 @@ struct Reply {
     content_type: &'static str,
     headers: Vec<(String, String)>,
     body: Arc<Vec<u8>>,
+    /// Send only this many body bytes, then stall (true) or hang up (false).
+    cut: Option<(usize, bool)>,
 }
 
 fn reply(content_type: &'static str, body: Vec<u8>) -> Reply {
@@ -26,6 +28,7 @@ fn reply(content_type: &'static str, body: Vec<u8>) -> Reply {
         content_type,
         headers: Vec::new(),
         body: Arc::new(body),
+        cut: None,
     }
 }
 
@@ -62,7 +65,17 @@ fn serve(routes: HashMap<String, Reply>) -> String {
                 }
                 head += "\r\n";
                 let _ = conn.write_all(head.as_bytes());
-                let _ = conn.write_all(&r.body);
+                match r.cut {
+                    None => {
+                        let _ = conn.write_all(&r.body);
+                    }
+                    Some((n, stall)) => {
+                        let _ = conn.write_all(&r.body[..n]);
+                        if stall {
+                            std::thread::sleep(std::time::Duration::from_secs(30));
+                        }
+                    }
+                }
             });
         }
     });
@@ -277,5 +290,41 @@ async fn escaping_layer_is_refused() {
         tmp.path().join("images/layers"),
     ] {
         assert!(!dir.join("escaped-by-layer").exists());
+    }
+}
+
+/// A download that dies half-way (connection closed, or stalled and abandoned) leaves no blob
+/// and no temporary file.
+#[tokio::test]
+async fn interrupted_downloads_leave_nothing() {
+    for stall in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..2_000_000u64).map(|i| (i * 7919 % 251) as u8).collect();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(big.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "big.bin", &big[..]).unwrap();
+        let mut img = image(&b.into_inner().unwrap());
+        let ld = img.manifest["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let route = format!("/v2/evil/blobs/{ld}");
+        let r = img.routes.get_mut(&route).unwrap();
+        r.cut = Some((r.body.len() / 2, stall));
+        let addr = img.serve();
+        let svc = ImageService::open(&tmp.path().join("images")).unwrap();
+        let (name, opts) = (format!("{addr}/evil:latest"), PullOptions::default());
+        let pull = svc.pull(&name, &opts);
+        match tokio::time::timeout(std::time::Duration::from_secs(3), pull).await {
+            Ok(Ok(_)) => panic!("a truncated layer was accepted"),
+            Ok(Err(e)) => assert!(!stall && matches!(e, Error::Http { .. }), "{e}"),
+            Err(_elapsed) => assert!(stall, "hang-up was not noticed"),
+        }
+        let store = tmp.path().join("images");
+        assert!(!store.join("blobs/sha256").join(&ld[7..]).exists());
+        assert_eq!(fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+        assert!(svc.list().unwrap().is_empty());
     }
 }
