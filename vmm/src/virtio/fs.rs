@@ -532,6 +532,41 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn requests_in_indirect_descriptor_tables_are_served() {
+        // Linux' virtio-fs driver puts each request's buffers in an indirect table.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mem = guest_memory();
+        let (_dev, [_, mut req]) = started(dir.path(), &mem);
+        fuse_init(&mut req);
+        let mut name = b"absent".to_vec();
+        name.push(0);
+        let header = InHeader {
+            len: (std::mem::size_of::<InHeader>() + name.len()) as u32,
+            opcode: Opcode::Lookup as u32,
+            unique: 9,
+            nodeid: 1,
+            ..Default::default()
+        };
+        let body = REQ_ADDR + 0x100;
+        req.write(REQ_ADDR, header.as_slice());
+        req.write(body, &name);
+        req.offer_indirect(
+            0x30_0000,
+            &[
+                Buf::readable(REQ_ADDR, std::mem::size_of::<InHeader>() as u32),
+                Buf::readable(body, name.len() as u32),
+                Buf::writable(REPLY_ADDR, 16),
+                Buf::writable(REPLY_ADDR + 16, 4096),
+            ],
+        );
+        req.kick();
+        let (_, len) = req.wait_used(WAIT).expect("reply");
+        assert_eq!(len as usize, std::mem::size_of::<OutHeader>());
+        let out = *OutHeader::from_slice(&req.read(REPLY_ADDR, len as usize)).expect("out header");
+        assert_eq!((out.error, out.unique), (-libc::ENOENT, 9));
+    }
+
+    #[test]
     fn malformed_chains_are_returned_and_the_worker_keeps_serving() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("f"), b"data").expect("write");

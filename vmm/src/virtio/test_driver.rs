@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::mock::MockSplitQueue;
@@ -121,6 +121,28 @@ impl<'a> DriverQueue<'a> {
             .collect();
         self.offer_raw(&descs);
         first
+    }
+
+    /// Makes `bufs` available as an indirect chain whose descriptor table is written at `table`.
+    pub(crate) fn offer_indirect(&mut self, table: u64, bufs: &[Buf]) {
+        for (i, b) in bufs.iter().enumerate() {
+            let mut flags = if b.writable { VRING_DESC_F_WRITE } else { 0 } as u16;
+            if i + 1 < bufs.len() {
+                flags |= VRING_DESC_F_NEXT as u16;
+            }
+            let desc =
+                RawDescriptor::from(SplitDescriptor::new(b.addr, b.len, flags, i as u16 + 1));
+            self.mem
+                .write_obj(desc, GuestAddress(table + 16 * i as u64))
+                .expect("write indirect descriptor");
+        }
+        let len = 16 * bufs.len() as u32;
+        self.offer_raw(&[SplitDescriptor::new(
+            table,
+            len,
+            VRING_DESC_F_INDIRECT as u16,
+            0,
+        )]);
     }
 
     /// Writes `descs` verbatim at `next_index()` onwards and makes the first one available.
