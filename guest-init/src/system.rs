@@ -232,6 +232,10 @@ pub fn loopback_up() -> Result<(), SystemError> {
 
 /// Flushes file systems and ends the VM in order by writing `status` to the VMM's shutdown port.
 /// Never returns: PID 1 must not exit (the kernel would panic).
+///
+/// Without port access (a kernel built without `CONFIG_X86_IOPL_IOPERM`) the VM is reset instead:
+/// skiff-vmm reports that as a crash (exit 2), but the container's status has already gone to the
+/// host over vsock. A halt would be worse: the VMM would wait forever.
 pub fn power_off(status: u8) -> ! {
     // SAFETY: sync, ioperm and a port write; the port belongs to our VMM.
     unsafe {
@@ -239,9 +243,13 @@ pub fn power_off(status: u8) -> ! {
         if libc::ioperm(libc::c_ulong::from(SHUTDOWN_PORT), 1, 1) == 0 {
             std::arch::asm!("out dx, al", in("dx") SHUTDOWN_PORT, in("al") status,
                 options(nomem, nostack, preserves_flags));
+        } else {
+            eprintln!(
+                "skiff-init: no access to the shutdown port ({}); resetting the VM instead",
+                io::Error::last_os_error()
+            );
         }
-        // Not under skiff's VMM (or no port access): the kernel's own power-off.
-        libc::reboot(libc::RB_POWER_OFF);
+        libc::reboot(libc::RB_AUTOBOOT);
     }
     loop {
         // SAFETY: pause(2) just sleeps.

@@ -1,0 +1,194 @@
+//! `skiff run` / `skiff exec` end to end: real microVMs (skiff-vmm + the shared kernel +
+//! skiff-init) inside the nested KVM test host. Each test boots the test host once and runs a
+//! script of several skiff commands, printing `NAME=VALUE` result lines the test then checks.
+
+use skiff_tests::testhost::{TestHost, TestHostOutput};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Runs `script` with `sh -c` in the test host.
+fn script(script: &str, timeout: Duration) -> TestHostOutput {
+    TestHost::new()
+        .timeout(timeout)
+        .mem_mib(4096)
+        .run(&["sh", "-c", script])
+}
+
+/// The `NAME=VALUE` lines of the output (the last one wins).
+fn results(out: &TestHostOutput) -> HashMap<String, String> {
+    out.stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[track_caller]
+fn expect(results: &HashMap<String, String>, key: &str, value: &str, out: &TestHostOutput) {
+    assert_eq!(
+        results.get(key).map(String::as_str),
+        Some(value),
+        "{key}\n{out}"
+    );
+}
+
+/// The release of the guest kernel the test host packs (from its "Linux version X " banner).
+fn guest_kernel_release() -> String {
+    let path = std::env::var_os("SKIFF_KERNEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/skiff/kernel/vmlinux")
+        });
+    let image = std::fs::read(&path).expect("guest kernel (kernel-config/build-kernel)");
+    let marker = b"Linux version ";
+    let at = image
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("no version banner in the kernel image")
+        + marker.len();
+    let end = image[at..].iter().position(|&b| b == b' ').unwrap();
+    String::from_utf8_lossy(&image[at..at + end]).into_owned()
+}
+
+const BASICS: &str = r#"
+R=/testdata/busybox
+export SKIFF_ROOT=/run/skiff
+skiff run --rootfs $R -- sh -c 'echo hello-from-vm; echo "release=$(uname -r)"; exit 7'
+echo "code_basic=$?"
+skiff run --rootfs $R -e FOO=bar -e 'SP=a b' -w /tmp -u 1000:1000 --hostname boxy -- \
+    sh -c 'echo "applied=$FOO|$SP|$(pwd)|$(id -u):$(id -g)|$(hostname)"'
+echo "code_applied=$?"
+echo abc | skiff run --rootfs $R -- cat > /tmp/cat.out
+echo "code_cat=$? cat=$(cat /tmp/cat.out)" | tr ' ' '\n'
+skiff run --rootfs $R -- sh -c 'kill -KILL $$'
+echo "code_killed=$?"
+skiff run --rootfs $R -- no-such-program 2> /tmp/notfound.err
+echo "code_notfound=$?"
+echo "notfound_msg=$(cat /tmp/notfound.err)"
+skiff run --rootfs $R -- sh -c 'echo x > /etc/written-in-vm && rm /bin/ls && mkdir /newdir && echo wrote'
+echo "code_write=$?"
+[ ! -e $R/etc/written-in-vm ] && [ -e $R/bin/ls ] && [ ! -e $R/newdir ] && echo "rootfs_untouched=yes"
+skiff run --rootfs $R -- sh -c 'cat /proc/1/comm; ls -d /proc/self /sys/kernel /dev/pts /dev/null; echo mounts-ok' | tr '\n' ' ' | sed 's/^/pseudo=/'
+echo
+skiff run --rootfs $R -- sh -c 'yes | head -c 3000000 | wc -c; head -c 2000000 /dev/zero | tr "\0" e >&2' 2> /tmp/big.err | sed 's/^ */bigout=/'
+echo "bigerr=$(wc -c < /tmp/big.err)"
+echo "leftover_run_dirs=$(ls /run/skiff/run | wc -l)"
+"#;
+
+#[test]
+fn run_prints_exits_applies_spec_and_keeps_the_image_read_only() {
+    let out = script(BASICS, Duration::from_secs(500));
+    let r = results(&out);
+    assert!(out.stdout.lines().any(|l| l == "hello-from-vm"), "{out}");
+    expect(&r, "release", &guest_kernel_release(), &out);
+    expect(&r, "code_basic", "7", &out);
+    expect(&r, "applied", "bar|a b|/tmp|1000:1000|boxy", &out);
+    expect(&r, "code_applied", "0", &out);
+    expect(&r, "cat", "abc", &out);
+    expect(&r, "code_cat", "0", &out);
+    expect(&r, "code_killed", "137", &out);
+    expect(&r, "code_notfound", "127", &out);
+    expect(
+        &r,
+        "notfound_msg",
+        "skiff: exec: \"no-such-program\": executable file not found in $PATH",
+        &out,
+    );
+    expect(&r, "code_write", "0", &out);
+    expect(&r, "rootfs_untouched", "yes", &out);
+    expect(
+        &r,
+        "pseudo",
+        "init /proc/self /sys/kernel /dev/pts /dev/null mounts-ok ",
+        &out,
+    );
+    expect(&r, "bigout", "3000000", &out);
+    expect(&r, "bigerr", "2000000", &out);
+    expect(&r, "leftover_run_dirs", "0", &out);
+}
+
+const STOP_AND_EXEC: &str = r#"
+R=/testdata/busybox
+export SKIFF_ROOT=/run/skiff
+vmms() { n=0; for c in /proc/[0-9]*/comm; do [ "$(cat $c 2>/dev/null)" = skiff-vmm ] && n=$((n+1)); done; echo $n; }
+
+# A flood of output, stopped by SIGTERM to skiff: forwarded, `yes` dies of it.
+skiff run --rootfs $R -- yes flood > /dev/null &
+pid=$!
+sleep 8
+kill -TERM $pid
+wait $pid
+echo "code_flood=$?"
+echo "vmms_after_flood=$(vmms)"
+
+# A process that ignores SIGTERM and spins: skiff stops the VM after its grace period.
+skiff run --rootfs $R -- sh -c 'trap "" TERM; echo spinning; while :; do :; done' > /tmp/spin.out 2> /tmp/spin.err &
+pid=$!
+for i in $(seq 100); do grep -q spinning /tmp/spin.out && break; sleep 0.2; done
+kill -TERM $pid
+wait $pid
+echo "code_spin=$?"
+echo "spin_msg=$(cat /tmp/spin.err)"
+echo "vmms_after_spin=$(vmms)"
+
+# exec into a running VM.
+skiff run --rootfs $R -- sh -c 'echo main > /tmp/main-was-here; while [ ! -e /tmp/stop ]; do sleep 0.1; done; echo main-done' > /tmp/main.out &
+pid=$!
+for i in $(seq 200); do S=$(ls /run/skiff/run/*/vsock.sock 2>/dev/null) && [ -n "$S" ] && break; sleep 0.1; done
+for i in $(seq 100); do skiff exec --vsock "$S" -- test -e /tmp/main-was-here 2>/dev/null && break; sleep 0.2; done
+skiff exec --vsock "$S" -e X=42 -w /tmp -- sh -c 'echo "exec_out=$X $(pwd) $(cat /tmp/main-was-here)"; exit 3'
+echo "code_exec=$?"
+skiff exec --vsock "$S" -- no-such-program 2>/dev/null
+echo "code_exec_notfound=$?"
+skiff exec --vsock "$S" -- touch /tmp/stop
+wait $pid
+echo "code_main=$?"
+echo "main_out=$(cat /tmp/main.out)"
+echo "vmms_at_end=$(vmms)"
+echo "leftover_run_dirs=$(ls /run/skiff/run | wc -l)"
+"#;
+
+#[test]
+fn run_can_be_stopped_and_exec_reaches_a_running_vm() {
+    let out = script(STOP_AND_EXEC, Duration::from_secs(500));
+    let r = results(&out);
+    expect(&r, "code_flood", "143", &out);
+    expect(&r, "vmms_after_flood", "0", &out);
+    expect(&r, "code_spin", "137", &out);
+    expect(
+        &r,
+        "spin_msg",
+        "skiff: the container did not exit within 10s of the signal; its VM was stopped",
+        &out,
+    );
+    expect(&r, "vmms_after_spin", "0", &out);
+    expect(&r, "exec_out", "42 /tmp main", &out);
+    expect(&r, "code_exec", "3", &out);
+    expect(&r, "code_exec_notfound", "127", &out);
+    expect(&r, "code_main", "0", &out);
+    expect(&r, "main_out", "main-done", &out);
+    expect(&r, "vmms_at_end", "0", &out);
+    expect(&r, "leftover_run_dirs", "0", &out);
+}
+
+const PARALLEL: &str = r#"
+R=/testdata/busybox
+export SKIFF_ROOT=/run/skiff
+for i in 0 1 2 3 4 5 6 7 8 9; do
+    skiff run --rootfs $R -- sh -c "echo $i > /marker-$i; sleep 3; echo \"seen$i=\$(cat /marker-* | tr -d '\n')\"" > /tmp/par-$i.out 2>&1 &
+done
+wait
+cat /tmp/par-*.out
+ls $R | grep -c marker | sed 's/^/markers_in_image=/'
+"#;
+
+#[test]
+fn ten_parallel_vms_each_see_only_their_own_root() {
+    let out = script(PARALLEL, Duration::from_secs(500));
+    let r = results(&out);
+    for i in 0..10 {
+        expect(&r, &format!("seen{i}"), &i.to_string(), &out);
+    }
+    expect(&r, "markers_in_image", "0", &out);
+}
