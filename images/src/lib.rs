@@ -3,6 +3,23 @@
 //! Pulls images from OCI distribution registries into a content-addressed blob store shared by all
 //! images, unpacks layers (with whiteouts) safely into read-only per-layer directories, and imports
 //! and exports image archives.
+//!
+//! The run path needs one call:
+//!
+//! ```no_run
+//! # async fn demo() -> skiff_images::Result<()> {
+//! use skiff_images::{ImageService, PullOptions};
+//! let images = ImageService::open_default()?; // $SKIFF_ROOT/images or /var/lib/skiff/images
+//! let image = images.ensure("busybox:1.36", &PullOptions::default()).await?;
+//! // image.layers: read-only layer directories, top-most first (overlayfs lowerdir order),
+//! // whiteouts as overlayfs expects them; image.config: Entrypoint, Cmd, Env, WorkingDir, User.
+//! # Ok(()) }
+//! ```
+//!
+//! Module map: `reference` (Docker's reference grammar), `registry` (distribution API client,
+//! token/basic auth), `pull` (verified parallel downloads), `store` (content store and SQLite
+//! index, garbage collection), `unpack` (safe tar application), `archive` (load/save),
+//! `service` (the API above).
 
 mod archive;
 pub mod auth;

@@ -171,6 +171,28 @@ async fn sane_image_pulls() {
 }
 
 #[tokio::test]
+async fn uncompressed_layer_pulls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = plain_tar();
+    let mut img = image(&tar);
+    let d = Digest::of(&tar);
+    img.manifest["layers"][0] = json!({
+        "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": tar.len(),
+    });
+    img.routes.insert(
+        format!("/v2/evil/blobs/{d}"),
+        reply("application/octet-stream", tar),
+    );
+    let addr = img.serve();
+    let svc = ImageService::open(&tmp.path().join("images")).unwrap();
+    let name = format!("{addr}/evil:latest");
+    svc.pull(&name, &PullOptions::default()).await.unwrap();
+    let out = tmp.path().join("rootfs");
+    svc.unpack_rootfs(&name, &out).await.unwrap();
+    assert_eq!(fs::read(out.join("hello.txt")).unwrap(), b"hi\n");
+}
+
+#[tokio::test]
 async fn enormous_manifest() {
     let tmp = tempfile::tempdir().unwrap();
     let mut routes = HashMap::new();

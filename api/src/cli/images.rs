@@ -189,6 +189,9 @@ impl ImageCommand {
                 let password = match password {
                     Some(p) if !password_stdin => p,
                     _ => {
+                        if std::io::stdin().is_terminal() {
+                            eprint!("Password (echoed; prefer --password-stdin): ");
+                        }
                         let mut line = String::new();
                         std::io::stdin().lock().read_line(&mut line)?;
                         line.trim_end_matches(['\r', '\n']).to_string()

@@ -133,7 +133,7 @@ fn remove_stale_fixtures(base: &Path) {
 }
 
 /// A reproducible uncompressed layer tar of `src` (numeric owners as on disk).
-fn layer_tar(src: &Path, out: &Path) {
+pub fn layer_tar(src: &Path, out: &Path) {
     sh(&format!(
         "cd '{}' && tar --format=posix --pax-option=delete=atime,delete=ctime --sort=name \
          --mtime={EPOCH_SECS} --numeric-owner -cf '{}' $(ls -A | LC_ALL=C sort)",
@@ -142,11 +142,11 @@ fn layer_tar(src: &Path, out: &Path) {
     ));
 }
 
-fn umoci(args: &[&str]) {
+pub fn umoci(args: &[&str]) {
     run("umoci", args);
 }
 
-fn add_layer(layout: &Path, tag: &str, tar: &Path) {
+pub fn add_layer(layout: &Path, tag: &str, tar: &Path) {
     let image = format!("{}:{tag}", layout.display());
     umoci(&[
         "raw",
@@ -161,7 +161,7 @@ fn add_layer(layout: &Path, tag: &str, tar: &Path) {
     ]);
 }
 
-fn set_config(layout: &Path, tag: &str, args: &[&str]) {
+pub fn set_config(layout: &Path, tag: &str, args: &[&str]) {
     let image = format!("{}:{tag}", layout.display());
     let mut all = vec![
         "config",
