@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
@@ -114,31 +114,26 @@ pub async fn pull(store: &Arc<Store>, r: &Reference, opts: &PullOptions) -> Resu
     } else {
         ProgressDrawTarget::hidden()
     });
-    let results: Vec<Option<u64>> =
-        futures_util::stream::iter(manifest.layers.iter().zip(&diff_ids))
-            .map(|(layer, diff_id)| {
-                let bar = layer_bar(&bars, layer);
-                let client = &client;
-                async move {
-                    let downloaded = fetch_blob(store, client, layer, &bar).await?;
-                    bar.set_message("unpacking");
-                    let compression = Compression::of_media_type(&layer.media_type)?;
-                    let (s, diff_id, blob) = (store.clone(), diff_id.clone(), layer.digest.clone());
-                    tokio::task::spawn_blocking(move || {
-                        s.ensure_layer(&diff_id, &blob, compression)
-                    })
-                    .await??;
-                    bar.finish_with_message(if downloaded.is_some() {
-                        "done"
-                    } else {
-                        "already exists"
-                    });
-                    Ok::<_, Error>(downloaded)
-                }
-            })
-            .buffer_unordered(opts.parallel.max(1))
-            .try_collect()
-            .await?;
+    // One task per layer (owned data: the future stays Send for the daemon), at most
+    // `parallel` downloading at once; each layer is unpacked as soon as it has arrived.
+    let client = Arc::new(client);
+    let slots = Arc::new(tokio::sync::Semaphore::new(opts.parallel.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (layer, diff_id) in manifest.layers.iter().cloned().zip(diff_ids) {
+        let bar = layer_bar(&bars, &layer);
+        let (store, client, slots) = (store.clone(), client.clone(), slots.clone());
+        tasks.spawn(async move {
+            let _slot = slots
+                .acquire_owned()
+                .await
+                .map_err(|e| Error::Task(e.to_string()))?;
+            fetch_and_unpack(&store, &client, &layer, diff_id, &bar).await
+        });
+    }
+    let mut results: Vec<Option<u64>> = Vec::with_capacity(manifest.layers.len());
+    while let Some(done) = tasks.join_next().await {
+        results.push(done??);
+    }
 
     store.put_blob(
         &manifest_bytes,
@@ -212,6 +207,26 @@ fn layer_bar(bars: &MultiProgress, layer: &Descriptor) -> ProgressBar {
     bar.set_prefix(layer.digest.short().to_string());
     bar.set_message("waiting");
     bar
+}
+
+async fn fetch_and_unpack(
+    store: &Arc<Store>,
+    client: &RegistryClient,
+    layer: &Descriptor,
+    diff_id: Digest,
+    bar: &ProgressBar,
+) -> Result<Option<u64>> {
+    let downloaded = fetch_blob(store, client, layer, bar).await?;
+    bar.set_message("unpacking");
+    let compression = Compression::of_media_type(&layer.media_type)?;
+    let (s, blob) = (store.clone(), layer.digest.clone());
+    tokio::task::spawn_blocking(move || s.ensure_layer(&diff_id, &blob, compression)).await??;
+    bar.finish_with_message(if downloaded.is_some() {
+        "done"
+    } else {
+        "already exists"
+    });
+    Ok(downloaded)
 }
 
 /// Downloads a blob unless the store has it; `Some(bytes)` when it was downloaded.

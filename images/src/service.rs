@@ -290,3 +290,30 @@ fn merge_layers(store: &Store, rec: &ImageRecord, dest: &Path) -> Result<()> {
     let _ = tmp.keep();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// skiffd runs these on a multi-threaded runtime (tokio::spawn needs Send futures).
+    #[test]
+    fn futures_are_send() {
+        fn send<T: Send>(_: &T) {}
+        let dir = tempfile::tempdir().unwrap();
+        let svc = ImageService::open(dir.path()).unwrap();
+        let opts = PullOptions::default();
+        send(&svc.pull("x", &opts));
+        send(&svc.ensure("x", &opts));
+        send(&svc.unpack_rootfs("x", dir.path()));
+        send(&svc.load(dir.path()));
+        send(&svc.save("x", dir.path()));
+        send(&login(
+            "x",
+            Credentials {
+                username: String::new(),
+                password: String::new(),
+            },
+            false,
+        ));
+    }
+}

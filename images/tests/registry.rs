@@ -440,3 +440,39 @@ async fn anonymous_bearer_token_flow() {
         "{seen:?}"
     );
 }
+
+/// The layer directories, mounted by the kernel's overlayfs as the run path will, give the
+/// same tree as umoci's unpack (whiteout devices and opaque xattrs understood by the kernel).
+#[tokio::test]
+async fn kernel_overlay_of_layer_dirs_matches_umoci() {
+    let fx = fixture();
+    let reg = Registry::start(&fx.storage, Auth::None);
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = service(tmp.path());
+    let name = format!("{}/whiteout:test", reg.addr);
+    let img = svc.ensure(&name, &opts()).await.unwrap();
+    let lower: Vec<String> = img.layers.iter().map(|p| p.display().to_string()).collect();
+    let (mnt, copy) = (tmp.path().join("mnt"), tmp.path().join("copy"));
+    fs::create_dir(&mnt).unwrap();
+    fs::create_dir(&copy).unwrap();
+    // A private mount namespace: the mount vanishes with the shell.
+    common::run(
+        "unshare",
+        &[
+            "-m",
+            "sh",
+            "-c",
+            &format!(
+                "mount -t overlay overlay -o ro,lowerdir={} '{}' && cp -a '{}/.' '{}/'",
+                lower.join(":"),
+                mnt.display(),
+                mnt.display(),
+                copy.display()
+            ),
+        ],
+    );
+    assert_same_tree(
+        &copy,
+        &common::umoci_rootfs(fx, "whiteout-test", tmp.path()),
+    );
+}

@@ -222,7 +222,8 @@ fn pull_options(platform: Option<&str>, insecure: bool) -> anyhow::Result<PullOp
 }
 
 async fn pull(args: PullArgs) -> anyhow::Result<i32> {
-    let opts = pull_options(args.platform.as_deref(), args.insecure)?;
+    let mut opts = pull_options(args.platform.as_deref(), args.insecure)?;
+    opts.progress &= !args.quiet;
     let report = service()?.pull(&args.reference, &opts).await?;
     let img = &report.image;
     if args.quiet {

@@ -484,14 +484,24 @@ impl Registry {
         let config = cfg.path().join("config.yml");
         fs::write(&config, yaml).unwrap();
         let log = fs::File::create(cfg.path().join("registry.log")).unwrap();
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
+        let mut cmd = Command::new("/usr/bin/docker-registry");
+        cmd.arg("serve")
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
+            .stderr(log);
+        // Also killed if the test process dies without unwinding (the spawning thread's
+        // death sends SIGKILL; a Registry never outlives its thread).
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start docker-registry");
         let mut reg = Registry {
             child,
             addr: format!("127.0.0.1:{port}"),
