@@ -344,6 +344,9 @@ async fn interrupted_downloads_leave_nothing() {
             Ok(Err(e)) => assert!(!stall && matches!(e, Error::Http { .. }), "{e}"),
             Err(_elapsed) => assert!(stall, "hang-up was not noticed"),
         }
+        // Dropping the pull aborts its download tasks; aborted tasks are dropped (and their
+        // temporary files with them) the next time the runtime runs.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let store = tmp.path().join("images");
         assert!(!store.join("blobs/sha256").join(&ld[7..]).exists());
         assert_eq!(fs::read_dir(store.join("tmp")).unwrap().count(), 0);
