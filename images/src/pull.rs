@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -209,6 +210,9 @@ fn layer_bar(bars: &MultiProgress, layer: &Descriptor) -> ProgressBar {
     bar
 }
 
+/// Gets one layer into the store and unpacked. A new blob is unpacked while it downloads
+/// (the two overlap); a blob already there is only unpacked if need be. `Some(bytes)` when
+/// something was downloaded.
 async fn fetch_and_unpack(
     store: &Arc<Store>,
     client: &RegistryClient,
@@ -216,38 +220,50 @@ async fn fetch_and_unpack(
     diff_id: Digest,
     bar: &ProgressBar,
 ) -> Result<Option<u64>> {
-    let downloaded = fetch_blob(store, client, layer, bar).await?;
-    bar.set_message("unpacking");
     let compression = Compression::of_media_type(&layer.media_type)?;
-    let (s, blob) = (store.clone(), layer.digest.clone());
-    tokio::task::spawn_blocking(move || s.ensure_layer(&diff_id, &blob, compression)).await??;
-    bar.finish_with_message(if downloaded.is_some() {
-        "done"
+    // Another pull of the same blob (this process or another) finishes first, then we reuse it.
+    let lock = if store.has_blob(&layer.digest) {
+        None
     } else {
-        "already exists"
+        let (s, key) = (store.clone(), format!("blob-{}", layer.digest.hex()));
+        Some(tokio::task::spawn_blocking(move || s.content_lock(&key)).await??)
+    };
+    let (s, blob) = (store.clone(), layer.digest.clone());
+    if store.has_blob(&layer.digest) {
+        drop(lock);
+        bar.set_position(layer.size);
+        bar.set_message("unpacking");
+        tokio::task::spawn_blocking(move || s.ensure_layer(&diff_id, &blob, compression)).await??;
+        bar.finish_with_message("already exists");
+        return Ok(None);
+    }
+    bar.set_message("downloading");
+    let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel::<bool>();
+    let unpack = tokio::task::spawn_blocking(move || {
+        let open = || Ok(ChunkReader::new(chunks_rx));
+        s.unpack_layer(&diff_id, &blob, compression, open, || {
+            verdict_rx.blocking_recv().unwrap_or(false)
+        })
     });
-    Ok(downloaded)
+    let downloaded = download_blob(store, client, layer, bar, chunks_tx).await;
+    let _ = verdict_tx.send(downloaded.is_ok());
+    let unpacked = unpack.await?;
+    let n = downloaded?;
+    unpacked?;
+    bar.finish_with_message("done");
+    Ok(Some(n))
 }
 
-/// Downloads a blob unless the store has it; `Some(bytes)` when it was downloaded.
-async fn fetch_blob(
+/// Streams a blob into the store, verified, handing each chunk on to `unpacker` as well
+/// (until it stops listening).
+async fn download_blob(
     store: &Arc<Store>,
     client: &RegistryClient,
     layer: &Descriptor,
     bar: &ProgressBar,
-) -> Result<Option<u64>> {
-    if store.has_blob(&layer.digest) {
-        bar.set_position(layer.size);
-        return Ok(None);
-    }
-    // Another pull of the same blob (this process or another) finishes first, then we reuse it.
-    let (s, key) = (store.clone(), format!("blob-{}", layer.digest.hex()));
-    let _lock = tokio::task::spawn_blocking(move || s.content_lock(&key)).await??;
-    if store.has_blob(&layer.digest) {
-        bar.set_position(layer.size);
-        return Ok(None);
-    }
-    bar.set_message("downloading");
+    unpacker: tokio::sync::mpsc::Sender<Bytes>,
+) -> Result<u64> {
     let what = format!("layer {}", layer.digest);
     let resp = client.blob(&layer.digest).await?;
     if let Some(len) = resp.content_length() {
@@ -261,6 +277,7 @@ async fn fetch_blob(
     }
     let url = resp.url().to_string();
     let mut w = store.blob_writer(layer.size, &what)?;
+    let mut unpacker = Some(unpacker);
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| Error::Http {
@@ -269,8 +286,46 @@ async fn fetch_blob(
         })?;
         w.write(&chunk)?;
         bar.inc(chunk.len() as u64);
+        if let Some(tx) = &unpacker {
+            if tx.send(chunk).await.is_err() {
+                // The unpacker is done early (layer already there, or it failed: its error
+                // is reported by the caller).
+                unpacker = None;
+            }
+        }
     }
+    drop(unpacker);
     let n = w.written();
     w.commit(Some((&layer.digest, Some(layer.size))), &what)?;
-    Ok(Some(n))
+    Ok(n)
+}
+
+/// A blocking `Read` over chunks arriving from the async download.
+struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl ChunkReader {
+    fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+        ChunkReader {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
 }

@@ -223,6 +223,26 @@ impl Store {
         blob: &Digest,
         compression: Compression,
     ) -> Result<PathBuf> {
+        let open = || {
+            let src = self.blob_path(blob);
+            let f = fs::File::open(&src).at("cannot open layer blob", &src)?;
+            Ok(BufReader::with_capacity(1 << 20, f))
+        };
+        self.unpack_layer(diff_id, blob, compression, open, || true)
+    }
+
+    /// Unpacks the (compressed) layer stream `open()` gives into the layer's directory unless
+    /// it is there already (then the stream is never opened). The tree becomes visible only
+    /// when its diff_id matched and `commit()` agrees: a pull unpacking while it downloads
+    /// says there whether the compressed blob verified.
+    pub fn unpack_layer<R: Read>(
+        &self,
+        diff_id: &Digest,
+        blob: &Digest,
+        compression: Compression,
+        open: impl FnOnce() -> Result<R>,
+        commit: impl FnOnce() -> bool,
+    ) -> Result<PathBuf> {
         let dest = self.layer_path(diff_id);
         if dest.is_dir() {
             return Ok(dest);
@@ -237,10 +257,8 @@ impl Store {
             .at("cannot create temporary directory in", self.tmp_dir())?;
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
             .at("cannot chmod", tmp.path())?;
-        let src = self.blob_path(blob);
-        let f = fs::File::open(&src).at("cannot open layer blob", &src)?;
         let stats = apply_layer(
-            BufReader::with_capacity(1 << 20, f),
+            open()?,
             compression,
             tmp.path(),
             Whiteouts::Overlay,
@@ -251,6 +269,11 @@ impl Store {
             diff_id,
             &stats.diff_id,
         )?;
+        if !commit() {
+            return Err(Error::Task(format!(
+                "download of layer {blob} failed; its unpacked tree was discarded"
+            )));
+        }
         fs::rename(tmp.path(), &dest).at("cannot move unpacked layer to", &dest)?;
         // Renamed away: nothing left for TempDir to clean up.
         let _ = tmp.keep();
