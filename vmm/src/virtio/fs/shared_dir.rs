@@ -1,0 +1,389 @@
+//! The file system behind a share: fuse-backend-rs' `PassthroughFs`, configured for a guest that
+//! owns the directory, plus the FUSE INIT options `PassthroughFs` does not ask for itself.
+//!
+//! Without BIG_WRITES/MAX_PAGES the kernel caps every WRITE at one page; without ASYNC_READ and
+//! PARALLEL_DIROPS it serialises readahead and lookups. Everything else is passed through as is.
+
+use std::ffi::CStr;
+use std::io;
+use std::time::Duration;
+
+use fuse_backend_rs::abi::fuse_abi::{
+    stat64, statvfs64, CreateIn, FsOptions, OpenOptions, SetattrValid,
+};
+use fuse_backend_rs::api::filesystem::{
+    Context, DirEntry, Entry, FileSystem, GetxattrReply, ListxattrReply, ZeroCopyReader,
+    ZeroCopyWriter,
+};
+use fuse_backend_rs::passthrough::{CachePolicy, Config, PassthroughFs};
+
+type Inode = <PassthroughFs<()> as FileSystem>::Inode;
+type Handle = <PassthroughFs<()> as FileSystem>::Handle;
+
+/// The guest has the share to itself, so what it caches stays true for as long as it likes.
+const CACHE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// INIT options we add to what `PassthroughFs` wants (each only if the kernel offers it).
+fn extra_init_options() -> FsOptions {
+    FsOptions::ASYNC_READ
+        | FsOptions::PARALLEL_DIROPS
+        | FsOptions::BIG_WRITES
+        | FsOptions::MAX_PAGES
+        | FsOptions::ATOMIC_O_TRUNC
+        | FsOptions::CACHE_SYMLINKS
+}
+
+/// `PassthroughFs` over `root_dir`, negotiating the options above.
+pub(crate) struct SharedDirFs {
+    inner: PassthroughFs<()>,
+}
+
+impl SharedDirFs {
+    pub(crate) fn new(root_dir: String) -> io::Result<SharedDirFs> {
+        let config = Config {
+            root_dir,
+            cache_policy: CachePolicy::Always,
+            entry_timeout: CACHE_TIMEOUT,
+            attr_timeout: CACHE_TIMEOUT,
+            // Coalesced writes in the guest page cache; we run as root so the reads it may issue
+            // on O_WRONLY files succeed.
+            writeback: true,
+            // Images carry security.capability and other xattrs; the guest clears suid/caps on
+            // write itself (killpriv v2) instead of asking with an xattr round trip per write.
+            xattr: true,
+            killpriv_v2: true,
+            // O_PATH descriptors, not file handles: overlayfs (the usual root) only exports file
+            // handles with nfs_export=on.
+            inode_file_handles: false,
+            // The root inode is made at FUSE INIT, so a re-initialising driver gets a fresh one.
+            do_import: true,
+            ..Config::default()
+        };
+        Ok(SharedDirFs {
+            inner: PassthroughFs::new(config)?,
+        })
+    }
+}
+
+impl FileSystem for SharedDirFs {
+    type Inode = Inode;
+    type Handle = Handle;
+
+    fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
+        let wanted = self.inner.init(capable)?;
+        Ok(wanted | (capable & extra_init_options()))
+    }
+
+    fn destroy(&self) {
+        self.inner.destroy()
+    }
+
+    fn statfs(&self, ctx: &Context, inode: Inode) -> io::Result<statvfs64> {
+        self.inner.statfs(ctx, inode)
+    }
+
+    fn lookup(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<Entry> {
+        self.inner.lookup(ctx, parent, name)
+    }
+
+    fn forget(&self, ctx: &Context, inode: Inode, count: u64) {
+        self.inner.forget(ctx, inode, count)
+    }
+
+    fn batch_forget(&self, ctx: &Context, requests: Vec<(Inode, u64)>) {
+        self.inner.batch_forget(ctx, requests)
+    }
+
+    fn opendir(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        flags: u32,
+    ) -> io::Result<(Option<Handle>, OpenOptions)> {
+        self.inner.opendir(ctx, inode, flags)
+    }
+
+    fn releasedir(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        flags: u32,
+        handle: Handle,
+    ) -> io::Result<()> {
+        self.inner.releasedir(ctx, inode, flags, handle)
+    }
+
+    fn mkdir(
+        &self,
+        ctx: &Context,
+        parent: Inode,
+        name: &CStr,
+        mode: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
+        self.inner.mkdir(ctx, parent, name, mode, umask)
+    }
+
+    fn rmdir(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
+        self.inner.rmdir(ctx, parent, name)
+    }
+
+    fn readdir(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        self.inner
+            .readdir(ctx, inode, handle, size, offset, add_entry)
+    }
+
+    fn readdirplus(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        self.inner
+            .readdirplus(ctx, inode, handle, size, offset, add_entry)
+    }
+
+    fn open(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        flags: u32,
+        fuse_flags: u32,
+    ) -> io::Result<(Option<Handle>, OpenOptions, Option<u32>)> {
+        self.inner.open(ctx, inode, flags, fuse_flags)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn release(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        flags: u32,
+        handle: Handle,
+        flush: bool,
+        flock_release: bool,
+        lock_owner: Option<u64>,
+    ) -> io::Result<()> {
+        self.inner
+            .release(ctx, inode, flags, handle, flush, flock_release, lock_owner)
+    }
+
+    fn create(
+        &self,
+        ctx: &Context,
+        parent: Inode,
+        name: &CStr,
+        args: CreateIn,
+    ) -> io::Result<(Entry, Option<Handle>, OpenOptions, Option<u32>)> {
+        self.inner.create(ctx, parent, name, args)
+    }
+
+    fn unlink(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
+        self.inner.unlink(ctx, parent, name)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+        lock_owner: Option<u64>,
+        flags: u32,
+    ) -> io::Result<usize> {
+        self.inner
+            .read(ctx, inode, handle, w, size, offset, lock_owner, flags)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        r: &mut dyn ZeroCopyReader,
+        size: u32,
+        offset: u64,
+        lock_owner: Option<u64>,
+        delayed_write: bool,
+        flags: u32,
+        fuse_flags: u32,
+    ) -> io::Result<usize> {
+        self.inner.write(
+            ctx,
+            inode,
+            handle,
+            r,
+            size,
+            offset,
+            lock_owner,
+            delayed_write,
+            flags,
+            fuse_flags,
+        )
+    }
+
+    fn getattr(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Option<Handle>,
+    ) -> io::Result<(stat64, Duration)> {
+        self.inner.getattr(ctx, inode, handle)
+    }
+
+    fn setattr(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        attr: stat64,
+        handle: Option<Handle>,
+        valid: SetattrValid,
+    ) -> io::Result<(stat64, Duration)> {
+        self.inner.setattr(ctx, inode, attr, handle, valid)
+    }
+
+    fn rename(
+        &self,
+        ctx: &Context,
+        olddir: Inode,
+        oldname: &CStr,
+        newdir: Inode,
+        newname: &CStr,
+        flags: u32,
+    ) -> io::Result<()> {
+        self.inner
+            .rename(ctx, olddir, oldname, newdir, newname, flags)
+    }
+
+    fn mknod(
+        &self,
+        ctx: &Context,
+        parent: Inode,
+        name: &CStr,
+        mode: u32,
+        rdev: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
+        self.inner.mknod(ctx, parent, name, mode, rdev, umask)
+    }
+
+    fn link(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        newparent: Inode,
+        newname: &CStr,
+    ) -> io::Result<Entry> {
+        self.inner.link(ctx, inode, newparent, newname)
+    }
+
+    fn symlink(
+        &self,
+        ctx: &Context,
+        linkname: &CStr,
+        parent: Inode,
+        name: &CStr,
+    ) -> io::Result<Entry> {
+        self.inner.symlink(ctx, linkname, parent, name)
+    }
+
+    fn readlink(&self, ctx: &Context, inode: Inode) -> io::Result<Vec<u8>> {
+        self.inner.readlink(ctx, inode)
+    }
+
+    fn flush(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        lock_owner: u64,
+    ) -> io::Result<()> {
+        self.inner.flush(ctx, inode, handle, lock_owner)
+    }
+
+    fn fsync(&self, ctx: &Context, inode: Inode, datasync: bool, handle: Handle) -> io::Result<()> {
+        self.inner.fsync(ctx, inode, datasync, handle)
+    }
+
+    fn fsyncdir(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        datasync: bool,
+        handle: Handle,
+    ) -> io::Result<()> {
+        self.inner.fsyncdir(ctx, inode, datasync, handle)
+    }
+
+    fn access(&self, ctx: &Context, inode: Inode, mask: u32) -> io::Result<()> {
+        self.inner.access(ctx, inode, mask)
+    }
+
+    fn setxattr(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> io::Result<()> {
+        self.inner.setxattr(ctx, inode, name, value, flags)
+    }
+
+    fn getxattr(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<GetxattrReply> {
+        self.inner.getxattr(ctx, inode, name, size)
+    }
+
+    fn listxattr(&self, ctx: &Context, inode: Inode, size: u32) -> io::Result<ListxattrReply> {
+        self.inner.listxattr(ctx, inode, size)
+    }
+
+    fn removexattr(&self, ctx: &Context, inode: Inode, name: &CStr) -> io::Result<()> {
+        self.inner.removexattr(ctx, inode, name)
+    }
+
+    fn fallocate(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
+        self.inner
+            .fallocate(ctx, inode, handle, mode, offset, length)
+    }
+
+    fn lseek(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        offset: u64,
+        whence: u32,
+    ) -> io::Result<u64> {
+        self.inner.lseek(ctx, inode, handle, offset, whence)
+    }
+}
