@@ -1,8 +1,10 @@
 //! Setting up a vCPU: what CPUID says, the MSRs Linux expects, the FPU, the local APIC's
 //! legacy interrupt pins, and (for the boot vCPU) the flat 32-bit protected-mode entry state.
 
-use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_segment, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Kvm, VcpuFd};
+use kvm_bindings::{
+    kvm_cpuid_entry2, kvm_fpu, kvm_msr_entry, kvm_segment, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES,
+};
+use kvm_ioctls::{Cap, Kvm, VcpuFd};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::boot::{BootEntry, BootProtocol};
@@ -24,10 +26,27 @@ pub enum CpuError {
     Gdt,
 }
 
-/// The CPUID table KVM can virtualise here; adjusted per vCPU by [`configure`].
+/// The CPUID table KVM can virtualise here, made consistent; adjusted per vCPU by [`configure`].
 pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, CpuError> {
-    kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(CpuError::SupportedCpuid)
+    let mut cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(CpuError::SupportedCpuid)?;
+    let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
+    normalize(cpuid.as_mut_slice(), tsc_deadline);
+    Ok(cpuid)
+}
+
+/// CPUID.1:ECX bit 24: the local APIC timer has TSC-deadline mode. KVM emulates it but leaves
+/// the bit for the VMM to set; without it Linux calibrates the APIC timer against the PIT.
+const ECX_TSC_DEADLINE: u32 = 1 << 24;
+
+/// Whole-VM CPUID fixes before the per-vCPU ones.
+fn normalize(entries: &mut [kvm_cpuid_entry2], tsc_deadline: bool) {
+    for e in entries.iter_mut().filter(|e| e.function == LEAF_FEATURES) {
+        if tsc_deadline {
+            e.ecx |= ECX_TSC_DEADLINE;
+        }
+    }
 }
 
 const LEAF_FEATURES: u32 = 0x1;
@@ -265,6 +284,19 @@ mod tests {
             regs[0x353] as u8,
         ]);
         assert_eq!(v, 0x1_0730);
+    }
+
+    #[test]
+    fn tsc_deadline_is_announced_when_kvm_emulates_it() {
+        let mut leaf1 = [kvm_cpuid_entry2 {
+            function: 1,
+            ecx: 1,
+            ..Default::default()
+        }];
+        normalize(&mut leaf1, false);
+        assert_eq!(leaf1[0].ecx, 1);
+        normalize(&mut leaf1, true);
+        assert_eq!(leaf1[0].ecx, 1 | ECX_TSC_DEADLINE);
     }
 
     #[test]

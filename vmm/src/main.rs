@@ -44,8 +44,8 @@ struct Args {
     /// Console output: a file, or - for stdout. Default: discarded (the tail is kept).
     #[arg(long, value_name = "PATH|-")]
     serial: Option<String>,
-    /// Appended to the kernel command line.
-    #[arg(long, default_value = "", value_name = "STR")]
+    /// Appended to the kernel command line (may start with `-`, e.g. `-- ARGS` for init).
+    #[arg(long, default_value = "", value_name = "STR", allow_hyphen_values = true)]
     cmdline_extra: String,
 }
 
@@ -64,7 +64,14 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    // Usage errors exit 1, not clap's 2: exit code 2 means "the guest reset or crashed".
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+        }
+    };
     match run(args, stop_signals) {
         Ok((VmExit::PowerOff { status }, _)) => {
             tracing::debug!("guest powered off with status {status}");
@@ -194,7 +201,7 @@ mod tests {
             vec![PathBuf::from("/l1"), PathBuf::from("/l0")]
         );
         assert_eq!(a.serial.as_deref(), Some("-"));
-        assert_eq!(a.cmdline_extra, "a=b c");
+        assert_eq!(a.cmdline_extra, "-- a=b c");
         let d = Args::try_parse_from(["skiff-vmm", "--kernel", "/k"]).unwrap();
         assert_eq!((d.cpus, d.memory, d.serial), (1, 128, None));
         assert!(
