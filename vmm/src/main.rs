@@ -192,7 +192,7 @@ mod tests {
             "--serial",
             "-",
             "--cmdline-extra",
-            "a=b c",
+            "-- a=b c",
         ])
         .unwrap();
         assert_eq!((a.cpus, a.memory), (2, 256));
