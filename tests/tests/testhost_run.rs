@@ -202,3 +202,20 @@ fn sigkill_to_the_script_takes_the_machine_down_too() {
     );
     assert_nothing_left(tmpdir.path());
 }
+
+#[test]
+fn processes_left_behind_by_the_command_do_not_keep_the_run_alive() {
+    let out = TestHost::new()
+        .timeout(Duration::from_secs(120))
+        .sh("sleep 1000 & (sleep 1000 >&2 &); echo done");
+    assert_eq!((out.code, out.stdout.as_str()), (0, "done\n"), "{out}");
+}
+
+#[test]
+fn a_test_host_kernel_panic_is_reported_as_host_failure() {
+    let out = testhost::sh("echo before; echo c > /proc/sysrq-trigger; echo after");
+    assert_eq!(out.code, testhost::HOST_FAILED, "{out}");
+    assert_eq!(out.stdout, "before\n", "{out}");
+    assert!(out.stderr.contains("Kernel panic"), "{out}");
+    assert!(out.stderr.contains("the test host failed"), "{out}");
+}
