@@ -383,10 +383,7 @@ pub fn save(store: &Store, rec: &ImageRecord, path: &Path) -> Result<()> {
         what: "index".into(),
         reason: e.to_string(),
     })?;
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let parent = crate::sys::parent_dir(path);
     let tmp = tempfile::Builder::new()
         .prefix(".skiff-save-")
         .tempfile_in(&parent)

@@ -86,6 +86,16 @@ pub enum Error {
     Task(String),
 }
 
+impl Error {
+    /// For `map_err` on reqwest results: the failed request's URL with the cause.
+    pub(crate) fn http(url: &str) -> impl FnOnce(reqwest::Error) -> Error + '_ {
+        move |source| Error::Http {
+            url: url.to_string(),
+            source,
+        }
+    }
+}
+
 /// Attaches "what we were doing" and the path to an `io::Error`.
 pub(crate) trait IoContext<T> {
     fn at(self, context: &'static str, path: impl Into<PathBuf>) -> Result<T>;

@@ -141,7 +141,12 @@ pub async fn pull(store: &Arc<Store>, r: &Reference, opts: &PullOptions) -> Resu
         Some((&manifest_digest, manifest_bytes.len() as u64)),
         "manifest",
     )?;
-    let image = crate::service::record(store, r.to_string(), &manifest_digest, index_digest)?;
+    let (s, name) = (store.clone(), r.to_string());
+    // SQLite may wait for another process's transaction: off the async workers.
+    let image = tokio::task::spawn_blocking(move || {
+        crate::service::record(&s, name, &manifest_digest, index_digest)
+    })
+    .await??;
     Ok(PullReport {
         image,
         layers_downloaded: results.iter().filter(|r| r.is_some()).count(),
@@ -238,7 +243,8 @@ async fn fetch_and_unpack(
         return Ok(None);
     }
     bar.set_message("downloading");
-    let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    // A short queue: the download waits for the unpacker rather than buffering in memory.
+    let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel::<bool>();
     let unpack = tokio::task::spawn_blocking(move || {
         let open = || Ok(ChunkReader::new(chunks_rx));
@@ -280,10 +286,7 @@ async fn download_blob(
     let mut unpacker = Some(unpacker);
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| Error::Http {
-            url: url.clone(),
-            source: e,
-        })?;
+        let chunk = chunk.map_err(Error::http(&url))?;
         w.write(&chunk)?;
         bar.inc(chunk.len() as u64);
         if let Some(tx) = &unpacker {

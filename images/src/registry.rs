@@ -68,10 +68,7 @@ impl RegistryClient {
             .user_agent(concat!("skiff/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| Error::Http {
-                url: r.api_host().to_string(),
-                source: e,
-            })?;
+            .map_err(Error::http(r.api_host()))?;
         Ok(RegistryClient {
             http,
             base: format!("{scheme}://{}", r.api_host()),
@@ -131,10 +128,7 @@ impl RegistryClient {
             if let Some(h) = self.authorization.lock().await.clone() {
                 rb = rb.header(AUTHORIZATION, h);
             }
-            let resp = rb.send().await.map_err(|e| Error::Http {
-                url: url.to_string(),
-                source: e,
-            })?;
+            let resp = rb.send().await.map_err(Error::http(url))?;
             if resp.status() == StatusCode::UNAUTHORIZED {
                 if retried {
                     return Err(self.auth_error("the registry refused the credentials"));
@@ -208,10 +202,7 @@ impl RegistryClient {
         if let Some(c) = &self.creds {
             rb = rb.basic_auth(&c.username, Some(&c.password));
         }
-        let resp = rb.send().await.map_err(|e| Error::Http {
-            url: realm.clone(),
-            source: e,
-        })?;
+        let resp = rb.send().await.map_err(Error::http(realm))?;
         if matches!(
             resp.status(),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
@@ -290,10 +281,7 @@ async fn read_capped(resp: Response, max: u64, url: &str, what: &str) -> Result<
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::Http {
-            url: url.to_string(),
-            source: e,
-        })?;
+        let chunk = chunk.map_err(Error::http(url))?;
         if out.len() as u64 + chunk.len() as u64 > max {
             return Err(too_large());
         }

@@ -257,10 +257,7 @@ fn merge_layers(store: &Store, rec: &ImageRecord, dest: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).at("cannot inspect", dest),
     }
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let parent = crate::sys::parent_dir(dest);
     let tmp = tempfile::Builder::new()
         .prefix(".skiff-unpack-")
         .tempdir_in(&parent)

@@ -80,6 +80,15 @@ pub fn set_times_nofollow(path: &Path, secs: i64) -> io::Result<()> {
     })
 }
 
+/// The directory a path lives in (`.` for a bare file name): where its temporary sibling
+/// goes, so that the final rename stays on one filesystem.
+pub fn parent_dir(path: &Path) -> std::path::PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    }
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }

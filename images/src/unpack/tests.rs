@@ -97,6 +97,16 @@ impl Layer {
     }
 }
 
+fn limited(max_bytes: u64, max_entries: u64) -> UnpackOptions {
+    UnpackOptions {
+        limits: UnpackLimits {
+            max_bytes,
+            max_entries,
+        },
+        devices: DevicePolicy::Skip,
+    }
+}
+
 fn apply(tar: &[u8], root: &Path, mode: Whiteouts) -> Result<LayerStats> {
     apply_layer(
         tar,
@@ -271,13 +281,7 @@ fn byte_and_entry_limits() {
     let s = sandbox();
     let big = vec![0u8; 64 * 1024];
     let tar = Layer::default().file("big", &big).finish();
-    let opts = UnpackOptions {
-        limits: UnpackLimits {
-            max_bytes: 16 * 1024,
-            max_entries: 100,
-        },
-        devices: DevicePolicy::Skip,
-    };
+    let opts = limited(16 * 1024, 100);
     let e = err_text(apply_layer(
         &tar[..],
         Compression::None,
@@ -291,13 +295,7 @@ fn byte_and_entry_limits() {
     for i in 0..20 {
         many = many.file(&format!("f{i}"), b"");
     }
-    let opts = UnpackOptions {
-        limits: UnpackLimits {
-            max_bytes: 1 << 20,
-            max_entries: 10,
-        },
-        devices: DevicePolicy::Skip,
-    };
+    let opts = limited(1 << 20, 10);
     let root2 = s.root.join("many");
     fs::create_dir(&root2).unwrap();
     let e = err_text(apply_layer(
@@ -320,13 +318,7 @@ fn gzip_bomb_is_stopped() {
     gz.write_all(&tar).unwrap();
     let gz = gz.finish().unwrap();
     assert!(gz.len() < 64 * 1024);
-    let opts = UnpackOptions {
-        limits: UnpackLimits {
-            max_bytes: 1 << 20,
-            max_entries: 10,
-        },
-        devices: DevicePolicy::Skip,
-    };
+    let opts = limited(1 << 20, 10);
     let e = err_text(apply_layer(
         &gz[..],
         Compression::Gzip,
