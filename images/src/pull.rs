@@ -19,7 +19,7 @@ use crate::manifest::{
 use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::registry::{FetchedManifest, RegistryClient};
-use crate::store::{check_digest, ImageRecord, Store};
+use crate::store::{check_digest, FileLock, ImageRecord, Store};
 
 #[derive(Clone, Debug)]
 pub struct PullOptions {
@@ -54,7 +54,9 @@ pub struct PullReport {
 
 pub async fn pull(store: &Arc<Store>, r: &Reference, opts: &PullOptions) -> Result<PullReport> {
     let gc_store = store.clone();
-    let _gc_guard = tokio::task::spawn_blocking(move || gc_store.gc_lock(false)).await??;
+    // Shared by every task of this pull, the blocking unpacks included: they may outlive the
+    // pull's own future if it is dropped.
+    let gc_guard = Arc::new(tokio::task::spawn_blocking(move || gc_store.gc_lock(false)).await??);
     let creds = auth::lookup(&r.registry)?;
     let client = RegistryClient::new(r, opts.insecure, creds)?;
 
@@ -123,12 +125,13 @@ pub async fn pull(store: &Arc<Store>, r: &Reference, opts: &PullOptions) -> Resu
     for (layer, diff_id) in manifest.layers.iter().cloned().zip(diff_ids) {
         let bar = layer_bar(&bars, &layer);
         let (store, client, slots) = (store.clone(), client.clone(), slots.clone());
+        let gc_guard = gc_guard.clone();
         tasks.spawn(async move {
             let _slot = slots
                 .acquire_owned()
                 .await
                 .map_err(|e| Error::Task(e.to_string()))?;
-            fetch_and_unpack(&store, &client, &layer, diff_id, &bar).await
+            fetch_and_unpack(&store, &client, &layer, diff_id, &bar, gc_guard).await
         });
     }
     let mut results: Vec<Option<u64>> = Vec::with_capacity(manifest.layers.len());
@@ -224,6 +227,7 @@ async fn fetch_and_unpack(
     layer: &Descriptor,
     diff_id: Digest,
     bar: &ProgressBar,
+    gc_guard: Arc<FileLock>,
 ) -> Result<Option<u64>> {
     let compression = Compression::of_media_type(&layer.media_type)?;
     // Another pull of the same blob (this process or another) finishes first, then we reuse it.
@@ -238,7 +242,11 @@ async fn fetch_and_unpack(
         drop(lock);
         bar.set_position(layer.size);
         bar.set_message("unpacking");
-        tokio::task::spawn_blocking(move || s.ensure_layer(&diff_id, &blob, compression)).await??;
+        tokio::task::spawn_blocking(move || {
+            let _gc = gc_guard;
+            s.ensure_layer(&diff_id, &blob, compression)
+        })
+        .await??;
         bar.finish_with_message("already exists");
         return Ok(None);
     }
@@ -247,6 +255,7 @@ async fn fetch_and_unpack(
     let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel::<bool>();
     let unpack = tokio::task::spawn_blocking(move || {
+        let _gc = gc_guard;
         let open = || Ok(ChunkReader::new(chunks_rx));
         s.unpack_layer(&diff_id, &blob, compression, open, || {
             verdict_rx.blocking_recv().unwrap_or(false)

@@ -216,6 +216,8 @@ pub(crate) fn record(
 }
 
 fn prepare(store: &Store, rec: &ImageRecord) -> Result<PreparedImage> {
+    // Layers may be (re)unpacked here: keep garbage collection away meanwhile.
+    let _gc = store.gc_lock(false)?;
     let config_bytes = store.read_blob(&rec.config_digest, MAX_CONFIG_BYTES, "image config")?;
     let config = ImageConfigFile::parse(&config_bytes)?;
     let mut layers = Vec::with_capacity(rec.layers.len());
@@ -237,6 +239,7 @@ fn prepare(store: &Store, rec: &ImageRecord) -> Result<PreparedImage> {
 }
 
 fn merge_layers(store: &Store, rec: &ImageRecord, dest: &Path) -> Result<()> {
+    let _gc = store.gc_lock(false)?;
     match fs::symlink_metadata(dest) {
         Ok(m) if m.is_dir() => {
             if fs::read_dir(dest).at("cannot list", dest)?.next().is_some() {

@@ -411,14 +411,16 @@ impl Store {
                 }
             }
         }
-        // No writer holds the shared lock now, so everything in tmp/ is abandoned.
-        let tmp = self.tmp_dir();
-        for e in fs::read_dir(&tmp).at("cannot list", &tmp)? {
-            let p = e.at("cannot list", &tmp)?.path();
-            if p.is_dir() {
-                fs::remove_dir_all(&p).at("cannot remove", &p)?;
-            } else {
-                fs::remove_file(&p).at("cannot remove", &p)?;
+        // No writer holds the shared lock now: everything in tmp/ is abandoned, and no
+        // content lock is held or waited for (they are only taken under the shared lock).
+        for dir in [self.tmp_dir(), self.dir.join("locks")] {
+            for e in fs::read_dir(&dir).at("cannot list", &dir)? {
+                let p = e.at("cannot list", &dir)?.path();
+                if p.is_dir() {
+                    fs::remove_dir_all(&p).at("cannot remove", &p)?;
+                } else {
+                    fs::remove_file(&p).at("cannot remove", &p)?;
+                }
             }
         }
         Ok(report)

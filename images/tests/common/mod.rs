@@ -54,9 +54,20 @@ fn sh(script: &str) {
 
 /// Installs missing tools with apt-get (CI machines start fresh).
 fn ensure_tools() {
+    // Debian's plain `busybox` package also ships /bin/busybox, but linked dynamically: useless
+    // inside an image. `ldd` succeeds only for dynamic executables.
+    let dynamic_busybox = |bin: &str| {
+        bin == "/bin/busybox"
+            && Command::new("ldd")
+                .arg(bin)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+    };
     let missing: Vec<&str> = TOOLS
         .iter()
-        .filter(|(bin, _)| !Path::new(bin).exists())
+        .filter(|(bin, _)| !Path::new(bin).exists() || dynamic_busybox(bin))
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {
