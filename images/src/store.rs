@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, TransactionBehavior};
 use serde::Serialize;
 
 use crate::digest::{Digest, Hasher, HashingWriter};
@@ -116,6 +116,10 @@ impl Store {
             let p = dir.join(sub);
             fs::create_dir_all(&p).at("cannot create store directory", &p)?;
         }
+        // Switching to WAL and creating tables answer SQLITE_BUSY at once (no busy wait) when
+        // another process does the same: first openers take turns.
+        let init_lock = dir.join("init.lock");
+        let _init = FileLock::acquire(&init_lock, true).at("cannot lock", &init_lock)?;
         let db_path = dir.join("images.db");
         let db = Connection::open(&db_path)?;
         db.busy_timeout(Duration::from_secs(60))?;
@@ -282,7 +286,7 @@ impl Store {
 
     pub fn record_image(&self, image: &ImageRecord) -> Result<()> {
         let mut db = self.db()?;
-        let tx = db.transaction()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT OR REPLACE INTO manifests (digest, media_type, config_digest, platform, created)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -370,7 +374,7 @@ impl Store {
         let mut report = GcReport::default();
         let (blobs, layers) = {
             let mut db = self.db()?;
-            let tx = db.transaction()?;
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "DELETE FROM manifest_layers WHERE manifest_digest NOT IN (SELECT manifest_digest FROM names)",
                 [],

@@ -476,3 +476,69 @@ async fn kernel_overlay_of_layer_dirs_matches_umoci() {
         &common::umoci_rootfs(fx, "whiteout-test", tmp.path()),
     );
 }
+
+/// Runs only as a child of `concurrent_pulls_from_two_processes`: pulls the image named in
+/// SKIFF_TEST_CHILD_PULL into SKIFF_TEST_CHILD_ROOT and prints the report.
+#[tokio::test]
+async fn child_process_pull() {
+    let (Ok(name), Ok(root)) = (
+        std::env::var("SKIFF_TEST_CHILD_PULL"),
+        std::env::var("SKIFF_TEST_CHILD_ROOT"),
+    ) else {
+        return;
+    };
+    let svc = ImageService::open(Path::new(&root)).unwrap();
+    let r = svc.pull(&name, &opts()).await.unwrap();
+    println!(
+        "CHILD-REPORT {} {}",
+        r.layers_downloaded, r.image.manifest_digest
+    );
+}
+
+#[test]
+fn concurrent_pulls_from_two_processes() {
+    let fx = fixture();
+    let reg = Registry::start(&fx.storage, Auth::None);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("images");
+    let name = format!("{}/multiarch:test", reg.addr);
+    let me = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(&me)
+                .args([
+                    "--exact",
+                    "child_process_pull",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("SKIFF_TEST_CHILD_PULL", &name)
+                .env("SKIFF_TEST_CHILD_ROOT", &root)
+                .env("DOCKER_CONFIG", &fx.docker_config)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut downloaded = 0;
+    let mut digests = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find_map(|l| l.split("CHILD-REPORT ").nth(1))
+            .unwrap_or_else(|| panic!("no report in {text}"));
+        let (n, digest) = line.split_once(' ').unwrap();
+        downloaded += n.parse::<usize>().unwrap();
+        digests.push(digest.to_string());
+    }
+    // Each layer fetched exactly once between the two; both recorded the same image.
+    assert_eq!(downloaded, 2);
+    assert_eq!(digests[0], digests[1]);
+    let svc = ImageService::open(&root).unwrap();
+    assert_eq!(svc.list().unwrap().len(), 1);
+    assert_eq!(files_in(&root.join("layers/sha256")).len(), 2);
+    assert!(files_in(&root.join("tmp")).is_empty());
+}
