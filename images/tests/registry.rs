@@ -508,7 +508,7 @@ fn concurrent_pulls_from_two_processes() {
                     "--exact",
                     "child_process_pull",
                     "--nocapture",
-                    "--test-threads=1",
+                    "--ignored",
                 ])
                 .env("SKIFF_TEST_CHILD_PULL", &name)
                 .env("SKIFF_TEST_CHILD_ROOT", &root)
