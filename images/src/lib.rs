@@ -13,6 +13,7 @@
 //! let image = images.ensure("busybox:1.36", &PullOptions::default()).await?;
 //! // image.layers: read-only layer directories, top-most first (overlayfs lowerdir order),
 //! // whiteouts as overlayfs expects them; image.config: Entrypoint, Cmd, Env, WorkingDir, User.
+//! images.pin("container-id", &image)?; // rmi/prune keep its layers until images.unpin(..)
 //! # Ok(()) }
 //! ```
 //!

@@ -69,6 +69,16 @@ impl ImageService {
         tokio::task::spawn_blocking(move || prepare(&store, &record)).await?
     }
 
+    /// Keeps `image`'s layer directories alive for `holder` (a container) until `unpin`:
+    /// `rmi` and `image prune` then untag but do not delete what it runs on.
+    pub fn pin(&self, holder: &str, image: &PreparedImage) -> Result<()> {
+        self.store.pin(holder, &image.manifest_digest)
+    }
+
+    pub fn unpin(&self, holder: &str) -> Result<bool> {
+        self.store.unpin(holder)
+    }
+
     /// A local image by reference, or by image ID (a prefix of the config digest).
     pub fn resolve(&self, reference: &str) -> Result<ImageRecord> {
         let by_ref = match Reference::parse(reference) {

@@ -47,6 +47,11 @@ CREATE TABLE IF NOT EXISTS manifest_layers (
     size            INTEGER NOT NULL,
     PRIMARY KEY (manifest_digest, position)
 );
+-- Content in use outside the index (a container's layers): kept by gc while pinned.
+CREATE TABLE IF NOT EXISTS pins (
+    holder          TEXT PRIMARY KEY,
+    manifest_digest TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS names (
     name            TEXT PRIMARY KEY,
     manifest_digest TEXT NOT NULL,
@@ -362,6 +367,22 @@ impl Store {
         query_names(&db, "WHERE ?1 = ?1", "")
     }
 
+    /// Keeps a manifest's content (layers, config) from garbage collection on behalf of
+    /// `holder` (e.g. a container ID), even after its name is removed.
+    pub fn pin(&self, holder: &str, manifest_digest: &Digest) -> Result<()> {
+        let db = self.db()?;
+        db.execute(
+            "INSERT OR REPLACE INTO pins (holder, manifest_digest) VALUES (?1, ?2)",
+            params![holder, manifest_digest.to_string()],
+        )?;
+        Ok(())
+    }
+
+    pub fn unpin(&self, holder: &str) -> Result<bool> {
+        let db = self.db()?;
+        Ok(db.execute("DELETE FROM pins WHERE holder = ?1", params![holder])? > 0)
+    }
+
     pub fn remove_name(&self, name: &str) -> Result<bool> {
         let db = self.db()?;
         Ok(db.execute("DELETE FROM names WHERE name = ?1", params![name])? > 0)
@@ -375,12 +396,14 @@ impl Store {
         let (blobs, layers) = {
             let mut db = self.db()?;
             let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            const USED: &str =
+                "(SELECT manifest_digest FROM names UNION SELECT manifest_digest FROM pins)";
             tx.execute(
-                "DELETE FROM manifest_layers WHERE manifest_digest NOT IN (SELECT manifest_digest FROM names)",
+                &format!("DELETE FROM manifest_layers WHERE manifest_digest NOT IN {USED}"),
                 [],
             )?;
             report.manifests_removed = tx.execute(
-                "DELETE FROM manifests WHERE digest NOT IN (SELECT manifest_digest FROM names)",
+                &format!("DELETE FROM manifests WHERE digest NOT IN {USED}"),
                 [],
             )?;
             let blobs = column_set(

@@ -172,3 +172,31 @@ async fn hostile_archives_are_refused_cleanly() {
     assert!(!tmp.path().join("escaped").exists());
     assert!(svc.list().unwrap().is_empty());
 }
+
+/// A container's image stays on disk while pinned, whatever rmi and prune do.
+#[tokio::test]
+async fn pinned_images_survive_rmi_and_prune() {
+    let fx = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = service(tmp.path());
+    svc.load(&fx.archives.join("whiteout.oci.tar"))
+        .await
+        .unwrap();
+    let img = svc
+        .ensure("whiteout:test", &Default::default())
+        .await
+        .unwrap();
+    svc.pin("container-1", &img).unwrap();
+    let (names, gc) = svc.remove("whiteout:test").unwrap();
+    assert_eq!(names, ["docker.io/library/whiteout:test"]);
+    assert_eq!(gc.layers_removed, 0);
+    svc.prune().unwrap();
+    assert!(svc.list().unwrap().is_empty());
+    for l in &img.layers {
+        assert!(l.join("etc").is_dir(), "{} was collected", l.display());
+    }
+    assert!(svc.unpin("container-1").unwrap());
+    let gc = svc.prune().unwrap();
+    assert_eq!(gc.layers_removed, 2);
+    assert!(img.layers.iter().all(|l| !l.exists()));
+}

@@ -504,12 +504,7 @@ fn concurrent_pulls_from_two_processes() {
     let children: Vec<_> = (0..2)
         .map(|_| {
             std::process::Command::new(&me)
-                .args([
-                    "--exact",
-                    "child_process_pull",
-                    "--nocapture",
-                    "--ignored",
-                ])
+                .args(["--exact", "child_process_pull", "--nocapture", "--ignored"])
                 .env("SKIFF_TEST_CHILD_PULL", &name)
                 .env("SKIFF_TEST_CHILD_ROOT", &root)
                 .env("DOCKER_CONFIG", &fx.docker_config)
