@@ -313,16 +313,23 @@ fn list(args: ListArgs) -> anyhow::Result<i32> {
         }
         ListFormat::Table => {
             println!(
-                "{:<40} {:<16} {:<14} {:<14} {:>10}",
-                "REPOSITORY", "TAG", "IMAGE ID", "PLATFORM", "SIZE"
+                "{:<40} {:<16} {:<14} {:<12} {:<14} {:>10}",
+                "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "PLATFORM", "SIZE"
             );
             for rec in &images {
                 let (repository, tag) = repo_and_tag(rec);
+                // RFC 3339 from the image config: the date part is enough for a table.
+                let created = rec
+                    .created
+                    .as_deref()
+                    .and_then(|c| c.get(..10))
+                    .unwrap_or("-");
                 println!(
-                    "{:<40} {:<16} {:<14} {:<14} {:>10}",
+                    "{:<40} {:<16} {:<14} {:<12} {:<14} {:>10}",
                     repository,
                     tag,
                     rec.config_digest.short(),
+                    created,
                     rec.platform,
                     human_size(rec.size())
                 );
