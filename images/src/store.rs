@@ -335,18 +335,20 @@ impl Store {
         Ok(())
     }
 
-    /// The image a reference names: by name, or for a digest reference any image with that
-    /// manifest or index digest.
+    /// The image a reference names: by name, or for a digest reference an image of the same
+    /// repository with that manifest or index digest.
     pub fn find(&self, r: &Reference) -> Result<Option<ImageRecord>> {
         let db = self.db()?;
         let mut rec = query_names(&db, "WHERE n.name = ?1", &r.to_string())?;
         if rec.is_empty() {
             if let Some(d) = &r.digest {
+                // The same content under another tag of the same repository.
                 rec = query_names(
                     &db,
                     "WHERE n.manifest_digest = ?1 OR n.index_digest = ?1",
                     &d.to_string(),
                 )?;
+                rec.retain(|i| Reference::parse(&i.name).is_ok_and(|n| n.name() == r.name()));
             }
         }
         Ok(rec.into_iter().next())

@@ -246,6 +246,19 @@ async fn pull_by_digest() {
     // Tag and digest: the digest pins the content.
     let both = format!("{}/whiteout:test@{digest}", reg.addr);
     svc.pull(&both, &opts()).await.unwrap();
+    // Found locally by digest within its repository only.
+    let tagged = ImageService::open(&tmp.path().join("tagged")).unwrap();
+    tagged
+        .pull(&format!("{}/whiteout:test", reg.addr), &opts())
+        .await
+        .unwrap();
+    let by_digest = tagged.resolve(&name).unwrap();
+    assert_eq!(by_digest.name, format!("{}/whiteout:test", reg.addr));
+    let elsewhere = format!("{}/elsewhere@{digest}", reg.addr);
+    assert!(matches!(
+        tagged.resolve(&elsewhere),
+        Err(Error::ImageNotFound(_))
+    ));
     let missing = format!("{}/whiteout@sha256:{}", reg.addr, "0".repeat(64));
     let err = svc.pull(&missing, &opts()).await.unwrap_err();
     assert!(matches!(err, Error::Registry { status: 404, .. }), "{err}");
