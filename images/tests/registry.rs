@@ -548,3 +548,45 @@ fn concurrent_pulls_from_two_processes() {
     assert_eq!(files_in(&root.join("layers/sha256")).len(), 2);
     assert!(files_in(&root.join("tmp")).is_empty());
 }
+
+/// With stored credentials, the token server gets them (basic auth) and `login` goes through
+/// the token dance too.
+#[tokio::test]
+async fn bearer_token_with_credentials() {
+    let fx = fixture();
+    let tokens = common::TokenServer::start();
+    let reg = Registry::start(
+        &fx.storage,
+        Auth::Bearer {
+            realm_port: tokens.port,
+        },
+    );
+    let creds = skiff_images::auth::Credentials {
+        username: "robot".into(),
+        password: "token-pw".into(),
+    };
+    skiff_images::login(&reg.addr, creds, false).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = service(tmp.path());
+    svc.pull(&format!("{}/whiteout:test", reg.addr), &opts())
+        .await
+        .unwrap();
+    let seen = tokens.requests.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        2,
+        "one token for login, one for the pull: {seen:?}"
+    );
+    // base64("robot:token-pw")
+    for req in &seen {
+        assert!(
+            req.contains("Basic cm9ib3Q6dG9rZW4tcHc="),
+            "credentials not sent: {req}"
+        );
+    }
+    assert!(
+        seen[1].contains("scope=repository%3Awhiteout%3Apull"),
+        "{}",
+        seen[1]
+    );
+}
