@@ -45,7 +45,12 @@ struct Args {
     #[arg(long, value_name = "PATH|-")]
     serial: Option<String>,
     /// Appended to the kernel command line (may start with `-`, e.g. `-- ARGS` for init).
-    #[arg(long, default_value = "", value_name = "STR", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        default_value = "",
+        value_name = "STR",
+        allow_hyphen_values = true
+    )]
     cmdline_extra: String,
 }
 
@@ -69,7 +74,11 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match run(args, stop_signals) {
@@ -86,7 +95,7 @@ fn main() -> ExitCode {
         }
         Ok((VmExit::Signal(sig), _)) => ExitCode::from(signal_exit_code(sig)),
         Err(e) => {
-            eprintln!("skiff-vmm: {e:#}");
+            eprintln!("skiff-vmm: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -131,9 +140,28 @@ fn run(args: Args, stop_signals: libc::sigset_t) -> anyhow::Result<(VmExit, Vec<
     Ok((exit, tail))
 }
 
+/// The error and its causes, leaving out a cause its parent's message already quotes.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 fn block_stop_signals() -> libc::sigset_t {
     // SAFETY: plain libc signal-set manipulation on a local, initialised set.
     unsafe {
+        // A shell starts background jobs with SIGINT ignored; an ignored signal is discarded
+        // even while blocked, and SIGINT must stop the VM however skiff-vmm was started.
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
@@ -162,6 +190,20 @@ fn spawn_signal_waiter(set: libc::sigset_t, notifier: ExitNotifier) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_chains_do_not_repeat_themselves() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(skiff_vmm::boot::BootError::ReadKernel {
+            path: "/k".into(),
+            source: io,
+        })
+        .context("while starting");
+        assert_eq!(
+            error_chain(&e),
+            "while starting: cannot read kernel /k: no such file"
+        );
+    }
 
     #[test]
     fn signal_codes_follow_the_shell() {

@@ -165,6 +165,11 @@ impl Vm {
         if config.cpus == 0 || config.cpus > mptable::MAX_CPUS {
             return Err(VmError::CpuCount(config.cpus));
         }
+        // A missing kernel is the commonest mistake: say so before any KVM error can hide it.
+        std::fs::File::open(&config.kernel).map_err(|source| boot::BootError::ReadKernel {
+            path: config.kernel.clone(),
+            source,
+        })?;
         let setup = |what| move |source| VmError::Setup { what, source };
         let kvm = kvm_host::open_kvm()?;
         let max_vcpus = kvm.get_max_vcpus();

@@ -6,6 +6,7 @@
 //!   poweroff [STATUS]  write STATUS (default 0) to the shutdown port: skiff-vmm exits 0
 //!   reboot             reboot(2): the kernel resets through the i8042, skiff-vmm exits 2
 //!   exit               return from /init: the kernel panics, skiff-vmm exits 2
+//!   hang               keep running until the VMM is stopped from outside
 //!   (nothing)          like `poweroff 0`
 
 use std::io::Read;
@@ -25,6 +26,10 @@ fn main() {
             unsafe { libc::reboot(libc::RB_AUTOBOOT) };
         }
         Some("exit") => println!("skiff-test-init: exiting /init"),
+        Some("hang") => {
+            println!("skiff-test-init: hanging");
+            idle();
+        }
         Some("poweroff") | None => {
             let status = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(0u8);
             println!("skiff-test-init: powering off with status {status}");
@@ -82,7 +87,10 @@ fn power_off(status: u8) {
         unsafe { std::arch::asm!("out dx, al", in("dx") SHUTDOWN_PORT, in("al") status) };
     }
     // The VMM stops the vCPUs; until then, wait without burning the CPU.
-    #[allow(clippy::infinite_loop)]
+    idle();
+}
+
+fn idle() -> ! {
     loop {
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
