@@ -2,12 +2,14 @@
 //! with anonymous bearer tokens and basic auth.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode};
 use tokio::sync::Mutex;
+use tracing::debug;
 
 use crate::auth::Credentials;
 use crate::digest::Digest;
@@ -21,7 +23,11 @@ const MAX_ERROR_BODY_BYTES: u64 = 64 << 10;
 
 pub struct RegistryClient {
     http: reqwest::Client,
-    base: String,
+    /// host[:port] the API is on.
+    host: String,
+    transport: Transport,
+    /// Set once an insecure registry turned out not to speak TLS.
+    plain_http: AtomicBool,
     registry: String,
     repository: String,
     creds: Option<Credentials>,
@@ -36,12 +42,26 @@ pub struct FetchedManifest {
     pub docker_content_digest: Option<String>,
 }
 
-/// Plain HTTP only for loopback registries or when asked: credentials and content would
-/// otherwise cross the network unprotected.
-pub fn uses_plain_http(api_host: &str, insecure: bool) -> bool {
-    if insecure {
-        return true;
+/// How a registry is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTPS with verified certificates: every registry not on loopback, unless asked.
+    Https,
+    /// Loopback, or `--insecure`: HTTPS without certificate checks, and plain HTTP when the
+    /// registry does not speak TLS (Docker's insecure-registry behaviour). Elsewhere this
+    /// would let credentials and content cross the network unprotected.
+    Insecure,
+}
+
+pub fn transport(api_host: &str, insecure: bool) -> Transport {
+    if insecure || is_loopback(api_host) {
+        Transport::Insecure
+    } else {
+        Transport::Https
     }
+}
+
+fn is_loopback(api_host: &str) -> bool {
     let host = if let Some(rest) = api_host.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
@@ -59,19 +79,18 @@ impl RegistryClient {
         insecure: bool,
         creds: Option<Credentials>,
     ) -> Result<RegistryClient> {
-        let scheme = if uses_plain_http(r.api_host(), insecure) {
-            "http"
-        } else {
-            "https"
-        };
+        let transport = transport(r.api_host(), insecure);
         let http = reqwest::Client::builder()
             .user_agent(concat!("skiff/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
+            .danger_accept_invalid_certs(transport == Transport::Insecure)
             .build()
             .map_err(Error::http(r.api_host()))?;
         Ok(RegistryClient {
             http,
-            base: format!("{scheme}://{}", r.api_host()),
+            host: r.api_host().to_string(),
+            transport,
+            plain_http: AtomicBool::new(false),
             registry: r.registry.clone(),
             repository: r.repository.clone(),
             creds,
@@ -81,15 +100,15 @@ impl RegistryClient {
 
     /// GET /v2/: checks reachability and credentials (`skiff login`).
     pub async fn ping(&self) -> Result<()> {
-        let url = format!("{}/v2/", self.base);
-        self.send(Method::GET, &url, None).await.map(drop)
+        self.send(Method::GET, "/v2/", None).await.map(drop)
     }
 
     pub async fn manifest(&self, reference: &str) -> Result<FetchedManifest> {
-        let url = format!("{}/v2/{}/manifests/{reference}", self.base, self.repository);
+        let path = format!("/v2/{}/manifests/{reference}", self.repository);
         let resp = self
-            .send(Method::GET, &url, Some(media::ACCEPT_MANIFESTS))
+            .send(Method::GET, &path, Some(media::ACCEPT_MANIFESTS))
             .await?;
+        let url = resp.url().to_string();
         let header = |name: &str| {
             resp.headers()
                 .get(name)
@@ -108,8 +127,8 @@ impl RegistryClient {
 
     /// Starts a blob download; the caller streams and verifies the body.
     pub async fn blob(&self, d: &Digest) -> Result<Response> {
-        let url = format!("{}/v2/{}/blobs/{d}", self.base, self.repository);
-        self.send(Method::GET, &url, None).await
+        let path = format!("/v2/{}/blobs/{d}", self.repository);
+        self.send(Method::GET, &path, None).await
     }
 
     pub async fn blob_bytes(&self, d: &Digest, max: u64, what: &str) -> Result<Vec<u8>> {
@@ -118,17 +137,37 @@ impl RegistryClient {
         read_capped(resp, max, &url, what).await
     }
 
-    async fn send(&self, method: Method, url: &str, accept: Option<&str>) -> Result<Response> {
+    fn url(&self, path: &str) -> String {
+        let scheme = if self.plain_http.load(Ordering::Relaxed) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{}{path}", self.host)
+    }
+
+    async fn send(&self, method: Method, path: &str, accept: Option<&str>) -> Result<Response> {
         let mut retried = false;
         loop {
-            let mut rb = self.http.request(method.clone(), url);
+            let url = self.url(path);
+            let mut rb = self.http.request(method.clone(), &url);
             if let Some(a) = accept {
                 rb = rb.header(ACCEPT, a);
             }
             if let Some(h) = self.authorization.lock().await.clone() {
                 rb = rb.header(AUTHORIZATION, h);
             }
-            let resp = rb.send().await.map_err(Error::http(url))?;
+            let resp = match rb.send().await {
+                Err(e)
+                    if e.is_connect()
+                        && self.transport == Transport::Insecure
+                        && !self.plain_http.swap(true, Ordering::Relaxed) =>
+                {
+                    debug!(host = %self.host, error = %e, "no TLS there, trying plain HTTP");
+                    continue;
+                }
+                r => r.map_err(Error::http(&url))?,
+            };
             if resp.status() == StatusCode::UNAUTHORIZED {
                 if retried {
                     return Err(self.auth_error("the registry refused the credentials"));
@@ -143,7 +182,7 @@ impl RegistryClient {
                 continue;
             }
             if !resp.status().is_success() {
-                return Err(registry_error(url, resp).await);
+                return Err(registry_error(&url, resp).await);
             }
             return Ok(resp);
         }
@@ -348,12 +387,12 @@ mod tests {
     }
 
     #[test]
-    fn plain_http_only_for_loopback_or_insecure() {
-        assert!(uses_plain_http("127.0.0.1:5000", false));
-        assert!(uses_plain_http("localhost:5000", false));
-        assert!(uses_plain_http("[::1]:5000", false));
-        assert!(!uses_plain_http("registry-1.docker.io", false));
-        assert!(!uses_plain_http("10.0.0.1:5000", false));
-        assert!(uses_plain_http("10.0.0.1:5000", true));
+    fn unverified_or_plain_only_for_loopback_or_insecure() {
+        assert_eq!(transport("127.0.0.1:5000", false), Transport::Insecure);
+        assert_eq!(transport("localhost:5000", false), Transport::Insecure);
+        assert_eq!(transport("[::1]:5000", false), Transport::Insecure);
+        assert_eq!(transport("registry-1.docker.io", false), Transport::Https);
+        assert_eq!(transport("10.0.0.1:5000", false), Transport::Https);
+        assert_eq!(transport("10.0.0.1:5000", true), Transport::Insecure);
     }
 }

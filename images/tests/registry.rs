@@ -590,3 +590,18 @@ async fn bearer_token_with_credentials() {
         seen[1]
     );
 }
+
+/// A loopback registry speaking HTTPS with a self-signed certificate: reached over TLS (it
+/// refuses plain HTTP), certificate unchecked as for Docker's insecure registries.
+#[tokio::test]
+async fn https_registry_with_self_signed_certificate() {
+    let fx = fixture();
+    let reg = Registry::start_tls(&fx.storage);
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = service(tmp.path());
+    let report = svc
+        .pull(&format!("{}/busybox:test", reg.addr), &opts())
+        .await
+        .unwrap();
+    assert_eq!(report.layers_downloaded, 1);
+}

@@ -31,6 +31,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("/bin/busybox", "busybox-static"),
     ("/usr/bin/htpasswd", "apache2-utils"),
     ("/usr/bin/zstd", "zstd"),
+    ("/usr/bin/openssl", "openssl"),
 ];
 
 pub fn run(cmd: &str, args: &[&str]) -> String {
@@ -466,6 +467,15 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(storage: &Path, auth: Auth) -> Registry {
+        Registry::spawn(storage, auth, false)
+    }
+
+    /// HTTPS with a self-signed certificate for 127.0.0.1 (made for this registry).
+    pub fn start_tls(storage: &Path) -> Registry {
+        Registry::spawn(storage, Auth::None, true)
+    }
+
+    fn spawn(storage: &Path, auth: Auth, tls: bool) -> Registry {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -478,6 +488,34 @@ impl Registry {
              http:\n  addr: 127.0.0.1:{port}\n  secret: skiff-test\n",
             storage.display()
         );
+        if tls {
+            let (cert, key) = (cfg.path().join("cert.pem"), cfg.path().join("key.pem"));
+            run(
+                "openssl",
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                    "-keyout",
+                    key.to_str().unwrap(),
+                    "-out",
+                    cert.to_str().unwrap(),
+                ],
+            );
+            yaml += &format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            );
+        }
         if let Auth::Bearer { realm_port } = auth {
             yaml += &format!(
                 "auth:\n  silly:\n    realm: http://127.0.0.1:{realm_port}/token\n    service: skiff-test\n"
