@@ -292,6 +292,11 @@ impl Vm {
         let entry = boot::load(&self.mem, &self.config.kernel, &line, initrd)?;
         mptable::write(&self.mem, self.config.cpus)?;
         let vcpus = self.create_vcpus(entry)?;
+        tracing::debug!(
+            "guest loaded; starting {} vCPUs at {:#x}",
+            vcpus.len(),
+            entry.entry
+        );
 
         install_kick_handler();
         let Vm {
@@ -335,7 +340,9 @@ impl Vm {
                 what: "all vCPUs stopped without a report".into(),
             }),
         };
+        tracing::debug!("VM ended: {outcome:?}");
         stop_vcpus(&stopping, threads);
+        tracing::debug!("vCPUs stopped");
         serial.lock().unwrap_or_else(|p| p.into_inner()).sync();
         drop((vm, mem));
         outcome
