@@ -2,7 +2,7 @@
 //! with anonymous bearer tokens and basic auth.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -20,14 +20,20 @@ use crate::reference::Reference;
 /// Token answers are small JSON documents; anything bigger is not one.
 const MAX_TOKEN_BYTES: u64 = 1 << 20;
 const MAX_ERROR_BODY_BYTES: u64 = 64 << 10;
+const TLS_UNKNOWN: u8 = 0;
+const TLS_YES: u8 = 1;
+const TLS_NO: u8 = 2;
+/// How long the first HTTPS attempt at an insecure registry may take before plain HTTP is
+/// tried instead.
+const TLS_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct RegistryClient {
     http: reqwest::Client,
     /// host[:port] the API is on.
     host: String,
-    transport: Transport,
-    /// Set once an insecure registry turned out not to speak TLS.
-    plain_http: AtomicBool,
+    /// For an insecure registry: TLS_UNKNOWN until the first answer tells whether it speaks
+    /// TLS (TLS_YES) or not (TLS_NO, plain HTTP from then on).
+    tls: AtomicU8,
     registry: String,
     repository: String,
     creds: Option<Credentials>,
@@ -89,8 +95,11 @@ impl RegistryClient {
         Ok(RegistryClient {
             http,
             host: r.api_host().to_string(),
-            transport,
-            plain_http: AtomicBool::new(false),
+            tls: AtomicU8::new(if transport == Transport::Https {
+                TLS_YES
+            } else {
+                TLS_UNKNOWN
+            }),
             registry: r.registry.clone(),
             repository: r.repository.clone(),
             creds,
@@ -138,7 +147,7 @@ impl RegistryClient {
     }
 
     fn url(&self, path: &str) -> String {
-        let scheme = if self.plain_http.load(Ordering::Relaxed) {
+        let scheme = if self.tls.load(Ordering::Relaxed) == TLS_NO {
             "http"
         } else {
             "https"
@@ -151,6 +160,11 @@ impl RegistryClient {
         loop {
             let url = self.url(path);
             let mut rb = self.http.request(method.clone(), &url);
+            let probing = self.tls.load(Ordering::Relaxed) == TLS_UNKNOWN;
+            if probing {
+                // A plain-HTTP server may sit on a TLS hello instead of refusing it.
+                rb = rb.timeout(TLS_PROBE_TIMEOUT);
+            }
             if let Some(a) = accept {
                 rb = rb.header(ACCEPT, a);
             }
@@ -158,16 +172,16 @@ impl RegistryClient {
                 rb = rb.header(AUTHORIZATION, h);
             }
             let resp = match rb.send().await {
-                Err(e)
-                    if e.is_connect()
-                        && self.transport == Transport::Insecure
-                        && !self.plain_http.swap(true, Ordering::Relaxed) =>
-                {
+                Err(e) if probing && (e.is_connect() || e.is_timeout()) => {
                     debug!(host = %self.host, error = %e, "no TLS there, trying plain HTTP");
+                    self.tls.store(TLS_NO, Ordering::Relaxed);
                     continue;
                 }
                 r => r.map_err(Error::http(&url))?,
             };
+            if probing && url.starts_with("https:") {
+                self.tls.store(TLS_YES, Ordering::Relaxed);
+            }
             if resp.status() == StatusCode::UNAUTHORIZED {
                 if retried {
                     return Err(self.auth_error("the registry refused the credentials"));

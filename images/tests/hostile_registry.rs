@@ -41,6 +41,12 @@ fn serve(routes: HashMap<String, Reply>) -> String {
             let Ok(mut conn) = conn else { return };
             let routes = routes.clone();
             std::thread::spawn(move || {
+                // Like a real server, refuse a TLS hello at once (the client then falls back
+                // to plain HTTP).
+                let mut first_byte = [0u8; 1];
+                if conn.peek(&mut first_byte).is_err() || first_byte[0] == 0x16 {
+                    return;
+                }
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 let mut first = String::new();
                 reader.read_line(&mut first).unwrap_or(0);
