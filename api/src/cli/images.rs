@@ -56,7 +56,7 @@ pub enum ImageCommand {
         /// Read the password from standard input.
         #[arg(long)]
         password_stdin: bool,
-        /// Allow plain HTTP to a registry that is not on loopback.
+        /// For a registry not on loopback: skip TLS certificate checks, fall back to plain HTTP.
         #[arg(long)]
         insecure: bool,
     },
@@ -92,7 +92,7 @@ pub struct PullArgs {
     /// Platform to pick from a multi-platform image (os/arch[/variant]); default: this host's.
     #[arg(long)]
     platform: Option<String>,
-    /// Allow plain HTTP to a registry that is not on loopback.
+    /// For a registry not on loopback: skip TLS certificate checks, fall back to plain HTTP.
     #[arg(long)]
     insecure: bool,
     /// Print only the image digest.
