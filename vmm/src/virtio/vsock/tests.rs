@@ -86,7 +86,7 @@ impl Hdr {
 
 /// The guest driver: a device activated on its three queues, with receive buffers posted.
 struct Guest<'m> {
-    _dev: VsockDevice,
+    dev: VsockDevice,
     rx: DriverQueue<'m>,
     tx: DriverQueue<'m>,
     _event: DriverQueue<'m>,
@@ -110,7 +110,7 @@ impl<'m> Guest<'m> {
         )
         .expect("activate");
         let mut guest = Guest {
-            _dev: dev,
+            dev,
             rx,
             tx,
             _event: event,
@@ -600,4 +600,38 @@ fn a_client_that_sends_half_a_line_does_not_hold_up_others() {
     slow.write_all(b"ECT 1026\n").expect("write");
     let (req, _) = guest.recv();
     assert_eq!((req.op, req.dst_port), (OP_REQUEST, 1026));
+}
+
+#[test]
+fn a_host_half_close_reaches_the_guest_as_shutdown_and_the_guest_can_still_send() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uds = uds_in(&dir);
+    let mem = guest_memory();
+    let mut guest = Guest::start(&mem, &uds);
+    let (mut client, local) = guest.accept_host_client(&uds, 1025, 64 * 1024);
+
+    client.write_all(b"request").expect("host write");
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let (hdr, data) = guest.recv_skipping_credit();
+    assert_eq!((hdr.op, data.as_slice()), (OP_RW, &b"request"[..]));
+    let (hdr, _) = guest.recv_skipping_credit();
+    assert_eq!((hdr.op, hdr.flags), (OP_SHUTDOWN, SHUTDOWN_SEND));
+
+    guest.send(Hdr::guest(OP_RW, 1025, local), b"response");
+    assert_eq!(read_exactly(&mut client, 8), b"response");
+}
+
+#[test]
+fn a_device_reset_closes_every_host_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uds = uds_in(&dir);
+    let mem = guest_memory();
+    let mut guest = Guest::start(&mem, &uds);
+    let (mut client, _) = guest.accept_host_client(&uds, 1025, 64 * 1024);
+    assert!(guest.dev.reset());
+    client.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut rest = Vec::new();
+    assert_eq!(client.read_to_end(&mut rest).expect("EOF"), 0);
 }
