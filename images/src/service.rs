@@ -60,9 +60,14 @@ impl ImageService {
 
     /// The image ready to run: pulled if it is not in the store, layers unpacked.
     pub async fn ensure(&self, reference: &str, opts: &PullOptions) -> Result<PreparedImage> {
+        let wanted = |rec: &ImageRecord| match (&opts.platform, rec.platform.parse::<Platform>()) {
+            (Some(want), Ok(have)) => want.accepts(&have),
+            _ => true,
+        };
         let record = match self.resolve(reference) {
-            Ok(r) => r,
-            Err(Error::ImageNotFound(_)) => self.pull(reference, opts).await?.image,
+            Ok(r) if wanted(&r) => r,
+            // Missing, or here for another platform than asked for.
+            Ok(_) | Err(Error::ImageNotFound(_)) => self.pull(reference, opts).await?.image,
             Err(e) => return Err(e),
         };
         let store = self.store.clone();

@@ -222,6 +222,19 @@ async fn multi_platform_index_and_manifest_list() {
             "linux/arm64\n"
         );
 
+        // ensure() for another platform than the local one pulls that platform.
+        let amd = svc.ensure(&name, &opts()).await.unwrap();
+        assert_eq!(
+            amd.platform.architecture, "arm64",
+            "the last pull wins the name"
+        );
+        let amd64 = PullOptions {
+            platform: Some("linux/amd64".parse::<Platform>().unwrap()),
+            ..opts()
+        };
+        let amd = svc.ensure(&name, &amd64).await.unwrap();
+        assert_eq!(amd.platform.architecture, "amd64");
+
         let s390 = PullOptions {
             platform: Some("linux/s390x".parse::<Platform>().unwrap()),
             ..opts()
