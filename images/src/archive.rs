@@ -100,13 +100,21 @@ fn clean_archive_path(p: &Path) -> PathBuf {
 /// Streams every regular file of the tarball into the store (verified against its name when
 /// the name is a digest) and keeps index.json / manifest.json.
 fn scan_tarball(store: &Store, path: &Path) -> Result<Scanned> {
-    let f = fs::File::open(path).at("cannot open", path)?;
-    let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, f));
-    let mut out = Scanned::default();
+    let mut f =
+        std::io::BufReader::with_capacity(1 << 20, fs::File::open(path).at("cannot open", path)?);
     let bad = |e: std::io::Error| Error::Malformed {
         what: path.display().to_string(),
         reason: e.to_string(),
     };
+    // `docker save | gzip` and the like load as well.
+    let head = std::io::BufRead::fill_buf(&mut f).at("cannot read", path)?;
+    let stream: Box<dyn Read> = match Compression::sniff(head) {
+        Compression::None => Box::new(f),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(f).map_err(bad)?),
+    };
+    let mut archive = tar::Archive::new(stream);
+    let mut out = Scanned::default();
     let max_blob = store.unpack.limits.max_bytes;
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;

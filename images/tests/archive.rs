@@ -36,6 +36,27 @@ async fn load_docker_save_archive() {
 }
 
 #[tokio::test]
+async fn load_compressed_archive() {
+    let fx = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let gz = tmp.path().join("busybox.docker.tar.gz");
+    run(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "gzip -c '{}' > '{}'",
+                fx.archives.join("busybox.docker.tar").display(),
+                gz.display()
+            ),
+        ],
+    );
+    let svc = service(tmp.path());
+    let loaded = svc.load(&gz).await.unwrap();
+    assert_eq!(loaded[0].name, "docker.io/library/busybox:test");
+}
+
+#[tokio::test]
 async fn load_oci_archives_and_layout() {
     let fx = fixture();
     let tmp = tempfile::tempdir().unwrap();
