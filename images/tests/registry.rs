@@ -16,8 +16,26 @@ fn service(dir: &Path) -> ImageService {
     ImageService::open(&dir.join("images")).unwrap()
 }
 
+/// A registry on the fixture storage and an empty store in a fresh temporary directory.
+fn registry_and_store(
+    fx: &common::Fixture,
+    auth: Auth,
+) -> (Registry, tempfile::TempDir, ImageService) {
+    let reg = Registry::start(&fx.storage, auth);
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = service(tmp.path());
+    (reg, tmp, svc)
+}
+
 fn opts() -> PullOptions {
     PullOptions::default()
+}
+
+fn for_platform(p: &str) -> PullOptions {
+    PullOptions {
+        platform: Some(p.parse::<Platform>().unwrap()),
+        ..opts()
+    }
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -32,9 +50,7 @@ fn files_in(dir: &Path) -> Vec<String> {
 #[tokio::test]
 async fn pull_oci_image_matches_umoci() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, Auth::None);
-    let tmp = tempfile::tempdir().unwrap();
-    let svc = service(tmp.path());
+    let (reg, tmp, svc) = registry_and_store(fx, Auth::None);
     let name = format!("{}/busybox:test", reg.addr);
     let report = svc.pull(&name, &opts()).await.unwrap();
     assert_eq!(report.layers_downloaded, 1);
@@ -83,9 +99,7 @@ async fn pull_oci_image_matches_umoci() {
 #[tokio::test]
 async fn blobs_in_the_store_are_never_downloaded_again() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, Auth::None);
-    let tmp = tempfile::tempdir().unwrap();
-    let svc = service(tmp.path());
+    let (reg, tmp, svc) = registry_and_store(fx, Auth::None);
     let first = svc
         .pull(&format!("{}/busybox:test", reg.addr), &opts())
         .await
@@ -157,9 +171,7 @@ async fn docker_and_zstd_images_match_umoci() {
 #[tokio::test]
 async fn whiteouts_in_layer_dirs_and_merged_rootfs() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, Auth::None);
-    let tmp = tempfile::tempdir().unwrap();
-    let svc = service(tmp.path());
+    let (reg, tmp, svc) = registry_and_store(fx, Auth::None);
     let name = format!("{}/whiteout:test", reg.addr);
     svc.pull(&name, &opts()).await.unwrap();
     let img = svc.ensure(&name, &opts()).await.unwrap();
@@ -190,55 +202,44 @@ async fn whiteouts_in_layer_dirs_and_merged_rootfs() {
 #[tokio::test]
 async fn multi_platform_index_and_manifest_list() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, Auth::None);
-    let tmp = tempfile::tempdir().unwrap();
-    let svc = service(tmp.path());
+    let (reg, tmp, svc) = registry_and_store(fx, Auth::None);
     for tag in ["test", "test-docker"] {
         let name = format!("{}/multiarch:{tag}", reg.addr);
+        // The merged root filesystem's /etc/platform marker.
+        let marker = |what: &str| {
+            let dir = tmp.path().join(format!("{what}-{tag}"));
+            let (svc, name) = (&svc, &name);
+            async move {
+                svc.unpack_rootfs(name, &dir).await.unwrap();
+                fs::read_to_string(dir.join("etc/platform")).unwrap()
+            }
+        };
         let native = svc.pull(&name, &opts()).await.unwrap();
         assert_eq!(native.image.platform, "linux/amd64");
         assert!(native.image.index_digest.is_some());
-        let dir = tmp.path().join(format!("native-{tag}"));
-        svc.unpack_rootfs(&name, &dir).await.unwrap();
-        assert_eq!(
-            fs::read_to_string(dir.join("etc/platform")).unwrap(),
-            "linux/amd64\n"
-        );
+        assert_eq!(marker("native").await, "linux/amd64\n");
 
-        let arm = PullOptions {
-            platform: Some("linux/arm64".parse::<Platform>().unwrap()),
-            ..opts()
-        };
-        let report = svc.pull(&name, &arm).await.unwrap();
+        let report = svc.pull(&name, &for_platform("linux/arm64")).await.unwrap();
         assert_eq!(report.image.platform, "linux/arm64");
         // Base layer shared with the amd64 image: only the marker layer is new (and the
         // manifest list of the second round has the very same layers).
         let expected = if tag == "test" { (1, 1) } else { (0, 2) };
         assert_eq!((report.layers_downloaded, report.layers_reused), expected);
-        let dir = tmp.path().join(format!("arm-{tag}"));
-        svc.unpack_rootfs(&name, &dir).await.unwrap();
-        assert_eq!(
-            fs::read_to_string(dir.join("etc/platform")).unwrap(),
-            "linux/arm64\n"
-        );
+        assert_eq!(marker("arm").await, "linux/arm64\n");
 
         // ensure() for another platform than the local one pulls that platform.
-        let amd = svc.ensure(&name, &opts()).await.unwrap();
+        let local = svc.ensure(&name, &opts()).await.unwrap();
         assert_eq!(
-            amd.platform.architecture, "arm64",
-            "the last pull wins the name"
+            local.platform.architecture, "arm64",
+            "the last pull holds the name"
         );
-        let amd64 = PullOptions {
-            platform: Some("linux/amd64".parse::<Platform>().unwrap()),
-            ..opts()
-        };
-        let amd = svc.ensure(&name, &amd64).await.unwrap();
+        let amd = svc
+            .ensure(&name, &for_platform("linux/amd64"))
+            .await
+            .unwrap();
         assert_eq!(amd.platform.architecture, "amd64");
 
-        let s390 = PullOptions {
-            platform: Some("linux/s390x".parse::<Platform>().unwrap()),
-            ..opts()
-        };
+        let s390 = for_platform("linux/s390x");
         let err = svc.pull(&name, &s390).await.unwrap_err();
         assert!(matches!(err, Error::NoMatchingPlatform { .. }), "{err}");
         assert!(err.to_string().contains("linux/arm64"), "{err}");
@@ -248,9 +249,7 @@ async fn multi_platform_index_and_manifest_list() {
 #[tokio::test]
 async fn pull_by_digest() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, Auth::None);
-    let tmp = tempfile::tempdir().unwrap();
-    let svc = service(tmp.path());
+    let (reg, tmp, svc) = registry_and_store(fx, Auth::None);
     let (digest, _) = common::tag_descriptor(&fx.layout, "whiteout-test");
     let name = format!("{}/whiteout@{digest}", reg.addr);
     let report = svc.pull(&name, &opts()).await.unwrap();
@@ -280,9 +279,7 @@ async fn pull_by_digest() {
 #[tokio::test]
 async fn auth_protected_registry() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, Auth::Htpasswd);
-    let tmp = tempfile::tempdir().unwrap();
-    let svc = service(tmp.path());
+    let (reg, _tmp, svc) = registry_and_store(fx, Auth::Htpasswd);
     let name = format!("{}/busybox:test", reg.addr);
     let err = svc.pull(&name, &opts()).await.unwrap_err();
     assert!(matches!(err, Error::AuthRequired { .. }), "{err}");
@@ -315,9 +312,7 @@ async fn auth_protected_registry() {
 #[tokio::test]
 async fn rmi_keeps_shared_content_and_prune_removes_the_rest() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, Auth::None);
-    let tmp = tempfile::tempdir().unwrap();
-    let svc = service(tmp.path());
+    let (reg, tmp, svc) = registry_and_store(fx, Auth::None);
     let store = tmp.path().join("images");
     let bb = format!("{}/busybox:test", reg.addr);
     let ma = format!("{}/multiarch:test", reg.addr);
@@ -418,9 +413,7 @@ async fn concurrent_pulls_of_the_same_image() {
 #[tokio::test]
 async fn unpack_refuses_non_empty_target() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, Auth::None);
-    let tmp = tempfile::tempdir().unwrap();
-    let svc = service(tmp.path());
+    let (reg, tmp, svc) = registry_and_store(fx, Auth::None);
     let name = format!("{}/busybox:test", reg.addr);
     svc.pull(&name, &opts()).await.unwrap();
     let dir = tmp.path().join("occupied");
@@ -472,9 +465,7 @@ async fn anonymous_bearer_token_flow() {
 #[tokio::test]
 async fn kernel_overlay_of_layer_dirs_matches_umoci() {
     let fx = fixture();
-    let reg = Registry::start(&fx.storage, Auth::None);
-    let tmp = tempfile::tempdir().unwrap();
-    let svc = service(tmp.path());
+    let (reg, tmp, svc) = registry_and_store(fx, Auth::None);
     let name = format!("{}/whiteout:test", reg.addr);
     let img = svc.ensure(&name, &opts()).await.unwrap();
     let lower: Vec<String> = img.layers.iter().map(|p| p.display().to_string()).collect();
