@@ -8,6 +8,7 @@
 pub mod cmdline;
 pub mod initramfs;
 pub mod mptable;
+pub mod vmlinux;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -147,15 +148,23 @@ pub fn load(
 
     match format {
         KernelFormat::Elf => {
-            let loaded = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
-                .map_err(load_err)?;
-            let PvhBootCapability::PvhEntryPresent(entry) = loaded.pvh_boot_cap else {
-                return Err(BootError::NoPvhEntry(kernel.to_path_buf()));
+            let (entry, kernel_end) = match vmlinux::map(mem, &file).map_err(read_err)? {
+                Some(mapped) => (mapped.pvh_entry, mapped.kernel_end),
+                None => {
+                    let loaded = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
+                        .map_err(load_err)?;
+                    let entry = match loaded.pvh_boot_cap {
+                        PvhBootCapability::PvhEntryPresent(entry) => Some(entry.0),
+                        _ => None,
+                    };
+                    (entry, loaded.kernel_end)
+                }
             };
-            let initrd_addr = place_initrd(mem, initrd, loaded.kernel_end, u64::MAX)?;
+            let entry = entry.ok_or_else(|| BootError::NoPvhEntry(kernel.to_path_buf()))?;
+            let initrd_addr = place_initrd(mem, initrd, kernel_end, u64::MAX)?;
             write_pvh_info(mem, initrd_addr, initrd.len())?;
             Ok(BootEntry {
-                entry: entry.0,
+                entry,
                 protocol: BootProtocol::Pvh {
                     start_info: PVH_INFO_ADDR,
                 },

@@ -1,0 +1,245 @@
+//! `skiff-vmm-bench`: boot time and memory of skiff-vmm against QEMU `-M microvm`, same kernel,
+//! same initramfs (skiff-test-init as /init), run where real KVM is (the nested test host).
+//!
+//!   skiff-vmm-bench [--runs N] [--kernel VMLINUX] [--qemu PATH]
+//!
+//! Per VMM: launch → first user-space output ("user space reached" on the console) and launch →
+//! process exit (the guest reboots at once: `reboot(2)`), medians of N runs; then RSS and PSS of
+//! the VMM process with the guest idle in user space. Prints a table; asserts nothing.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use skiff_vmm::boot::initramfs::Initramfs;
+
+struct Sample {
+    to_user_space: Duration,
+    to_exit: Duration,
+}
+
+/// How to start one VMM with the guest doing `action` (skiff-test-init's argument).
+trait Launcher {
+    fn name(&self) -> &str;
+    fn command(&self, action: &str) -> Command;
+}
+
+struct Skiff {
+    vmm: PathBuf,
+    kernel: PathBuf,
+    init: PathBuf,
+}
+
+impl Launcher for Skiff {
+    fn name(&self) -> &str {
+        "skiff-vmm"
+    }
+    fn command(&self, action: &str) -> Command {
+        let mut c = Command::new(&self.vmm);
+        c.arg("--kernel")
+            .arg(&self.kernel)
+            .arg("--init")
+            .arg(&self.init);
+        c.args([
+            "--memory",
+            "128",
+            "--serial",
+            "-",
+            "--cmdline-extra",
+            &format!("-- {action}"),
+        ]);
+        c
+    }
+}
+
+struct Qemu {
+    qemu: PathBuf,
+    kernel: PathBuf,
+    initrd: PathBuf,
+}
+
+impl Launcher for Qemu {
+    fn name(&self) -> &str {
+        "qemu -M microvm"
+    }
+    fn command(&self, action: &str) -> Command {
+        let mut c = Command::new(&self.qemu);
+        c.args([
+            "-M",
+            "microvm,x-option-roms=off,rtc=off,isa-serial=on,pic=off,pit=off",
+        ]);
+        c.args([
+            "-enable-kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "128",
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+        ]);
+        c.args(["-nographic", "-no-reboot", "-serial", "stdio", "-kernel"])
+            .arg(&self.kernel);
+        c.arg("-initrd").arg(&self.initrd);
+        c.args([
+            "-append",
+            &format!("console=ttyS0 reboot=t panic=-1 quiet -- {action}"),
+        ]);
+        c
+    }
+}
+
+fn spawn(l: &dyn Launcher, action: &str) -> anyhow::Result<Child> {
+    l.command(action)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", l.name()))
+}
+
+/// Reads the console until `marker`; returns when it appeared (None if the console closed).
+fn wait_for(
+    child: &mut Child,
+    marker: &str,
+    start: Instant,
+) -> Option<(Duration, BufReader<std::process::ChildStdout>)> {
+    let mut out = BufReader::new(child.stdout.take()?);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if out.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line.contains(marker) {
+            return Some((start.elapsed(), out));
+        }
+    }
+}
+
+fn one_boot(l: &dyn Launcher) -> anyhow::Result<Sample> {
+    let start = Instant::now();
+    let mut child = spawn(l, "reboot")?;
+    let Some((to_user_space, mut rest)) = wait_for(&mut child, "user space reached", start) else {
+        let _ = child.kill();
+        bail!("{}: the guest never reached user space", l.name());
+    };
+    std::io::copy(&mut rest, &mut std::io::sink())?;
+    child.wait()?;
+    Ok(Sample {
+        to_user_space,
+        to_exit: start.elapsed(),
+    })
+}
+
+/// RSS and PSS in KiB of the VMM with its guest idle in user space.
+fn memory_kib(l: &dyn Launcher) -> anyhow::Result<(u64, u64)> {
+    let mut child = spawn(l, "hang")?;
+    let found = wait_for(&mut child, "hanging", Instant::now());
+    std::thread::sleep(Duration::from_millis(500));
+    let field = |file: &str, name: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/{file}", child.id())).ok()?;
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    let result = (field("status", "VmRSS:"), field("smaps_rollup", "Pss:"));
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(found);
+    match result {
+        (Some(rss), Some(pss)) => Ok((rss, pss)),
+        _ => bail!("{}: cannot read its memory figures", l.name()),
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut runs = 10usize;
+    let mut kernel =
+        PathBuf::from(std::env::var_os("SKIFF_KERNEL").unwrap_or_else(|| "/skiff/vmlinux".into()));
+    let mut qemu = PathBuf::from("qemu-system-x86_64");
+    while let Some(a) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--runs" => runs = value()?.parse().context("--runs")?,
+            "--kernel" => kernel = value()?.into(),
+            "--qemu" => qemu = value()?.into(),
+            _ => bail!("usage: skiff-vmm-bench [--runs N] [--kernel VMLINUX] [--qemu PATH]"),
+        }
+    }
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .map(Path::to_path_buf)
+        .context("no exe dir")?;
+    let init = bin_dir.join("skiff-test-init");
+    let initrd = std::env::temp_dir().join(format!("skiff-bench-{}.cpio", std::process::id()));
+    std::fs::write(&initrd, Initramfs::from_init_file(&init)?.finish())?;
+
+    let skiff = Skiff {
+        vmm: bin_dir.join("skiff-vmm"),
+        kernel: kernel.clone(),
+        init,
+    };
+    let qemu = Qemu {
+        qemu,
+        kernel,
+        initrd: initrd.clone(),
+    };
+    let launchers: [&dyn Launcher; 2] = [&skiff, &qemu];
+    let mut rows = Vec::new();
+    // Interleaved, so a slow phase of the machine hits both alike.
+    let mut samples: Vec<Vec<Sample>> = launchers.iter().map(|_| Vec::new()).collect();
+    let mut failed: Vec<Option<String>> = vec![None; launchers.len()];
+    for _ in 0..runs {
+        for (i, l) in launchers.iter().enumerate() {
+            if failed[i].is_none() {
+                match one_boot(*l) {
+                    Ok(s) => samples[i].push(s),
+                    Err(e) => failed[i] = Some(format!("{e:#}")),
+                }
+            }
+        }
+    }
+    let mut exit_medians = Vec::new();
+    for (i, l) in launchers.iter().enumerate() {
+        if let Some(e) = &failed[i] {
+            rows.push(format!("| {} | failed: {e} | | | | |", l.name()));
+            continue;
+        }
+        let s = std::mem::take(&mut samples[i]);
+        let user = median(s.iter().map(|s| s.to_user_space).collect());
+        let exit = median(s.iter().map(|s| s.to_exit).collect());
+        exit_medians.push(exit);
+        let mem = memory_kib(*l).map_or_else(
+            |e| format!("{e:#} |"),
+            |(rss, pss)| format!("{:.1} | {:.1}", rss as f64 / 1024.0, pss as f64 / 1024.0),
+        );
+        rows.push(format!(
+            "| {} | {} | {} | {} | {mem} |",
+            l.name(),
+            s.len(),
+            user.as_millis(),
+            exit.as_millis()
+        ));
+    }
+    let _ = std::fs::remove_file(&initrd);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "| VMM | runs | launch→user space, median ms | launch→exit, median ms | RSS MiB | PSS MiB |")?;
+    writeln!(out, "|---|---|---|---|---|---|")?;
+    for r in rows {
+        writeln!(out, "{r}")?;
+    }
+    if let [skiff, peer] = exit_medians[..] {
+        let ratio = skiff.as_secs_f64() / peer.as_secs_f64();
+        writeln!(out, "\nlaunch→exit, skiff-vmm / qemu microvm: {ratio:.2}")?;
+    }
+    Ok(())
+}
