@@ -353,3 +353,75 @@ fn human_size(bytes: u64) -> String {
         format!("{v:.1}{}", UNITS[i])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: ImageCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<ImageCommand, clap::Error> {
+        Cli::try_parse_from(std::iter::once("skiff").chain(args.iter().copied())).map(|c| c.command)
+    }
+
+    #[test]
+    fn save_and_load_take_positional_or_flag_paths() {
+        let ImageCommand::Save {
+            reference,
+            output,
+            file,
+        } = parse(&["save", "busybox", "out.tar"]).unwrap()
+        else {
+            panic!("not save")
+        };
+        assert_eq!(
+            (reference.as_str(), output, file),
+            ("busybox", None, Some(PathBuf::from("out.tar")))
+        );
+        assert!(matches!(
+            parse(&["save", "busybox", "-o", "x.tar"]),
+            Ok(ImageCommand::Save {
+                output: Some(_),
+                ..
+            })
+        ));
+        assert!(parse(&["save", "busybox"]).is_err());
+        assert!(parse(&["save", "busybox", "a", "-o", "b"]).is_err());
+        assert!(matches!(
+            parse(&["load", "-i", "x.tar"]),
+            Ok(ImageCommand::Load { input: Some(_), .. })
+        ));
+        assert!(parse(&["load"]).is_err());
+    }
+
+    #[test]
+    fn pull_flags() {
+        let ImageCommand::Pull(args) =
+            parse(&["pull", "--platform", "linux/arm64", "--insecure", "-q", "x"]).unwrap()
+        else {
+            panic!("not pull")
+        };
+        assert!(args.insecure && args.quiet);
+        let opts = pull_options(args.platform.as_deref(), args.insecure).unwrap();
+        assert_eq!(opts.platform.unwrap().to_string(), "linux/arm64");
+        assert!(pull_options(Some("linux"), false).is_err());
+        assert!(matches!(
+            parse(&["image", "unpack", "busybox", "/tmp/x"]),
+            Ok(ImageCommand::Image {
+                command: ImageSubcommand::Unpack { pull: false, .. }
+            })
+        ));
+    }
+
+    #[test]
+    fn sizes_for_humans() {
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1_084_658), "1.1MB");
+        assert_eq!(human_size(2_500_000_000), "2.5GB");
+    }
+}
