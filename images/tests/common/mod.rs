@@ -475,7 +475,20 @@ impl Registry {
         Registry::spawn(storage, Auth::None, true)
     }
 
+    /// The free port is found before the registry binds it: if another process took it in
+    /// between, the registry exits, and we try again on another port.
     fn spawn(storage: &Path, auth: Auth, tls: bool) -> Registry {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Registry::spawn_once(storage, auth, tls) {
+                Ok(reg) => return reg,
+                Err(log) => last = log,
+            }
+        }
+        panic!("docker-registry keeps exiting: {last}");
+    }
+
+    fn spawn_once(storage: &Path, auth: Auth, tls: bool) -> Result<Registry, String> {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -561,7 +574,7 @@ impl Registry {
             if let Ok(Some(st)) = reg.child.try_wait() {
                 let log = fs::read_to_string(reg._config_dir.path().join("registry.log"))
                     .unwrap_or_default();
-                panic!("docker-registry exited ({st}): {log}");
+                return Err(format!("exited ({st}): {log}"));
             }
             assert!(
                 Instant::now() < deadline,
@@ -570,7 +583,7 @@ impl Registry {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        reg
+        Ok(reg)
     }
 }
 
