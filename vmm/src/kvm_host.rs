@@ -72,7 +72,9 @@ pub fn open_kvm() -> Result<Kvm, KvmHostError> {
     let allow_pvm = std::env::var(ALLOW_PVM_ENV).is_ok_and(|v| v == "1");
     check_backend(backend, allow_pvm)?;
     if backend == KvmBackend::Pvm {
-        tracing::warn!("booting on the PVM backend because {ALLOW_PVM_ENV}=1: expect guest kernels to crawl");
+        tracing::warn!(
+            "booting on the PVM backend because {ALLOW_PVM_ENV}=1: expect guest kernels to crawl"
+        );
     }
     Kvm::new().map_err(KvmHostError::Open)
 }
@@ -110,7 +112,10 @@ mod tests {
     fn pvm_is_refused_with_a_plain_reason_unless_allowed() {
         let err = check_backend(KvmBackend::Pvm, false).expect_err("PVM must be refused");
         let msg = err.to_string();
-        assert!(msg.contains("PVM") && msg.contains("emulated") && msg.contains("tests/testhost/run"), "{msg}");
+        assert!(
+            msg.contains("PVM") && msg.contains("emulated") && msg.contains("tests/testhost/run"),
+            "{msg}"
+        );
         assert!(check_backend(KvmBackend::Pvm, true).is_ok());
         assert!(check_backend(KvmBackend::Svm, false).is_ok());
         assert!(check_backend(KvmBackend::Unknown, false).is_ok());
