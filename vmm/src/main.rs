@@ -14,6 +14,7 @@ use skiff_vmm::devices::serial::SerialOutput;
 use skiff_vmm::rootfs::Rootfs;
 use skiff_vmm::virtio::fs::FsDevice;
 use skiff_vmm::virtio::rng::RngDevice;
+use skiff_vmm::virtio::vsock::VsockDevice;
 use skiff_vmm::{ExitNotifier, Vm, VmConfig, VmExit};
 
 /// Boot one KVM microVM running a skiff container.
@@ -53,6 +54,11 @@ struct Args {
     )]
     cmdline_extra: String,
 }
+
+/// The virtio-fs tag guest-init mounts as the container root.
+const ROOTFS_TAG: &str = "rootfs";
+/// The guest's vsock address (the host is CID 2).
+const GUEST_CID: u64 = 3;
 
 /// The exit code for a VM stopped by `signal` (the shell convention).
 fn signal_exit_code(signal: i32) -> u8 {
@@ -116,24 +122,24 @@ fn run(args: Args, stop_signals: libc::sigset_t) -> anyhow::Result<(VmExit, Vec<
             .with_context(|| format!("cannot read --init {}", init.display()))?;
         config.initramfs = Some(cpio.finish());
     }
-    if args.vsock_uds.is_some() {
-        bail!("--vsock-uds: the vsock device is not available in this build yet");
-    }
     if args.rootfs_upper.is_some() && args.rootfs_layers.is_empty() {
         bail!("--rootfs-upper needs at least one --rootfs-layer");
     }
 
     let mut vm = Vm::new(config)?;
     spawn_signal_waiter(stop_signals, vm.exit_notifier())?;
-    vm.add_virtio_device(Box::new(RngDevice::new()))?;
     // Keeps the merged root mounted for as long as the VM runs.
     let _rootfs = if args.rootfs_layers.is_empty() {
         None
     } else {
         let rootfs = Rootfs::prepare(&args.rootfs_layers, args.rootfs_upper.as_deref())?;
-        vm.add_virtio_device(Box::new(FsDevice::new("rootfs", rootfs.dir())?))?;
+        vm.add_virtio_device(Box::new(FsDevice::new(ROOTFS_TAG, rootfs.dir())?))?;
         Some(rootfs)
     };
+    if let Some(uds) = &args.vsock_uds {
+        vm.add_virtio_device(Box::new(VsockDevice::new(GUEST_CID, uds)?))?;
+    }
+    vm.add_virtio_device(Box::new(RngDevice::new()))?;
     let tail = vm.console_tail();
     let exit = vm.run()?;
     let tail = tail.lock().unwrap_or_else(|p| p.into_inner()).contents();
