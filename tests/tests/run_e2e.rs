@@ -54,6 +54,8 @@ fn guest_kernel_release() -> String {
 const BASICS: &str = r#"
 R=/testdata/busybox
 export SKIFF_ROOT=/run/skiff
+# A hang shows up as exit 143 (or 137) of that one call, not as the whole run's timeout.
+skiff() { timeout 120 /skiff/bin/skiff "$@"; }
 skiff run --rootfs $R -- sh -c 'echo hello-from-vm; echo "release=$(uname -r)"; exit 7'
 echo "code_basic=$?"
 skiff run --rootfs $R -e FOO=bar -e 'SP=a b' -w /tmp -u 1000:1000 --hostname boxy -- \
@@ -73,6 +75,8 @@ skiff run --rootfs $R -- sh -c 'cat /proc/1/comm; ls -d /proc/self /sys/kernel /
 echo
 skiff run --rootfs $R -- sh -c 'yes | head -c 3000000 | wc -c; head -c 2000000 /dev/zero | tr "\0" e >&2' 2> /tmp/big.err | sed 's/^ */bigout=/'
 echo "bigerr=$(wc -c < /tmp/big.err)"
+skiff run --rootfs $R -- sh -c 'sleep 1; echo slept=yes'
+skiff run --rootfs $R -t -- sh -c 'echo "tty=$(tty)"; echo "term=$TERM"' | tr -d '\r'
 echo "leftover_run_dirs=$(ls /run/skiff/run | wc -l)"
 "#;
 
@@ -105,16 +109,21 @@ fn run_prints_exits_applies_spec_and_keeps_the_image_read_only() {
     );
     expect(&r, "bigout", "3000000", &out);
     expect(&r, "bigerr", "2000000", &out);
+    expect(&r, "slept", "yes", &out);
+    expect(&r, "tty", "/dev/pts/0", &out);
+    expect(&r, "term", "xterm", &out);
     expect(&r, "leftover_run_dirs", "0", &out);
 }
 
 const STOP_AND_EXEC: &str = r#"
 R=/testdata/busybox
 export SKIFF_ROOT=/run/skiff
+# A hang shows up as exit 143 (or 137) of that one call, not as the whole run's timeout.
+skiff() { timeout 120 /skiff/bin/skiff "$@"; }
 vmms() { n=0; for c in /proc/[0-9]*/comm; do [ "$(cat $c 2>/dev/null)" = skiff-vmm ] && n=$((n+1)); done; echo $n; }
 
 # A flood of output, stopped by SIGTERM to skiff: forwarded, `yes` dies of it.
-skiff run --rootfs $R -- yes flood > /dev/null &
+/skiff/bin/skiff run --rootfs $R -- yes flood > /dev/null &
 pid=$!
 sleep 8
 kill -TERM $pid
@@ -123,7 +132,7 @@ echo "code_flood=$?"
 echo "vmms_after_flood=$(vmms)"
 
 # A process that ignores SIGTERM and spins: skiff stops the VM after its grace period.
-skiff run --rootfs $R -- sh -c 'trap "" TERM; echo spinning; while :; do :; done' > /tmp/spin.out 2> /tmp/spin.err &
+/skiff/bin/skiff run --rootfs $R -- sh -c 'trap "" TERM; echo spinning; while :; do :; done' > /tmp/spin.out 2> /tmp/spin.err &
 pid=$!
 for i in $(seq 100); do grep -q spinning /tmp/spin.out && break; sleep 0.2; done
 kill -TERM $pid
@@ -133,7 +142,7 @@ echo "spin_msg=$(cat /tmp/spin.err)"
 echo "vmms_after_spin=$(vmms)"
 
 # exec into a running VM.
-skiff run --rootfs $R -- sh -c 'echo main > /tmp/main-was-here; while [ ! -e /tmp/stop ]; do sleep 0.1; done; echo main-done' > /tmp/main.out &
+skiff run --rootfs $R -- sh -c 'mkfifo /tmp/ctl; echo main > /tmp/main-was-here; read x < /tmp/ctl; echo "main-done-$x"' > /tmp/main.out &
 pid=$!
 for i in $(seq 200); do S=$(ls /run/skiff/run/*/vsock.sock 2>/dev/null) && [ -n "$S" ] && break; sleep 0.1; done
 for i in $(seq 100); do skiff exec --vsock "$S" -- test -e /tmp/main-was-here 2>/dev/null && break; sleep 0.2; done
@@ -141,7 +150,7 @@ skiff exec --vsock "$S" -e X=42 -w /tmp -- sh -c 'echo "exec_out=$X $(pwd) $(cat
 echo "code_exec=$?"
 skiff exec --vsock "$S" -- no-such-program 2>/dev/null
 echo "code_exec_notfound=$?"
-skiff exec --vsock "$S" -- touch /tmp/stop
+skiff exec --vsock "$S" -- sh -c 'echo go > /tmp/ctl'
 wait $pid
 echo "code_main=$?"
 echo "main_out=$(cat /tmp/main.out)"
@@ -167,7 +176,7 @@ fn run_can_be_stopped_and_exec_reaches_a_running_vm() {
     expect(&r, "code_exec", "3", &out);
     expect(&r, "code_exec_notfound", "127", &out);
     expect(&r, "code_main", "0", &out);
-    expect(&r, "main_out", "main-done", &out);
+    expect(&r, "main_out", "main-done-go", &out);
     expect(&r, "vmms_at_end", "0", &out);
     expect(&r, "leftover_run_dirs", "0", &out);
 }
@@ -175,9 +184,20 @@ fn run_can_be_stopped_and_exec_reaches_a_running_vm() {
 const PARALLEL: &str = r#"
 R=/testdata/busybox
 export SKIFF_ROOT=/run/skiff
+skiff() { timeout 240 /skiff/bin/skiff "$@"; }
+# Each VM writes its marker, says ready, then waits on its stdin until all ten are ready: they
+# all run at the same time when they list the markers they can see.
 for i in 0 1 2 3 4 5 6 7 8 9; do
-    skiff run --rootfs $R -- sh -c "echo $i > /marker-$i; sleep 3; echo \"seen$i=\$(cat /marker-* | tr -d '\n')\"" > /tmp/par-$i.out 2>&1 &
+    (while [ ! -e /tmp/go ]; do sleep 0.1; done; echo go) |
+        skiff run --rootfs $R -- sh -c "echo $i > /marker-$i; echo ready; read x; echo \"seen$i=\$(cat /marker-* | tr -d '\n')\"" > /tmp/par-$i.out 2>&1 &
 done
+for t in $(seq 1200); do
+    n=$(cat /tmp/par-*.out 2>/dev/null | grep -c ready)
+    [ "$n" = 10 ] && break
+    sleep 0.2
+done
+echo "ready_before_go=$n"
+touch /tmp/go
 wait
 cat /tmp/par-*.out
 ls $R | grep -c marker | sed 's/^/markers_in_image=/'
@@ -187,6 +207,7 @@ ls $R | grep -c marker | sed 's/^/markers_in_image=/'
 fn ten_parallel_vms_each_see_only_their_own_root() {
     let out = script(PARALLEL, Duration::from_secs(500));
     let r = results(&out);
+    expect(&r, "ready_before_go", "10", &out);
     for i in 0..10 {
         expect(&r, &format!("seen{i}"), &i.to_string(), &out);
     }
