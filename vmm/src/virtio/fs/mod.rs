@@ -265,11 +265,7 @@ impl FsWorker {
 }
 
 /// Answers one FUSE request; returns how many bytes of reply were written into the chain.
-fn handle_request(
-    server: &FsServer,
-    mem: &GuestMem,
-    chain: DescriptorChain<&GuestMem>,
-) -> u32 {
+fn handle_request(server: &FsServer, mem: &GuestMem, chain: DescriptorChain<&GuestMem>) -> u32 {
     let reader = match Reader::from_descriptor_chain(mem, chain.clone()) {
         Ok(r) => r,
         Err(e) => {

@@ -82,8 +82,22 @@ impl FileSystem for SharedDirFs {
         self.inner.statfs(ctx, inode)
     }
 
+    /// A missing name is answered with a cacheable negative entry instead of ENOENT: only the
+    /// guest changes the share, and it drops the negative entry itself when it creates the name.
+    /// Saves a round trip for each repeated miss (PATH and library searches are full of them).
     fn lookup(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<Entry> {
-        self.inner.lookup(ctx, parent, name)
+        match self.inner.lookup(ctx, parent, name) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Entry {
+                inode: 0,
+                generation: 0,
+                // SAFETY: stat64 is plain old data; all zeroes is a valid value.
+                attr: unsafe { std::mem::zeroed() },
+                attr_flags: 0,
+                attr_timeout: CACHE_TIMEOUT,
+                entry_timeout: CACHE_TIMEOUT,
+            }),
+            other => other,
+        }
     }
 
     fn forget(&self, ctx: &Context, inode: Inode, count: u64) {
@@ -306,14 +320,18 @@ impl FileSystem for SharedDirFs {
         self.inner.readlink(ctx, inode)
     }
 
+    /// Unsupported on purpose: the kernel sends FLUSH, synchronously, on every close() until a
+    /// server answers ENOSYS, and then stops. The guest writes its dirty pages back before
+    /// close() returns either way, and locks stay in the guest, so for a share the guest owns a
+    /// FLUSH would only cost a round trip per close.
     fn flush(
         &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        lock_owner: u64,
+        _ctx: &Context,
+        _inode: Inode,
+        _handle: Handle,
+        _lock_owner: u64,
     ) -> io::Result<()> {
-        self.inner.flush(ctx, inode, handle, lock_owner)
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
     }
 
     fn fsync(&self, ctx: &Context, inode: Inode, datasync: bool, handle: Handle) -> io::Result<()> {

@@ -2,8 +2,8 @@
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{
-    CreateIn, EntryOut, FsOptions, InHeader, InitIn, InitIn2, InitOut, Opcode, OpenIn, OpenOut,
-    OutHeader, ReadIn, WriteIn,
+    CreateIn, EntryOut, FlushIn, FsOptions, InHeader, InitIn, InitIn2, InitOut, Opcode, OpenIn,
+    OpenOut, OutHeader, ReadIn, WriteIn,
 };
 use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use vm_memory::ByteValued;
@@ -171,8 +171,16 @@ fn init_lookup_open_read_of_a_real_file() {
     assert_eq!(err, 0);
     let entry = entry.expect("entry");
     assert_eq!(entry.attr.size, content.len() as u64);
-    let (err, _) = lookup(&mut req, 1, "absent");
-    assert_eq!(err, -libc::ENOENT);
+    // A miss is a negative entry the guest may cache.
+    let (err, miss) = lookup(&mut req, 1, "absent");
+    assert_eq!(err, 0);
+    let miss = miss.expect("negative entry");
+    assert_eq!(miss.nodeid, 0);
+    assert!(
+        miss.entry_valid >= 3600,
+        "negative entry cached for {}s",
+        miss.entry_valid
+    );
 
     let open = OpenIn {
         flags: libc::O_RDONLY as u32,
@@ -236,9 +244,12 @@ fn requests_in_indirect_descriptor_tables_are_served() {
     );
     req.kick();
     let (_, len) = req.wait_used(WAIT).expect("reply");
-    assert_eq!(len as usize, std::mem::size_of::<OutHeader>());
-    let out = *OutHeader::from_slice(&req.read(REPLY_ADDR, len as usize)).expect("out header");
-    assert_eq!((out.error, out.unique), (-libc::ENOENT, 9));
+    let reply = req.read(REPLY_ADDR, len as usize);
+    let out = *OutHeader::from_slice(&reply[..16]).expect("out header");
+    assert_eq!((out.error, out.unique), (0, 9));
+    let entry =
+        EntryOut::from_slice(&reply[16..16 + std::mem::size_of::<EntryOut>()]).expect("entry");
+    assert_eq!(entry.nodeid, 0, "a negative entry");
 }
 
 #[test]
@@ -321,6 +332,24 @@ fn a_one_mib_write_in_page_descriptors_is_served_with_writeback_negotiated() {
     let written = u32::from_le_bytes(req.read(REPLY_ADDR + 0x100, 4).try_into().expect("4"));
     assert_eq!(written as usize, max_write);
     assert!(std::fs::read(dir.path().join("big")).expect("read back") == payload);
+}
+
+#[test]
+fn flush_is_declined_so_the_guest_stops_sending_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("f"), b"x").expect("write");
+    let mem = guest_memory();
+    let (_dev, [_, mut req]) = started(dir.path(), &mem);
+    fuse_init(&mut req);
+    let (_, entry) = lookup(&mut req, 1, "f");
+    let flush = FlushIn::default();
+    let (out, _) = call(
+        &mut req,
+        Opcode::Flush,
+        entry.expect("entry").nodeid,
+        flush.as_slice(),
+    );
+    assert_eq!(out.error, -libc::ENOSYS);
 }
 
 #[test]
