@@ -104,7 +104,7 @@ fn run_prints_exits_applies_spec_and_keeps_the_image_read_only() {
     expect(
         &r,
         "pseudo",
-        "init /proc/self /sys/kernel /dev/pts /dev/null mounts-ok ",
+        "init /dev/null /dev/pts /proc/self /sys/kernel mounts-ok ",
         &out,
     );
     expect(&r, "bigout", "3000000", &out);
