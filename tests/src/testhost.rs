@@ -1,7 +1,7 @@
 //! Runs commands inside the nested KVM test host (`tests/testhost/run`).
 //!
 //! The test host is a QEMU TCG machine with emulated AMD SVM: inside it `/dev/kvm` is real KVM
-//! (kvm-amd), so skiff can boot guests there. Every run boots a fresh machine (about 5 s once
+//! (kvm-amd), so skiff can boot guests there. Every run boots a fresh machine (3.5–6 s once
 //! cached) and runs one command as root. Inside:
 //!
 //! - `/skiff/bin` (on `PATH`): every workspace release binary (`skiff`, `skiffd`, `skiff-vmm`,
@@ -30,7 +30,9 @@
 //! assert_eq!(out.code, 0, "{out}");
 //! ```
 //!
-//! Runs from parallel tests are safe; their machines boot one after another (see the script).
+//! Runs from parallel tests are safe; their machines run one after another (see the script), so
+//! keep timeouts tight: a hung run holds the machine, and every other test's run, for its whole
+//! timeout.
 //! The command's stdout and stderr come back separately (two serial ports) but their relative
 //! order is lost; inside the test host both are pipes, not terminals, and stdin is empty.
 //! Exit code 124 means the timeout hit, 125 that the test host itself failed (the script's
