@@ -635,3 +635,25 @@ fn a_device_reset_closes_every_host_connection() {
     let mut rest = Vec::new();
     assert_eq!(client.read_to_end(&mut rest).expect("EOF"), 0);
 }
+
+#[test]
+fn packets_already_in_the_tx_ring_reach_the_host_when_the_device_stops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uds = uds_in(&dir);
+    let mem = guest_memory();
+    let mut guest = Guest::start(&mem, &uds);
+    let (mut client, local) = guest.accept_host_client(&uds, 1025, 64 * 1024);
+    // The guest's last words, made available without a kick, then the VM goes away.
+    let hdr = Hdr {
+        len: 9,
+        ..Hdr::guest(OP_RW, 1025, local)
+    };
+    guest.tx.write(TX_BASE, &hdr.to_bytes());
+    guest.tx.write(TX_BASE + 0x100, b"status=0\n");
+    guest.tx.offer(&[
+        Buf::readable(TX_BASE, PKT_HEADER_LEN),
+        Buf::readable(TX_BASE + 0x100, 9),
+    ]);
+    drop(guest);
+    assert_eq!(read_exactly(&mut client, 9), b"status=0\n");
+}

@@ -98,7 +98,12 @@ impl VsockWorker {
             let mut tx_kicked = false;
             for event in &events[..n] {
                 match event.data() {
-                    STOP_TOKEN => return Ok(()),
+                    STOP_TOKEN => {
+                        // The VM is going away (often right after the guest's last words, e.g.
+                        // an exit status): deliver what is already in the tx ring.
+                        self.process_tx(muxer);
+                        return Ok(());
+                    }
                     // Failed reads only mean the counter was already drained.
                     RX_TOKEN => drop(self.rx.notify.read()),
                     TX_TOKEN => {
