@@ -1,9 +1,39 @@
 //! Serving a virtqueue in batches: take every chain the driver made available, then tell the
 //! driver once (and only if it asked to hear, with EVENT_IDX) instead of once per chain.
 
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{DescriptorChain, Queue, QueueT};
 
-use super::{GuestMem, Interrupt};
+use super::{ActivateError, ActiveQueue, GuestMem, Interrupt};
+
+/// The ring features our devices offer: virtio 1.x, EVENT_IDX notification suppression, and
+/// indirect descriptor tables (what Linux uses for multi-buffer requests).
+pub(crate) const RING_FEATURES: u64 =
+    (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX) | (1 << VIRTIO_RING_F_INDIRECT_DESC);
+
+/// Takes the queues the transport handed over: exactly `N`, each inside guest memory, set to
+/// the EVENT_IDX mode the driver accepted.
+pub(crate) fn accept_queues<const N: usize>(
+    queues: Vec<ActiveQueue>,
+    mem: &GuestMem,
+    acked_features: u64,
+) -> Result<[ActiveQueue; N], ActivateError> {
+    let got = queues.len();
+    let mut queues: [ActiveQueue; N] = queues
+        .try_into()
+        .map_err(|_| ActivateError::QueueCount { want: N, got })?;
+    let event_idx = acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
+    for (index, q) in queues.iter_mut().enumerate() {
+        q.queue.set_event_idx(event_idx);
+        if !q.queue.is_valid(mem) {
+            return Err(ActivateError::Device(format!(
+                "the driver set up queue {index} outside guest memory"
+            )));
+        }
+    }
+    Ok(queues)
+}
 
 /// Hands every available chain to `serve` and puts it in the used ring with the length `serve`
 /// wrote. Notifications from the driver stay off while we work, and the ring is re-checked after

@@ -9,16 +9,14 @@ use std::sync::Arc;
 
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
-use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_FS;
-use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::config_space::read_config_bytes;
 use super::device_thread::DeviceThread;
-use super::queue_service::{notify_guest, serve_available};
+use super::queue_service::{accept_queues, notify_guest, serve_available, RING_FEATURES};
 use super::{ActivateError, ActiveQueue, GuestMem, Interrupt, VirtioDevice};
 use shared_dir::SharedDirFs;
 
@@ -134,9 +132,7 @@ impl VirtioDevice for FsDevice {
     }
 
     fn device_features(&self) -> u64 {
-        (1 << VIRTIO_F_VERSION_1)
-            | (1 << VIRTIO_RING_F_EVENT_IDX)
-            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+        RING_FEATURES
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -150,28 +146,13 @@ impl VirtioDevice for FsDevice {
         queues: Vec<ActiveQueue>,
         acked_features: u64,
     ) -> Result<(), ActivateError> {
-        let [hiprio, request]: [ActiveQueue; 2] =
-            queues
-                .try_into()
-                .map_err(|queues: Vec<ActiveQueue>| ActivateError::QueueCount {
-                    want: QUEUE_SIZES.len(),
-                    got: queues.len(),
-                })?;
-        let event_idx = acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
-        let mut worker = FsWorker {
+        let queues = accept_queues(queues, &mem, acked_features)?;
+        let worker = FsWorker {
             mem,
             interrupt,
             server: self.server.clone(),
-            queues: [hiprio, request],
+            queues,
         };
-        for q in &mut worker.queues {
-            q.queue.set_event_idx(event_idx);
-            if !q.queue.is_valid(&worker.mem) {
-                return Err(ActivateError::Device(
-                    "virtio-fs: the driver set up a queue outside guest memory".into(),
-                ));
-            }
-        }
         self.stop_worker();
         let thread = DeviceThread::spawn("virtio-fs", move |stop| worker.run(&stop))
             .map_err(ActivateError::Worker)?;

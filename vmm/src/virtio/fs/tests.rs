@@ -6,6 +6,7 @@ use fuse_backend_rs::abi::fuse_abi::{
     OpenOut, OutHeader, ReadIn, WriteIn,
 };
 use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+use virtio_queue::QueueT;
 use vm_memory::ByteValued;
 
 use super::*;
@@ -418,4 +419,33 @@ fn reset_stops_the_worker_and_a_new_activation_serves_again() {
     .expect("reactivate");
     fuse_init(&mut req);
     assert_eq!(lookup(&mut req, 1, ".").0, 0);
+}
+
+#[test]
+fn activation_refuses_a_wrong_queue_count_and_queues_outside_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mem = guest_memory();
+    let mut dev = FsDevice::new("rootfs", dir.path()).expect("device");
+    let one = DriverQueue::new(&mem, 0, 64);
+    let err = dev
+        .activate(mem.clone(), counting_interrupt(), vec![one.active()], 0)
+        .expect_err("one queue is not enough");
+    assert!(
+        matches!(err, ActivateError::QueueCount { want: 2, got: 1 }),
+        "{err}"
+    );
+
+    let hiprio = DriverQueue::new(&mem, 0, 64);
+    let request = DriverQueue::new(&mem, 0x1_0000, 64);
+    let mut outside = request.active();
+    outside.queue.set_desc_table_address(Some(0), Some(0x100));
+    let err = dev
+        .activate(
+            mem.clone(),
+            counting_interrupt(),
+            vec![hiprio.active(), outside],
+            0,
+        )
+        .expect_err("a queue outside guest memory");
+    assert!(err.to_string().contains("outside guest memory"), "{err}");
 }

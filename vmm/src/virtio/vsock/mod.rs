@@ -16,12 +16,11 @@ mod worker;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
-use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
 use super::config_space::read_config_bytes;
 use super::device_thread::DeviceThread;
+use super::queue_service::{accept_queues, RING_FEATURES};
 use super::{ActivateError, ActiveQueue, GuestMem, Interrupt, VirtioDevice};
 use muxer::Muxer;
 use worker::VsockWorker;
@@ -89,9 +88,7 @@ impl VirtioDevice for VsockDevice {
     }
 
     fn device_features(&self) -> u64 {
-        (1 << VIRTIO_F_VERSION_1)
-            | (1 << VIRTIO_RING_F_EVENT_IDX)
-            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+        RING_FEATURES
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -105,16 +102,8 @@ impl VirtioDevice for VsockDevice {
         queues: Vec<ActiveQueue>,
         acked_features: u64,
     ) -> Result<(), ActivateError> {
-        let queues: [ActiveQueue; 3] =
-            queues
-                .try_into()
-                .map_err(|queues: Vec<ActiveQueue>| ActivateError::QueueCount {
-                    want: QUEUE_SIZES.len(),
-                    got: queues.len(),
-                })?;
-        let event_idx = acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
-        let worker = VsockWorker::new(mem, interrupt, queues, event_idx, self.muxer.clone())
-            .map_err(ActivateError::Device)?;
+        let queues = accept_queues(queues, &mem, acked_features)?;
+        let worker = VsockWorker::new(mem, interrupt, queues, self.muxer.clone());
         self.stop_worker();
         let thread = DeviceThread::spawn("virtio-vsock", move |stop| worker.run(&stop))
             .map_err(ActivateError::Worker)?;

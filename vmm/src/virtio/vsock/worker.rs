@@ -34,24 +34,17 @@ impl VsockWorker {
         mem: GuestMem,
         interrupt: Arc<dyn Interrupt>,
         queues: [ActiveQueue; 3],
-        event_idx: bool,
         muxer: Arc<Mutex<Muxer>>,
-    ) -> Result<VsockWorker, String> {
-        let [mut rx, mut tx, event] = queues;
-        for q in [&mut rx, &mut tx] {
-            q.queue.set_event_idx(event_idx);
-            if !q.queue.is_valid(&mem) {
-                return Err("virtio-vsock: the driver set up a queue outside guest memory".into());
-            }
-        }
-        Ok(VsockWorker {
+    ) -> VsockWorker {
+        let [rx, tx, event] = queues;
+        VsockWorker {
             mem,
             interrupt,
             rx,
             tx,
             _event: event,
             muxer,
-        })
+        }
     }
 
     pub(super) fn run(mut self, stop: &EventFd) {
