@@ -518,3 +518,22 @@ impl VcpuContext {
         Next::Stop
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_configs_are_refused_before_touching_kvm() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = VmConfig::new(dir.path().join("no-kernel"));
+        let err = Vm::new(missing).err().expect("missing kernel refused");
+        assert!(
+            matches!(err, VmError::Boot(boot::BootError::ReadKernel { .. })),
+            "{err}"
+        );
+        let mut zero = VmConfig::new(dir.path());
+        zero.cpus = 0;
+        assert!(matches!(Vm::new(zero).err(), Some(VmError::CpuCount(0))));
+    }
+}
