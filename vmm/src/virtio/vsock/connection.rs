@@ -204,17 +204,12 @@ impl Connection {
         self.recv_cnt += Wrapping(data.len() as u32);
         let mut written = 0;
         if self.to_host_pending() == 0 && self.host_writable {
-            match self.stream.write_volatile(data).map_err(io_error) {
-                Ok(n) => written = n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => self.host_writable = false,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::debug!(?self.key, "host socket write failed: {e}");
-                    self.reset();
-                    return;
-                }
-            }
-            self.fwd_cnt += Wrapping(written as u32);
+            let result = self.stream.write_volatile(data).map_err(io_error);
+            let Some(n) = self.host_took(result) else {
+                return;
+            };
+            written = n;
+            self.fwd_cnt += Wrapping(n as u32);
         }
         if written < data.len() {
             let rest = data.len() - written;
@@ -240,21 +235,32 @@ impl Connection {
     /// Sends buffered guest data to the host socket as far as it takes it.
     pub(crate) fn flush_to_host(&mut self) {
         while self.to_host_pending() > 0 && self.host_writable {
-            match self.stream.write(&self.to_host[self.to_host_start..]) {
-                Ok(n) => {
-                    self.to_host_start += n;
-                    self.fwd_cnt += Wrapping(n as u32);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => self.host_writable = false,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::debug!(?self.key, "host socket write failed: {e}");
-                    self.reset();
-                    return;
-                }
-            }
+            let result = self.stream.write(&self.to_host[self.to_host_start..]);
+            let Some(n) = self.host_took(result) else {
+                return;
+            };
+            self.to_host_start += n;
+            self.fwd_cnt += Wrapping(n as u32);
         }
         self.after_forwarding();
+    }
+
+    /// How many bytes a write to the host socket took (0 if it would block), or None once a
+    /// failed write has reset the connection.
+    fn host_took(&mut self, result: io::Result<usize>) -> Option<usize> {
+        match result {
+            Ok(n) => Some(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                self.host_writable = false;
+                Some(0)
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => Some(0),
+            Err(e) => {
+                tracing::debug!(?self.key, "host socket write failed: {e}");
+                self.reset();
+                None
+            }
+        }
     }
 
     /// Bookkeeping once data reached the host: free the buffer, announce credit, and carry out a
