@@ -219,3 +219,38 @@ fn a_test_host_kernel_panic_is_reported_as_host_failure() {
     assert!(out.stderr.contains("Kernel panic"), "{out}");
     assert!(out.stderr.contains("the test host failed"), "{out}");
 }
+
+#[test]
+fn concurrent_runs_build_one_cold_cache_without_leftovers() {
+    let cache = tempfile::tempdir().unwrap();
+    let start = || {
+        Command::new(testhost::script())
+            .env("SKIFF_TESTHOST_CACHE", cache.path())
+            .args(["--no-build", "--", "echo", "ok"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let runs = [start(), start()];
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ok\n",
+            "stderr: {stderr}"
+        );
+    }
+    let mut names: Vec<String> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .map(|n| n.split('-').next().unwrap().to_string())
+        .collect();
+    names.sort();
+    // One of each archive, the unpacked kernel package and its record; no temp dirs or parts.
+    assert_eq!(names, ["base", "kernel", "linux", "skiff"], "{names:?}");
+}
