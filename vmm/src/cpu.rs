@@ -128,6 +128,15 @@ fn set_lvt_mode(regs: &mut [std::os::raw::c_char], offset: usize, mode: u32) {
     }
 }
 
+/// Turns a failed ioctl of `what` on vCPU `index` into a [`CpuError`].
+fn setup_error(index: u8, what: &'static str) -> impl Fn(kvm_ioctls::Error) -> CpuError {
+    move |source| CpuError::Setup {
+        index,
+        what,
+        source,
+    }
+}
+
 /// Prepares vCPU `index` of `cpus`. Only the boot vCPU gets `boot`; the others wait for the
 /// guest's INIT/SIPI in the in-kernel local APIC.
 pub fn configure(
@@ -138,13 +147,7 @@ pub fn configure(
     mem: &GuestMem,
     boot: Option<BootEntry>,
 ) -> Result<(), CpuError> {
-    let err = |what| {
-        move |source| CpuError::Setup {
-            index,
-            what,
-            source,
-        }
-    };
+    let err = |what| setup_error(index, what);
     vcpu.set_cpuid2(&cpuid_for(base_cpuid, index, cpus))
         .map_err(err("CPUID"))?;
     let msrs = Msrs::from_entries(&boot_msrs()).map_err(|_| CpuError::Setup {
@@ -207,13 +210,7 @@ fn set_entry_state(
     mem: &GuestMem,
     boot: BootEntry,
 ) -> Result<(), CpuError> {
-    let err = |what| {
-        move |source| CpuError::Setup {
-            index,
-            what,
-            source,
-        }
-    };
+    let err = |what| setup_error(index, what);
     let gdt = [
         0,
         0,

@@ -506,6 +506,20 @@ mod tests {
         wr(t, 0x44, 1);
     }
 
+    /// Negotiates VERSION_1, points queue `index` at the mock queue `q` and sets DRIVER_OK.
+    fn start_with(t: &mut MmioTransport, index: u32, q: &MockSplitQueue<GuestMem>) {
+        negotiate(t, 1 << VIRTIO_F_VERSION_1);
+        set_queue(
+            t,
+            index,
+            16,
+            q.desc_table_addr().0,
+            q.avail_addr().0,
+            q.used_addr().0,
+        );
+        wr(t, 0x70, ALL_OK);
+    }
+
     /// Runs the driver's side of negotiation; returns the status read back after FEATURES_OK.
     fn negotiate(t: &mut MmioTransport, features: u64) -> u32 {
         wr(t, 0x70, VIRTIO_CONFIG_S_ACKNOWLEDGE);
@@ -620,17 +634,8 @@ mod tests {
     fn a_gap_in_ready_queues_is_refused() {
         let m = mem();
         let (mut t, seen) = transport(&m, &[16, 16], true);
-        negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
         let q = MockSplitQueue::create(&m, GuestAddress(0x1000), 16);
-        set_queue(
-            &mut t,
-            1,
-            16,
-            q.desc_table_addr().0,
-            q.avail_addr().0,
-            q.used_addr().0,
-        );
-        wr(&mut t, 0x70, ALL_OK);
+        start_with(&mut t, 1, &q);
         assert_ne!(rd(&mut t, 0x70) & VIRTIO_CONFIG_S_NEEDS_RESET, 0);
         assert!(seen.lock().unwrap().activations.is_empty());
     }
@@ -640,16 +645,7 @@ mod tests {
         let m = mem();
         let (mut t, seen) = transport(&m, &[16], true);
         let q = MockSplitQueue::create(&m, GuestAddress(0x1000), 16);
-        negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
-        set_queue(
-            &mut t,
-            0,
-            16,
-            q.desc_table_addr().0,
-            q.avail_addr().0,
-            q.used_addr().0,
-        );
-        wr(&mut t, 0x70, ALL_OK);
+        start_with(&mut t, 0, &q);
         t.interrupt.signal_used_queue().unwrap();
         t.interrupt.signal_config_change().unwrap();
         assert_eq!(rd(&mut t, 0x60), 3);
@@ -661,16 +657,7 @@ mod tests {
         assert_eq!(rd(&mut t, 0x44), 0, "queue off after reset");
         assert_eq!(seen.lock().unwrap().resets, 1);
         // And it can be set up again.
-        negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
-        set_queue(
-            &mut t,
-            0,
-            16,
-            q.desc_table_addr().0,
-            q.avail_addr().0,
-            q.used_addr().0,
-        );
-        wr(&mut t, 0x70, ALL_OK);
+        start_with(&mut t, 0, &q);
         assert_eq!(seen.lock().unwrap().activations.len(), 2);
     }
 
@@ -679,16 +666,7 @@ mod tests {
         let m = mem();
         let (mut t, seen) = transport(&m, &[16], false);
         let q = MockSplitQueue::create(&m, GuestAddress(0x1000), 16);
-        negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
-        set_queue(
-            &mut t,
-            0,
-            16,
-            q.desc_table_addr().0,
-            q.avail_addr().0,
-            q.used_addr().0,
-        );
-        wr(&mut t, 0x70, ALL_OK);
+        start_with(&mut t, 0, &q);
         wr(&mut t, 0x70, 0);
         assert_eq!(rd(&mut t, 0x70), VIRTIO_CONFIG_S_FAILED);
         negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
