@@ -9,6 +9,7 @@ use std::ffi::OsString;
 use std::io::{self, ErrorKind, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -58,6 +59,9 @@ impl Muxer {
     /// Listens on `uds_path` for host clients, which must not exist yet.
     pub(crate) fn new(guest_cid: u64, uds_path: &Path) -> io::Result<Muxer> {
         let listener = UnixListener::bind(uds_path)?;
+        // Whoever connects here can run commands in the guest: the owner only, whatever the
+        // process umask (the file server clears it).
+        std::fs::set_permissions(uds_path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
         let epoll = Epoll::new()?;
         epoll.ctl(

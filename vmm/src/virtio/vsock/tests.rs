@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -264,6 +265,12 @@ fn config_space_holds_the_guest_cid_and_bad_cids_are_refused() {
         let path = dir.path().join(format!("bad{bad}"));
         assert!(VsockDevice::new(bad, &path).is_err(), "cid {bad} accepted");
     }
+    // Only the owner may connect (it reaches the guest's exec service).
+    let mode = std::fs::metadata(uds_in(&dir))
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
     // The socket path is taken while the device lives, and freed when it goes.
     assert!(VsockDevice::new(5, &uds_in(&dir)).is_err());
     drop(dev);
