@@ -285,11 +285,13 @@ impl Vm {
     }
 
     /// Boots the guest and runs it until it powers off, resets, fails, or is stopped.
-    pub fn run(self) -> Result<VmExit, VmError> {
+    pub fn run(mut self) -> Result<VmExit, VmError> {
         let line = self.kernel_cmdline()?;
         tracing::debug!("kernel command line: {line}");
-        let initrd = self.config.initramfs.as_deref().unwrap_or(&[]);
-        let entry = boot::load(&self.mem, &self.config.kernel, &line, initrd)?;
+        // Once in guest memory the archive is dead weight for the VM's whole life: free it.
+        let initrd = self.config.initramfs.take().unwrap_or_default();
+        let entry = boot::load(&self.mem, &self.config.kernel, &line, &initrd)?;
+        drop(initrd);
         mptable::write(&self.mem, self.config.cpus)?;
         let vcpus = self.create_vcpus(entry)?;
         tracing::debug!(
