@@ -6,15 +6,13 @@
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
-use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::DescriptorChain;
 use vm_memory::{Address, Bytes};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::device_thread::DeviceThread;
-use super::queue_service::{notify_guest, serve_available};
+use super::queue_service::{accept_queues, notify_guest, serve_available, RING_FEATURES};
 use super::{ActivateError, ActiveQueue, GuestMem, Interrupt, VirtioDevice};
 
 const QUEUE_SIZES: [u16; 1] = [256];
@@ -44,7 +42,7 @@ impl VirtioDevice for RngDevice {
     }
 
     fn device_features(&self) -> u64 {
-        1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_RING_F_EVENT_IDX
+        RING_FEATURES
     }
 
     fn read_config(&self, _offset: u64, data: &mut [u8]) {
@@ -56,15 +54,9 @@ impl VirtioDevice for RngDevice {
         mem: GuestMem,
         interrupt: Arc<dyn Interrupt>,
         queues: Vec<ActiveQueue>,
-        _acked_features: u64,
+        acked_features: u64,
     ) -> Result<(), ActivateError> {
-        let [queue]: [ActiveQueue; 1] =
-            queues
-                .try_into()
-                .map_err(|q: Vec<ActiveQueue>| ActivateError::QueueCount {
-                    want: 1,
-                    got: q.len(),
-                })?;
+        let [queue] = accept_queues::<1>(queues, &mem, acked_features)?;
         self.reset();
         let thread = DeviceThread::spawn("virtio-rng", move |stop| {
             if let Err(e) = serve(queue, &mem, interrupt.as_ref(), &stop) {
@@ -180,6 +172,7 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
 mod tests {
     use std::time::Duration;
 
+    use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
     use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
     use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 
