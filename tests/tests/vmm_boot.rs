@@ -31,7 +31,16 @@ fn assert_reached_user_space(out: &TestHostOutput, cpus: u32) {
 
 #[test]
 fn vmlinux_boots_to_user_space_and_powers_off_with_exit_0() {
-    let out = testhost::sh(&boot("/skiff/vmlinux", 2, "poweroff 7"));
+    // 4 GiB: RAM continues above the 32-bit device hole.
+    let script = boot("/skiff/vmlinux", 2, "poweroff 7").replace("--memory 128", "--memory 4096");
+    let out = testhost::sh(&script);
+    let mem: u64 = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("skiff-test-init: mem_mib="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!((3800..=4096).contains(&mem), "guest sees {mem} MiB: {out}");
     assert_reached_user_space(&out, 2);
     assert!(out.stdout.contains("powering off with status 7"), "{out}");
     assert!(out.stdout.ends_with("rc=0\n"), "{out}");

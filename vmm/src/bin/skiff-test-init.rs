@@ -18,6 +18,7 @@ fn main() {
     println!("skiff-test-init: user space reached");
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("skiff-test-init: cpus={cpus}");
+    println!("skiff-test-init: mem_mib={}", total_memory_mib());
     report_hwrng();
     match args.first().map(String::as_str) {
         Some("reboot") => {
@@ -37,6 +38,17 @@ fn main() {
         }
         Some(other) => println!("skiff-test-init: unknown action {other:?}; exiting /init"),
     }
+}
+
+/// RAM the guest kernel manages (a little less than the VM's memory).
+fn total_memory_mib() -> u64 {
+    // SAFETY: an all-zero sysinfo is a valid value of this plain C struct.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: sysinfo writes into the struct we own.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return 0;
+    }
+    (info.totalram as u64 * u64::from(info.mem_unit)) >> 20
 }
 
 /// Reads from the virtio-rng device through the kernel's hwrng interface.
