@@ -1,6 +1,6 @@
 //! Container subcommands: `run`, and the development form of `exec` (and later create/start/ps/…).
 
-use crate::run::{self, ProcessOptions, RunOptions};
+use crate::run::{self, ProcessOptions, Root, RunOptions};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -22,8 +22,13 @@ pub struct ProcessArgs {
     /// Keep stdin open even when it is a terminal (a pipe or file is always forwarded).
     #[arg(short = 'i', long)]
     interactive: bool,
-    /// The command and its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    /// `skiff run`: IMAGE then the command and its arguments (the image's default when absent),
+    /// or only the command with `--rootfs`. `skiff exec`: the command and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
     command: Vec<String>,
 }
 
@@ -42,11 +47,16 @@ impl From<ProcessArgs> for ProcessOptions {
 
 #[derive(Debug, Subcommand)]
 pub enum ContainerCommand {
-    /// Run a command in a new microVM: `skiff run --rootfs DIR [OPTIONS] -- CMD [ARGS...]`.
+    /// Run a command in a new microVM: `skiff run [OPTIONS] IMAGE [CMD [ARGS...]]`, or
+    /// `skiff run --rootfs DIR [OPTIONS] -- CMD [ARGS...]`.
     Run {
-        /// Root file system directory (used read-only; writes go to a per-run layer).
+        /// Root file system directory instead of an image (used read-only; writes go to a
+        /// per-run layer).
         #[arg(long, value_name = "DIR")]
-        rootfs: PathBuf,
+        rootfs: Option<PathBuf>,
+        /// Override the image's entrypoint ("" clears it).
+        #[arg(long, value_name = "CMD")]
+        entrypoint: Option<String>,
         /// Number of vCPUs.
         #[arg(long, default_value_t = 1)]
         cpus: u32,
@@ -75,17 +85,34 @@ impl ContainerCommand {
         match self {
             ContainerCommand::Run {
                 rootfs,
+                entrypoint,
                 cpus,
                 memory,
                 hostname,
                 process,
             } => {
+                let mut process = ProcessOptions::from(process);
+                let root = match rootfs {
+                    Some(dir) => {
+                        if entrypoint.is_some() {
+                            anyhow::bail!("--entrypoint goes with an image, not with --rootfs");
+                        }
+                        Root::Dir(dir)
+                    }
+                    None if process.command.is_empty() => {
+                        anyhow::bail!("skiff run needs an IMAGE (or --rootfs DIR) and a command")
+                    }
+                    None => Root::Image {
+                        reference: process.command.remove(0),
+                        entrypoint,
+                    },
+                };
                 run::run(RunOptions {
-                    rootfs,
+                    root,
                     cpus,
                     memory_mib: memory,
                     hostname,
-                    process: process.into(),
+                    process,
                 })
                 .await
             }

@@ -9,6 +9,7 @@
 //! holds the guest console's tail, e.g. a panic message).
 
 pub mod exec;
+pub mod image;
 pub mod rundir;
 pub mod session;
 pub mod terminal;
@@ -46,10 +47,22 @@ pub struct ProcessOptions {
     pub interactive: bool,
 }
 
+/// What the container's root file system is made of.
+#[derive(Debug, Clone)]
+pub enum Root {
+    /// A plain directory, used read-only.
+    Dir(PathBuf),
+    /// An image reference (pulled if missing), with the user's `--entrypoint`.
+    Image {
+        reference: String,
+        entrypoint: Option<String>,
+    },
+}
+
 /// A container to run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    pub rootfs: PathBuf,
+    pub root: Root,
     pub cpus: u32,
     pub memory_mib: u32,
     pub hostname: Option<String>,
@@ -245,20 +258,44 @@ fn report_failure(report: &skiff_guest_init::protocol::ErrorReport) -> i32 {
 
 /// `skiff run`: returns the container's exit code (128+N for a signal).
 pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
-    if !options.rootfs.is_dir() {
-        anyhow::bail!("--rootfs {}: not a directory", options.rootfs.display());
-    }
-    let rootfs = std::fs::canonicalize(&options.rootfs)
-        .with_context(|| format!("resolving {}", options.rootfs.display()))?;
     let id = rundir::new_id()?;
+    // The image (if any) stays pinned until this function returns.
+    let (layers, process, _image) = match &options.root {
+        Root::Dir(dir) => {
+            if !dir.is_dir() {
+                anyhow::bail!("--rootfs {}: not a directory", dir.display());
+            }
+            let dir = std::fs::canonicalize(dir)
+                .with_context(|| format!("resolving {}", dir.display()))?;
+            (vec![dir], options.process.clone(), None)
+        }
+        Root::Image {
+            reference,
+            entrypoint,
+        } => {
+            let pull = skiff_images::PullOptions {
+                progress: terminal::is_tty(libc::STDERR_FILENO),
+                ..Default::default()
+            };
+            let image = image::ImageRoot::prepare(
+                reference,
+                &id,
+                &options.process,
+                entrypoint.as_deref(),
+                &pull,
+            )
+            .await?;
+            (image.layers.clone(), image.process.clone(), Some(image))
+        }
+    };
     let hostname = options.hostname.clone().unwrap_or_else(|| id.clone());
-    let spec = build_spec(&options.process, Some(&hostname))?;
+    let spec = build_spec(&process, Some(&hostname))?;
     let vmm_binary = vmm::helper_binary("SKIFF_VMM", "skiff-vmm")?;
     let config = |dir: &rundir::RunDir| -> anyhow::Result<vmm::VmConfig> {
         Ok(vmm::VmConfig {
             kernel: skiff_kernel_config::default_kernel(),
             init: vmm::helper_binary("SKIFF_INIT", "skiff-init")?,
-            layers: vec![rootfs.clone()],
+            layers: layers.clone(),
             upper: dir.upper(),
             vsock_socket: dir.vsock_socket(),
             cpus: options.cpus,
@@ -316,9 +353,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     };
     drop(listener);
 
-    let raw = raw_terminal(&options.process)?;
-    let (outcome, stopped) =
-        supervise(session, &options.process, &mut signals, Some(&mut vm)).await?;
+    let raw = raw_terminal(&process)?;
+    let (outcome, stopped) = supervise(session, &process, &mut signals, Some(&mut vm)).await?;
     drop(raw);
     let status = vm
         .finish(POWER_OFF_GRACE)
