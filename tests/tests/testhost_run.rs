@@ -254,3 +254,20 @@ fn concurrent_runs_build_one_cold_cache_without_leftovers() {
     // One of each archive, the unpacked kernel package and its record; no temp dirs or parts.
     assert_eq!(names, ["base", "kernel", "linux", "skiff"], "{names:?}");
 }
+
+#[test]
+fn with_qemu_packs_a_working_qemu() {
+    let out = Command::new(testhost::script())
+        .args(["--with-qemu", "--timeout", "120", "--"])
+        .args(["qemu-system-x86_64", "--version"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tests/testhost/run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.starts_with("QEMU emulator version"),
+        "{stdout}\n{stderr}"
+    );
+}

@@ -6,6 +6,12 @@
 //! Per VMM: launch → first user-space output ("user space reached" on the console) and launch →
 //! process exit (the guest reboots at once: `reboot(2)`), medians of N runs; then RSS and PSS of
 //! the VMM process with the guest idle in user space. Prints a table; asserts nothing.
+//!
+//! QEMU gets what skiff-vmm gets: the same kernel, the same initramfs bytes (skiff's packing of
+//! skiff-test-init, written to a temp file for `-initrd`), 128 MiB, one vCPU, a virtio-rng on
+//! virtio-mmio, and skiff's kernel command line with one change: `reboot=t`, since microvm has no
+//! i8042 reset line (with `reboot=k` the guest loops instead of resetting) and its triple fault
+//! ends QEMU under `-no-reboot`. In the test host: `tests/testhost/run --with-qemu`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -13,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use skiff_vmm::boot::cmdline;
 use skiff_vmm::boot::initramfs::Initramfs;
 
 struct Sample {
@@ -66,9 +73,11 @@ impl Launcher for Qemu {
     }
     fn command(&self, action: &str) -> Command {
         let mut c = Command::new(&self.qemu);
+        // acpi=off: QEMU then announces its virtio-mmio devices with `virtio_mmio.device=` on the
+        // kernel command line, as skiff-vmm does.
         c.args([
             "-M",
-            "microvm,x-option-roms=off,rtc=off,isa-serial=on,pic=off,pit=off",
+            "microvm,acpi=off,x-option-roms=off,rtc=off,isa-serial=on,pic=off,pit=off",
         ]);
         c.args([
             "-enable-kvm",
@@ -81,13 +90,12 @@ impl Launcher for Qemu {
             "-nodefaults",
             "-no-user-config",
         ]);
-        c.args(["-nographic", "-no-reboot", "-serial", "stdio", "-kernel"])
+        c.args(["-nographic", "-no-reboot", "-serial", "stdio"]);
+        c.args(["-device", "virtio-rng-device", "-kernel"])
             .arg(&self.kernel);
         c.arg("-initrd").arg(&self.initrd);
-        c.args([
-            "-append",
-            &format!("console=ttyS0 reboot=t panic=-1 quiet -- {action}"),
-        ]);
+        let base = cmdline::BASE.replace("reboot=k", "reboot=t");
+        c.args(["-append", &format!("{base} -- {action}")]);
         c
     }
 }
