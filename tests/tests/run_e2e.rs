@@ -184,22 +184,29 @@ fn run_can_be_stopped_and_exec_reaches_a_running_vm() {
 const PARALLEL: &str = r#"
 R=/testdata/busybox
 export SKIFF_ROOT=/run/skiff
-skiff() { timeout 240 /skiff/bin/skiff "$@"; }
-# Each VM writes its marker, says ready, then waits on its stdin until all ten are ready: they
+# N VMs; each writes its marker, says ready, then waits on its stdin until all N are ready: they
 # all run at the same time when they list the markers they can see.
-for i in 0 1 2 3 4 5 6 7 8 9; do
-    (while [ ! -e /tmp/go ]; do sleep 0.1; done; echo go) |
-        skiff run --rootfs $R -- sh -c "echo $i > /marker-$i; echo ready; read x; echo \"seen$i=\$(cat /marker-* | tr -d '\n')\"" > /tmp/par-$i.out 2>&1 &
-done
-for t in $(seq 1200); do
-    n=$(cat /tmp/par-*.out 2>/dev/null | grep -c ready)
-    [ "$n" = 10 ] && break
-    sleep 0.2
-done
-echo "ready_before_go=$n"
-touch /tmp/go
-wait
-cat /tmp/par-*.out
+round() {
+    rm -f /tmp/go /tmp/par-*.out
+    for i in $(seq $1); do
+        (while [ ! -e /tmp/go ]; do sleep 0.1; done; echo go) |
+            timeout 240 skiff run --rootfs $R -- sh -c "echo $i > /marker-$i; echo ready; read x; echo \"seen$1-$i=\$(cat /marker-* | tr -d '\n')\"" > /tmp/par-$i.out 2>&1 &
+    done
+    for t in $(seq 1200); do
+        n=$(cat /tmp/par-*.out 2>/dev/null | grep -c ready)
+        [ "$n" = $1 ] && break
+        sleep 0.2
+    done
+    echo "ready$1=$n"
+    touch /tmp/go
+    wait
+    cat /tmp/par-*.out
+}
+# Four first: ten launched as the first KVM users of a fresh test host have repeatedly panicked
+# the test host's own kernel (nested SVM under TCG: "corrupted stack end detected inside
+# scheduler" in a skiff-vmm vcpu thread); after a smaller round, rounds of ten ran clean.
+round 4
+round 10
 ls $R | grep -c marker | sed 's/^/markers_in_image=/'
 "#;
 
@@ -207,9 +214,11 @@ ls $R | grep -c marker | sed 's/^/markers_in_image=/'
 fn ten_parallel_vms_each_see_only_their_own_root() {
     let out = script(PARALLEL, Duration::from_secs(500));
     let r = results(&out);
-    expect(&r, "ready_before_go", "10", &out);
-    for i in 0..10 {
-        expect(&r, &format!("seen{i}"), &i.to_string(), &out);
+    for n in [4, 10] {
+        expect(&r, &format!("ready{n}"), &n.to_string(), &out);
+        for i in 1..=n {
+            expect(&r, &format!("seen{n}-{i}"), &i.to_string(), &out);
+        }
     }
     expect(&r, "markers_in_image", "0", &out);
 }
