@@ -135,24 +135,24 @@ fn numeric_user(spec: &str, layers: &[PathBuf]) -> anyhow::Result<String> {
     Ok(format!("{uid}:{gid}"))
 }
 
-/// The id and the next field (a passwd entry's gid) of `name` in a passwd- or group-style file.
-fn lookup(text: &str, name: &str) -> Option<(u32, u32)> {
-    text.lines().find_map(|line| {
+/// The `(name, id, next numeric field)` of each entry of a passwd- or group-style file (for
+/// passwd the third is the primary gid).
+fn entries(text: &str) -> impl Iterator<Item = (&str, u32, u32)> {
+    text.lines().filter_map(|line| {
         let mut fields = line.split(':');
-        if fields.next()? != name {
-            return None;
-        }
+        let name = fields.next()?;
         let id = fields.nth(1)?.parse().ok()?;
         let next = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
-        Some((id, next))
+        Some((name, id, next))
     })
 }
 
+fn lookup(text: &str, name: &str) -> Option<(u32, u32)> {
+    entries(text).find_map(|(n, id, next)| (n == name).then_some((id, next)))
+}
+
 fn gid_of_uid(passwd: &str, uid: u32) -> Option<u32> {
-    passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        (fields.get(2)?.parse::<u32>().ok()? == uid).then(|| fields.get(3)?.parse().ok())?
-    })
+    entries(passwd).find_map(|(_, id, gid)| (id == uid).then_some(gid))
 }
 
 /// A small text file as the merged image shows it: from the top-most layer that has it. (An
