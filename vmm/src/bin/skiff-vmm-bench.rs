@@ -16,6 +16,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -128,25 +129,56 @@ fn wait_for(
     }
 }
 
+/// Longest a boot may take: a wedged guest or VMM costs one sample, not the whole bench.
+const BOOT_LIMIT: Duration = Duration::from_secs(30);
+
+/// SIGKILLs `child` unless the returned sender is dropped within `limit`. The child is reaped
+/// only after that drop, so the pid cannot have been reused when the kill fires.
+fn watchdog(child: &Child, limit: Duration) -> mpsc::Sender<()> {
+    let (disarm, disarmed) = mpsc::channel::<()>();
+    let pid = child.id() as libc::pid_t;
+    std::thread::spawn(move || {
+        if disarmed.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
+            // SAFETY: plain syscall on our own unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    disarm
+}
+
 fn one_boot(l: &dyn Launcher) -> anyhow::Result<Sample> {
     let start = Instant::now();
     let mut child = spawn(l, "reboot")?;
-    let Some((to_user_space, mut rest)) = wait_for(&mut child, "user space reached", start) else {
-        let _ = child.kill();
-        bail!("{}: the guest never reached user space", l.name());
-    };
-    std::io::copy(&mut rest, &mut std::io::sink())?;
-    child.wait()?;
-    Ok(Sample {
-        to_user_space,
-        to_exit: start.elapsed(),
-    })
+    let dog = watchdog(&child, BOOT_LIMIT);
+    let mut reached = wait_for(&mut child, "user space reached", start);
+    if let Some((_, rest)) = &mut reached {
+        std::io::copy(rest, &mut std::io::sink())?;
+    }
+    let to_exit = start.elapsed();
+    let status = child.wait()?;
+    drop(dog);
+    match reached {
+        None => bail!("{}: the guest never reached user space", l.name()),
+        Some(_) if to_exit >= BOOT_LIMIT => {
+            bail!("{}: no exit within {BOOT_LIMIT:?} ({status})", l.name())
+        }
+        Some((to_user_space, _)) => Ok(Sample {
+            to_user_space,
+            to_exit,
+        }),
+    }
 }
 
 /// RSS and PSS in KiB of the VMM with its guest idle in user space.
 fn memory_kib(l: &dyn Launcher) -> anyhow::Result<(u64, u64)> {
     let mut child = spawn(l, "hang")?;
+    let dog = watchdog(&child, BOOT_LIMIT);
     let found = wait_for(&mut child, "hanging", Instant::now());
+    if found.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("{}: the guest never reached its idle loop", l.name());
+    }
     std::thread::sleep(Duration::from_millis(500));
     let field = |file: &str, name: &str| -> Option<u64> {
         let text = std::fs::read_to_string(format!("/proc/{}/{file}", child.id())).ok()?;
@@ -156,6 +188,7 @@ fn memory_kib(l: &dyn Launcher) -> anyhow::Result<(u64, u64)> {
     let result = (field("status", "VmRSS:"), field("smaps_rollup", "Pss:"));
     let _ = child.kill();
     let _ = child.wait();
+    drop(dog);
     drop(found);
     match result {
         (Some(rss), Some(pss)) => Ok((rss, pss)),
@@ -205,27 +238,29 @@ fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     // Interleaved, so a slow phase of the machine hits both alike.
     let mut samples: Vec<Vec<Sample>> = launchers.iter().map(|_| Vec::new()).collect();
-    let mut failed: Vec<Option<String>> = vec![None; launchers.len()];
-    for _ in 0..runs {
+    // A VMM that failed this often is given up on (a missing binary would fail every run).
+    const MAX_FAILURES: usize = 3;
+    let mut failures: Vec<Vec<String>> = launchers.iter().map(|_| Vec::new()).collect();
+    for run in 0..runs {
         for (i, l) in launchers.iter().enumerate() {
-            if failed[i].is_none() {
+            if failures[i].len() < MAX_FAILURES {
                 match one_boot(*l) {
                     Ok(s) => samples[i].push(s),
-                    Err(e) => failed[i] = Some(format!("{e:#}")),
+                    Err(e) => failures[i].push(format!("run {run}: {e:#}")),
                 }
             }
         }
     }
-    let mut exit_medians = Vec::new();
+    let mut medians = Vec::new();
     for (i, l) in launchers.iter().enumerate() {
-        if let Some(e) = &failed[i] {
-            rows.push(format!("| {} | failed: {e} | | | | |", l.name()));
+        let s = std::mem::take(&mut samples[i]);
+        if s.is_empty() {
+            rows.push(format!("| {} | 0 | failed | | | |", l.name()));
             continue;
         }
-        let s = std::mem::take(&mut samples[i]);
         let user = median(s.iter().map(|s| s.to_user_space).collect());
         let exit = median(s.iter().map(|s| s.to_exit).collect());
-        exit_medians.push(exit);
+        medians.push((user, exit));
         let mem = memory_kib(*l).map_or_else(
             |e| format!("{e:#} |"),
             |(rss, pss)| format!("{:.1} | {:.1}", rss as f64 / 1024.0, pss as f64 / 1024.0),
@@ -245,9 +280,19 @@ fn main() -> anyhow::Result<()> {
     for r in rows {
         writeln!(out, "{r}")?;
     }
-    if let [skiff, peer] = exit_medians[..] {
-        let ratio = skiff.as_secs_f64() / peer.as_secs_f64();
-        writeln!(out, "\nlaunch→exit, skiff-vmm / qemu microvm: {ratio:.2}")?;
+    if let [(skiff_user, skiff_exit), (peer_user, peer_exit)] = medians[..] {
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+        writeln!(
+            out,
+            "\nskiff-vmm / qemu microvm: launch→user space {:.2}, launch→exit {:.2}",
+            ratio(skiff_user, peer_user),
+            ratio(skiff_exit, peer_exit)
+        )?;
+    }
+    for (l, errors) in launchers.iter().zip(&failures) {
+        for e in errors {
+            writeln!(out, "{} failed: {e}", l.name())?;
+        }
     }
     Ok(())
 }
