@@ -222,3 +222,78 @@ fn ten_parallel_vms_each_see_only_their_own_root() {
     }
     expect(&r, "markers_in_image", "0", &out);
 }
+
+/// Builds, on the host, a two-layer OCI archive `skiff-test/layered:1`: busybox, an /etc/passwd
+/// naming user `app` (1234:4321), /data/{old,kept}.txt, then a layer adding /data/new.txt and
+/// whiting out old.txt; Entrypoint `sh -c`, a Cmd that reports env, ids, cwd and /data, User
+/// `app`, WorkingDir /data.
+const LAYERED_IMAGE: &str = r#"
+set -eu
+W=$1
+mkdir -p "$W/l1/bin" "$W/l1/etc" "$W/l1/data" "$W/l2/data" "$W/share"
+cp /bin/busybox "$W/l1/bin/busybox"
+for a in sh echo cat ls id pwd tr; do ln -s busybox "$W/l1/bin/$a"; done
+printf 'root:x:0:0::/root:/bin/sh\napp:x:1234:4321::/data:/bin/sh\n' >"$W/l1/etc/passwd"
+echo old >"$W/l1/data/old.txt"
+echo kept >"$W/l1/data/kept.txt"
+echo new >"$W/l2/data/new.txt"
+: >"$W/l2/data/.wh.old.txt"
+chmod 0777 "$W/l1/data"
+for l in l1 l2; do
+    tar -C "$W/$l" --numeric-owner --owner=0 --group=0 --mtime=2024-01-01 -cf "$W/$l.tar" .
+done
+umoci init --layout "$W/oci" >/dev/null
+umoci new --image "$W/oci:t"
+umoci raw add-layer --image "$W/oci:t" "$W/l1.tar"
+umoci raw add-layer --image "$W/oci:t" "$W/l2.tar"
+umoci config --image "$W/oci:t" --config.env GREETING=from-image --config.env PATH=/bin \
+    --config.workingdir /data --config.user app --config.entrypoint sh --config.entrypoint -c \
+    --config.cmd 'echo "$GREETING $(id -u):$(id -g) $(pwd) $(ls /data | tr "\n" " ")"'
+skopeo copy -q --insecure-policy "oci:$W/oci:t" "oci-archive:$W/share/image.tar:skiff-test/layered:1"
+"#;
+
+const RUN_IMAGE: &str = r#"
+skiff load /testdata/img/image.tar >/dev/null || echo load_failed=1
+I=skiff-test/layered:1
+echo "default=$(skiff run $I)"
+echo "override=$(skiff run -e GREETING=from-user -u 0 -w / $I 'echo "$GREETING $(id -u) $(pwd)"')"
+echo "entrypoint=$(skiff run --entrypoint /bin/cat $I /data/kept.txt)"
+skiff run -u 0 $I 'echo scribble >/data/kept.txt && rm /data/new.txt && exit 5'; echo "code=$?"
+echo "after=$(skiff run $I 'echo $(cat /data/kept.txt) $(ls /data)')"
+"#;
+
+#[test]
+fn run_image_uses_its_layers_whiteouts_and_config() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let build = std::process::Command::new("bash")
+        .args(["-c", LAYERED_IMAGE, "build-image"])
+        .arg(work.path())
+        .output()
+        .expect("bash");
+    assert!(
+        build.status.success(),
+        "building the image: {}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let out = TestHost::new()
+        .timeout(Duration::from_secs(300))
+        .mem_mib(2048)
+        .data(work.path().join("share"), "img")
+        .run(&["sh", "-c", RUN_IMAGE]);
+    let r = results(&out);
+    assert!(!r.contains_key("load_failed"), "{out}");
+    // Cmd through Entrypoint, the image's env, its User resolved by name, its WorkingDir, and
+    // the upper layer's whiteout hiding old.txt.
+    expect(
+        &r,
+        "default",
+        "from-image 1234:4321 /data kept.txt new.txt ",
+        &out,
+    );
+    // The user's -e, -u, -w and arguments win; the entrypoint stays.
+    expect(&r, "override", "from-user 0 /", &out);
+    expect(&r, "entrypoint", "kept", &out);
+    expect(&r, "code", "5", &out);
+    // Each run gets its own copy-on-write upper: the previous run's writes are gone.
+    expect(&r, "after", "kept kept.txt new.txt", &out);
+}
