@@ -62,6 +62,9 @@ impl Launcher for Skiff {
     }
 }
 
+/// Where QEMU 7.2's microvm puts its first virtio-mmio device (what its auto-kernel-cmdline says).
+const QEMU_RNG_TRANSPORT: &str = "virtio_mmio.device=512@0xfeb00e00:12";
+
 struct Qemu {
     qemu: PathBuf,
     kernel: PathBuf,
@@ -74,11 +77,13 @@ impl Launcher for Qemu {
     }
     fn command(&self, action: &str) -> Command {
         let mut c = Command::new(&self.qemu);
-        // acpi=off: QEMU then announces its virtio-mmio devices with `virtio_mmio.device=` on the
-        // kernel command line, as skiff-vmm does.
+        // acpi=off: the guest finds virtio-mmio devices through `virtio_mmio.device=`, as with
+        // skiff-vmm. QEMU's own (auto-kernel-cmdline) lands after our `--`, where the kernel hands
+        // it to init: so it is off, and the transport of the one device is named below.
         c.args([
             "-M",
-            "microvm,acpi=off,x-option-roms=off,rtc=off,isa-serial=on,pic=off,pit=off",
+            "microvm,acpi=off,auto-kernel-cmdline=off,x-option-roms=off,rtc=off,isa-serial=on,\
+             pic=off,pit=off",
         ]);
         c.args([
             "-enable-kvm",
@@ -96,7 +101,10 @@ impl Launcher for Qemu {
             .arg(&self.kernel);
         c.arg("-initrd").arg(&self.initrd);
         let base = cmdline::BASE.replace("reboot=k", "reboot=t");
-        c.args(["-append", &format!("{base} -- {action}")]);
+        c.args([
+            "-append",
+            &format!("{base} {QEMU_RNG_TRANSPORT} -- {action}"),
+        ]);
         c
     }
 }
