@@ -170,12 +170,19 @@ impl TestHost {
             command.arg("--no-build");
         }
         command.arg("--").args(cmd);
-        let output = run_script(command);
+        let shown = cmd.iter().map(|s| s.as_ref()).collect::<Vec<_>>();
+        let mut output = run_script(&mut command);
         // Captured by the test harness: shown when the test fails.
-        println!(
-            "[testhost] {:?}\n{output}",
-            cmd.iter().map(|s| s.as_ref()).collect::<Vec<_>>()
-        );
+        println!("[testhost] {shown:?}\n{output}");
+        if output.timed_out() {
+            // An open defect: about one boot in twenty has hung silently (a guest before user
+            // space, or the nested machine itself), cause not yet known. One more try keeps the
+            // suite about behaviour; a second hang still fails the test. Never silent: the
+            // warning goes to stderr, which the harness does not capture.
+            eprintln!("[testhost] WARNING: {shown:?} timed out; trying once more (known intermittent hang)");
+            output = run_script(&mut command);
+            println!("[testhost] retry {shown:?}\n{output}");
+        }
         output
     }
 
@@ -202,7 +209,7 @@ pub fn script() -> PathBuf {
         .join("run")
 }
 
-fn run_script(mut command: Command) -> TestHostOutput {
+fn run_script(command: &mut Command) -> TestHostOutput {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
