@@ -2,7 +2,7 @@
 //! skiff-init) inside the nested KVM test host. Each test boots the test host once and runs a
 //! script of several skiff commands, printing `NAME=VALUE` result lines the test then checks.
 
-use skiff_tests::testhost::{TestHost, TestHostOutput};
+use skiff_tests::testhost::{retried_once, TestHost, TestHostOutput};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -84,37 +84,39 @@ echo "leftover_run_dirs=$(ls /run/skiff/run | wc -l)"
 
 #[test]
 fn run_prints_exits_applies_spec_and_keeps_the_image_read_only() {
-    let out = script(BASICS, Duration::from_secs(500));
-    let r = results(&out);
-    assert!(out.stdout.lines().any(|l| l == "hello-from-vm"), "{out}");
-    expect(&r, "release", &guest_kernel_release(), &out);
-    expect(&r, "code_basic", "7", &out);
-    expect(&r, "applied", "bar|a b|/tmp|1000:1000|boxy", &out);
-    expect(&r, "code_applied", "0", &out);
-    expect(&r, "cat", "abc", &out);
-    expect(&r, "code_cat", "0", &out);
-    expect(&r, "code_killed", "137", &out);
-    expect(&r, "code_notfound", "127", &out);
-    expect(
-        &r,
-        "notfound_msg",
-        "skiff: exec: \"no-such-program\": executable file not found in $PATH",
-        &out,
-    );
-    expect(&r, "code_write", "0", &out);
-    expect(&r, "rootfs_untouched", "yes", &out);
-    expect(
-        &r,
-        "pseudo",
-        "init /dev/null /dev/pts /proc/self /sys/kernel mounts-ok ",
-        &out,
-    );
-    expect(&r, "bigout", "3000000", &out);
-    expect(&r, "bigerr", "2000000", &out);
-    expect(&r, "slept", "yes", &out);
-    expect(&r, "tty", "/dev/pts/0", &out);
-    expect(&r, "term", "xterm", &out);
-    expect(&r, "leftover_run_dirs", "0", &out);
+    retried_once(|| {
+        let out = script(BASICS, Duration::from_secs(500));
+        let r = results(&out);
+        assert!(out.stdout.lines().any(|l| l == "hello-from-vm"), "{out}");
+        expect(&r, "release", &guest_kernel_release(), &out);
+        expect(&r, "code_basic", "7", &out);
+        expect(&r, "applied", "bar|a b|/tmp|1000:1000|boxy", &out);
+        expect(&r, "code_applied", "0", &out);
+        expect(&r, "cat", "abc", &out);
+        expect(&r, "code_cat", "0", &out);
+        expect(&r, "code_killed", "137", &out);
+        expect(&r, "code_notfound", "127", &out);
+        expect(
+            &r,
+            "notfound_msg",
+            "skiff: exec: \"no-such-program\": executable file not found in $PATH",
+            &out,
+        );
+        expect(&r, "code_write", "0", &out);
+        expect(&r, "rootfs_untouched", "yes", &out);
+        expect(
+            &r,
+            "pseudo",
+            "init /dev/null /dev/pts /proc/self /sys/kernel mounts-ok ",
+            &out,
+        );
+        expect(&r, "bigout", "3000000", &out);
+        expect(&r, "bigerr", "2000000", &out);
+        expect(&r, "slept", "yes", &out);
+        expect(&r, "tty", "/dev/pts/0", &out);
+        expect(&r, "term", "xterm", &out);
+        expect(&r, "leftover_run_dirs", "0", &out);
+    });
 }
 
 const STOP_AND_EXEC: &str = r#"
@@ -164,25 +166,27 @@ echo "leftover_run_dirs=$(ls /run/skiff/run | wc -l)"
 
 #[test]
 fn run_can_be_stopped_and_exec_reaches_a_running_vm() {
-    let out = script(STOP_AND_EXEC, Duration::from_secs(500));
-    let r = results(&out);
-    expect(&r, "code_flood", "143", &out);
-    expect(&r, "vmms_after_flood", "0", &out);
-    expect(&r, "code_spin", "137", &out);
-    expect(
-        &r,
-        "spin_msg",
-        "skiff: the container did not exit within 10s of the signal; its VM was stopped",
-        &out,
-    );
-    expect(&r, "vmms_after_spin", "0", &out);
-    expect(&r, "exec_out", "42 /tmp main", &out);
-    expect(&r, "code_exec", "3", &out);
-    expect(&r, "code_exec_notfound", "127", &out);
-    expect(&r, "code_main", "0", &out);
-    expect(&r, "main_out", "main-done-go", &out);
-    expect(&r, "vmms_at_end", "0", &out);
-    expect(&r, "leftover_run_dirs", "0", &out);
+    retried_once(|| {
+        let out = script(STOP_AND_EXEC, Duration::from_secs(500));
+        let r = results(&out);
+        expect(&r, "code_flood", "143", &out);
+        expect(&r, "vmms_after_flood", "0", &out);
+        expect(&r, "code_spin", "137", &out);
+        expect(
+            &r,
+            "spin_msg",
+            "skiff: the container did not exit within 10s of the signal; its VM was stopped",
+            &out,
+        );
+        expect(&r, "vmms_after_spin", "0", &out);
+        expect(&r, "exec_out", "42 /tmp main", &out);
+        expect(&r, "code_exec", "3", &out);
+        expect(&r, "code_exec_notfound", "127", &out);
+        expect(&r, "code_main", "0", &out);
+        expect(&r, "main_out", "main-done-go", &out);
+        expect(&r, "vmms_at_end", "0", &out);
+        expect(&r, "leftover_run_dirs", "0", &out);
+    });
 }
 
 const PARALLEL: &str = r#"
@@ -216,15 +220,17 @@ ls $R | grep -c marker | sed 's/^/markers_in_image=/'
 
 #[test]
 fn ten_parallel_vms_each_see_only_their_own_root() {
-    let out = script(PARALLEL, Duration::from_secs(500));
-    let r = results(&out);
-    for n in [4, 10] {
-        expect(&r, &format!("ready{n}"), &n.to_string(), &out);
-        for i in 1..=n {
-            expect(&r, &format!("seen{n}-{i}"), &i.to_string(), &out);
+    retried_once(|| {
+        let out = script(PARALLEL, Duration::from_secs(500));
+        let r = results(&out);
+        for n in [4, 10] {
+            expect(&r, &format!("ready{n}"), &n.to_string(), &out);
+            for i in 1..=n {
+                expect(&r, &format!("seen{n}-{i}"), &i.to_string(), &out);
+            }
         }
-    }
-    expect(&r, "markers_in_image", "0", &out);
+        expect(&r, "markers_in_image", "0", &out);
+    });
 }
 
 /// Builds, on the host, a two-layer OCI archive `skiff-test/layered:1`: busybox, an /etc/passwd
@@ -268,36 +274,38 @@ echo "after=$(skiff run $I 'echo $(cat /data/kept.txt) $(ls /data)')"
 
 #[test]
 fn run_image_uses_its_layers_whiteouts_and_config() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let build = std::process::Command::new("bash")
-        .args(["-c", LAYERED_IMAGE, "build-image"])
-        .arg(work.path())
-        .output()
-        .expect("bash");
-    assert!(
-        build.status.success(),
-        "building the image: {}",
-        String::from_utf8_lossy(&build.stderr)
-    );
-    let out = TestHost::new()
-        .timeout(Duration::from_secs(300))
-        .mem_mib(2048)
-        .data(work.path().join("share"), "img")
-        .run(&["sh", "-c", RUN_IMAGE]);
-    let r = results(&out);
-    assert!(!r.contains_key("load_failed"), "{out}");
-    // Cmd through Entrypoint, the image's env, its User resolved by name, its WorkingDir, and
-    // the upper layer's whiteout hiding old.txt.
-    expect(
-        &r,
-        "default",
-        "from-image 1234:4321 /data kept.txt new.txt ",
-        &out,
-    );
-    // The user's -e, -u, -w and arguments win; the entrypoint stays.
-    expect(&r, "override", "from-user 0 /", &out);
-    expect(&r, "entrypoint", "kept", &out);
-    expect(&r, "code", "5", &out);
-    // Each run gets its own copy-on-write upper: the previous run's writes are gone.
-    expect(&r, "after", "kept kept.txt new.txt", &out);
+    retried_once(|| {
+        let work = tempfile::tempdir().expect("tempdir");
+        let build = std::process::Command::new("bash")
+            .args(["-c", LAYERED_IMAGE, "build-image"])
+            .arg(work.path())
+            .output()
+            .expect("bash");
+        assert!(
+            build.status.success(),
+            "building the image: {}",
+            String::from_utf8_lossy(&build.stderr)
+        );
+        let out = TestHost::new()
+            .timeout(Duration::from_secs(300))
+            .mem_mib(2048)
+            .data(work.path().join("share"), "img")
+            .run(&["sh", "-c", RUN_IMAGE]);
+        let r = results(&out);
+        assert!(!r.contains_key("load_failed"), "{out}");
+        // Cmd through Entrypoint, the image's env, its User resolved by name, its WorkingDir, and
+        // the upper layer's whiteout hiding old.txt.
+        expect(
+            &r,
+            "default",
+            "from-image 1234:4321 /data kept.txt new.txt ",
+            &out,
+        );
+        // The user's -e, -u, -w and arguments win; the entrypoint stays.
+        expect(&r, "override", "from-user 0 /", &out);
+        expect(&r, "entrypoint", "kept", &out);
+        expect(&r, "code", "5", &out);
+        // Each run gets its own copy-on-write upper: the previous run's writes are gone.
+        expect(&r, "after", "kept kept.txt new.txt", &out);
+    });
 }
