@@ -58,8 +58,12 @@ pub trait VirtioDevice: Send {
     fn device_type(&self) -> u32;
     /// The maximum size of each queue; the length is the number of queues.
     fn queue_max_sizes(&self) -> &[u16];
-    /// Feature bits offered to the driver (VIRTIO_F_VERSION_1 included).
-    fn device_features(&self) -> u64;
+    /// Feature bits offered to the driver (VIRTIO_F_VERSION_1 included): by default the ring
+    /// features every device of ours serves its queues with; a device with its own feature bits
+    /// adds them.
+    fn device_features(&self) -> u64 {
+        queue_service::RING_FEATURES
+    }
     /// Reads `data.len()` bytes of config space at `offset`; bytes past the end read as zero.
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Writes config space; most devices ignore it.

@@ -12,7 +12,7 @@ use vm_memory::{Address, Bytes};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::device_thread::DeviceThread;
-use super::queue_service::{accept_queues, notify_guest, serve_available, RING_FEATURES};
+use super::queue_service::{accept_queues, notify_guest, serve_available};
 use super::{ActivateError, ActiveQueue, GuestMem, Interrupt, VirtioDevice};
 
 const QUEUE_SIZES: [u16; 1] = [256];
@@ -39,10 +39,6 @@ impl VirtioDevice for RngDevice {
 
     fn queue_max_sizes(&self) -> &[u16] {
         &QUEUE_SIZES
-    }
-
-    fn device_features(&self) -> u64 {
-        RING_FEATURES
     }
 
     fn read_config(&self, _offset: u64, data: &mut [u8]) {

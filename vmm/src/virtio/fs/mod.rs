@@ -16,7 +16,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::config_space::read_config_bytes;
 use super::device_thread::DeviceThread;
-use super::queue_service::{accept_queues, notify_guest, serve_available, RING_FEATURES};
+use super::queue_service::{accept_queues, notify_guest, serve_available};
 use super::{ActivateError, ActiveQueue, GuestMem, Interrupt, VirtioDevice};
 use shared_dir::SharedDirFs;
 
@@ -129,10 +129,6 @@ impl VirtioDevice for FsDevice {
 
     fn queue_max_sizes(&self) -> &[u16] {
         &QUEUE_SIZES
-    }
-
-    fn device_features(&self) -> u64 {
-        RING_FEATURES
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {

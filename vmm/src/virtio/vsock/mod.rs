@@ -20,7 +20,7 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
 
 use super::config_space::read_config_bytes;
 use super::device_thread::DeviceThread;
-use super::queue_service::{accept_queues, RING_FEATURES};
+use super::queue_service::accept_queues;
 use super::{ActivateError, ActiveQueue, GuestMem, Interrupt, VirtioDevice};
 use muxer::Muxer;
 use worker::VsockWorker;
@@ -85,10 +85,6 @@ impl VirtioDevice for VsockDevice {
 
     fn queue_max_sizes(&self) -> &[u16] {
         &QUEUE_SIZES
-    }
-
-    fn device_features(&self) -> u64 {
-        RING_FEATURES
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
