@@ -40,7 +40,7 @@
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -202,13 +202,11 @@ impl TestHost {
         println!("[testhost] {shown:?}\n{output}");
         if output.hit_environment_fault() {
             // See `hit_environment_fault`: a fault of the nested machine, not of skiff. One more
-            // try keeps the suite about behaviour; a second fault still fails the test. Never
-            // silent: the warning goes to stderr, which the harness does not capture.
-            eprintln!(
-                "[testhost] WARNING: {shown:?} hit a fault of the nested test machine (exit {}); \
-                 trying once more",
+            // try keeps the suite about behaviour; a second fault still fails the test.
+            announce(&format!(
+                "{shown:?} hit a fault of the nested test machine (exit {}); trying once more",
                 output.code
-            );
+            ));
             output = run_script(&mut command);
             println!("[testhost] retry {shown:?}\n{output}");
         }
@@ -228,12 +226,15 @@ impl TestHost {
 /// A failure that repeats still fails the test.
 pub fn retried_once(check: impl Fn() + std::panic::RefUnwindSafe) {
     if std::panic::catch_unwind(&check).is_err() {
-        eprintln!(
-            "[testhost] WARNING: an end-to-end test failed; trying it once more (its first \
-             failure is in the captured output)"
-        );
+        announce("an end-to-end test failed; trying it once more (its first failure is in the captured output)");
         check();
     }
+}
+
+/// Prints a retry warning on the process's real stderr: libtest captures `eprintln!` in tests
+/// and shows it only for a test that finally fails, and a retry must never be silent.
+fn announce(what: &str) {
+    let _ = writeln!(std::io::stderr(), "[testhost] WARNING: {what}");
 }
 
 /// Runs `cmd` (program and arguments) in the test host with default options.

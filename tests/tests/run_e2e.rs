@@ -7,12 +7,26 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Runs `script` with `sh -c` in the test host.
+/// What every script starts with: the image directory, skiff's state, and `cut_off SECS CMD…`,
+/// which runs CMD under `timeout` and marks the run as hung when it had to cut CMD off.
+const PRELUDE: &str = r#"
+R=/testdata/busybox
+export SKIFF_ROOT=/run/skiff
+cut_off() { timeout "$@"; rc=$?; [ $rc != 124 ] || touch /tmp/hung; return $rc; }
+skiff() { cut_off 120 /skiff/bin/skiff "$@"; }
+"#;
+
+/// What every script ends with: a run in which a command was cut off exits 124, which the harness
+/// treats as a fault of the nested machine (see `TestHostOutput::hit_environment_fault`).
+const EPILOGUE: &str = "[ ! -e /tmp/hung ] || exit 124\n";
+
+/// Runs `script`, between [`PRELUDE`] and [`EPILOGUE`], with `sh -c` in the test host.
 fn script(script: &str, timeout: Duration) -> TestHostOutput {
-    TestHost::new()
-        .timeout(timeout)
-        .mem_mib(4096)
-        .run(&["sh", "-c", script])
+    TestHost::new().timeout(timeout).mem_mib(4096).run(&[
+        "sh",
+        "-c",
+        &format!("{PRELUDE}{script}{EPILOGUE}"),
+    ])
 }
 
 /// The `NAME=VALUE` lines of the output (the last one wins).
@@ -52,11 +66,6 @@ fn guest_kernel_release() -> String {
 }
 
 const BASICS: &str = r#"
-R=/testdata/busybox
-export SKIFF_ROOT=/run/skiff
-# A call that hangs is cut off and marks the run as hung: it ends with exit 124, which the test
-# host harness treats as a fault of the nested machine (see TestHostOutput::hit_environment_fault).
-skiff() { timeout 120 /skiff/bin/skiff "$@"; rc=$?; [ $rc != 124 ] || touch /tmp/hung; return $rc; }
 skiff run --rootfs $R -- sh -c 'echo hello-from-vm; echo "release=$(uname -r)"; exit 7'
 echo "code_basic=$?"
 skiff run --rootfs $R -e FOO=bar -e 'SP=a b' -w /tmp -u 1000:1000 --hostname boxy -- \
@@ -79,7 +88,6 @@ echo "bigerr=$(wc -c < /tmp/big.err)"
 skiff run --rootfs $R -- sh -c 'sleep 1; echo slept=yes'
 skiff run --rootfs $R -t -- sh -c 'echo "tty=$(tty)"; echo "term=$TERM"' | tr -d '\r'
 echo "leftover_run_dirs=$(ls /run/skiff/run | wc -l)"
-[ ! -e /tmp/hung ] || exit 124
 "#;
 
 #[test]
@@ -120,11 +128,6 @@ fn run_prints_exits_applies_spec_and_keeps_the_image_read_only() {
 }
 
 const STOP_AND_EXEC: &str = r#"
-R=/testdata/busybox
-export SKIFF_ROOT=/run/skiff
-# A call that hangs is cut off and marks the run as hung: it ends with exit 124, which the test
-# host harness treats as a fault of the nested machine (see TestHostOutput::hit_environment_fault).
-skiff() { timeout 120 /skiff/bin/skiff "$@"; rc=$?; [ $rc != 124 ] || touch /tmp/hung; return $rc; }
 vmms() { n=0; for c in /proc/[0-9]*/comm; do [ "$(cat $c 2>/dev/null)" = skiff-vmm ] && n=$((n+1)); done; echo $n; }
 
 # A flood of output, stopped by SIGTERM to skiff: forwarded, `yes` dies of it.
@@ -161,7 +164,6 @@ echo "code_main=$?"
 echo "main_out=$(cat /tmp/main.out)"
 echo "vmms_at_end=$(vmms)"
 echo "leftover_run_dirs=$(ls /run/skiff/run | wc -l)"
-[ ! -e /tmp/hung ] || exit 124
 "#;
 
 #[test]
@@ -190,15 +192,13 @@ fn run_can_be_stopped_and_exec_reaches_a_running_vm() {
 }
 
 const PARALLEL: &str = r#"
-R=/testdata/busybox
-export SKIFF_ROOT=/run/skiff
 # N VMs; each writes its marker, says ready, then waits on its stdin until all N are ready: they
 # all run at the same time when they list the markers they can see.
 round() {
     rm -f /tmp/go /tmp/par-*.out
     for i in $(seq $1); do
         (while [ ! -e /tmp/go ]; do sleep 0.1; done; echo go) |
-            { timeout 240 skiff run --rootfs $R -- sh -c "echo $i > /marker-$i; echo ready; read x; echo \"seen$1-$i=\$(cat /marker-* | tr -d '\n')\"" > /tmp/par-$i.out 2>&1 || [ $? != 124 ] || touch /tmp/hung; } &
+            cut_off 240 /skiff/bin/skiff run --rootfs $R -- sh -c "echo $i > /marker-$i; echo ready; read x; echo \"seen$1-$i=\$(cat /marker-* | tr -d '\n')\"" > /tmp/par-$i.out 2>&1 &
     done
     for t in $(seq 1200); do
         n=$(cat /tmp/par-*.out 2>/dev/null | grep -c ready)
@@ -213,9 +213,6 @@ round() {
 round 4
 round 10
 ls $R | grep -c marker | sed 's/^/markers_in_image=/'
-# A VM that hung (cut off by its timeout) makes the run's exit 124, a fault of the nested machine
-# (see TestHostOutput::hit_environment_fault).
-[ ! -e /tmp/hung ] || exit 124
 "#;
 
 #[test]
