@@ -76,8 +76,8 @@ impl TestHostOutput {
     }
 
     /// Whether the run ended the way faults of the nested machine end it: the test host's own
-    /// kernel found its memory corrupted, or the run hung ([`TIMED_OUT`]; scripts also exit 124,
-    /// `timeout`'s code, for a command inside that hung).
+    /// kernel found its memory corrupted, or the run hung ([`TIMED_OUT`]; scripts also exit 124
+    /// when they had to cut off a command inside that hung).
     ///
     /// Why these are the machine's: QEMU's TCG emulation of nested SVM intermittently corrupts
     /// state (seen here with QEMU 7.2 and 10.0, with one or two vCPUs, with MTTCG or without).
