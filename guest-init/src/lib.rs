@@ -5,6 +5,7 @@
 //! the VM off. The library half holds the host<->guest control protocol shared with the host side,
 //! and the process runner, which also works outside a VM (over any stream) so it can be tested.
 
+pub mod exec_sessions;
 pub mod process;
 pub mod protocol;
 pub mod reaper;

@@ -3,10 +3,12 @@
 //! Boot: switch from the initramfs into the virtio-fs container root, mount the pseudo file
 //! systems, bring up loopback, connect to the host on vsock port 1024, receive the spec, start the
 //! container process and serve it; serve `exec` sessions on vsock port 1025 meanwhile. When the
-//! main process exits: report its status, sync and power the VM off. Any failure (a panic too)
+//! main process exits: kill what is left (exec'd processes too, as Docker stops a container), let
+//! every open exec session report its status, report the main status, sync and power the VM off. Any failure (a panic too)
 //! also ends in a power-off, after telling the host over vsock when the connection is up.
 
 use skiff_guest_init::protocol::{self, CONTROL_PORT, EXEC_PORT};
+use skiff_guest_init::exec_sessions::ExecSessions;
 use skiff_guest_init::reaper::Reaper;
 use skiff_guest_init::{session, system, vsock};
 use std::fs::File;
@@ -23,6 +25,12 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
 const GOODBYE_TIMEOUT_MS: libc::c_int = 2000;
 /// Exit code for guest-init's own failures (docker uses 125 for the runtime's errors).
 const INIT_FAILURE: i32 = 125;
+/// How long killed exec sessions get to report their status before the power-off (each waits up
+/// to GOODBYE_TIMEOUT_MS for its host to close).
+const EXEC_REPORT_PATIENCE: Duration = Duration::from_secs(3);
+
+/// The open exec sessions.
+static EXEC_SESSIONS: ExecSessions = ExecSessions::new();
 
 /// Control connection descriptor, for the panic hook's last word (-1 while not connected).
 static CONTROL_FD: AtomicI32 = AtomicI32::new(-1);
@@ -114,34 +122,26 @@ fn boot_and_serve() -> i32 {
             INIT_FAILURE
         }
     };
+    end_exec_sessions();
     // SAFETY: sync(2) has no arguments.
     unsafe { libc::sync() };
     goodbye(&control);
     code
 }
 
-/// Half-closes the control stream and waits (bounded) for the host to close it, which means it
-/// has read everything we sent.
-fn goodbye(control: &File) {
-    let fd = control.as_raw_fd();
-    // SAFETY: shutdown, poll and read on our own socket with valid buffers.
-    unsafe {
-        libc::shutdown(fd, libc::SHUT_WR);
-        let mut buf = [0u8; 256];
-        loop {
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            if libc::poll(&mut pfd, 1, GOODBYE_TIMEOUT_MS) <= 0 {
-                return;
-            }
-            if libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) <= 0 {
-                return;
-            }
-        }
+/// The container stops with its main process: everything else dies, and each open exec session
+/// reports how its process ended (killed: 137) before the VM goes.
+fn end_exec_sessions() {
+    let open = EXEC_SESSIONS.close();
+    // SAFETY: kill(2) of every process but PID 1 (ourselves); kernel threads ignore it.
+    unsafe { libc::kill(-1, libc::SIGKILL) };
+    if open > 0 && !EXEC_SESSIONS.wait_all_ended(EXEC_REPORT_PATIENCE) {
+        log("exec sessions did not end in time; powering off without their reports");
     }
+}
+
+fn goodbye(stream: &File) {
+    session::goodbye(stream, GOODBYE_TIMEOUT_MS);
 }
 
 fn start_exec_server() {
@@ -181,9 +181,16 @@ fn serve_exec(mut stream: File) {
                     return;
                 }
             };
+            let Some(_open) = EXEC_SESSIONS.admit() else {
+                let message = "the container is stopping".to_string();
+                session::report_error(&mut stream, message, INIT_FAILURE);
+                return;
+            };
             if let Err(e) = session::run(&mut stream, &spec, Reaper::global()) {
                 log(&format!("exec session: {e}"));
             }
+            // The exit report must reach the host before this session counts as ended.
+            goodbye(&stream);
         });
     if let Err(e) = spawned {
         log(&format!("exec: cannot start a thread: {e}"));

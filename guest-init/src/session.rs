@@ -46,6 +46,26 @@ pub fn accept_spec<S: Read + Write>(stream: &mut S) -> Result<ProcessSpec, Proto
     }
 }
 
+/// Half-closes `stream` and waits (at most `patience_ms` between reads) for the host to close it,
+/// which means it has read everything we sent.
+pub fn goodbye(stream: &File, patience_ms: libc::c_int) {
+    let fd = stream.as_raw_fd();
+    // SAFETY: shutdown, poll and read on our own socket with valid buffers.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_WR);
+        let mut buf = [0u8; 256];
+        loop {
+            let mut pfd = poll_fd(fd, libc::POLLIN);
+            if libc::poll(&mut pfd, 1, patience_ms) <= 0 {
+                return;
+            }
+            if libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) <= 0 {
+                return;
+            }
+        }
+    }
+}
+
 /// Sends an `Error` report; the stream may already be broken, which changes nothing then.
 pub fn report_error<S: Write>(stream: &mut S, message: String, exit_code: i32) {
     let _ = write_message(stream, &Message::Error(ErrorReport { message, exit_code }));

@@ -169,6 +169,22 @@ skiff exec --vsock "$S" -- sh -c 'echo go > /tmp/ctl'
 wait $pid
 echo "code_main=$?"
 echo "main_out=$(cat /tmp/main.out)"
+
+# An exec still running when the container's main process ends dies with the container and
+# still reports its status (137), before the VM powers off.
+skiff run --rootfs $R -- sh -c 'mkfifo /tmp/ctl; read x < /tmp/ctl; exit 4' &
+pid=$!
+for i in $(seq 200); do S=$(ls /run/skiff/run/*/vsock.sock 2>/dev/null) && [ -n "$S" ] && break; sleep 0.1; done
+for i in $(seq 100); do skiff exec --vsock "$S" -- test -p /tmp/ctl 2>/dev/null && break; sleep 0.2; done
+skiff exec --vsock "$S" -- sh -c 'echo started; exec sleep 100' > /tmp/long.out 2> /tmp/long.err &
+epid=$!
+for i in $(seq 100); do grep -q started /tmp/long.out && break; sleep 0.2; done
+skiff exec --vsock "$S" -- sh -c 'echo go > /tmp/ctl'
+wait $epid
+echo "code_exec_killed=$?"
+echo "exec_killed_err=$(cat /tmp/long.err)"
+wait $pid
+echo "code_main_ended=$?"
 echo "vmms_at_end=$(vmms)"
 echo "leftover_run_dirs=$(ls /run/skiff/run | wc -l)"
 "#;
@@ -193,6 +209,9 @@ fn run_can_be_stopped_and_exec_reaches_a_running_vm() {
         expect(&r, "code_exec_notfound", "127", &out);
         expect(&r, "code_main", "0", &out);
         expect(&r, "main_out", "main-done-go", &out);
+        expect(&r, "code_exec_killed", "137", &out);
+        expect(&r, "exec_killed_err", "", &out);
+        expect(&r, "code_main_ended", "4", &out);
         expect(&r, "vmms_at_end", "0", &out);
         expect(&r, "leftover_run_dirs", "0", &out);
     });
