@@ -4,9 +4,9 @@
 //! guest-init's real process runner (as an ordinary process); it serves `CONNECT 1025` exec
 //! connections on `<vsock-uds>` too. Real guests are covered in tests/tests/run_e2e.rs.
 
-use skiff_guest_init::protocol::CONTROL_PORT;
 use skiff_guest_init::reaper::Reaper;
 use skiff_guest_init::session;
+use skiff_protocol::CONTROL_PORT;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};

@@ -17,8 +17,7 @@ pub mod vmm;
 
 use anyhow::Context;
 use session::{Control, Input, Outcome, Session};
-use skiff_guest_init::process::DEFAULT_PATH;
-use skiff_guest_init::protocol::ProcessSpec;
+use skiff_protocol::{ProcessSpec, DEFAULT_PATH};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncWrite;
@@ -251,7 +250,7 @@ where
 }
 
 /// Reports a failed start like a shell does and yields its code.
-fn report_failure(report: &skiff_guest_init::protocol::ErrorReport) -> i32 {
+fn report_failure(report: &skiff_protocol::ErrorReport) -> i32 {
     eprintln!("skiff: {}", report.message);
     report.exit_code
 }

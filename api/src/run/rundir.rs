@@ -72,7 +72,7 @@ impl RunDir {
 
     /// Where guest-init's control connection (guest→host port 1024) arrives.
     pub fn control_socket(&self) -> PathBuf {
-        let port = skiff_guest_init::protocol::CONTROL_PORT;
+        let port = skiff_protocol::CONTROL_PORT;
         self.path.join(format!("vsock.sock_{port}"))
     }
 }
