@@ -77,15 +77,16 @@ impl Args {
         let Some(source) = self.spec else {
             return self.flags.into_spec();
         };
-        let mut json = Vec::new();
-        if source.as_os_str() == "-" {
+        let json = if source.as_os_str() == "-" {
+            let mut json = Vec::new();
             std::io::stdin()
                 .read_to_end(&mut json)
                 .context("cannot read the spec from stdin")?;
+            json
         } else {
-            json = std::fs::read(&source)
-                .with_context(|| format!("cannot read --spec {}", source.display()))?;
-        }
+            std::fs::read(&source)
+                .with_context(|| format!("cannot read --spec {}", source.display()))?
+        };
         Ok(VmSpec::from_json(&json)?)
     }
 }
