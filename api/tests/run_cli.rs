@@ -1,12 +1,13 @@
 //! The real `skiff run` / `skiff exec` binaries on this host, with the VM replaced: `$SKIFF_VMM`
-//! points at a script that re-runs this test binary as a fake skiff-vmm. The fake takes the VMM's
-//! command line, connects to `<vsock-uds>_1024` like guest-init does and serves the session with
+//! points at a script that re-runs this test binary as a fake skiff-vmm. The fake reads the VM spec
+//! (`--spec FILE`), connects to `<vsock.uds>_1024` like guest-init does and serves the session with
 //! guest-init's real process runner (as an ordinary process); it serves `CONNECT 1025` exec
 //! connections on `<vsock-uds>` too. Real guests are covered in tests/tests/run_e2e.rs.
 
-use skiff_guest_init::protocol::CONTROL_PORT;
 use skiff_guest_init::reaper::Reaper;
 use skiff_guest_init::session;
+use skiff_protocol::CONTROL_PORT;
+use skiff_vmm::VmSpec;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -24,24 +25,16 @@ fn fake_vmm() {
         return;
     };
     let args: Vec<&str> = args.split('\u{1}').collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| *a == flag)
-            .map(|i| args[i + 1].to_string())
-            .unwrap_or_else(|| panic!("fake skiff-vmm: missing {flag}"))
+    let ["--spec", file] = args[..] else {
+        panic!("fake skiff-vmm: expected --spec FILE, got {args:?}");
     };
-    for flag in [
-        "--kernel",
-        "--init",
-        "--rootfs-layer",
-        "--rootfs-upper",
-        "--cpus",
-        "--memory",
-    ] {
-        value(flag);
-    }
-    assert!(Path::new(&value("--rootfs-upper")).is_dir());
-    let uds = PathBuf::from(value("--vsock-uds"));
+    let spec = VmSpec::from_json(&std::fs::read(file).unwrap()).unwrap();
+    spec.validate().unwrap();
+    assert!(spec.init.is_some());
+    let rootfs = spec.rootfs.expect("a root file system");
+    assert_eq!(rootfs.layers.len(), 1);
+    assert!(rootfs.upper.expect("an upper directory").is_dir());
+    let uds = spec.vsock.expect("a vsock device").uds;
     if std::env::var(FAKE_MODE).as_deref() == Ok("crash") {
         eprintln!("skiff-vmm: guest reset; last console output:\nKernel panic - not syncing: fake");
         std::process::exit(2);

@@ -3,10 +3,8 @@
 //! fake guest that sends garbage.
 
 use skiff_api::run::session::{self, Control, Input, Outcome};
-use skiff_guest_init::protocol::{
-    read_message, write_message, ExitStatus, Hello, Message, ProcessSpec,
-};
 use skiff_guest_init::reaper::Reaper;
+use skiff_protocol::{read_message, write_message, ExitStatus, Hello, Message, ProcessSpec};
 use std::io::Write;
 use std::time::Duration;
 use tokio::sync::mpsc;

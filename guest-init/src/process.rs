@@ -3,7 +3,7 @@
 //! gid, uid and cwd and `execve`s. A failure in the child travels back over a close-on-exec pipe
 //! as (stage, errno), so the host gets `exec: "foo": no such file or directory`, not silence.
 
-use crate::protocol::{ProcessSpec, TerminalSize};
+use crate::protocol::{ProcessSpec, TerminalSize, DEFAULT_PATH};
 use crate::reaper::{pipe, ExitWatch, Reaper};
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -12,9 +12,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-
-/// `PATH` when the spec sets none (Docker's default).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Why a process could not be started; `exit_code` follows the shell (127 not found, 126 other).
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,8 @@ pub mod vm;
 
 pub mod kvm_host;
 pub mod rootfs;
+pub mod spec;
 pub mod virtio;
 
-pub use vm::{ExitNotifier, Vm, VmConfig, VmError, VmExit};
+pub use spec::{SpecError, VmSpec};
+pub use vm::{ExitNotifier, Vm, VmError, VmExit};

@@ -1,34 +1,50 @@
 //! `skiff-vmm`: boots one microVM and exits with how it ended.
 //!
+//! The VM comes as a JSON [`VmSpec`] (`--spec FILE`, what hosts use) or as flags for use by hand,
+//! which become the same spec.
+//!
 //! Exit codes: 0 the guest powered off (shutdown port), 2 the guest reset or crashed (the console
 //! tail goes to stderr), 1 a VMM error, 130/143 stopped by SIGINT/SIGTERM.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Parser;
-use skiff_vmm::boot::initramfs::Initramfs;
 use skiff_vmm::devices::serial::SerialOutput;
 use skiff_vmm::rootfs::Rootfs;
+use skiff_vmm::spec::{
+    RootfsSpec, VsockSpec, DEFAULT_CPUS, DEFAULT_GUEST_CID, DEFAULT_MEMORY_MIB, ROOTFS_TAG,
+};
 use skiff_vmm::virtio::fs::FsDevice;
 use skiff_vmm::virtio::rng::RngDevice;
 use skiff_vmm::virtio::vsock::VsockDevice;
-use skiff_vmm::{ExitNotifier, Vm, VmConfig, VmExit};
+use skiff_vmm::{ExitNotifier, Vm, VmExit, VmSpec};
 
 /// Boot one KVM microVM running a skiff container.
 #[derive(Parser, Debug)]
 #[command(name = "skiff-vmm", version)]
 struct Args {
+    /// The whole VM as a JSON VmSpec (the form hosts use): a file, or - for stdin. Takes the
+    /// place of every other flag.
+    #[arg(long, value_name = "FILE|-", conflicts_with = "Flags")]
+    spec: Option<PathBuf>,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+/// The VM described flag by flag, for use by hand; turned into the same [`VmSpec`].
+#[derive(clap::Args, Debug)]
+struct Flags {
     /// Guest kernel: vmlinux (ELF with a PVH entry) or bzImage.
-    #[arg(long, value_name = "PATH")]
-    kernel: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "spec")]
+    kernel: Option<PathBuf>,
     /// Number of vCPUs.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_CPUS, value_name = "N")]
     cpus: u8,
     /// Guest memory in MiB.
-    #[arg(long, default_value_t = 128, value_name = "MIB")]
+    #[arg(long, default_value_t = DEFAULT_MEMORY_MIB, value_name = "MIB")]
     memory: u64,
     /// Static guest-init binary, packed as /init into an in-memory initramfs.
     #[arg(long, value_name = "PATH")]
@@ -55,10 +71,68 @@ struct Args {
     cmdline_extra: String,
 }
 
-/// The virtio-fs tag guest-init mounts as the container root.
-const ROOTFS_TAG: &str = "rootfs";
-/// The guest's vsock address (the host is CID 2).
-const GUEST_CID: u64 = 3;
+impl Args {
+    /// The VM asked for, from `--spec` or from the flags.
+    fn into_spec(self) -> anyhow::Result<VmSpec> {
+        let Some(source) = self.spec else {
+            return self.flags.into_spec();
+        };
+        let json = if source.as_os_str() == "-" {
+            let mut json = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut json)
+                .context("cannot read the spec from stdin")?;
+            json
+        } else {
+            std::fs::read(&source)
+                .with_context(|| format!("cannot read --spec {}", source.display()))?
+        };
+        Ok(VmSpec::from_json(&json)?)
+    }
+}
+
+impl Flags {
+    /// The spec these flags describe; relative paths are taken from the current directory.
+    fn into_spec(self) -> anyhow::Result<VmSpec> {
+        let absolute = |path: PathBuf| {
+            std::path::absolute(&path).with_context(|| format!("resolving {}", path.display()))
+        };
+        let kernel = self.kernel.context("--kernel or --spec is required")?;
+        let rootfs = if self.rootfs_layers.is_empty() && self.rootfs_upper.is_none() {
+            None
+        } else {
+            Some(RootfsSpec {
+                layers: self
+                    .rootfs_layers
+                    .into_iter()
+                    .map(absolute)
+                    .collect::<anyhow::Result<_>>()?,
+                upper: self.rootfs_upper.map(absolute).transpose()?,
+            })
+        };
+        let vsock = match self.vsock_uds {
+            Some(uds) => Some(VsockSpec {
+                guest_cid: DEFAULT_GUEST_CID,
+                uds: absolute(uds)?,
+            }),
+            None => None,
+        };
+        Ok(VmSpec {
+            cpus: self.cpus,
+            memory_mib: self.memory,
+            init: self.init.map(absolute).transpose()?,
+            cmdline_extra: self.cmdline_extra,
+            serial: match self.serial.as_deref() {
+                None => SerialOutput::Discard,
+                Some("-") => SerialOutput::Stdout,
+                Some(path) => SerialOutput::File(absolute(path.into())?),
+            },
+            rootfs,
+            vsock,
+            ..VmSpec::new(absolute(kernel)?)
+        })
+    }
+}
 
 /// The exit code for a VM stopped by `signal` (the shell convention).
 fn signal_exit_code(signal: i32) -> u8 {
@@ -108,36 +182,21 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args, stop_signals: libc::sigset_t) -> anyhow::Result<(VmExit, Vec<u8>)> {
-    let mut config = VmConfig::new(&args.kernel);
-    config.cpus = args.cpus;
-    config.memory_mib = args.memory;
-    config.cmdline_extra = args.cmdline_extra;
-    config.serial = match args.serial.as_deref() {
-        None => SerialOutput::Discard,
-        Some("-") => SerialOutput::Stdout,
-        Some(path) => SerialOutput::File(path.into()),
-    };
-    if let Some(init) = &args.init {
-        let cpio = Initramfs::from_init_file(init)
-            .with_context(|| format!("cannot read --init {}", init.display()))?;
-        config.initramfs = Some(cpio.finish());
-    }
-    if args.rootfs_upper.is_some() && args.rootfs_layers.is_empty() {
-        bail!("--rootfs-upper needs at least one --rootfs-layer");
-    }
-
-    let mut vm = Vm::new(config)?;
+    let spec = args.into_spec()?;
+    let mut vm = Vm::new(&spec)?;
     spawn_signal_waiter(stop_signals, vm.exit_notifier())?;
     // Keeps the merged root mounted for as long as the VM runs.
-    let _rootfs = if args.rootfs_layers.is_empty() {
-        None
-    } else {
-        let rootfs = Rootfs::prepare(&args.rootfs_layers, args.rootfs_upper.as_deref())?;
-        vm.add_virtio_device(Box::new(FsDevice::new(ROOTFS_TAG, rootfs.dir())?))?;
-        Some(rootfs)
+    let _rootfs = match &spec.rootfs {
+        Some(root) => {
+            let rootfs = Rootfs::prepare(&root.layers, root.upper.as_deref())?;
+            vm.add_virtio_device(Box::new(FsDevice::new(ROOTFS_TAG, rootfs.dir())?))?;
+            Some(rootfs)
+        }
+        None => None,
     };
-    if let Some(uds) = &args.vsock_uds {
-        vm.add_virtio_device(Box::new(VsockDevice::new(GUEST_CID, uds)?))?;
+    if let Some(vsock) = &spec.vsock {
+        let device = VsockDevice::new(u64::from(vsock.guest_cid), &vsock.uds)?;
+        vm.add_virtio_device(Box::new(device))?;
     }
     vm.add_virtio_device(Box::new(RngDevice::new()))?;
     let tail = vm.console_tail();
@@ -217,10 +276,13 @@ mod tests {
         assert_eq!(signal_exit_code(libc::SIGTERM), 143);
     }
 
+    fn spec_of(args: &[&str]) -> anyhow::Result<VmSpec> {
+        Args::try_parse_from(std::iter::once("skiff-vmm").chain(args.iter().copied()))?.into_spec()
+    }
+
     #[test]
-    fn command_line_matches_the_documented_interface() {
-        let a = Args::try_parse_from([
-            "skiff-vmm",
+    fn flags_make_the_same_spec_as_json() {
+        let flags = spec_of(&[
             "--kernel",
             "/k",
             "--cpus",
@@ -243,19 +305,59 @@ mod tests {
             "-- a=b c",
         ])
         .unwrap();
-        assert_eq!((a.cpus, a.memory), (2, 256));
-        assert_eq!(
-            a.rootfs_layers,
-            vec![PathBuf::from("/l1"), PathBuf::from("/l0")]
-        );
-        assert_eq!(a.serial.as_deref(), Some("-"));
-        assert_eq!(a.cmdline_extra, "-- a=b c");
-        let d = Args::try_parse_from(["skiff-vmm", "--kernel", "/k"]).unwrap();
-        assert_eq!((d.cpus, d.memory, d.serial), (1, 128, None));
+        let json = r#"{"kernel": "/k", "cpus": 2, "memory_mib": 256, "init": "/i",
+            "cmdline_extra": "-- a=b c", "serial": "stdout",
+            "rootfs": {"layers": ["/l1", "/l0"], "upper": "/u"},
+            "vsock": {"guest_cid": 3, "uds": "/v.sock"}}"#;
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), json).unwrap();
+        let from_file = spec_of(&["--spec", file.path().to_str().unwrap()]).unwrap();
+        assert_eq!(flags, from_file);
+        assert!(flags.validate().is_ok());
+    }
+
+    #[test]
+    fn flag_defaults_and_relative_paths() {
+        let d = spec_of(&["--kernel", "/k"]).unwrap();
+        assert_eq!(d, VmSpec::new("/k"));
+        let cwd = std::env::current_dir().unwrap();
+        let r = spec_of(&[
+            "--kernel",
+            "vmlinux",
+            "--serial",
+            "c.log",
+            "--rootfs-layer",
+            "l",
+        ])
+        .unwrap();
+        assert_eq!(r.kernel, cwd.join("vmlinux"));
+        assert_eq!(r.serial, SerialOutput::File(cwd.join("c.log")));
+        let root = r.rootfs.unwrap();
+        assert_eq!((root.layers, root.upper), (vec![cwd.join("l")], None));
+        // An upper without layers becomes a spec the validation refuses, naming the field.
+        let err = spec_of(&["--kernel", "/k", "--rootfs-upper", "/u"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().starts_with("rootfs.layers"), "{err}");
+    }
+
+    #[test]
+    fn usage_errors() {
+        let parse = |args: &[&str]| {
+            Args::try_parse_from(std::iter::once("skiff-vmm").chain(args.iter().copied()))
+        };
+        assert!(parse(&[]).is_err(), "--kernel or --spec is required");
+        assert!(parse(&["--kernel", "/k", "--cpus", "x"]).is_err());
+        assert!(parse(&["--kernel", "/k", "--cpus", "300"]).is_err());
+        assert!(parse(&["--spec", "-", "--kernel", "/k"]).is_err());
+        assert!(parse(&["--spec", "-", "--cpus", "2"]).is_err());
+        assert!(parse(&["--spec", "-"]).is_ok());
+        let err = spec_of(&["--spec", "/nonexistent/vm.json"]).unwrap_err();
         assert!(
-            Args::try_parse_from(["skiff-vmm"]).is_err(),
-            "--kernel is required"
+            err.to_string()
+                .contains("cannot read --spec /nonexistent/vm.json"),
+            "{err}"
         );
-        assert!(Args::try_parse_from(["skiff-vmm", "--kernel", "/k", "--cpus", "x"]).is_err());
     }
 }

@@ -26,15 +26,21 @@ const MIN_MIB: u64 = 32;
 /// Well past any container's needs; keeps address arithmetic far from overflow.
 const MAX_MIB: u64 = 1 << 20;
 
-/// Maps `mib` MiB of guest RAM. Pages are reserved neither in RAM nor in swap up front
-/// (`MAP_NORESERVE`): the VMM's footprint grows only with what the guest touches.
-pub fn create(mib: u64) -> Result<GuestMem, MemoryError> {
+/// Whether this VMM runs a guest with `mib` MiB of RAM.
+pub fn check_size(mib: u64) -> Result<(), MemoryError> {
     if mib < MIN_MIB {
         return Err(MemoryError::TooSmall(mib));
     }
     if mib > MAX_MIB {
         return Err(MemoryError::TooLarge(mib));
     }
+    Ok(())
+}
+
+/// Maps `mib` MiB of guest RAM. Pages are reserved neither in RAM nor in swap up front
+/// (`MAP_NORESERVE`): the VMM's footprint grows only with what the guest touches.
+pub fn create(mib: u64) -> Result<GuestMem, MemoryError> {
+    check_size(mib)?;
     let mut regions = Vec::new();
     for (start, len) in layout::ram_ranges(mib << 20) {
         let len = usize::try_from(len).map_err(|_| MemoryError::TooLarge(mib))?;

@@ -12,43 +12,18 @@ use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{IoEventAddress, Kvm, VcpuExit, VcpuFd, VmFd};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::boot::initramfs::Initramfs;
 use crate::boot::{self, cmdline, mptable, BootEntry};
 use crate::cpu;
 use crate::devices::bus::{Bus, BusDevice};
 use crate::devices::legacy::{ShutdownPort, I8042};
-use crate::devices::serial::{ConsoleTail, ConsoleWriter, SerialConsole, SerialOutput};
+use crate::devices::serial::{ConsoleTail, ConsoleWriter, SerialConsole};
 use crate::kvm_host::{self, KvmHostError};
 use crate::layout;
 use crate::memory::{self, MemoryError};
+use crate::spec::{SpecError, VmSpec};
 use crate::virtio::mmio::{MmioError, MmioTransport, QUEUE_NOTIFY_OFFSET};
 use crate::virtio::{GuestMem, VirtioDevice};
-
-/// What to boot and with what.
-#[derive(Debug, Clone)]
-pub struct VmConfig {
-    /// `vmlinux` (ELF with a PVH note) or `bzImage`.
-    pub kernel: PathBuf,
-    pub cpus: u8,
-    pub memory_mib: u64,
-    /// The initramfs (a `newc` cpio), e.g. [`crate::boot::initramfs::Initramfs::with_init`].
-    pub initramfs: Option<Vec<u8>>,
-    /// Appended to the kernel command line.
-    pub cmdline_extra: String,
-    pub serial: SerialOutput,
-}
-
-impl VmConfig {
-    pub fn new(kernel: impl Into<PathBuf>) -> Self {
-        VmConfig {
-            kernel: kernel.into(),
-            cpus: 1,
-            memory_mib: 128,
-            initramfs: None,
-            cmdline_extra: String::new(),
-            serial: SerialOutput::Discard,
-        }
-    }
-}
 
 /// How the VM ended, when it ended as a VM should.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +46,14 @@ pub enum VmError {
         #[source]
         source: kvm_ioctls::Error,
     },
-    #[error("{0} vCPUs requested; this VMM runs 1 to {max}", max = mptable::MAX_CPUS)]
-    CpuCount(u8),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("cannot read init {path}: {source}")]
+    ReadInit {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0} vCPUs requested; KVM here allows at most {1}")]
     KvmCpuLimit(u8, usize),
     #[error(transparent)]
@@ -142,7 +123,11 @@ struct Buses {
 pub struct Vm {
     kvm: Kvm,
     vm: VmFd,
-    config: VmConfig,
+    kernel: PathBuf,
+    cpus: u8,
+    cmdline_extra: String,
+    /// The initramfs (a `newc` cpio holding the spec's init), empty without one.
+    initramfs: Vec<u8>,
     mem: GuestMem,
     buses: Buses,
     virtio_windows: Vec<(u64, u64, u32)>,
@@ -160,21 +145,29 @@ const VCPU_STACK: usize = 256 * 1024;
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 impl Vm {
-    /// Creates the VM with its memory and legacy devices; nothing runs yet.
-    pub fn new(config: VmConfig) -> Result<Vm, VmError> {
-        if config.cpus == 0 || config.cpus > mptable::MAX_CPUS {
-            return Err(VmError::CpuCount(config.cpus));
-        }
+    /// Creates the VM `spec` describes, with its memory, legacy devices and initramfs; nothing
+    /// runs yet. The spec's devices are the caller's to add ([`Vm::add_virtio_device`]).
+    pub fn new(spec: &VmSpec) -> Result<Vm, VmError> {
+        spec.validate()?;
         // A missing kernel is the commonest mistake: say so before any KVM error can hide it.
-        std::fs::File::open(&config.kernel).map_err(|source| boot::BootError::ReadKernel {
-            path: config.kernel.clone(),
+        std::fs::File::open(&spec.kernel).map_err(|source| boot::BootError::ReadKernel {
+            path: spec.kernel.clone(),
             source,
         })?;
+        let initramfs = match &spec.init {
+            Some(init) => Initramfs::from_init_file(init)
+                .map_err(|source| VmError::ReadInit {
+                    path: init.clone(),
+                    source,
+                })?
+                .finish(),
+            None => Vec::new(),
+        };
         let setup = |what| move |source| VmError::Setup { what, source };
         let kvm = kvm_host::open_kvm()?;
         let max_vcpus = kvm.get_max_vcpus();
-        if usize::from(config.cpus) > max_vcpus {
-            return Err(VmError::KvmCpuLimit(config.cpus, max_vcpus));
+        if usize::from(spec.cpus) > max_vcpus {
+            return Err(VmError::KvmCpuLimit(spec.cpus, max_vcpus));
         }
         let vm = kvm.create_vm().map_err(setup("create VM"))?;
         vm.set_tss_address(TSS_ADDR)
@@ -186,14 +179,14 @@ impl Vm {
             ..Default::default()
         };
         vm.create_pit2(pit).map_err(setup("create in-kernel PIT"))?;
-        let mem = memory::create(config.memory_mib)?;
+        let mem = memory::create(spec.memory_mib)?;
         memory::register(&vm, &mem)?;
 
         let (notifier, events) = ExitNotifier::channel();
         let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?;
         vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)
             .map_err(setup("serial irqfd"))?;
-        let writer = ConsoleWriter::new(&config.serial).map_err(VmError::SerialOutput)?;
+        let writer = ConsoleWriter::new(&spec.serial).map_err(VmError::SerialOutput)?;
         let tail = writer.tail();
         let serial = Arc::new(Mutex::new(SerialConsole::new(serial_irq, writer)));
 
@@ -214,7 +207,10 @@ impl Vm {
         Ok(Vm {
             kvm,
             vm,
-            config,
+            kernel: spec.kernel.clone(),
+            cpus: spec.cpus,
+            cmdline_extra: spec.cmdline_extra.clone(),
+            initramfs,
             mem,
             buses: Buses {
                 pio,
@@ -278,10 +274,7 @@ impl Vm {
 
     /// The kernel command line this VM boots with.
     pub fn kernel_cmdline(&self) -> Result<String, VmError> {
-        Ok(cmdline::build(
-            &self.virtio_windows,
-            &self.config.cmdline_extra,
-        )?)
+        Ok(cmdline::build(&self.virtio_windows, &self.cmdline_extra)?)
     }
 
     /// Boots the guest and runs it until it powers off, resets, fails, or is stopped.
@@ -289,10 +282,10 @@ impl Vm {
         let line = self.kernel_cmdline()?;
         tracing::debug!("kernel command line: {line}");
         // Once in guest memory the archive is dead weight for the VM's whole life: free it.
-        let initrd = self.config.initramfs.take().unwrap_or_default();
-        let entry = boot::load(&self.mem, &self.config.kernel, &line, &initrd)?;
+        let initrd = std::mem::take(&mut self.initramfs);
+        let entry = boot::load(&self.mem, &self.kernel, &line, &initrd)?;
         drop(initrd);
-        mptable::write(&self.mem, self.config.cpus)?;
+        mptable::write(&self.mem, self.cpus)?;
         let vcpus = self.create_vcpus(entry)?;
         tracing::debug!(
             "guest loaded; starting {} vCPUs at {:#x}",
@@ -352,7 +345,7 @@ impl Vm {
 
     fn create_vcpus(&self, entry: BootEntry) -> Result<Vec<VcpuFd>, VmError> {
         let base_cpuid = cpu::supported_cpuid(&self.kvm)?;
-        let cpus = self.config.cpus;
+        let cpus = self.cpus;
         let mut vcpus = Vec::with_capacity(usize::from(cpus));
         for index in 0..cpus {
             let vcpu = self
@@ -526,16 +519,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bad_configs_are_refused_before_touching_kvm() {
+    fn bad_specs_are_refused_before_touching_kvm() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = VmConfig::new(dir.path().join("no-kernel"));
-        let err = Vm::new(missing).err().expect("missing kernel refused");
+        let missing = VmSpec::new(dir.path().join("no-kernel"));
+        let err = Vm::new(&missing).err().expect("missing kernel refused");
         assert!(
             matches!(err, VmError::Boot(boot::BootError::ReadKernel { .. })),
             "{err}"
         );
-        let mut zero = VmConfig::new(dir.path());
+        let mut zero = VmSpec::new(dir.path());
         zero.cpus = 0;
-        assert!(matches!(Vm::new(zero).err(), Some(VmError::CpuCount(0))));
+        assert!(matches!(
+            Vm::new(&zero).err(),
+            Some(VmError::Spec(SpecError::Cpus(0)))
+        ));
+        let kernel = dir.path().join("vmlinux");
+        std::fs::write(&kernel, b"not read yet").unwrap();
+        let mut no_init = VmSpec::new(&kernel);
+        no_init.init = Some(dir.path().join("no-init"));
+        let err = Vm::new(&no_init).err().expect("missing init refused");
+        assert!(matches!(err, VmError::ReadInit { .. }), "{err}");
     }
 }

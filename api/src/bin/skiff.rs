@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use skiff_api::cli::{containers::ContainerCommand, images::ImageCommand};
+use skiff_api::config::Config;
 
 #[derive(Debug, Parser)]
 #[command(name = "skiff", version, about = "VM-isolated micro-containers")]
@@ -27,6 +28,18 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // The environment is read here and only here; everything below gets what it needs passed in.
+    let exe_dir = match std::env::current_exe() {
+        Ok(exe) => exe
+            .parent()
+            .map_or_else(|| "/".into(), |dir| dir.to_path_buf()),
+        Err(e) => {
+            eprintln!("skiff: cannot locate the skiff executable: {e}");
+            return std::process::ExitCode::from(125);
+        }
+    };
+    let config = Config::from_env(&|key| std::env::var_os(key), &exe_dir);
+    let caller_env = |key: &str| std::env::var(key).ok();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -39,8 +52,8 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Container(c) => c.run().await,
-            Command::Image(c) => c.run().await,
+            Command::Container(c) => c.run(&config, &caller_env).await,
+            Command::Image(c) => c.run(&config).await,
         }
     });
     match result {

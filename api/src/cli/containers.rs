@@ -1,7 +1,9 @@
 //! Container subcommands: `run`, and the development form of `exec` (and later create/start/ps/…).
 
-use crate::run::{self, ProcessOptions, Root, RunOptions};
+use crate::config::Config;
+use crate::run::{self, terminal, Caller, ProcessOptions, Root, RunOptions};
 use clap::{Args, Subcommand};
+use skiff_vmm::spec::{DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
 use std::path::PathBuf;
 
 /// How to run a process inside a container.
@@ -58,11 +60,11 @@ pub enum ContainerCommand {
         #[arg(long, value_name = "CMD")]
         entrypoint: Option<String>,
         /// Number of vCPUs.
-        #[arg(long, default_value_t = 1)]
-        cpus: u32,
+        #[arg(long, default_value_t = DEFAULT_CPUS)]
+        cpus: u8,
         /// Guest memory in MiB.
-        #[arg(long, value_name = "MIB", default_value_t = 128)]
-        memory: u32,
+        #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MEMORY_MIB)]
+        memory: u64,
         /// Host name inside the VM (default: the run id).
         #[arg(long)]
         hostname: Option<String>,
@@ -81,7 +83,17 @@ pub enum ContainerCommand {
 }
 
 impl ContainerCommand {
-    pub async fn run(self) -> anyhow::Result<i32> {
+    /// Runs the command; `env` looks up skiff's own environment (for `-e KEY`).
+    pub async fn run(
+        self,
+        config: &Config,
+        env: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> anyhow::Result<i32> {
+        let caller = Caller {
+            env,
+            terminal_size: terminal::size(libc::STDOUT_FILENO)
+                .or(terminal::size(libc::STDIN_FILENO)),
+        };
         match self {
             ContainerCommand::Run {
                 rootfs,
@@ -107,16 +119,18 @@ impl ContainerCommand {
                         entrypoint,
                     },
                 };
-                run::run(RunOptions {
+                let options = RunOptions {
                     root,
                     cpus,
                     memory_mib: memory,
                     hostname,
                     process,
-                })
-                .await
+                };
+                run::run(config, options, &caller).await
             }
-            ContainerCommand::Exec { vsock, process } => run::exec(&vsock, &process.into()).await,
+            ContainerCommand::Exec { vsock, process } => {
+                run::exec(&vsock, &process.into(), &caller).await
+            }
         }
     }
 }

@@ -4,10 +4,11 @@
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
+use crate::config::Config;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use skiff_images::auth::Credentials;
-use skiff_images::{ImageRecord, ImageService, Platform, PullOptions, Reference};
+use skiff_images::{ImageRecord, Platform, PullOptions, Reference};
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -116,16 +117,16 @@ enum ListFormat {
 }
 
 impl ImageCommand {
-    pub async fn run(self) -> anyhow::Result<i32> {
+    pub async fn run(self, config: &Config) -> anyhow::Result<i32> {
         match self {
-            ImageCommand::Pull(args) => pull(args).await,
-            ImageCommand::Images(args) => list(args),
-            ImageCommand::Rmi { images } => remove(&images),
+            ImageCommand::Pull(args) => pull(config, args).await,
+            ImageCommand::Images(args) => list(config, args),
+            ImageCommand::Rmi { images } => remove(config, &images),
             ImageCommand::Image { command } => match command {
-                ImageSubcommand::Ls(args) => list(args),
-                ImageSubcommand::Rm { images } => remove(&images),
+                ImageSubcommand::Ls(args) => list(config, args),
+                ImageSubcommand::Rm { images } => remove(config, &images),
                 ImageSubcommand::Prune => {
-                    let r = service()?.prune()?;
+                    let r = config.images()?.prune()?;
                     println!(
                         "Removed {} manifests, {} blobs, {} layer directories; freed {}",
                         r.manifests_removed,
@@ -140,7 +141,7 @@ impl ImageCommand {
                     dir,
                     pull,
                 } => {
-                    let svc = service()?;
+                    let svc = config.images()?;
                     if pull {
                         svc.ensure(&reference, &pull_options(None, false)?).await?;
                     }
@@ -150,7 +151,7 @@ impl ImageCommand {
                     Ok(0)
                 }
                 ImageSubcommand::Inspect { reference } => {
-                    let svc = service()?;
+                    let svc = config.images()?;
                     let img = svc.ensure(&reference, &pull_options(None, false)?).await?;
                     println!("{}", serde_json::to_string_pretty(&img)?);
                     Ok(0)
@@ -158,7 +159,8 @@ impl ImageCommand {
             },
             ImageCommand::Load { input, file } => {
                 let path = input.or(file).context("no input given")?;
-                let loaded = service()?
+                let loaded = config
+                    .images()?
                     .load(&path)
                     .await
                     .with_context(|| format!("cannot load {}", path.display()))?;
@@ -173,7 +175,8 @@ impl ImageCommand {
                 file,
             } => {
                 let path = output.or(file).context("no output file given")?;
-                service()?
+                config
+                    .images()?
                     .save(&reference, &path)
                     .await
                     .with_context(|| format!("cannot save {reference}"))?;
@@ -207,11 +210,6 @@ impl ImageCommand {
     }
 }
 
-fn service() -> anyhow::Result<ImageService> {
-    ImageService::open_default()
-        .context("cannot open the image store (set SKIFF_ROOT to use another root)")
-}
-
 fn pull_options(platform: Option<&str>, insecure: bool) -> anyhow::Result<PullOptions> {
     Ok(PullOptions {
         platform: platform.map(str::parse::<Platform>).transpose()?,
@@ -221,10 +219,10 @@ fn pull_options(platform: Option<&str>, insecure: bool) -> anyhow::Result<PullOp
     })
 }
 
-async fn pull(args: PullArgs) -> anyhow::Result<i32> {
+async fn pull(config: &Config, args: PullArgs) -> anyhow::Result<i32> {
     let mut opts = pull_options(args.platform.as_deref(), args.insecure)?;
     opts.progress &= !args.quiet;
-    let report = service()?.pull(&args.reference, &opts).await?;
+    let report = config.images()?.pull(&args.reference, &opts).await?;
     let img = &report.image;
     if args.quiet {
         println!("{}", img.manifest_digest);
@@ -245,8 +243,8 @@ async fn pull(args: PullArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn remove(images: &[String]) -> anyhow::Result<i32> {
-    let svc = service()?;
+fn remove(config: &Config, images: &[String]) -> anyhow::Result<i32> {
+    let svc = config.images()?;
     let mut code = 0;
     for reference in images {
         match svc.remove(reference) {
@@ -281,8 +279,8 @@ fn display_name(rec: &ImageRecord) -> String {
     }
 }
 
-fn list(args: ListArgs) -> anyhow::Result<i32> {
-    let images = service()?.list()?;
+fn list(config: &Config, args: ListArgs) -> anyhow::Result<i32> {
+    let images = config.images()?.list()?;
     if args.quiet {
         for rec in &images {
             println!("{}", rec.config_digest.short());

@@ -1,7 +1,7 @@
 //! Exec into a running VM: connect to its vsock Unix socket, ask the VMM for guest port 1025
 //! (Firecracker's convention: `CONNECT 1025\n` → `OK <host port>\n`), then speak the protocol.
 
-use skiff_guest_init::protocol::EXEC_PORT;
+use skiff_protocol::EXEC_PORT;
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;

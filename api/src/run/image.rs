@@ -19,16 +19,16 @@ pub struct ImageRoot {
 }
 
 impl ImageRoot {
-    /// Pulls `reference` if it is not in the store, pins it for run `id`, and merges its config
-    /// into `process`; `entrypoint` is the user's `--entrypoint`.
+    /// Pulls `reference` into `service`'s store if it is not there, pins it for run `id`, and
+    /// merges its config into `process`; `entrypoint` is the user's `--entrypoint`.
     pub async fn prepare(
+        service: ImageService,
         reference: &str,
         id: &str,
         process: &ProcessOptions,
         entrypoint: Option<&str>,
         pull: &PullOptions,
     ) -> anyhow::Result<ImageRoot> {
-        let service = ImageService::open_default().context("opening the image store")?;
         let image: PreparedImage = service
             .ensure(reference, pull)
             .await

@@ -15,10 +15,10 @@ pub mod session;
 pub mod terminal;
 pub mod vmm;
 
+use crate::config::Config;
 use anyhow::Context;
 use session::{Control, Input, Outcome, Session};
-use skiff_guest_init::process::DEFAULT_PATH;
-use skiff_guest_init::protocol::ProcessSpec;
+use skiff_protocol::{ProcessSpec, TerminalSize, DEFAULT_PATH};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncWrite;
@@ -27,8 +27,6 @@ use tokio::sync::mpsc;
 
 /// Time a container gets to end after a forwarded signal before its VM is stopped.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
-/// Time from starting the VMM to guest-init's connection (`$SKIFF_BOOT_TIMEOUT` seconds).
-const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time the VM gets to power off after the container's exit report.
 const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
 /// Exit code when skiff had to stop the VM itself (as if the container was SIGKILLed).
@@ -63,10 +61,20 @@ pub enum Root {
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub root: Root,
-    pub cpus: u32,
-    pub memory_mib: u32,
+    pub cpus: u8,
+    pub memory_mib: u64,
     pub hostname: Option<String>,
     pub process: ProcessOptions,
+}
+
+/// What a process spec takes from whoever asked for the process; the front end supplies it (the
+/// CLI from its own environment and terminal).
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    /// The caller's environment, for `-e KEY` given without a value.
+    pub env: &'a (dyn Fn(&str) -> Option<String> + Sync),
+    /// The caller's terminal size, for a process with a TTY.
+    pub terminal_size: Option<TerminalSize>,
 }
 
 /// Parses `UID[:GID]`; the group defaults to 0 like Docker's for a numeric user.
@@ -96,7 +104,11 @@ fn set_env(env: &mut Vec<String>, entry: String) {
 }
 
 /// The spec guest-init gets for `process` (hostname only for a container's main process).
-pub fn build_spec(process: &ProcessOptions, hostname: Option<&str>) -> anyhow::Result<ProcessSpec> {
+pub fn build_spec(
+    process: &ProcessOptions,
+    hostname: Option<&str>,
+    caller: &Caller,
+) -> anyhow::Result<ProcessSpec> {
     if process.command.is_empty() {
         anyhow::bail!("no command given");
     }
@@ -114,7 +126,7 @@ pub fn build_spec(process: &ProcessOptions, hostname: Option<&str>) -> anyhow::R
         }
         if entry.contains('=') {
             set_env(&mut env, entry.clone());
-        } else if let Ok(value) = std::env::var(entry) {
+        } else if let Some(value) = (caller.env)(entry) {
             set_env(&mut env, format!("{entry}={value}"));
         }
     }
@@ -136,8 +148,7 @@ pub fn build_spec(process: &ProcessOptions, hostname: Option<&str>) -> anyhow::R
     }
     spec.tty = process.tty;
     if process.tty {
-        spec.terminal_size =
-            terminal::size(libc::STDOUT_FILENO).or(terminal::size(libc::STDIN_FILENO));
+        spec.terminal_size = caller.terminal_size;
     }
     Ok(spec)
 }
@@ -160,13 +171,6 @@ fn raw_terminal(process: &ProcessOptions) -> anyhow::Result<Option<terminal::Raw
         return Ok(Some(raw));
     }
     Ok(None)
-}
-
-fn boot_timeout() -> Duration {
-    std::env::var("SKIFF_BOOT_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map_or(DEFAULT_BOOT_TIMEOUT, Duration::from_secs)
 }
 
 /// The signals that ask skiff (and so the container) to end.
@@ -251,13 +255,14 @@ where
 }
 
 /// Reports a failed start like a shell does and yields its code.
-fn report_failure(report: &skiff_guest_init::protocol::ErrorReport) -> i32 {
+fn report_failure(report: &skiff_protocol::ErrorReport) -> i32 {
     eprintln!("skiff: {}", report.message);
     report.exit_code
 }
 
 /// `skiff run`: returns the container's exit code (128+N for a signal).
-pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
+pub async fn run(config: &Config, options: RunOptions, caller: &Caller<'_>) -> anyhow::Result<i32> {
+    config.check_run_files()?;
     let id = rundir::new_id()?;
     // The image (if any) stays pinned until this function returns.
     let (layers, process, _image) = match &options.root {
@@ -278,6 +283,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
                 ..Default::default()
             };
             let image = image::ImageRoot::prepare(
+                config.images()?,
                 reference,
                 &id,
                 &options.process,
@@ -289,25 +295,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
         }
     };
     let hostname = options.hostname.clone().unwrap_or_else(|| id.clone());
-    let spec = build_spec(&process, Some(&hostname))?;
-    let vmm_binary = vmm::helper_binary("SKIFF_VMM", "skiff-vmm")?;
-    let config = |dir: &rundir::RunDir| -> anyhow::Result<vmm::VmConfig> {
-        Ok(vmm::VmConfig {
-            kernel: skiff_kernel_config::default_kernel(),
-            init: vmm::helper_binary("SKIFF_INIT", "skiff-init")?,
-            layers: layers.clone(),
-            upper: dir.upper(),
-            vsock_socket: dir.vsock_socket(),
-            cpus: options.cpus,
-            memory_mib: options.memory_mib,
-            serial: std::env::var_os("SKIFF_CONSOLE").map(PathBuf::from),
-        })
-    };
+    let spec = build_spec(&process, Some(&hostname), caller)?;
     let mut signals = Signals::new()?;
-    let dir = rundir::RunDir::create(&rundir::skiff_root(), &id)?;
+    let dir = rundir::RunDir::create(&config.root, &id)?;
+    let vm_spec = vmm::vm_spec(config, &options, layers, &dir);
     let listener = tokio::net::UnixListener::bind(dir.control_socket())
         .with_context(|| format!("listening on {}", dir.control_socket().display()))?;
-    let mut vm = vmm::Vmm::spawn(&vmm_binary, &config(&dir)?)?;
+    let mut vm = vmm::Vmm::spawn(&config.vmm, &vm_spec, &dir.vm_spec())?;
     tracing::debug!(id, dir = %dir.path().display(), "VM started");
 
     // Boot: until guest-init connects and the session is set up.
@@ -327,7 +321,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
             let status = status.context("waiting for skiff-vmm")?;
             anyhow::bail!(vm.describe_unexpected_end(status, "during boot").await);
         }
-        _ = tokio::time::sleep(boot_timeout()) => None,
+        _ = tokio::time::sleep(config.boot_timeout) => None,
         sig = signals.next() => {
             tracing::debug!("signal {sig} during boot: stopping the VM");
             None
@@ -346,7 +340,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
             vm.finish(POWER_OFF_GRACE).await?;
             anyhow::bail!(
                 "guest-init did not connect within {:?} (or skiff was interrupted during boot)\n{}",
-                boot_timeout(),
+                config.boot_timeout,
                 vm.stderr().await
             );
         }
@@ -377,8 +371,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
 }
 
 /// `skiff exec --vsock PATH`: runs a process in the running VM behind that vsock socket.
-pub async fn exec(vsock_socket: &Path, process: &ProcessOptions) -> anyhow::Result<i32> {
-    let spec = build_spec(process, None)?;
+pub async fn exec(
+    vsock_socket: &Path,
+    process: &ProcessOptions,
+    caller: &Caller<'_>,
+) -> anyhow::Result<i32> {
+    let spec = build_spec(process, None, caller)?;
     let mut signals = Signals::new()?;
     let stream = exec::connect_exec(vsock_socket).await?;
     let (reader, writer) = stream.into_split();
@@ -413,29 +411,59 @@ mod tests {
         assert!(parse_user("").is_err());
     }
 
+    /// A caller whose environment holds only `FROM_CALLER=yes`, on an 80x24 terminal.
+    fn caller() -> Caller<'static> {
+        Caller {
+            env: &|key| (key == "FROM_CALLER").then(|| "yes".to_string()),
+            terminal_size: Some(TerminalSize { rows: 24, cols: 80 }),
+        }
+    }
+
     #[test]
     fn spec_has_defaults_and_overrides() {
         let mut p = process(&["sh", "-c", "env"]);
         p.env = vec!["A=1".into(), "PATH=/bin".into(), "A=2".into()];
         p.workdir = Some("/tmp".into());
         p.user = Some("5:6".into());
-        let spec = build_spec(&p, Some("box")).unwrap();
+        let spec = build_spec(&p, Some("box"), &caller()).unwrap();
         assert_eq!(spec.env, vec!["HOSTNAME=box", "PATH=/bin", "A=2"]);
         assert_eq!(spec.cwd, "/tmp");
         assert_eq!((spec.uid, spec.gid), (5, 6));
         assert_eq!(spec.hostname.as_deref(), Some("box"));
         assert!(!spec.tty);
+        assert_eq!(spec.terminal_size, None, "no TTY, no size");
+    }
+
+    #[test]
+    fn spec_takes_env_and_terminal_from_the_caller() {
+        let mut p = process(&["true"]);
+        p.env = vec!["FROM_CALLER".into(), "NOT_SET".into()];
+        p.tty = true;
+        let spec = build_spec(&p, None, &caller()).unwrap();
+        assert_eq!(
+            spec.env,
+            vec![
+                format!("PATH={DEFAULT_PATH}"),
+                "TERM=xterm".into(),
+                "FROM_CALLER=yes".into()
+            ]
+        );
+        assert_eq!(
+            spec.terminal_size,
+            Some(TerminalSize { rows: 24, cols: 80 })
+        );
     }
 
     #[test]
     fn spec_rejects_bad_input() {
-        assert!(build_spec(&process(&[]), None).is_err());
+        let c = caller();
+        assert!(build_spec(&process(&[]), None, &c).is_err());
         let mut p = process(&["true"]);
         p.workdir = Some("relative".into());
-        assert!(build_spec(&p, None).is_err());
+        assert!(build_spec(&p, None, &c).is_err());
         let mut p = process(&["true"]);
         p.env = vec!["=x".into()];
-        assert!(build_spec(&p, None).is_err());
-        assert!(build_spec(&process(&["true"]), Some(&"h".repeat(65))).is_err());
+        assert!(build_spec(&p, None, &c).is_err());
+        assert!(build_spec(&process(&["true"]), Some(&"h".repeat(65)), &c).is_err());
     }
 }

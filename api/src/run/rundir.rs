@@ -1,21 +1,12 @@
-//! The per-run directory `$SKIFF_ROOT/run/<id>`: the VMM's vsock sockets and the container's
-//! copy-on-write upper layer live there, and it is removed when the run ends.
+//! The per-run directory `$SKIFF_ROOT/run/<id>`: the VM's spec, the VMM's vsock sockets and the
+//! container's copy-on-write upper layer live there, and it is removed when the run ends.
 
 use anyhow::Context;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-/// Default state directory when `$SKIFF_ROOT` is unset.
-pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
 /// Unix socket paths longer than this do not fit `sockaddr_un`.
 const MAX_SOCKET_PATH: usize = 107;
-
-/// `$SKIFF_ROOT`, else [`DEFAULT_ROOT`].
-pub fn skiff_root() -> PathBuf {
-    std::env::var_os("SKIFF_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
-}
 
 /// A fresh random run id: 12 hex digits.
 pub fn new_id() -> anyhow::Result<String> {
@@ -60,19 +51,24 @@ impl RunDir {
         &self.path
     }
 
-    /// The container's copy-on-write upper layer (`--rootfs-upper`).
+    /// The container's copy-on-write upper layer.
     pub fn upper(&self) -> PathBuf {
         self.path.join("rootfs")
     }
 
-    /// The VMM's vsock Unix socket (`--vsock-uds`); host→guest connections go here.
+    /// The VM's spec as handed to the VMM (JSON).
+    pub fn vm_spec(&self) -> PathBuf {
+        self.path.join("vm.json")
+    }
+
+    /// The VMM's vsock Unix socket; host→guest connections go here.
     pub fn vsock_socket(&self) -> PathBuf {
         self.path.join("vsock.sock")
     }
 
     /// Where guest-init's control connection (guest→host port 1024) arrives.
     pub fn control_socket(&self) -> PathBuf {
-        let port = skiff_guest_init::protocol::CONTROL_PORT;
+        let port = skiff_protocol::CONTROL_PORT;
         self.path.join(format!("vsock.sock_{port}"))
     }
 }

@@ -4,7 +4,7 @@
 //! The guest is untrusted: everything it sends goes through the bounded [`FrameDecoder`], and any
 //! malformed or unexpected frame ends the session with a clear [`Outcome::Lost`], never a panic.
 
-use skiff_guest_init::protocol::{
+use skiff_protocol::{
     check_hello, ErrorReport, ExitStatus, FrameDecoder, Hello, Message, ProcessSpec, ProtocolError,
     SignalMsg, TerminalSize, DATA_CHUNK,
 };

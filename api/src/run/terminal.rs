@@ -1,6 +1,6 @@
 //! The local terminal in `-t` mode: raw mode while the container owns it, and its size.
 
-use skiff_guest_init::protocol::TerminalSize;
+use skiff_protocol::TerminalSize;
 use std::os::fd::RawFd;
 
 pub fn is_tty(fd: RawFd) -> bool {

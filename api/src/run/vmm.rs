@@ -1,6 +1,12 @@
 //! Starting and stopping the `skiff-vmm` process of one run.
 
+use super::rundir::RunDir;
+use super::RunOptions;
+use crate::config::Config;
 use anyhow::Context;
+use skiff_vmm::devices::serial::SerialOutput;
+use skiff_vmm::spec::{RootfsSpec, VsockSpec, DEFAULT_GUEST_CID};
+use skiff_vmm::VmSpec;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -16,64 +22,31 @@ pub const EXIT_GUEST_CRASHED: i32 = 2;
 /// skiff-vmm's exit code for its own errors.
 pub const EXIT_VMM_ERROR: i32 = 1;
 
-/// A helper binary: `$ENV_VAR`, else the file `name` next to the running executable.
-pub fn helper_binary(env_var: &str, name: &str) -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os(env_var) {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().context("locating the skiff executable")?;
-    let dir = exe.parent().unwrap_or(Path::new("/"));
-    let path = dir.join(name);
-    if !path.is_file() {
-        anyhow::bail!(
-            "{name} not found at {} (install it next to skiff or set {env_var})",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-/// What one VM gets.
-#[derive(Debug, Clone)]
-pub struct VmConfig {
-    pub kernel: PathBuf,
-    pub init: PathBuf,
-    pub layers: Vec<PathBuf>,
-    pub upper: PathBuf,
-    pub vsock_socket: PathBuf,
-    pub cpus: u32,
-    pub memory_mib: u32,
-    /// `--serial` target, for debugging (`$SKIFF_CONSOLE`).
-    pub serial: Option<PathBuf>,
-}
-
-impl VmConfig {
-    fn args(&self) -> Vec<std::ffi::OsString> {
-        let mut args: Vec<std::ffi::OsString> = vec![
-            "--kernel".into(),
-            self.kernel.clone().into(),
-            "--init".into(),
-            self.init.clone().into(),
-        ];
-        for layer in &self.layers {
-            args.push("--rootfs-layer".into());
-            args.push(layer.clone().into());
-        }
-        args.extend([
-            "--rootfs-upper".into(),
-            self.upper.clone().into(),
-            "--vsock-uds".into(),
-            self.vsock_socket.clone().into(),
-            "--cpus".into(),
-            self.cpus.to_string().into(),
-            "--memory".into(),
-            self.memory_mib.to_string().into(),
-        ]);
-        if let Some(serial) = &self.serial {
-            args.push("--serial".into());
-            args.push(serial.clone().into());
-        }
-        args
+/// The VM of one run: the container's root is `layers` under the run's upper directory, its
+/// console goes to `config.console` (or nowhere) and guest-init talks to the host over vsock.
+pub fn vm_spec(
+    config: &Config,
+    options: &RunOptions,
+    layers: Vec<PathBuf>,
+    dir: &RunDir,
+) -> VmSpec {
+    VmSpec {
+        cpus: options.cpus,
+        memory_mib: options.memory_mib,
+        init: Some(config.init.clone()),
+        serial: config
+            .console
+            .clone()
+            .map_or(SerialOutput::Discard, SerialOutput::File),
+        rootfs: Some(RootfsSpec {
+            layers,
+            upper: Some(dir.upper()),
+        }),
+        vsock: Some(VsockSpec {
+            guest_cid: DEFAULT_GUEST_CID,
+            uds: dir.vsock_socket(),
+        }),
+        ..VmSpec::new(config.kernel.clone())
     }
 }
 
@@ -87,15 +60,18 @@ pub struct Vmm {
 }
 
 impl Vmm {
-    pub fn spawn(binary: &Path, config: &VmConfig) -> anyhow::Result<Vmm> {
-        if !config.kernel.is_file() {
-            anyhow::bail!(
-                "guest kernel not found at {} (set SKIFF_KERNEL or build it with kernel-config/build-kernel)",
-                config.kernel.display()
-            );
-        }
+    /// Starts `binary` on `spec`, which is validated first and handed over as the file
+    /// `spec_file`: a file rather than a pipe on stdin so that the VMM's stdin stays /dev/null
+    /// (no writer to keep alive, nothing to block on if the VMM dies before reading it) and what a
+    /// running VM was given stays readable beside its sockets, for people and for a daemon that
+    /// restarts (the run directory is private to its owner and removed with the run).
+    pub fn spawn(binary: &Path, spec: &VmSpec, spec_file: &Path) -> anyhow::Result<Vmm> {
+        spec.validate().context("invalid VM")?;
+        std::fs::write(spec_file, spec.to_json()?)
+            .with_context(|| format!("writing {}", spec_file.display()))?;
         let mut child = Command::new(binary)
-            .args(config.args())
+            .arg("--spec")
+            .arg(spec_file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -104,7 +80,12 @@ impl Vmm {
             .process_group(0)
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+            .with_context(|| {
+                format!(
+                    "starting {} (install skiff-vmm next to skiff or set SKIFF_VMM)",
+                    binary.display()
+                )
+            })?;
         let pid = child.id();
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&stderr);
@@ -122,7 +103,7 @@ impl Vmm {
                 tail.drain(..excess);
             }
         });
-        tracing::debug!(?pid, ?config, "skiff-vmm started");
+        tracing::debug!(?pid, ?spec, "skiff-vmm started");
         Ok(Vmm {
             child,
             pid,
@@ -186,5 +167,47 @@ impl Vmm {
             _ => format!("skiff-vmm ended ({status})"),
         };
         format!("{what} before the container reported an exit status ({context}){detail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{ProcessOptions, Root};
+
+    #[test]
+    fn a_run_gets_a_valid_spec_for_its_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = Config {
+            root: tmp.path().to_path_buf(),
+            kernel: "/k/vmlinux".into(),
+            vmm: "skiff-vmm".into(),
+            init: "/bin/skiff-init".into(),
+            boot_timeout: Duration::from_secs(1),
+            console: Some("/tmp/console.log".into()),
+        };
+        let options = RunOptions {
+            root: Root::Dir("/layer".into()),
+            cpus: 2,
+            memory_mib: 256,
+            hostname: None,
+            process: ProcessOptions::default(),
+        };
+        let dir = RunDir::create(&config.root, "abc").unwrap();
+        let spec = vm_spec(&config, &options, vec!["/top".into(), "/base".into()], &dir);
+        spec.validate().unwrap();
+        assert_eq!((spec.cpus, spec.memory_mib), (2, 256));
+        assert_eq!(spec.kernel, config.kernel);
+        assert_eq!(spec.init.as_ref(), Some(&config.init));
+        assert_eq!(spec.serial, SerialOutput::File("/tmp/console.log".into()));
+        let rootfs = spec.rootfs.as_ref().unwrap();
+        assert_eq!(rootfs.upper.as_ref(), Some(&dir.upper()));
+        assert_eq!(spec.vsock.as_ref().unwrap().uds, dir.vsock_socket());
+        let quiet = Config {
+            console: None,
+            ..config.clone()
+        };
+        let spec = vm_spec(&quiet, &options, vec!["/l".into()], &dir);
+        assert_eq!(spec.serial, SerialOutput::Discard);
     }
 }

@@ -17,8 +17,10 @@ use super::bus::BusDevice;
 /// How much console output the VMM keeps for its exit report.
 pub const TAIL_BYTES: usize = 8192;
 
-/// Where the console goes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Where the console goes (in a [`crate::spec::VmSpec`]: `"discard"`, `"stdout"` or
+/// `{"file": "/path"}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SerialOutput {
     #[default]
     Discard,

@@ -1,0 +1,160 @@
+//! skiff's settings, read once at a binary's edge and passed down: nothing below a binary's
+//! `main` reads the process environment.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use skiff_images::ImageService;
+
+/// State directory when `$SKIFF_ROOT` is unset.
+pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
+/// Time from starting the VMM to guest-init's connection when `$SKIFF_BOOT_TIMEOUT` is unset.
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where skiff keeps its state and finds what it boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// State: the image store (`images/`) and one directory per running container (`run/`).
+    /// `$SKIFF_ROOT`, default [`DEFAULT_ROOT`].
+    pub root: PathBuf,
+    /// The guest kernel: `$SKIFF_KERNEL`, else the newest `build-kernel` output.
+    pub kernel: PathBuf,
+    /// The `skiff-vmm` binary: `$SKIFF_VMM` (as given: a bare name is looked up in `PATH`), else
+    /// the one next to the running executable.
+    pub vmm: PathBuf,
+    /// guest-init, packed into each VM's initramfs: `$SKIFF_INIT`, else `skiff-init` next to
+    /// the running executable.
+    pub init: PathBuf,
+    /// How long guest-init gets to connect after the VMM starts (`$SKIFF_BOOT_TIMEOUT` seconds).
+    pub boot_timeout: Duration,
+    /// Where the guest console goes, for debugging (`$SKIFF_CONSOLE`); discarded when unset.
+    pub console: Option<PathBuf>,
+}
+
+impl Config {
+    /// The settings from `env` (a binary passes `std::env::var_os`); helper binaries that `env`
+    /// does not name are expected in `exe_dir`. Relative paths are made absolute here, against
+    /// the current directory, since the VMM's spec takes only absolute ones. Nothing is checked
+    /// for existence: commands that do not run containers must work without a kernel.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<OsString>, exe_dir: &Path) -> Config {
+        let path = |key: &str| env(key).map(|value| absolute(PathBuf::from(value)));
+        Config {
+            root: path("SKIFF_ROOT").unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
+            kernel: absolute(skiff_kernel_config::default_kernel(env)),
+            vmm: env("SKIFF_VMM").map_or_else(|| exe_dir.join("skiff-vmm"), PathBuf::from),
+            init: path("SKIFF_INIT").unwrap_or_else(|| exe_dir.join("skiff-init")),
+            boot_timeout: env("SKIFF_BOOT_TIMEOUT")
+                .and_then(|s| s.to_str()?.parse().ok())
+                .map_or(DEFAULT_BOOT_TIMEOUT, Duration::from_secs),
+            console: path("SKIFF_CONSOLE"),
+        }
+    }
+
+    /// The image store under the state root.
+    pub fn images(&self) -> anyhow::Result<ImageService> {
+        ImageService::open(&self.root.join("images"))
+            .context("cannot open the image store (set SKIFF_ROOT to use another root)")
+    }
+
+    /// Fails with a hint when a file every run needs is missing.
+    pub fn check_run_files(&self) -> anyhow::Result<()> {
+        let needed = [
+            (
+                &self.kernel,
+                "guest kernel",
+                "set SKIFF_KERNEL or build it with kernel-config/build-kernel",
+            ),
+            (
+                &self.init,
+                "skiff-init",
+                "install it next to skiff or set SKIFF_INIT",
+            ),
+        ];
+        for (path, what, hint) in needed {
+            if !path.is_file() {
+                anyhow::bail!("{what} not found at {} ({hint})", path.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `path` made absolute against the current directory; as it is when that cannot be done (an
+/// empty path: the VM spec's validation then names it).
+fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Config {
+        let env = |key: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| OsString::from(v))
+        };
+        Config::from_env(&env, Path::new("/opt/skiff/bin"))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[("HOME", "/home/u")]);
+        assert_eq!(c.root, PathBuf::from(DEFAULT_ROOT));
+        assert_eq!(
+            c.kernel,
+            PathBuf::from("/home/u/.cache/skiff/kernel/vmlinux")
+        );
+        assert_eq!(c.vmm, PathBuf::from("/opt/skiff/bin/skiff-vmm"));
+        assert_eq!(c.init, PathBuf::from("/opt/skiff/bin/skiff-init"));
+        assert_eq!(c.boot_timeout, DEFAULT_BOOT_TIMEOUT);
+        assert_eq!(c.console, None);
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let cwd = std::env::current_dir().unwrap();
+        let c = config(&[
+            ("SKIFF_ROOT", "/srv/skiff"),
+            ("SKIFF_KERNEL", "vmlinux"),
+            ("SKIFF_VMM", "skiff-vmm"),
+            ("SKIFF_INIT", "/x/init"),
+            ("SKIFF_BOOT_TIMEOUT", "7"),
+            ("SKIFF_CONSOLE", "console.log"),
+        ]);
+        assert_eq!(c.root, PathBuf::from("/srv/skiff"));
+        assert_eq!(c.kernel, cwd.join("vmlinux"));
+        assert_eq!(
+            c.vmm,
+            PathBuf::from("skiff-vmm"),
+            "left for the PATH lookup"
+        );
+        assert_eq!(c.init, PathBuf::from("/x/init"));
+        assert_eq!(c.boot_timeout, Duration::from_secs(7));
+        assert_eq!(c.console, Some(cwd.join("console.log")));
+        let c = config(&[("SKIFF_BOOT_TIMEOUT", "soon")]);
+        assert_eq!(c.boot_timeout, DEFAULT_BOOT_TIMEOUT);
+    }
+
+    #[test]
+    fn missing_run_files_are_named_with_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(&[]);
+        c.kernel = dir.path().join("vmlinux");
+        c.init = dir.path().join("skiff-init");
+        let err = c.check_run_files().unwrap_err().to_string();
+        assert!(err.starts_with("guest kernel not found at"), "{err}");
+        assert!(err.contains("SKIFF_KERNEL"), "{err}");
+        std::fs::write(&c.kernel, b"k").unwrap();
+        let err = c.check_run_files().unwrap_err().to_string();
+        assert!(
+            err.contains("skiff-init not found") && err.contains("SKIFF_INIT"),
+            "{err}"
+        );
+        std::fs::write(&c.init, b"i").unwrap();
+        assert!(c.check_run_files().is_ok());
+    }
+}

@@ -1,0 +1,183 @@
+//! The codec's round trips and its refusals of hostile input.
+
+use super::*;
+
+fn all_messages() -> Vec<Message> {
+    let mut spec = ProcessSpec::new(vec!["sh".into(), "-c".into(), "echo hi".into()]);
+    spec.env = vec!["A=b".into()];
+    spec.cwd = "/tmp".into();
+    spec.uid = 1000;
+    spec.gid = 100;
+    spec.additional_gids = vec![10, 20];
+    spec.hostname = Some("box".into());
+    spec.rlimits = vec![Rlimit {
+        kind: "RLIMIT_NOFILE".into(),
+        soft: 1024,
+        hard: 4096,
+    }];
+    spec.tty = true;
+    spec.terminal_size = Some(TerminalSize { rows: 24, cols: 80 });
+    vec![
+        Message::Hello(Hello::ours("test")),
+        Message::Spec(spec),
+        Message::Started(Started { pid: 42 }),
+        Message::Stdin(b"abc\0\xff".to_vec()),
+        Message::StdinEof,
+        Message::Stdout(Vec::new()),
+        Message::Stderr(vec![7; DATA_CHUNK]),
+        Message::Signal(SignalMsg { signal: 15 }),
+        Message::Resize(TerminalSize {
+            rows: 50,
+            cols: 132,
+        }),
+        Message::Exit(ExitStatus::Code(7)),
+        Message::Exit(ExitStatus::Signal(9)),
+        Message::Error(ErrorReport {
+            message: "exec: \"foo\": no such file".into(),
+            exit_code: 127,
+        }),
+    ]
+}
+
+#[test]
+fn every_message_round_trips_blocking() {
+    let mut wire = Vec::new();
+    for m in all_messages() {
+        write_message(&mut wire, &m).unwrap();
+    }
+    let mut r = wire.as_slice();
+    for m in all_messages() {
+        assert_eq!(read_message(&mut r).unwrap(), Some(m));
+    }
+    assert_eq!(read_message(&mut r).unwrap(), None);
+}
+
+#[test]
+fn every_message_round_trips_incrementally_byte_by_byte() {
+    let mut wire = Vec::new();
+    for m in all_messages() {
+        m.encode_into(&mut wire).unwrap();
+    }
+    let mut decoder = FrameDecoder::new();
+    let mut got = Vec::new();
+    for b in wire {
+        decoder.push(&[b]);
+        while let Some(m) = decoder.next_message().unwrap() {
+            got.push(m);
+        }
+    }
+    decoder.finish().unwrap();
+    assert_eq!(got, all_messages());
+}
+
+#[test]
+fn spec_defaults_fill_missing_fields() {
+    let m = Message::decode(frame_type::SPEC, br#"{"args":["true"]}"#).unwrap();
+    assert_eq!(m, Message::Spec(ProcessSpec::new(vec!["true".into()])));
+}
+
+#[test]
+fn truncated_frame_is_an_error() {
+    let wire = Message::Stdout(b"hello".to_vec()).encode().unwrap();
+    for cut in 1..wire.len() {
+        let err = read_message(&mut &wire[..cut]).unwrap_err();
+        assert!(
+            matches!(err, ProtocolError::Truncated { got, .. } if got == cut),
+            "{err}"
+        );
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&wire[..cut]);
+        assert_eq!(decoder.next_message().unwrap(), None);
+        assert!(matches!(
+            decoder.finish(),
+            Err(ProtocolError::Truncated { .. })
+        ));
+    }
+}
+
+#[test]
+fn oversize_frame_is_rejected_from_the_header() {
+    let mut wire = vec![frame_type::STDOUT];
+    wire.extend_from_slice(&u32::MAX.to_be_bytes());
+    // No payload follows: rejection must not wait for (or allocate) 4 GiB.
+    let err = read_message(&mut wire.as_slice()).unwrap_err();
+    assert!(matches!(err, ProtocolError::TooLarge { .. }), "{err}");
+    let mut decoder = FrameDecoder::new();
+    decoder.push(&wire);
+    assert!(matches!(
+        decoder.next_message(),
+        Err(ProtocolError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn oversize_message_is_not_encoded() {
+    let err = Message::Stdout(vec![0; MAX_PAYLOAD + 1])
+        .encode()
+        .unwrap_err();
+    assert!(matches!(err, ProtocolError::TooLarge { .. }));
+}
+
+#[test]
+fn unknown_type_is_an_error() {
+    let wire = [0x7f, 0, 0, 0, 0];
+    let err = read_message(&mut &wire[..]).unwrap_err();
+    assert!(matches!(err, ProtocolError::UnknownType(0x7f)), "{err}");
+}
+
+#[test]
+fn garbage_json_is_an_error() {
+    for payload in [&b"{not json"[..], b"", b"[1,2]", br#"{"signal":"x"}"#] {
+        let mut wire = vec![frame_type::SIGNAL];
+        wire.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        wire.extend_from_slice(payload);
+        let err = read_message(&mut wire.as_slice()).unwrap_err();
+        assert!(
+            matches!(err, ProtocolError::BadJson { kind: "Signal", .. }),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn stdin_eof_with_payload_is_an_error() {
+    let err = Message::decode(frame_type::STDIN_EOF, b"x").unwrap_err();
+    assert!(matches!(err, ProtocolError::UnexpectedPayload { .. }));
+}
+
+#[test]
+fn hello_version_is_checked() {
+    assert!(check_hello(Message::Hello(Hello::ours("x"))).is_ok());
+    let old = Hello {
+        version: 0,
+        agent: String::new(),
+    };
+    assert!(matches!(
+        check_hello(Message::Hello(old)),
+        Err(ProtocolError::VersionMismatch { theirs: 0, .. })
+    ));
+    assert!(matches!(
+        check_hello(Message::StdinEof),
+        Err(ProtocolError::Unexpected { .. })
+    ));
+}
+
+#[test]
+fn decoder_stops_asking_for_input_when_a_full_frame_waits() {
+    let mut decoder = FrameDecoder::new();
+    let big = Message::Stdout(vec![1; MAX_PAYLOAD]).encode().unwrap();
+    decoder.push(&big);
+    assert!(!decoder.wants_input());
+    assert!(matches!(
+        decoder.next_message(),
+        Ok(Some(Message::Stdout(_)))
+    ));
+    assert!(decoder.wants_input());
+    assert_eq!(decoder.next_message().unwrap(), None);
+}
+
+#[test]
+fn exit_status_shell_codes() {
+    assert_eq!(ExitStatus::Code(7).shell_code(), 7);
+    assert_eq!(ExitStatus::Signal(9).shell_code(), 137);
+}

@@ -1,0 +1,404 @@
+//! The typed contract between a host and `skiff-vmm`: one [`VmSpec`] per microVM.
+//!
+//! A host writes it as JSON and starts `skiff-vmm --spec FILE`; `skiff-vmm`'s own command-line
+//! flags (for use by hand) are turned into the same type, so everything after parsing takes one
+//! path. Unknown fields are refused rather than ignored, so a host and a VMM that disagree on the
+//! contract fail loudly instead of booting something else than was asked for.
+//!
+//! ```json
+//! {
+//!   "kernel": "/var/cache/skiff/kernel/vmlinux", "cpus": 1, "memory_mib": 128,
+//!   "init": "/usr/lib/skiff/skiff-init", "cmdline_extra": "", "serial": "discard",
+//!   "rootfs": { "layers": ["/layers/top", "/layers/base"], "upper": "/run/skiff/ab12/rootfs" },
+//!   "vsock": { "guest_cid": 3, "uds": "/run/skiff/ab12/vsock.sock" },
+//!   "shares": [], "net": [], "disks": []
+//! }
+//! ```
+//! `serial` is `"discard"`, `"stdout"` or `{"file": "/path"}`. Fields that are lists, options or
+//! `cmdline_extra`/`serial` may be left out (empty, none, `""`, `"discard"`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::boot::mptable::MAX_CPUS;
+use crate::devices::serial::SerialOutput;
+use crate::memory::{self, MemoryError};
+
+/// vCPUs of a VM when nobody says otherwise.
+pub const DEFAULT_CPUS: u8 = 1;
+/// Guest memory of a VM when nobody says otherwise.
+pub const DEFAULT_MEMORY_MIB: u64 = 128;
+/// The virtio-fs tag the root file system is served under: what guest-init mounts (and what a
+/// kernel booted with `rootfstype=virtiofs root=rootfs` mounts itself).
+pub const ROOTFS_TAG: &str = "rootfs";
+/// The guest's vsock address when the host has no reason to pick another (0 to 2 are reserved;
+/// the host is 2). Every VM has its own vsock device, so they may all use it.
+pub const DEFAULT_GUEST_CID: u32 = 3;
+
+/// One microVM: what it boots, its size, and its devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    /// Guest kernel: `vmlinux` (ELF with a PVH note) or `bzImage`.
+    pub kernel: PathBuf,
+    /// Number of vCPUs (1 to [`MAX_CPUS`]).
+    pub cpus: u8,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// Static init binary, packed as `/init` into an in-memory initramfs.
+    pub init: Option<PathBuf>,
+    /// Appended to the kernel command line (may hold `-- ARGS` for init).
+    #[serde(default)]
+    pub cmdline_extra: String,
+    /// Where the serial console goes (its last 8 KiB are kept for the exit report anyway).
+    #[serde(default)]
+    pub serial: SerialOutput,
+    /// The root file system, served over virtio-fs under [`ROOTFS_TAG`].
+    pub rootfs: Option<RootfsSpec>,
+    /// The vsock device.
+    pub vsock: Option<VsockSpec>,
+    /// More virtio-fs shares (volumes). Not supported yet: must be empty.
+    #[serde(default)]
+    pub shares: Vec<ShareSpec>,
+    /// Network interfaces. Not supported yet: must be empty.
+    #[serde(default)]
+    pub net: Vec<NetSpec>,
+    /// Block devices. Not supported yet: must be empty.
+    #[serde(default)]
+    pub disks: Vec<DiskSpec>,
+}
+
+/// A root file system: read-only layers merged under a per-container copy-on-write directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootfsSpec {
+    /// Read-only lower layer directories, top-most first (overlayfs `lowerdir` order).
+    pub layers: Vec<PathBuf>,
+    /// Copy-on-write upper directory (the VMM keeps `upper/`, `work/` and `merged/` inside it).
+    /// Without it a single layer is served as it is, writable (tests and debugging).
+    pub upper: Option<PathBuf>,
+}
+
+/// The vsock device: the guest's address and the Unix socket its host side lives on (host→guest
+/// connections go to `uds` with `CONNECT <port>`; guest→host ones arrive at `<uds>_<port>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockSpec {
+    pub guest_cid: u32,
+    pub uds: PathBuf,
+}
+
+/// A host directory shared with the guest over virtio-fs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareSpec {
+    /// The tag the guest mounts it by.
+    pub tag: String,
+    /// The host directory.
+    pub source: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A virtio-net interface backed by a host tap device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetSpec {
+    /// The host tap device's name.
+    pub tap: String,
+    /// The guest's MAC address (`aa:bb:cc:dd:ee:ff`); chosen by the VMM when absent.
+    pub mac: Option<String>,
+}
+
+/// A virtio-blk disk backed by a host file or block device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSpec {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Why a spec cannot be used; each message starts with the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("invalid VM spec: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("cpus: {0} vCPUs requested; this VMM runs 1 to {MAX_CPUS}")]
+    Cpus(u8),
+    #[error("memory_mib: {0}")]
+    Memory(#[source] MemoryError),
+    #[error("{field}: {path:?} is not an absolute path")]
+    RelativePath { field: String, path: PathBuf },
+    #[error("rootfs.layers: a root file system needs at least one layer")]
+    NoLayers,
+    #[error("rootfs.upper: {0} layers need a copy-on-write upper directory to be merged")]
+    LayersNeedUpper(usize),
+    #[error("vsock.guest_cid: {0} is reserved (guests use 3 to {max})", max = u32::MAX - 1)]
+    GuestCid(u32),
+    #[error("not supported yet: {field} ({count} given; the list must be empty)")]
+    Unsupported { field: &'static str, count: usize },
+}
+
+impl VmSpec {
+    /// A VM booting `kernel` with the default size and nothing else: no init, no devices.
+    pub fn new(kernel: impl Into<PathBuf>) -> VmSpec {
+        VmSpec {
+            kernel: kernel.into(),
+            cpus: DEFAULT_CPUS,
+            memory_mib: DEFAULT_MEMORY_MIB,
+            init: None,
+            cmdline_extra: String::new(),
+            serial: SerialOutput::Discard,
+            rootfs: None,
+            vsock: None,
+            shares: Vec::new(),
+            net: Vec::new(),
+            disks: Vec::new(),
+        }
+    }
+
+    /// Parses a spec (without validating it: see [`VmSpec::validate`]).
+    pub fn from_json(json: &[u8]) -> Result<VmSpec, SpecError> {
+        Ok(serde_json::from_slice(json)?)
+    }
+
+    /// The spec as JSON (fails only for a path that is not UTF-8).
+    pub fn to_json(&self) -> Result<Vec<u8>, SpecError> {
+        Ok(serde_json::to_vec_pretty(self)?)
+    }
+
+    /// Checks everything that can be checked without touching the host: sizes within what this
+    /// VMM runs, absolute paths (a spec must not depend on the VMM's working directory), and
+    /// empty lists for the devices not supported yet.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.cpus == 0 || self.cpus > MAX_CPUS {
+            return Err(SpecError::Cpus(self.cpus));
+        }
+        memory::check_size(self.memory_mib).map_err(SpecError::Memory)?;
+        absolute("kernel", &self.kernel)?;
+        if let Some(init) = &self.init {
+            absolute("init", init)?;
+        }
+        if let SerialOutput::File(path) = &self.serial {
+            absolute("serial.file", path)?;
+        }
+        if let Some(rootfs) = &self.rootfs {
+            rootfs.validate()?;
+        }
+        if let Some(vsock) = &self.vsock {
+            if vsock.guest_cid < DEFAULT_GUEST_CID || vsock.guest_cid == u32::MAX {
+                return Err(SpecError::GuestCid(vsock.guest_cid));
+            }
+            absolute("vsock.uds", &vsock.uds)?;
+        }
+        for (field, count) in [
+            ("shares", self.shares.len()),
+            ("net", self.net.len()),
+            ("disks", self.disks.len()),
+        ] {
+            if count > 0 {
+                return Err(SpecError::Unsupported { field, count });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RootfsSpec {
+    fn validate(&self) -> Result<(), SpecError> {
+        if self.layers.is_empty() {
+            return Err(SpecError::NoLayers);
+        }
+        for (index, layer) in self.layers.iter().enumerate() {
+            absolute(&format!("rootfs.layers[{index}]"), layer)?;
+        }
+        match &self.upper {
+            Some(upper) => absolute("rootfs.upper", upper),
+            None if self.layers.len() > 1 => Err(SpecError::LayersNeedUpper(self.layers.len())),
+            None => Ok(()),
+        }
+    }
+}
+
+fn absolute(field: &str, path: &Path) -> Result<(), SpecError> {
+    if path.is_absolute() {
+        Ok(())
+    } else {
+        Err(SpecError::RelativePath {
+            field: field.to_string(),
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A spec with every field set.
+    fn full() -> VmSpec {
+        VmSpec {
+            cpus: 2,
+            memory_mib: 256,
+            init: Some("/i".into()),
+            cmdline_extra: "-- a=b c".into(),
+            serial: SerialOutput::File("/console.log".into()),
+            rootfs: Some(RootfsSpec {
+                layers: vec!["/l1".into(), "/l0".into()],
+                upper: Some("/u".into()),
+            }),
+            vsock: Some(VsockSpec {
+                guest_cid: DEFAULT_GUEST_CID,
+                uds: "/v.sock".into(),
+            }),
+            ..VmSpec::new("/k")
+        }
+    }
+
+    fn parse(json: &str) -> Result<VmSpec, SpecError> {
+        VmSpec::from_json(json.as_bytes())
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let spec = full();
+        assert!(spec.validate().is_ok());
+        let json = spec.to_json().unwrap();
+        assert_eq!(VmSpec::from_json(&json).unwrap(), spec);
+        let text = String::from_utf8(json).unwrap();
+        assert!(text.contains(r#""serial": {"#), "{text}");
+        let mut stdout = VmSpec::new("/k");
+        stdout.serial = SerialOutput::Stdout;
+        assert_eq!(
+            VmSpec::from_json(&stdout.to_json().unwrap()).unwrap(),
+            stdout
+        );
+    }
+
+    #[test]
+    fn optional_fields_may_be_left_out() {
+        let spec = parse(r#"{"kernel": "/k", "cpus": 1, "memory_mib": 128}"#).unwrap();
+        assert_eq!(spec, VmSpec::new("/k"));
+        let spec = parse(r#"{"kernel": "/k", "cpus": 1, "memory_mib": 128, "serial": "stdout"}"#);
+        assert_eq!(spec.unwrap().serial, SerialOutput::Stdout);
+    }
+
+    #[test]
+    fn unknown_and_missing_fields_are_refused() {
+        let err = parse(r#"{"kernel": "/k", "cpus": 1, "memory_mib": 128, "cpu": 2}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `cpu`"), "{err}");
+        let err = parse(
+            r#"{"kernel": "/k", "cpus": 1, "memory_mib": 128,
+                "rootfs": {"layers": ["/l"], "lower": "/x"}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `lower`"), "{err}");
+        let err = parse(r#"{"kernel": "/k", "cpus": 1}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("missing field `memory_mib`"),
+            "{err}"
+        );
+        let err = parse(r#"{"kernel": "/k", "cpus": 300, "memory_mib": 128}"#).unwrap_err();
+        assert!(matches!(err, SpecError::Json(_)), "{err}");
+    }
+
+    /// A change that makes [`full`] invalid.
+    type Change = fn(&mut VmSpec);
+
+    #[test]
+    fn invalid_values_are_refused_naming_the_field() {
+        let cases: Vec<(Change, &str)> = vec![
+            (|s| s.cpus = 0, "cpus: 0 vCPUs requested"),
+            (|s| s.cpus = 255, "cpus: 255 vCPUs requested"),
+            (
+                |s| s.memory_mib = 4,
+                "memory_mib: guest memory of 4 MiB is too small",
+            ),
+            (|s| s.memory_mib = u64::MAX, "memory_mib: guest memory of"),
+            (
+                |s| s.kernel = "vmlinux".into(),
+                "kernel: \"vmlinux\" is not an absolute",
+            ),
+            (
+                |s| s.init = Some("".into()),
+                "init: \"\" is not an absolute",
+            ),
+            (
+                |s| s.serial = SerialOutput::File("c.log".into()),
+                "serial.file: \"c.log\"",
+            ),
+            (
+                |s| s.rootfs.as_mut().unwrap().layers[1] = "l0".into(),
+                "rootfs.layers[1]: \"l0\"",
+            ),
+            (
+                |s| s.rootfs.as_mut().unwrap().layers.clear(),
+                "rootfs.layers: a root file system needs at least one layer",
+            ),
+            (
+                |s| s.rootfs.as_mut().unwrap().upper = None,
+                "rootfs.upper: 2 layers need",
+            ),
+            (
+                |s| s.vsock.as_mut().unwrap().guest_cid = 2,
+                "vsock.guest_cid: 2 is reserved",
+            ),
+            (
+                |s| s.vsock.as_mut().unwrap().uds = "v.sock".into(),
+                "vsock.uds: \"v.sock\"",
+            ),
+            (
+                |s| {
+                    s.shares.push(ShareSpec {
+                        tag: "data".into(),
+                        source: "/data".into(),
+                        read_only: true,
+                    })
+                },
+                "not supported yet: shares (1 given",
+            ),
+            (
+                |s| {
+                    s.net.push(NetSpec {
+                        tap: "tap0".into(),
+                        mac: None,
+                    })
+                },
+                "not supported yet: net",
+            ),
+            (
+                |s| {
+                    s.disks.push(DiskSpec {
+                        path: "/disk.img".into(),
+                        read_only: false,
+                    })
+                },
+                "not supported yet: disks",
+            ),
+        ];
+        for (change, expected) in cases {
+            let mut spec = full();
+            change(&mut spec);
+            let err = spec.validate().expect_err("refused").to_string();
+            assert!(
+                err.starts_with(expected),
+                "{err:?} should start with {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_single_layer_needs_no_upper() {
+        let mut spec = full();
+        spec.rootfs = Some(RootfsSpec {
+            layers: vec!["/l".into()],
+            upper: None,
+        });
+        assert!(spec.validate().is_ok());
+    }
+}
