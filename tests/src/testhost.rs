@@ -131,7 +131,9 @@ pub struct TestHost {
     mem_mib: Option<u32>,
     data: Vec<(PathBuf, String)>,
     env: Vec<(String, String)>,
+    forwards: Vec<(u16, u16)>,
     no_build: bool,
+    no_kvm_hold: bool,
 }
 
 impl TestHost {
@@ -166,6 +168,20 @@ impl TestHost {
         self
     }
 
+    /// Forwards TCP `host_port` on the host's 127.0.0.1 to `guest_port` in the test host, so a
+    /// client on the host can reach a server inside (poll: the server starts after the machine).
+    pub fn forward(mut self, host_port: u16, guest_port: u16) -> Self {
+        self.forwards.push((host_port, guest_port));
+        self
+    }
+
+    /// Runs without the idle KVM VM the test host holds open (experiments only: without it the
+    /// test host can freeze; see `tests/src/bin/testhost-kvm-hold.rs`).
+    pub fn no_kvm_hold(mut self) -> Self {
+        self.no_kvm_hold = true;
+        self
+    }
+
     /// Skips the `cargo build --release --workspace` step: the release binaries are packed as
     /// they are.
     pub fn no_build(mut self) -> Self {
@@ -192,8 +208,14 @@ impl TestHost {
         for (name, value) in &self.env {
             command.arg("--env").arg(format!("{name}={value}"));
         }
+        for (host, guest) in &self.forwards {
+            command.arg("--forward").arg(format!("{host}:{guest}"));
+        }
         if self.no_build {
             command.arg("--no-build");
+        }
+        if self.no_kvm_hold {
+            command.arg("--no-kvm-hold");
         }
         command.arg("--").args(cmd);
         let shown = cmd.iter().map(|s| s.as_ref()).collect::<Vec<_>>();

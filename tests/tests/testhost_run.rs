@@ -49,13 +49,14 @@ fn the_promised_environment_is_there() {
          grep -qw overlay /proc/filesystems && echo overlay; test -d /sys/module/fuse && echo fuse; \
          test -d /sys/module/vhost_vsock && echo vhost_vsock; \
          test -x /testdata/busybox/bin/sh && grep -q '^user:x:1000:' /testdata/busybox/etc/passwd && echo rootfs; \
-         touch /tmp/w /run/w && echo writable; case :$PATH: in *:/skiff/bin:*) echo path;; esac",
+         touch /tmp/w /run/w && echo writable; case :$PATH: in *:/skiff/bin:*) echo path;; esac; \
+         pidof testhost-kvm-hold >/dev/null && echo kvm-held",
     );
     assert_eq!(
         (out.code, out.stdout.as_str()),
         (
             0,
-            "hello 'world'\n0\nkvm\noverlay\nfuse\nvhost_vsock\nrootfs\nwritable\npath\n"
+            "hello 'world'\n0\nkvm\noverlay\nfuse\nvhost_vsock\nrootfs\nwritable\npath\nkvm-held\n"
         ),
         "{out}"
     );
@@ -269,5 +270,46 @@ fn with_qemu_packs_a_working_qemu() {
     assert!(
         stdout.starts_with("QEMU emulator version"),
         "{stdout}\n{stderr}"
+    );
+}
+
+/// A free TCP port on the host's loopback (bound, read, released).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+#[test]
+fn forward_reaches_a_server_in_the_test_host_and_no_kvm_hold_holds_no_vm() {
+    use std::io::Read;
+    let port = free_port();
+    // The host side: connect until the server inside answers (QEMU accepts at once and closes
+    // the connection while nothing listens inside yet).
+    let client = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(100);
+        while Instant::now() < deadline {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let mut got = String::new();
+                let _ = stream.read_to_string(&mut got);
+                if !got.is_empty() {
+                    return got;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        String::new()
+    });
+    let out = TestHost::new()
+        .timeout(Duration::from_secs(120))
+        .forward(port, 8080)
+        .no_kvm_hold()
+        .sh("pidof testhost-kvm-hold || echo no-vm-held; \
+             echo hello-through-forward | nc -l -p 8080 && echo served");
+    let got = client.join().expect("client thread");
+    assert_eq!(got, "hello-through-forward\n", "{out}");
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "no-vm-held\nserved\n"),
+        "{out}"
     );
 }
