@@ -1,4 +1,5 @@
 //! skiff's front ends: `skiffd`, the daemon serving the JSON control API, and the `skiff` CLI.
 
 pub mod cli;
+pub mod daemon;
 pub mod run;
