@@ -34,7 +34,7 @@ impl HostFacts {
         let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
         // SAFETY: `si` is a valid, writable sysinfo for the duration of the call.
         let mem_total = if unsafe { libc::sysinfo(&mut si) } == 0 {
-            u64::from(si.totalram).saturating_mul(u64::from(si.mem_unit))
+            si.totalram.saturating_mul(u64::from(si.mem_unit))
         } else {
             0
         };

@@ -1,0 +1,137 @@
+//! skiffd's real HTTP front end on a Unix socket in a temporary directory, with an engine of the
+//! test's choosing, and the real Docker clients pointed at it.
+
+pub mod fake_engine;
+
+use skiff_api::daemon::host::HostFacts;
+use skiff_api::daemon::server::{self, ListenAddr};
+use skiff_api::daemon::{ContainerBackend, Daemon};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct TestDaemon {
+    pub socket: PathBuf,
+    dir: Option<tempfile::TempDir>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestDaemon {
+    pub fn start(backend: Arc<dyn ContainerBackend>) -> TestDaemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("skiffd.sock");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let daemon = Arc::new(Daemon {
+            backend,
+            host: HostFacts::read(),
+            engine_id: "0".repeat(64),
+            root_dir: dir.path().display().to_string(),
+        });
+        let addr = ListenAddr::Unix(socket.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = server::bind(&addr, None).await.expect("bind");
+                let _ = ready_tx.send(());
+                let shutdown = async {
+                    let _ = stop_rx.await;
+                };
+                server::serve(vec![listener], daemon, shutdown, Duration::from_secs(2)).await;
+            });
+        });
+        ready_rx.recv().expect("skiffd test server did not start");
+        TestDaemon {
+            socket,
+            dir: Some(dir),
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Runs the docker CLI against this daemon, isolated from the user's Docker configuration.
+    pub fn docker(&self, cli: &Path, args: &[&str]) -> Output {
+        let dir = self
+            .dir
+            .as_ref()
+            .expect("a running test daemon has its directory");
+        let config = dir.path().join("docker-config");
+        let _ = std::fs::create_dir_all(&config);
+        Command::new(cli)
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .env("DOCKER_CONFIG", &config)
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env("DOCKER_CLI_HINTS", "false")
+            .output()
+            .expect("running the docker CLI")
+    }
+
+    /// Stops the server the way SIGTERM stops skiffd, waits for it, and hands back its
+    /// directory (where the socket was).
+    pub fn stop(mut self) -> Option<tempfile::TempDir> {
+        self.shutdown();
+        self.dir.take()
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The docker CLI, or None after saying loudly that the tests needing it are skipped.
+pub fn docker_cli() -> Option<PathBuf> {
+    let found = ["/usr/local/bin/docker", "/usr/bin/docker"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        eprintln!(
+            "\n*** SKIPPED: no docker CLI at /usr/local/bin/docker or /usr/bin/docker \
+             (tests/setup installs it) ***\n"
+        );
+    }
+    found
+}
+
+/// A python3 that can `import docker` (docker-py), or None after saying so loudly. tests/setup
+/// puts one in `target/docker-py/`.
+pub fn docker_py() -> Option<PathBuf> {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/docker-py/bin/python3");
+    let found = [venv, PathBuf::from("python3")].into_iter().find(|py| {
+        Command::new(py)
+            .args(["-c", "import docker"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if found.is_none() {
+        eprintln!(
+            "\n*** SKIPPED: no python3 with docker-py (target/docker-py/bin/python3 or \
+             python3 -c 'import docker'; tests/setup installs it) ***\n"
+        );
+    }
+    found
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

@@ -1,0 +1,229 @@
+//! The real docker CLI and docker-py against skiffd's HTTP front end, with the in-memory fake
+//! engine of `common::fake_engine` behind it (or the `Unimplemented` one skiffd ships with now).
+//! Each test is skipped, loudly, when its client is not installed.
+
+mod common;
+
+use common::fake_engine::FakeEngine;
+use common::{docker_cli, docker_py, text, TestDaemon};
+use skiff_api::daemon::server::{self, ListenAddr, ServerError};
+use skiff_api::daemon::Unimplemented;
+use std::process::Command;
+use std::sync::Arc;
+
+fn fake() -> TestDaemon {
+    TestDaemon::start(Arc::new(FakeEngine::default()))
+}
+
+#[test]
+fn version_and_info() {
+    let Some(cli) = docker_cli() else { return };
+    let d = fake();
+    let out = d.docker(
+        &cli,
+        &[
+            "version",
+            "--format",
+            "{{.Server.APIVersion}} {{.Server.Os}}",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "1.47 linux");
+    let out = d.docker(
+        &cli,
+        &[
+            "info",
+            "--format",
+            "{{.OperatingSystem}}|{{.Driver}}|{{.DefaultRuntime}}|{{.Containers}}",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "skiff (microVM)|skiff-overlay|skiff-vm|0"
+    );
+}
+
+/// attach (101 + frames), wait (headers flushed before start), start, in the CLI's order; the
+/// exit code comes from wait; --rm waits for the removal.
+#[test]
+fn run_prints_output_and_exits_with_the_container_code() {
+    let Some(cli) = docker_cli() else { return };
+    let d = fake();
+    let out = d.docker(
+        &cli,
+        &[
+            "run",
+            "--rm",
+            "-e",
+            "EXIT_CODE=3",
+            "busybox",
+            "echo",
+            "hi",
+            "there",
+        ],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "hi there\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    let out = d.docker(&cli, &["ps", "-aq"]);
+    assert_eq!(text(&out.stdout), "", "--rm left the container behind");
+}
+
+#[test]
+fn detached_container_ps_inspect_exec_logs_rm() {
+    let Some(cli) = docker_cli() else { return };
+    let d = fake();
+    let out = d.docker(
+        &cli,
+        &["run", "-d", "--name", "web", "busybox", "sleep", "1000"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+
+    let out = d.docker(&cli, &["ps", "--format", "{{.ID}} {{.Names}} {{.Image}}"]);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("{} web busybox", &id[..12])
+    );
+
+    let out = d.docker(
+        &cli,
+        &[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.Running}} {{.HostConfig.LogConfig.Type}}",
+            "web",
+        ],
+    );
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "running true json-file",
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = d.docker(
+        &cli,
+        &["exec", "-e", "EXIT_CODE=4", "web", "echo", "from", "exec"],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "from exec\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(4));
+
+    let out = d.docker(
+        &cli,
+        &["run", "--name", "done", "busybox", "echo", "logged"],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "logged\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    let out = d.docker(&cli, &["logs", "done"]);
+    assert_eq!(
+        text(&out.stdout),
+        "logged\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+
+    let out = d.docker(&cli, &["rm", "web"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("cannot remove a running container"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = d.docker(&cli, &["rm", "-f", "web", "done"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = d.docker(&cli, &["ps", "-aq"]);
+    assert_eq!(text(&out.stdout), "");
+    let out = d.docker(&cli, &["inspect", "web"]);
+    assert!(
+        text(&out.stderr).contains("No such"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn refused_options_name_the_field() {
+    let Some(cli) = docker_cli() else { return };
+    let d = fake();
+    let out = d.docker(&cli, &["run", "-p", "80:80", "busybox"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("HostConfig.PortBindings is not supported by skiff yet"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_shipped_engine_answers_501() {
+    let Some(cli) = docker_cli() else { return };
+    let d = TestDaemon::start(Arc::new(Unimplemented));
+    let out = d.docker(&cli, &["ps"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("container list is not implemented yet in skiffd"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = d.docker(&cli, &["info", "--format", "{{.Containers}} {{.Images}}"]);
+    assert_eq!(text(&out.stdout).trim(), "0 0", "{}", text(&out.stderr));
+}
+
+#[test]
+fn docker_py_run_returns_the_output() {
+    let Some(py) = docker_py() else { return };
+    let d = fake();
+    let script = r#"
+import sys, docker
+c = docker.DockerClient(base_url="unix://" + sys.argv[1])
+print(c.version()["ApiVersion"])
+out = c.containers.run("busybox", ["echo", "hi", "py"], detach=False, remove=True)
+sys.stdout.write(out.decode())
+"#;
+    let out = Command::new(py)
+        .args(["-c", script])
+        .arg(&d.socket)
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "1.47\nhi py\n");
+}
+
+#[test]
+fn stale_socket_replaced_live_one_kept_removed_on_stop() {
+    let d = fake();
+    let socket = d.socket.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt.block_on(server::bind(&ListenAddr::Unix(socket.clone()), None));
+    assert!(matches!(err, Err(ServerError::SocketInUse { .. })));
+    let _dir = d.stop();
+    assert!(!socket.exists(), "the socket outlived the server");
+
+    // A socket file nobody answers on, as a crashed daemon leaves it.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let bound = rt.block_on(server::bind(&ListenAddr::Unix(socket.clone()), None));
+    assert!(bound.is_ok(), "stale socket not replaced");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o660);
+}
