@@ -227,3 +227,36 @@ fn stale_socket_replaced_live_one_kept_removed_on_stop() {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o660);
 }
+
+/// docker-py reads the 101's headers through a buffered file: output arriving in the same read
+/// would be lost, so the 101 must leave on its own before any frame.
+#[test]
+fn docker_py_exec_run_gets_output_and_exit_code() {
+    let Some(py) = docker_py() else { return };
+    let d = fake();
+    let script = r#"
+import sys, docker
+c = docker.DockerClient(base_url="unix://" + sys.argv[1])
+ctr = c.containers.run("busybox", ["sleep", "100"], detach=True)
+for i in range(20):
+    r = ctr.exec_run(["echo", "from", "py"], environment={"EXIT_CODE": "5"})
+    assert (r.exit_code, r.output) == (5, b"from py\n"), (i, r)
+print("ok")
+"#;
+    let out = Command::new(py)
+        .args(["-c", script])
+        .arg(&d.socket)
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ok\n");
+}
+
+#[test]
+fn run_with_a_tty_gets_raw_output() {
+    let Some(cli) = docker_cli() else { return };
+    let d = fake();
+    let out = d.docker(&cli, &["run", "--rm", "-t", "busybox", "echo", "raw"]);
+    assert_eq!(text(&out.stdout), "raw\n", "stderr: {}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+}

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -147,8 +148,13 @@ fn group_id(name: &str) -> Option<u32> {
     crate::run::image::lookup(&text, name).map(|(gid, _)| gid)
 }
 
-trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+/// A client connection of any listener; its descriptor is reachable so that a hijacked stream
+/// can see whether the client has read what was sent (`streams::hijack`).
+pub trait Io: AsyncRead + AsyncWrite + AsRawFd + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + AsRawFd + Send + Unpin + 'static> Io for T {}
+
+/// What hyper serves each connection over.
+pub type Connection = TokioIo<Box<dyn Io>>;
 
 /// Accepts on one listener and hands each connection to the serving loop.
 async fn accept_loop(listener: Listener, conns: mpsc::Sender<Box<dyn Io>>) {
@@ -232,7 +238,7 @@ pub async fn serve(
 async fn serve_connection(io: Box<dyn Io>, daemon: Arc<Daemon>, mut stop: watch::Receiver<bool>) {
     let service = service_fn(move |req| router::serve(daemon.clone(), req));
     let conn = http1::Builder::new()
-        .serve_connection(TokioIo::new(io), service)
+        .serve_connection(Connection::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {

@@ -8,10 +8,14 @@ use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_TYPE, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use std::os::fd::RawFd;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 use super::body::{streamed, with_type, Resp, JSON};
 use super::options::{AttachStreams, OutputChunk, OutputStream};
+use super::server::Connection;
 
 pub const RAW_STREAM: &str = "application/vnd.docker.raw-stream";
 pub const MULTIPLEXED_STREAM: &str = "application/vnd.docker.multiplexed-stream";
@@ -59,10 +63,9 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     connection_upgrade && headers.contains_key(UPGRADE)
 }
 
-/// Answers an attach or exec start. With an upgrade request: `101 UPGRADED` (sent and flushed on
-/// its own by hyper before the upgrade completes, so no frame shares a read with the headers),
-/// then output to the client and the client's bytes to stdin until the output ends. Without:
-/// a plain 200 whose streamed body is the output (stdin closed).
+/// Answers an attach or exec start. With an upgrade request: `101 UPGRADED`, then, once the
+/// client has read it, output to the client and the client's bytes to stdin until the output
+/// ends. Without: a plain 200 whose streamed body is the output (stdin closed).
 pub fn hijack<B: Send + 'static>(req: Request<B>, streams: AttachStreams) -> Resp {
     let content_type = stream_content_type(streams.tty);
     if !wants_upgrade(req.headers()) {
@@ -70,9 +73,17 @@ pub fn hijack<B: Send + 'static>(req: Request<B>, streams: AttachStreams) -> Res
         return with_type(StatusCode::OK, content_type, streamed(body));
     }
     tokio::spawn(async move {
-        match hyper::upgrade::on(req).await {
-            Ok(upgraded) => pump(TokioIo::new(upgraded), streams).await,
-            Err(e) => tracing::debug!("attach: upgrade failed: {e}"),
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!("attach: upgrade failed: {e}"),
+        };
+        match upgraded.downcast::<Connection>() {
+            Ok(parts) => {
+                let io = parts.io.into_inner();
+                until_peer_has_read(io.as_raw_fd()).await;
+                pump(io, streams, parts.read_buf).await
+            }
+            Err(upgraded) => pump(TokioIo::new(upgraded), streams, Bytes::new()).await,
         }
     });
     let mut resp = Response::new(super::body::empty());
@@ -84,15 +95,40 @@ pub fn hijack<B: Send + 'static>(req: Request<B>, streams: AttachStreams) -> Res
     resp
 }
 
+/// How long the first frame may wait for the client to read the 101.
+const PEER_READ_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until the client has read everything sent so far (`SIOCOUTQ`: on a Unix socket, the
+/// bytes its peer has not consumed; on TCP, those not yet acknowledged), for `PEER_READ_WAIT`
+/// at most. docker-py reads the 101's headers through a buffered file and then reads frames from
+/// the bare socket: a frame that arrived with the headers would be lost.
+async fn until_peer_has_read(fd: RawFd) {
+    let deadline = Instant::now() + PEER_READ_WAIT;
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one c_int through the pointer, which points to
+        // `queued`; `fd` is the connection's descriptor, open for the duration of the call.
+        let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
+        if rc != 0 || queued == 0 || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Moves bytes over a taken-over connection until the output ends, then closes it (the client
-/// sees EOF and asks for the exit code). The client's half-close ends stdin only.
-pub async fn pump<IO>(io: IO, streams: AttachStreams)
+/// sees EOF and asks for the exit code). The client's half-close ends stdin only. `already_read`:
+/// bytes the client sent right after its request, read along with it.
+pub async fn pump<IO>(io: IO, streams: AttachStreams, already_read: Bytes)
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(io);
     let stdin_task = streams.stdin.map(|tx| {
         tokio::spawn(async move {
+            if !already_read.is_empty() && tx.send(already_read).await.is_err() {
+                return;
+            }
             let mut buf = vec![0u8; 32 * 1024];
             loop {
                 match rd.read(&mut buf).await {
@@ -211,10 +247,12 @@ mod tests {
                 output,
                 stdin: Some(stdin_tx),
             },
+            Bytes::from_static(b"early "),
         ));
         let (mut crd, mut cwr) = tokio::io::split(client);
         cwr.write_all(b"typed").await.unwrap();
         cwr.shutdown().await.unwrap();
+        assert_eq!(stdin_rx.recv().await.as_deref(), Some(&b"early "[..]));
         assert_eq!(stdin_rx.recv().await.as_deref(), Some(&b"typed"[..]));
         assert_eq!(stdin_rx.recv().await, None, "half-close ends stdin");
         let mut got = Vec::new();

@@ -98,16 +98,22 @@ impl Drop for TestDaemon {
     }
 }
 
-/// The docker CLI, or None after saying loudly that the tests needing it are skipped.
+/// The docker CLI, or None after saying loudly that the tests needing it are skipped:
+/// `$SKIFF_TEST_DOCKER_CLI`, else /usr/local/bin/docker, /usr/bin/docker, or the one tests/setup
+/// extracts from Debian's docker.io into `target/docker-cli/` (client only, no daemon).
 pub fn docker_cli() -> Option<PathBuf> {
-    let found = ["/usr/local/bin/docker", "/usr/bin/docker"]
-        .iter()
-        .map(PathBuf::from)
+    let extracted =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/docker-cli/usr/bin/docker");
+    let chosen = std::env::var_os("SKIFF_TEST_DOCKER_CLI").map(PathBuf::from);
+    let found = chosen
+        .into_iter()
+        .chain(["/usr/local/bin/docker", "/usr/bin/docker"].map(PathBuf::from))
+        .chain([extracted])
         .find(|p| p.exists());
     if found.is_none() {
         eprintln!(
-            "\n*** SKIPPED: no docker CLI at /usr/local/bin/docker or /usr/bin/docker \
-             (tests/setup installs it) ***\n"
+            "\n*** SKIPPED: no docker CLI ($SKIFF_TEST_DOCKER_CLI, /usr/local/bin/docker, \
+             /usr/bin/docker or target/docker-cli/usr/bin/docker; tests/setup installs one) ***\n"
         );
     }
     found
