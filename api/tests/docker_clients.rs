@@ -260,3 +260,19 @@ fn run_with_a_tty_gets_raw_output() {
     assert_eq!(text(&out.stdout), "raw\n", "stderr: {}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// `docker load` sends its archive chunked; the engine gets it as a stream.
+#[test]
+fn load_streams_the_chunked_archive() {
+    let Some(cli) = docker_cli() else { return };
+    let d = fake();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("image.tar");
+    std::fs::write(&archive, vec![7u8; 3 << 20]).unwrap();
+    let out = d.docker(&cli, &["load", "-i", archive.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("Loaded image: fake ({} bytes)\n", 3 << 20)
+    );
+}

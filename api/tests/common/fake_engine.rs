@@ -5,15 +5,16 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream::{self, BoxStream, StreamExt};
 use skiff_api::daemon::create::CreateRequest;
 use skiff_api::daemon::model::{
     ContainerInspect, ContainerState, ContainerSummary, ExecInspect, ImageInspect, InspectConfig,
-    InspectHostConfig, LogConfigJson, WaitResponse,
+    InspectHostConfig, LogConfigJson, ProgressMessage, WaitResponse,
 };
 use skiff_api::daemon::options::{
-    AttachOptions, AttachStreams, ExecConfig, ExecStartOptions, ListOptions, LogsOptions,
-    OutputChunk, OutputStream, RemoveOptions, StdStream, SystemCounts, WaitCondition, WaitFuture,
+    AttachOptions, AttachStreams, ByteStream, ExecConfig, ExecStartOptions, ListOptions,
+    LogsOptions, OutputChunk, OutputStream, RemoveOptions, StdStream, SystemCounts, WaitCondition,
+    WaitFuture,
 };
 use skiff_api::daemon::timefmt::{rfc3339, ZERO_TIME};
 use skiff_api::daemon::{BackendError, ContainerBackend, Created};
@@ -422,5 +423,23 @@ impl ContainerBackend for FakeEngine {
 
     async fn image_inspect(&self, name: &str) -> Result<ImageInspect> {
         Err(BackendError::NoSuchImage(name.to_string()))
+    }
+
+    /// Counts the archive's bytes as they arrive and reports them as docker load's line.
+    async fn image_load(
+        &self,
+        archive: ByteStream,
+        _quiet: bool,
+    ) -> Result<BoxStream<'static, ProgressMessage>> {
+        let total = archive
+            .fold(0usize, |n, chunk| async move {
+                n + chunk.map_or(0, |b| b.len())
+            })
+            .await;
+        let line = ProgressMessage {
+            stream: Some(format!("Loaded image: fake ({total} bytes)\n")),
+            ..ProgressMessage::default()
+        };
+        Ok(stream::iter([line]).boxed())
     }
 }
