@@ -1,13 +1,17 @@
 //! The real docker CLI and docker-py against skiffd's HTTP front end, with the in-memory fake
 //! engine of `common::fake_engine` behind it (or the `Unimplemented` one skiffd ships with now).
-//! Each test is skipped, loudly, when its client is not installed.
+//! Each test is skipped, loudly, when its client is not installed. TCP with TLS as `--tlsverify`
+//! sets it up is driven with the CLI's own TLS flags, on certificates made on the spot.
 
 mod common;
 
 use common::fake_engine::FakeEngine;
 use common::{docker_cli, docker_py, text, TestDaemon};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use skiff_api::daemon::server::{self, ListenAddr, ServerError};
+use skiff_api::daemon::tls::{acceptor, TlsOptions};
 use skiff_api::daemon::Unimplemented;
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -213,7 +217,7 @@ fn stale_socket_replaced_live_one_kept_removed_on_stop() {
         .enable_all()
         .build()
         .unwrap();
-    let err = rt.block_on(server::bind(&ListenAddr::Unix(socket.clone()), None));
+    let err = rt.block_on(server::bind(&ListenAddr::Unix(socket.clone()), None, None));
     assert!(matches!(err, Err(ServerError::SocketInUse { .. })));
     let _dir = d.stop();
     assert!(!socket.exists(), "the socket outlived the server");
@@ -221,7 +225,7 @@ fn stale_socket_replaced_live_one_kept_removed_on_stop() {
     // A socket file nobody answers on, as a crashed daemon leaves it.
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
-    let bound = rt.block_on(server::bind(&ListenAddr::Unix(socket.clone()), None));
+    let bound = rt.block_on(server::bind(&ListenAddr::Unix(socket.clone()), None, None));
     assert!(bound.is_ok(), "stale socket not replaced");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
@@ -274,5 +278,100 @@ fn load_streams_the_chunked_archive() {
     assert_eq!(
         text(&out.stdout),
         format!("Loaded image: fake ({} bytes)\n", 3 << 20)
+    );
+}
+
+/// Writes ca.pem, server-{cert,key}.pem (for 127.0.0.1) and client-{cert,key}.pem into `dir`.
+fn make_certs(dir: &Path) {
+    let write = |name: &str, pem: String| std::fs::write(dir.join(name), pem).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    write("ca.pem", ca_cert.pem());
+    let issuer = Issuer::new(ca_params, ca_key);
+    for (who, names) in [
+        ("server", vec!["127.0.0.1".to_string()]),
+        ("client", vec![]),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        write(&format!("{who}-cert.pem"), cert.pem());
+        write(&format!("{who}-key.pem"), key.serialize_pem());
+    }
+}
+
+#[test]
+fn tlsverify_admits_only_clients_with_a_certificate_from_the_ca() {
+    let Some(cli) = docker_cli() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().to_path_buf();
+    make_certs(&certs);
+    let tls = acceptor(&TlsOptions {
+        cert: certs.join("server-cert.pem"),
+        key: certs.join("server-key.pem"),
+        client_ca: Some(certs.join("ca.pem")),
+    })
+    .unwrap();
+    let d = TestDaemon::start_on(
+        Arc::new(FakeEngine::default()),
+        ListenAddr::Tcp("127.0.0.1:0".to_string()),
+        Some(tls),
+        dir,
+    );
+    let path = |f: &str| certs.join(f).display().to_string();
+    let (ca, cert, key) = (
+        path("ca.pem"),
+        path("client-cert.pem"),
+        path("client-key.pem"),
+    );
+    let version = ["version", "--format", "{{.Server.APIVersion}}"];
+
+    let with_cert = [
+        &[
+            "--tlsverify",
+            "--tlscacert",
+            &ca,
+            "--tlscert",
+            &cert,
+            "--tlskey",
+            &key,
+        ][..],
+        &version,
+    ]
+    .concat();
+    let out = d.docker(&cli, &with_cert);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "1.47");
+    // The hijacked attach stream over TLS.
+    let run = [
+        "run",
+        "--rm",
+        "-e",
+        "EXIT_CODE=2",
+        "busybox",
+        "echo",
+        "over",
+        "tls",
+    ];
+    let out = d.docker(&cli, &[&with_cert[..with_cert.len() - 3], &run].concat());
+    assert_eq!(text(&out.stdout), "over tls\n", "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2));
+
+    let without_cert = [&["--tlsverify", "--tlscacert", &ca][..], &version].concat();
+    let out = d.docker(&cli, &without_cert);
+    assert!(
+        !out.status.success(),
+        "a client without a certificate got in"
+    );
+
+    let out = d.docker(&cli, &version);
+    assert!(
+        !out.status.success(),
+        "plain HTTP got an answer from the TLS port"
     );
 }

@@ -10,6 +10,7 @@ use clap::Parser;
 use skiff_api::daemon::host::HostFacts;
 use skiff_api::daemon::root_lock::RootLock;
 use skiff_api::daemon::server::{self, ListenAddr, DEFAULT_SOCKET};
+use skiff_api::daemon::tls::{self, TlsOptions};
 use skiff_api::daemon::{Daemon, Unimplemented};
 
 /// How long in-flight requests may run on after SIGTERM/SIGINT before they are cut.
@@ -23,7 +24,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
     after_help = "SECURITY: anyone who can connect to skiffd's socket is root on this host, as \
                   with Docker's socket. The Unix socket is created mode 0660, group 'skiff' when \
                   that group exists: add only trusted users to it. Never expose tcp:// beyond \
-                  this host without TLS."
+                  this host without --tlsverify."
 )]
 struct Args {
     /// Where to listen: unix:///PATH or tcp://HOST:PORT (repeatable). Default:
@@ -36,17 +37,47 @@ struct Args {
     /// Group given to Unix sockets when it exists.
     #[arg(long, value_name = "NAME", default_value = "skiff")]
     group: String,
-    /// dockerd's TLS flags: not available yet; refused rather than ignored.
-    #[arg(long, hide = true)]
-    tlsverify: bool,
-    #[arg(long, hide = true, value_name = "FILE")]
-    tlscacert: Option<PathBuf>,
-    #[arg(long, hide = true, value_name = "FILE")]
-    tlscert: Option<PathBuf>,
-    #[arg(long, hide = true, value_name = "FILE")]
-    tlskey: Option<PathBuf>,
-    #[arg(long, hide = true)]
+    /// Serve tcp:// addresses over TLS with --tlscert and --tlskey (clients unauthenticated).
+    #[arg(long)]
     tls: bool,
+    /// TLS and require client certificates signed by --tlscacert (implies --tls).
+    #[arg(long)]
+    tlsverify: bool,
+    /// CA certificate (PEM) that client certificates must be signed by.
+    #[arg(long, value_name = "FILE")]
+    tlscacert: Option<PathBuf>,
+    /// Server certificate chain (PEM).
+    #[arg(long, value_name = "FILE")]
+    tlscert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    tlskey: Option<PathBuf>,
+}
+
+impl Args {
+    /// dockerd's rules: --tlsverify implies --tls; TLS needs a certificate and key, verification
+    /// a CA. No default paths: every file is named.
+    fn tls(&self) -> anyhow::Result<Option<TlsOptions>> {
+        if !self.tls && !self.tlsverify {
+            if self.tlscacert.is_some() || self.tlscert.is_some() || self.tlskey.is_some() {
+                bail!("--tlscacert, --tlscert and --tlskey need --tls or --tlsverify");
+            }
+            return Ok(None);
+        }
+        let (Some(cert), Some(key)) = (self.tlscert.clone(), self.tlskey.clone()) else {
+            bail!("--tls and --tlsverify need --tlscert and --tlskey");
+        };
+        let client_ca = match (self.tlsverify, &self.tlscacert) {
+            (true, None) => bail!("--tlsverify needs --tlscacert"),
+            (true, Some(ca)) => Some(ca.clone()),
+            (false, _) => None,
+        };
+        Ok(Some(TlsOptions {
+            cert,
+            key,
+            client_ca,
+        }))
+    }
 }
 
 /// A stable identity for `/info`'s `ID`, kept in the root directory.
@@ -82,34 +113,32 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if args.tls
-        || args.tlsverify
-        || args.tlscacert.is_some()
-        || args.tlscert.is_some()
-        || args.tlskey.is_some()
-    {
-        bail!(
-            "TLS (--tls, --tlsverify, --tlscacert, --tlscert, --tlskey) is not supported by skiffd \
-             yet; listen on a Unix socket, or reach a tcp:// address only through an SSH tunnel"
-        );
-    }
+    let tls_options = args.tls()?;
+    let acceptor = tls_options.as_ref().map(tls::acceptor).transpose()?;
+    let verified = tls_options.as_ref().is_some_and(|t| t.client_ca.is_some());
     let _lock = RootLock::acquire(&args.root)?;
     let hosts = if args.hosts.is_empty() {
         vec![format!("unix://{DEFAULT_SOCKET}")]
     } else {
-        args.hosts
+        args.hosts.clone()
     };
     let mut listeners = Vec::new();
     for h in &hosts {
         let addr: ListenAddr = h.parse()?;
-        if let ListenAddr::Tcp(a) = &addr {
-            tracing::warn!(
+        match (&addr, &acceptor) {
+            (ListenAddr::Tcp(a), None) => tracing::warn!(
                 "LISTENING ON PLAIN TCP {a} WITHOUT TLS OR AUTHENTICATION: ANYONE WHO CAN REACH \
-                 THIS PORT IS ROOT ON THIS HOST"
-            );
+                 THIS PORT IS ROOT ON THIS HOST (use --tlsverify)"
+            ),
+            (ListenAddr::Tcp(a), Some(_)) if !verified => tracing::warn!(
+                "LISTENING ON TCP {a} WITH TLS BUT NO CLIENT AUTHENTICATION: ANYONE WHO CAN \
+                 REACH THIS PORT IS ROOT ON THIS HOST (use --tlsverify)"
+            ),
+            _ => {}
         }
-        listeners.push(server::bind(&addr, Some(&args.group)).await?);
-        tracing::info!("listening on {addr}");
+        let listener = server::bind(&addr, Some(&args.group), acceptor.as_ref()).await?;
+        tracing::info!("listening on {}", listener.local_addr());
+        listeners.push(listener);
     }
     let daemon = Arc::new(Daemon {
         backend: Arc::new(Unimplemented),

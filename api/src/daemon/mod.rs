@@ -1,7 +1,7 @@
 //! `skiffd`'s HTTP front end: the Docker Engine API (v1.24–v1.47) over HTTP/1.1, from the wire to
 //! the narrow `ContainerBackend` trait the engine implements.
 //!
-//! - `server`: listeners, per-connection HTTP with upgrades, clean shutdown; `root_lock`.
+//! - `server`: listeners, per-connection HTTP with upgrades, clean shutdown; `tls`; `root_lock`.
 //! - `router`: version prefix, route table, common headers; `handlers`: one module per group.
 //! - `create`: the create request, decoded and honestly refused; `query`: strict parameters.
 //! - `streams`: frames, the hijacked attach/exec connection, late bodies, JSON lines.
@@ -21,6 +21,7 @@ pub mod router;
 pub mod server;
 pub mod streams;
 pub mod timefmt;
+pub mod tls;
 
 pub use backend::{ContainerBackend, Created, Unimplemented};
 pub use error::{ApiError, BackendError};

@@ -1,5 +1,5 @@
 //! Listening: Unix sockets (stale ones replaced, live ones left alone, mode 0660 and group
-//! `skiff`) and plain TCP; HTTP/1.1 with upgrades per connection; a clean stop that refuses new
+//! `skiff`) and TCP, plain or TLS; HTTP/1.1 with upgrades per connection; a clean stop that refuses new
 //! connections, lets in-flight requests finish for a grace period, cuts the rest and removes the
 //! sockets.
 
@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use super::router::{self, Daemon};
 
@@ -86,19 +87,50 @@ pub enum Listener {
         path: PathBuf,
     },
     Tcp(TcpListener),
+    Tls {
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+    },
 }
 
+impl Listener {
+    /// Where it listens (a TCP port chosen by the system shows here).
+    pub fn local_addr(&self) -> String {
+        let tcp = |l: &TcpListener| l.local_addr().map(|a| format!("tcp://{a}"));
+        match self {
+            Listener::Unix { path, .. } => Ok(format!("unix://{}", path.display())),
+            Listener::Tcp(l) | Listener::Tls { listener: l, .. } => tcp(l),
+        }
+        .unwrap_or_else(|e| format!("(unknown address: {e})"))
+    }
+}
+
+/// How long a client may take over its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Binds `addr`. A Unix socket gets mode 0660 and, when given and present, the group
-/// `socket_group`: whoever can connect to it is root on this host.
-pub async fn bind(addr: &ListenAddr, socket_group: Option<&str>) -> Result<Listener, ServerError> {
+/// `socket_group`: whoever can connect to it is root on this host. A TCP address is served
+/// with `tls` when given.
+pub async fn bind(
+    addr: &ListenAddr,
+    socket_group: Option<&str>,
+    tls: Option<&TlsAcceptor>,
+) -> Result<Listener, ServerError> {
     let listen_err = |source| ServerError::Listen {
         addr: addr.to_string(),
         source,
     };
     match addr {
-        ListenAddr::Tcp(a) => Ok(Listener::Tcp(
-            TcpListener::bind(a).await.map_err(listen_err)?,
-        )),
+        ListenAddr::Tcp(a) => {
+            let listener = TcpListener::bind(a).await.map_err(listen_err)?;
+            Ok(match tls {
+                Some(acceptor) => Listener::Tls {
+                    listener,
+                    acceptor: acceptor.clone(),
+                },
+                None => Listener::Tcp(listener),
+            })
+        }
         ListenAddr::Unix(path) => {
             clear_stale_socket(path)?;
             if let Some(dir) = path.parent() {
@@ -156,7 +188,8 @@ impl<T: AsyncRead + AsyncWrite + AsRawFd + Send + Unpin + 'static> Io for T {}
 /// What hyper serves each connection over.
 pub type Connection = TokioIo<Box<dyn Io>>;
 
-/// Accepts on one listener and hands each connection to the serving loop.
+/// Accepts on one listener and hands each connection to the serving loop (TLS ones once their
+/// handshake, run on its own task, has succeeded).
 async fn accept_loop(listener: Listener, conns: mpsc::Sender<Box<dyn Io>>) {
     loop {
         let accepted: io::Result<Box<dyn Io>> = match &listener {
@@ -164,6 +197,23 @@ async fn accept_loop(listener: Listener, conns: mpsc::Sender<Box<dyn Io>>) {
                 listener.accept().await.map(|(s, _)| Box::new(s) as _)
             }
             Listener::Tcp(listener) => listener.accept().await.map(|(s, _)| Box::new(s) as _),
+            Listener::Tls { listener, acceptor } => match listener.accept().await {
+                Ok((tcp, peer)) => {
+                    let (acceptor, conns) = (acceptor.clone(), conns.clone());
+                    tokio::spawn(async move {
+                        let handshake = acceptor.accept(tcp);
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                            Ok(Ok(tls)) => {
+                                let _ = conns.send(Box::new(tls)).await;
+                            }
+                            Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
+                            Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                        }
+                    });
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
         };
         match accepted {
             Ok(io) => {
@@ -191,7 +241,7 @@ pub async fn serve(
         .iter()
         .filter_map(|l| match l {
             Listener::Unix { path, .. } => Some(path.clone()),
-            Listener::Tcp(_) => None,
+            Listener::Tcp(_) | Listener::Tls { .. } => None,
         })
         .collect();
     let (conn_tx, mut conn_rx) = mpsc::channel(64);

@@ -10,8 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_rustls::TlsAcceptor;
 
 pub struct TestDaemon {
+    /// Where it listens, as `-H` takes it.
+    pub endpoint: String,
+    /// The Unix socket's path (`start`) or empty (`start_on`).
     pub socket: PathBuf,
     dir: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -19,9 +23,22 @@ pub struct TestDaemon {
 }
 
 impl TestDaemon {
+    /// On a Unix socket in a fresh directory.
     pub fn start(backend: Arc<dyn ContainerBackend>) -> TestDaemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("skiffd.sock");
+        let mut d = TestDaemon::start_on(backend, ListenAddr::Unix(socket.clone()), None, dir);
+        d.socket = socket;
+        d
+    }
+
+    /// On `addr`, TLS when `tls` is given; `dir` holds the clients' configuration.
+    pub fn start_on(
+        backend: Arc<dyn ContainerBackend>,
+        addr: ListenAddr,
+        tls: Option<TlsAcceptor>,
+        dir: tempfile::TempDir,
+    ) -> TestDaemon {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let daemon = Arc::new(Daemon {
@@ -30,7 +47,6 @@ impl TestDaemon {
             engine_id: "0".repeat(64),
             root_dir: dir.path().display().to_string(),
         });
-        let addr = ListenAddr::Unix(socket.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -38,17 +54,18 @@ impl TestDaemon {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let listener = server::bind(&addr, None).await.expect("bind");
-                let _ = ready_tx.send(());
+                let listener = server::bind(&addr, None, tls.as_ref()).await.expect("bind");
+                let _ = ready_tx.send(listener.local_addr());
                 let shutdown = async {
                     let _ = stop_rx.await;
                 };
                 server::serve(vec![listener], daemon, shutdown, Duration::from_secs(2)).await;
             });
         });
-        ready_rx.recv().expect("skiffd test server did not start");
+        let endpoint = ready_rx.recv().expect("skiffd test server did not start");
         TestDaemon {
-            socket,
+            endpoint,
+            socket: PathBuf::new(),
             dir: Some(dir),
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -65,7 +82,7 @@ impl TestDaemon {
         let _ = std::fs::create_dir_all(&config);
         Command::new(cli)
             .arg("-H")
-            .arg(format!("unix://{}", self.socket.display()))
+            .arg(&self.endpoint)
             .args(args)
             .env("DOCKER_CONFIG", &config)
             .env_remove("DOCKER_HOST")
