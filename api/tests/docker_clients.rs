@@ -375,3 +375,101 @@ fn tlsverify_admits_only_clients_with_a_certificate_from_the_ca() {
         "plain HTTP got an answer from the TLS port"
     );
 }
+
+/// One raw HTTP/1.1 exchange on the Unix socket (the client side of a test, byte for byte).
+fn raw_request(d: &TestDaemon, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn plumbing_answers_as_docker_does() {
+    let d = TestDaemon::start(Arc::new(Unimplemented));
+    let get = |path: &str| {
+        raw_request(
+            &d,
+            &format!("GET {path} HTTP/1.1\r\nHost: skiff\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    let ping = raw_request(
+        &d,
+        "HEAD /_ping HTTP/1.1\r\nHost: skiff\r\nConnection: close\r\n\r\n",
+    );
+    for header in [
+        "api-version: 1.47",
+        "ostype: linux",
+        "docker-experimental: false",
+        "builder-version: 1",
+        "cache-control: no-cache, no-store, must-revalidate",
+        "pragma: no-cache",
+        "server: skiff/",
+    ] {
+        assert!(
+            ping.to_ascii_lowercase().contains(header),
+            "{header} missing in {ping}"
+        );
+    }
+    let nope = get("/v1.47/nope");
+    assert!(nope.starts_with("HTTP/1.1 404"), "{nope}");
+    assert!(
+        nope.ends_with("{\"message\":\"page not found\"}\n"),
+        "{nope}"
+    );
+    let old = get("/v1.12/info");
+    assert!(old.starts_with("HTTP/1.1 400"), "{old}");
+    assert!(old.contains("client version 1.12 is too old. Minimum supported API version is 1.24"));
+    let bad = get("/containers/json?all=maybe");
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    assert!(bad.contains(r#"query parameter \"all\""#), "{bad}");
+    let unversioned = get("/version");
+    assert!(unversioned.starts_with("HTTP/1.1 200"), "{unversioned}");
+    assert!(unversioned.contains("application/json"), "{unversioned}");
+}
+
+/// A stop lets in-flight requests run for the grace period (2 s in tests), then cuts them; the
+/// wait's headers had left at once.
+#[test]
+fn stop_cuts_requests_still_running_after_the_grace_period() {
+    let d = fake();
+    let body = r#"{"Image":"busybox","Cmd":["sleep"]}"#;
+    let created = raw_request(
+        &d,
+        &format!(
+            "POST /containers/create?name=idle HTTP/1.1\r\nHost: skiff\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(created.starts_with("HTTP/1.1 201"), "{created}");
+    let socket = d.socket.clone();
+    let waiter = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(
+            b"POST /containers/idle/wait?condition=next-exit HTTP/1.1\r\nHost: skiff\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let _dir = d.stop();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(4),
+        "stop took {took:?}"
+    );
+    let answer = waiter.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.contains("StatusCode"), "{answer}");
+}
