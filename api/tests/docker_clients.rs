@@ -473,3 +473,49 @@ fn stop_cuts_requests_still_running_after_the_grace_period() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(!answer.contains("StatusCode"), "{answer}");
 }
+
+/// Without `Upgrade: tcp` an attach is a plain 200 whose streamed body carries the frames.
+#[test]
+fn attach_without_upgrade_streams_a_plain_body() {
+    let d = fake();
+    let body = r#"{"Image":"busybox","Cmd":["echo","plain"]}"#;
+    let created = raw_request(
+        &d,
+        &format!(
+            "POST /containers/create?name=plain HTTP/1.1\r\nHost: skiff\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(created.starts_with("HTTP/1.1 201"), "{created}");
+    let socket = d.socket.clone();
+    let attached = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(
+            b"POST /containers/plain/attach?stream=1&stdout=1 HTTP/1.1\r\nHost: skiff\r\n\
+              Connection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        answer
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = raw_request(
+        &d,
+        "POST /containers/plain/start HTTP/1.1\r\nHost: skiff\r\nConnection: close\r\n\r\n",
+    );
+    assert!(started.starts_with("HTTP/1.1 204"), "{started}");
+    let answer = attached.join().unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("application/vnd.docker.multiplexed-stream"),
+        "{text}"
+    );
+    let frame = b"\x01\0\0\0\0\0\0\x06plain\n";
+    assert!(answer.windows(frame.len()).any(|w| w == frame), "{text}");
+}
