@@ -7,8 +7,8 @@
 //! every open exec session report its status, report the main status, sync and power the VM off. Any failure (a panic too)
 //! also ends in a power-off, after telling the host over vsock when the connection is up.
 
-use skiff_guest_init::protocol::{self, CONTROL_PORT, EXEC_PORT};
 use skiff_guest_init::exec_sessions::ExecSessions;
+use skiff_guest_init::protocol::{self, CONTROL_PORT, EXEC_PORT};
 use skiff_guest_init::reaper::Reaper;
 use skiff_guest_init::{session, system, vsock};
 use std::fs::File;

@@ -147,7 +147,8 @@ fn entries(text: &str) -> impl Iterator<Item = (&str, u32, u32)> {
     })
 }
 
-fn lookup(text: &str, name: &str) -> Option<(u32, u32)> {
+/// The `(id, next numeric field)` of the entry called `name` in a passwd- or group-style file.
+pub(crate) fn lookup(text: &str, name: &str) -> Option<(u32, u32)> {
     entries(text).find_map(|(n, id, next)| (n == name).then_some((id, next)))
 }
 

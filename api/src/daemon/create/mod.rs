@@ -1,0 +1,8 @@
+//! `POST /containers/create`: Docker's request body, and its decoding into what the engine gets.
+
+pub mod body;
+pub mod decode;
+pub mod request;
+
+pub use decode::{decode_create, parse_size, CreateError, RUNTIME_NAME};
+pub use request::{CreateRequest, JsonFileLog, NetworkMode, RestartPolicy, Stdio};

@@ -1,0 +1,82 @@
+//! What the engine receives for `POST /containers/create`: only what skiff honours, typed.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateRequest {
+    /// `?name=` without Docker's leading slash; None lets the engine choose one.
+    pub name: Option<String>,
+    pub image: String,
+    /// None: the image's default command.
+    pub cmd: Option<Vec<String>>,
+    /// None: the image's entrypoint. `Some([])` or `Some([""])` clears it (`--entrypoint ""`).
+    pub entrypoint: Option<Vec<String>>,
+    /// `KEY=VALUE` entries, in order; a bare `KEY` is kept as sent (Docker keeps it too).
+    pub env: Vec<String>,
+    /// None: the image's.
+    pub working_dir: Option<String>,
+    /// None: the image's. `name`, `uid`, `name:group` or `uid:gid`, resolved in the image.
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub stdio: Stdio,
+    pub stop_signal: Option<String>,
+    /// Seconds; None: Docker's default of 10.
+    pub stop_timeout: Option<i64>,
+    /// `80/tcp`, … as declared (metadata only: nothing is published).
+    pub exposed_ports: Vec<String>,
+    /// None: skiff's default vCPU count. In billionths of a CPU, as Docker's `NanoCpus`.
+    pub nano_cpus: Option<u64>,
+    /// None: skiff's default guest memory. Bytes.
+    pub memory_bytes: Option<u64>,
+    pub restart_policy: RestartPolicy,
+    pub auto_remove: bool,
+    pub log: JsonFileLog,
+    /// `--init`: recorded only, since skiff's guest-init is always PID 1 and reaps orphans.
+    pub init: bool,
+    pub network: NetworkMode,
+    /// The terminal's initial size (height, width) when the client sent one.
+    pub console_size: Option<(u32, u32)>,
+}
+
+/// The stdio wiring the client asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stdio {
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub stdin_once: bool,
+    pub attach_stdin: bool,
+    pub attach_stdout: bool,
+    pub attach_stderr: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RestartPolicy {
+    #[default]
+    No,
+    /// None: retry without limit (`MaximumRetryCount` 0).
+    OnFailure {
+        max_retries: Option<u32>,
+    },
+    Always,
+    UnlessStopped,
+}
+
+/// The json-file log driver's options (the only driver skiff has).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JsonFileLog {
+    /// Rotate past this many bytes; None: never rotate.
+    pub max_size: Option<u64>,
+    /// Files kept when rotating (Docker's default 1).
+    pub max_file: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// `default` or `bridge`: the engine's default network.
+    #[default]
+    Default,
+    /// `none`, or `NetworkDisabled`: a loopback-only guest.
+    None,
+}

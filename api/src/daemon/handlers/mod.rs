@@ -1,0 +1,6 @@
+//! One module per group of endpoints; each handler parses its request and calls the engine.
+
+pub mod containers;
+pub mod exec;
+pub mod images;
+pub mod system;

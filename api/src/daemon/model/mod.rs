@@ -1,0 +1,7 @@
+//! The Docker API's JSON answers as serde types.
+
+pub mod containers;
+pub mod images;
+
+pub use containers::*;
+pub use images::*;
