@@ -51,6 +51,8 @@ use std::time::Duration;
 pub const TIMED_OUT: i32 = 124;
 /// Exit code of a run in which the test host itself failed before the command's status came back.
 pub const HOST_FAILED: i32 = 125;
+/// How the test host's console line reporting an emulator fault starts.
+const EMULATOR_FAULT: &str = "EMULATOR-FAULT:";
 
 /// What a command printed inside the test host, and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,30 +77,19 @@ impl TestHostOutput {
         self.code == TIMED_OUT
     }
 
-    /// Whether the run ended the way faults of the nested machine end it: the test host's own
-    /// kernel found its memory corrupted, or the run hung ([`TIMED_OUT`]; scripts also exit 124
-    /// when they had to cut off a command inside that hung).
+    /// The test host's report that the emulator ran a guest on the test host's own state (its
+    /// `EMULATOR-FAULT:` console line; see "Emulator faults" in `tests/testhost/run`), if any.
     ///
-    /// Why these are the machine's: QEMU's TCG emulation of nested SVM intermittently corrupts
-    /// state (seen here with QEMU 7.2 and 10.0, with one or two vCPUs, with MTTCG or without).
-    /// In the test host's kernel it ends in "corrupted stack end" or a stack guard-page hit with
-    /// a guest's GS base loaded, which no user-space VMM can cause. In guests, QEMU monitor dumps
-    /// of wedged runs showed their vCPU spinning on the timer base lock from the IRQ stack with
-    /// interrupts off: an interrupt taken inside an interrupts-off section, which KVM's
-    /// in-kernel irqchip never injects on real hardware.
-    pub fn hit_environment_fault(&self) -> bool {
-        // The test host kernel's reports of that corruption (its console lines are prefixed).
-        const SIGNS: [&str; 3] = [
-            "corrupted stack end",
-            "stack guard page was hit",
-            "BUG: unable to handle page fault",
-        ];
-        let host_corrupted = || {
-            self.stderr
-                .lines()
-                .any(|l| l.starts_with("testhost| [") && SIGNS.iter().any(|sign| l.contains(sign)))
-        };
-        self.timed_out() || (self.code == HOST_FAILED && host_corrupted())
+    /// The sign is positive and narrow: a guest vCPU exited at the test host's return address
+    /// from VMRUN, an address in the test host's kernel that no guest can reach whatever its VMM
+    /// does. QEMU's TCG emulation of nested SVM does this now and then (measured with
+    /// `tests/testhost/stress`: about 1 boot in 200 in parallel rounds); the guest then loops in
+    /// nested page faults and hangs. Hangs without this sign are failures like any other.
+    pub fn emulator_fault(&self) -> Option<&str> {
+        self.stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("testhost| "))
+            .find(|l| l.starts_with(EMULATOR_FAULT))
     }
 
     /// Panics with the whole output unless the command exited with status 0.
@@ -222,11 +213,11 @@ impl TestHost {
         let mut output = run_script(&mut command);
         // Captured by the test harness: shown when the test fails.
         println!("[testhost] {shown:?}\n{output}");
-        if output.hit_environment_fault() {
-            // See `hit_environment_fault`: a fault of the nested machine, not of skiff. One more
-            // try keeps the suite about behaviour; a second fault still fails the test.
+        if let Some(fault) = output.emulator_fault() {
+            // See `emulator_fault`: the emulator's, not skiff's; whatever the run showed is void.
+            // One more try keeps the suite about behaviour; a second fault is returned as it is.
             announce(&format!(
-                "{shown:?} hit a fault of the nested test machine (exit {}); trying once more",
+                "{shown:?} hit an emulator fault (exit {}: {fault}); trying once more",
                 output.code
             ));
             output = run_script(&mut command);
@@ -238,18 +229,6 @@ impl TestHost {
     /// Runs `script` with the test host's `sh -c`.
     pub fn sh(&self, script: &str) -> TestHostOutput {
         self.run(&["sh", "-c", script])
-    }
-}
-
-/// Runs `check`, an end-to-end test's test-host runs and its assertions, once more if it fails,
-/// announced on stderr. For the tests that boot many guests: the emulator fault described at
-/// [`TestHostOutput::hit_environment_fault`] also shows up there as a guest that triple-faults
-/// while booting or stalls past a grace period, which no exit code tells apart from a skiff bug.
-/// A failure that repeats still fails the test.
-pub fn retried_once(check: impl Fn() + std::panic::RefUnwindSafe) {
-    if std::panic::catch_unwind(&check).is_err() {
-        announce("an end-to-end test failed; trying it once more (its first failure is in the captured output)");
-        check();
     }
 }
 
@@ -337,24 +316,19 @@ mod tests {
     }
 
     #[test]
-    fn only_hangs_and_memory_corruption_in_the_test_hosts_kernel_count_as_environment_faults() {
-        let host_panic = "testhost| [   51.1] Kernel panic - not syncing: corrupted stack end\n";
-        assert!(output(TIMED_OUT, "").hit_environment_fault());
-        assert!(output(HOST_FAILED, host_panic).hit_environment_fault());
-        let guard_page =
-            "testhost| [   55.1] BUG: TASK stack guard page was hit at 0000000048a2b23b\n";
-        assert!(output(HOST_FAILED, guard_page).hit_environment_fault());
-        // A panic the command asked for is not one.
-        let asked_for = "testhost| [    9.1] Kernel panic - not syncing: sysrq triggered crash\n";
-        assert!(!output(HOST_FAILED, asked_for).hit_environment_fault());
-        // The test host failing for another reason is not one: its script's diagnostics say why.
-        assert!(
-            !output(HOST_FAILED, "testhost: cannot pack the initramfs\n").hit_environment_fault()
-        );
-        // A guest's panic, as skiff-vmm reports it on the command's stderr, is behaviour under test.
-        let guest_panic = "skiff-vmm: the guest reset\n[    1.2] Kernel panic - not syncing: x\n";
-        assert!(!output(HOST_FAILED, guest_panic).hit_environment_fault());
-        assert!(!output(2, guest_panic).hit_environment_fault());
-        assert!(!output(1, host_panic).hit_environment_fault());
+    fn only_the_test_hosts_emulator_fault_line_counts() {
+        let line =
+            "EMULATOR-FAULT: 12 guest exits at 0xffffffffc0659dcc, the test host's own VMRUN \
+                    return address (QEMU's nested SVM ran a guest on the test host's state)";
+        let reported = format!("testhost| [   51.1] kvm: something\ntesthost| {line}\n");
+        assert_eq!(output(0, &reported).emulator_fault(), Some(line));
+        assert_eq!(output(TIMED_OUT, &reported).emulator_fault(), Some(line));
+        // A hang, a test-host panic, or the command printing the words itself are not it.
+        assert_eq!(output(TIMED_OUT, "").emulator_fault(), None);
+        let panic = "testhost| [   51.1] Kernel panic - not syncing: corrupted stack end\n";
+        assert_eq!(output(HOST_FAILED, panic).emulator_fault(), None);
+        assert_eq!(output(1, &format!("{line}\n")).emulator_fault(), None);
+        let later = format!("testhost| note {line}\n");
+        assert_eq!(output(1, &later).emulator_fault(), None);
     }
 }

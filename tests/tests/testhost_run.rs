@@ -50,13 +50,15 @@ fn the_promised_environment_is_there() {
          test -d /sys/module/vhost_vsock && echo vhost_vsock; \
          test -x /testdata/busybox/bin/sh && grep -q '^user:x:1000:' /testdata/busybox/etc/passwd && echo rootfs; \
          touch /tmp/w /run/w && echo writable; case :$PATH: in *:/skiff/bin:*) echo path;; esac; \
-         pidof testhost-kvm-hold >/dev/null && echo kvm-held",
+         pidof testhost-kvm-hold >/dev/null && echo kvm-held; \
+         grep -q 'guest_rip == 0xffffffff' /sys/kernel/debug/tracing/events/kvm/kvm_exit/filter && \
+         grep -qx 1 /sys/kernel/debug/tracing/events/kvm/kvm_exit/enable && echo emulator-watch",
     );
     assert_eq!(
         (out.code, out.stdout.as_str()),
         (
             0,
-            "hello 'world'\n0\nkvm\noverlay\nfuse\nvhost_vsock\nrootfs\nwritable\npath\nkvm-held\n"
+            "hello 'world'\n0\nkvm\noverlay\nfuse\nvhost_vsock\nrootfs\nwritable\npath\nkvm-held\nemulator-watch\n"
         ),
         "{out}"
     );
@@ -312,4 +314,19 @@ fn forward_reaches_a_server_in_the_test_host_and_no_kvm_hold_holds_no_vm() {
         (0, "no-vm-held\nserved\n"),
         "{out}"
     );
+}
+
+#[test]
+fn a_recorded_guest_exit_at_the_vmrun_return_is_reported_as_an_emulator_fault() {
+    // The init's filtered trace event records only such exits; a trace marker line stands in for
+    // one here. The harness retries the run once (announced) and returns the second output.
+    let out = testhost::sh(
+        "echo 'kvm_exit: vcpu 0 reason npf rip 0x0 (stand-in)' >/sys/kernel/debug/tracing/trace_marker",
+    );
+    let fault = out.emulator_fault().unwrap_or_default();
+    assert!(
+        fault.starts_with("EMULATOR-FAULT: 1 guest exits at 0xffffffff"),
+        "{out}"
+    );
+    assert_eq!(out.code, 0, "{out}");
 }
