@@ -320,12 +320,23 @@ fn forward_reaches_a_server_in_the_test_host_and_no_kvm_hold_holds_no_vm() {
 fn a_recorded_guest_exit_at_the_vmrun_return_is_reported_as_an_emulator_fault() {
     // The init's filtered trace event records only such exits; a trace marker line stands in for
     // one here. The harness retries the run once (announced) and returns the second output.
+    // A guest's own triple fault (at a guest address) is not one; one at a module address is.
     let out = testhost::sh(
-        "echo 'kvm_exit: vcpu 0 reason npf rip 0x0 (stand-in)' >/sys/kernel/debug/tracing/trace_marker",
+        "M=/sys/kernel/debug/tracing/trace_marker; \
+         echo 'kvm_exit: vcpu 0 reason npf rip 0x0 (stand-in)' >$M; \
+         echo 'kvm_exit: vcpu 0 reason shutdown rip 0x1000 (stand-in)' >$M; \
+         echo 'kvm_exit: vcpu 0 reason shutdown rip 0xffffffffc0401234 (stand-in)' >$M",
     );
     let fault = out.emulator_fault().unwrap_or_default();
     assert!(
         fault.starts_with("EMULATOR-FAULT: 1 guest exits at 0xffffffff"),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains(
+            "testhost| EMULATOR-FAULT: 1 guest triple faults at a test host kernel address \
+             (the last at 0xffffffffc0401234)"
+        ),
         "{out}"
     );
     assert_eq!(out.code, 0, "{out}");

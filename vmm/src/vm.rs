@@ -412,33 +412,11 @@ struct VcpuContext {
 enum Next {
     Continue,
     Stop,
-    /// The vCPU triple-faulted: its state is worth a line before the VM goes.
-    TripleFault,
 }
 
 const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 const KVM_SYSTEM_EVENT_RESET: u32 = 2;
 const KVM_SYSTEM_EVENT_CRASH: u32 = 3;
-
-/// A vCPU's registers in one line, for a crash report (a guest that triple-faults before its
-/// console says anything leaves nothing else to go on).
-fn cpu_state(vcpu: &VcpuFd) -> String {
-    let regs = match vcpu.get_regs() {
-        Ok(r) => format!(
-            "rip={:#x} rsp={:#x} rflags={:#x} rax={:#x}",
-            r.rip, r.rsp, r.rflags, r.rax
-        ),
-        Err(e) => format!("registers unreadable ({e})"),
-    };
-    let sregs = match vcpu.get_sregs() {
-        Ok(s) => format!(
-            "cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} cs={:#x} idt={:#x}+{:#x}",
-            s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.cs.selector, s.idt.base, s.idt.limit
-        ),
-        Err(e) => format!("system registers unreadable ({e})"),
-    };
-    format!("{regs} {sregs}")
-}
 
 impl VcpuContext {
     fn run(self, mut vcpu: VcpuFd) {
@@ -457,16 +435,8 @@ impl VcpuContext {
                     Next::Stop
                 }
             };
-            match next {
-                Next::Continue => {}
-                Next::Stop => return,
-                Next::TripleFault => {
-                    tracing::warn!("vCPU {} triple-faulted: {}", self.index, cpu_state(&vcpu));
-                    self.notifier.stop(VmExit::Reset {
-                        reason: "the guest triple-faulted (CPU shutdown)",
-                    });
-                    return;
-                }
+            if let Next::Stop = next {
+                return;
             }
         }
     }
@@ -495,7 +465,12 @@ impl VcpuContext {
                     );
                 }
             }
-            VcpuExit::Shutdown => return Next::TripleFault,
+            VcpuExit::Shutdown => {
+                self.notifier.stop(VmExit::Reset {
+                    reason: "the guest triple-faulted (CPU shutdown)",
+                });
+                return Next::Stop;
+            }
             VcpuExit::SystemEvent(kind, _) => {
                 let exit = match kind {
                     KVM_SYSTEM_EVENT_SHUTDOWN => VmExit::PowerOff { status: 0 },
