@@ -37,6 +37,13 @@
 //! order is lost; inside the test host both are pipes, not terminals, and stdin is empty.
 //! Exit code 124 means the timeout hit, 125 that the test host itself failed (the script's
 //! diagnostics are in `stderr`).
+//!
+//! The emulator under the test host has two known faults (see the header of `tests/testhost/run`
+//! and `tests/testhost/stress`, which measures them): it froze when KVM patched kernel text (the
+//! test host now holds one idle VM open, so that never happens during a run), and now and then
+//! it runs a guest on the test host's own state. The test host recognises the latter by positive
+//! signs and reports `EMULATOR-FAULT: …`; [`TestHost::run`] retries such a run once, announced
+//! on stderr. Nothing else is retried: a hang or crash without a sign fails the test.
 
 use std::ffi::OsStr;
 use std::fmt;
