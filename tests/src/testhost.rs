@@ -90,8 +90,10 @@ impl TestHostOutput {
     /// The signs are narrow, and none can come from skiff: a guest vCPU exited at the test host's
     /// return address from VMRUN (an address in the test host's kernel that no guest reaches,
     /// whatever its VMM does: QEMU's nested SVM ran the guest on the test host's state, and it
-    /// hangs in nested page faults), or the test host's own CPU reset without a kernel message
-    /// before the command's status came back. Measured with `tests/testhost/stress`: about 1
+    /// hangs in nested page faults), a guest triple fault at a test host kernel address, the
+    /// test host's own CPU resetting without a kernel message before the command's status came
+    /// back, or the test host's kernel finding its own stack corrupted (it was seen running on
+    /// a guest's GS base). Measured with `tests/testhost/stress`: about 1
     /// boot in 200 in parallel rounds, and 1 session in 15. Hangs and crashes without a sign
     /// are failures like any other.
     pub fn emulator_fault(&self) -> Option<&str> {
@@ -346,5 +348,8 @@ mod tests {
         let said =
             format!("testhost: the test host failed (QEMU exit status 0) ...\ntesthost: {reset}\n");
         assert_eq!(output(HOST_FAILED, &said).emulator_fault(), Some(reset));
+        let stack = "EMULATOR-FAULT: the test host's kernel found its own stack corrupted";
+        let said = format!("testhost| [  212.4] Kernel panic - not syncing: corrupted stack end detected inside scheduler\ntesthost: {stack}\n");
+        assert_eq!(output(HOST_FAILED, &said).emulator_fault(), Some(stack));
     }
 }
