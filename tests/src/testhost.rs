@@ -93,7 +93,7 @@ impl TestHostOutput {
     /// hangs in nested page faults), a guest triple fault at a test host kernel address, the
     /// test host's own CPU resetting without a kernel message before the command's status came
     /// back, or the test host's kernel finding its own stack corrupted (it was seen running on
-    /// a guest's GS base). Measured with `tests/testhost/stress`: about 1
+    /// a guest's GS base), or the test host freezing before the command even started. Measured with `tests/testhost/stress`: about 1
     /// boot in 200 in parallel rounds, and 1 session in 15. Hangs and crashes without a sign
     /// are failures like any other.
     pub fn emulator_fault(&self) -> Option<&str> {
@@ -351,5 +351,8 @@ mod tests {
         let stack = "EMULATOR-FAULT: the test host's kernel found its own stack corrupted";
         let said = format!("testhost| [  212.4] Kernel panic - not syncing: corrupted stack end detected inside scheduler\ntesthost: {stack}\n");
         assert_eq!(output(HOST_FAILED, &said).emulator_fault(), Some(stack));
+        let froze = "EMULATOR-FAULT: the test host froze before the command started";
+        let said = format!("testhost: timed out after 600s; QEMU killed\ntesthost: {froze}\n");
+        assert_eq!(output(TIMED_OUT, &said).emulator_fault(), Some(froze));
     }
 }
