@@ -189,6 +189,18 @@ fn the_shipped_engine_answers_501() {
     assert_eq!(text(&out.stdout).trim(), "0 0", "{}", text(&out.stderr));
 }
 
+/// Runs the Python `script` with docker-py, the daemon's socket as its argument; asserts it
+/// exited 0 and returns its output.
+fn run_docker_py(py: &std::path::Path, d: &TestDaemon, script: &str) -> std::process::Output {
+    let out = Command::new(py)
+        .args(["-c", script])
+        .arg(&d.socket)
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    out
+}
+
 #[test]
 fn docker_py_run_returns_the_output() {
     let Some(py) = docker_py() else { return };
@@ -200,12 +212,7 @@ print(c.version()["ApiVersion"])
 out = c.containers.run("busybox", ["echo", "hi", "py"], detach=False, remove=True)
 sys.stdout.write(out.decode())
 "#;
-    let out = Command::new(py)
-        .args(["-c", script])
-        .arg(&d.socket)
-        .output()
-        .expect("python3");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run_docker_py(&py, &d, script);
     assert_eq!(text(&out.stdout), "1.47\nhi py\n");
 }
 
@@ -247,12 +254,7 @@ for i in range(20):
     assert (r.exit_code, r.output) == (5, b"from py\n"), (i, r)
 print("ok")
 "#;
-    let out = Command::new(py)
-        .args(["-c", script])
-        .arg(&d.socket)
-        .output()
-        .expect("python3");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run_docker_py(&py, &d, script);
     assert_eq!(text(&out.stdout), "ok\n");
 }
 
