@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use skiff_vmm::container::ContainerSession;
 use skiff_vmm::devices::serial::SerialOutput;
 use skiff_vmm::rootfs::Rootfs;
 use skiff_vmm::spec::{
@@ -21,6 +22,10 @@ use skiff_vmm::virtio::fs::FsDevice;
 use skiff_vmm::virtio::rng::RngDevice;
 use skiff_vmm::virtio::vsock::VsockDevice;
 use skiff_vmm::{ExitNotifier, Vm, VmExit, VmSpec};
+
+/// How long a container session gets to write its exit file once the VM has stopped (the report
+/// came before the power-off; this is only its last write).
+const SESSION_FINISH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Boot one KVM microVM running a skiff container.
 #[derive(Parser, Debug)]
@@ -194,13 +199,21 @@ fn run(args: Args, stop_signals: libc::sigset_t) -> anyhow::Result<(VmExit, Vec<
         }
         None => None,
     };
+    let mut session = None;
     if let Some(vsock) = &spec.vsock {
+        // Before the device exists: guest-init may connect as soon as the guest runs.
+        if let Some(container) = &spec.container {
+            session = Some(ContainerSession::start(container, &vsock.uds)?);
+        }
         let device = VsockDevice::new(u64::from(vsock.guest_cid), &vsock.uds)?;
         vm.add_virtio_device(Box::new(device))?;
     }
     vm.add_virtio_device(Box::new(RngDevice::new()))?;
     let tail = vm.console_tail();
     let exit = vm.run()?;
+    if let Some(session) = session {
+        session.finish(SESSION_FINISH);
+    }
     let tail = tail.lock().unwrap_or_else(|p| p.into_inner()).contents();
     Ok((exit, tail))
 }

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::boot::mptable::MAX_CPUS;
+pub use crate::container::ContainerSpec;
 use crate::devices::serial::SerialOutput;
 use crate::memory::{self, MemoryError};
 
@@ -67,6 +68,10 @@ pub struct VmSpec {
     /// Block devices. Not supported yet: must be empty.
     #[serde(default)]
     pub disks: Vec<DiskSpec>,
+    /// The container this VM runs, its session held by the VMM (needs `vsock`). Without it, a
+    /// host serves guest-init's control connection itself.
+    #[serde(default)]
+    pub container: Option<ContainerSpec>,
 }
 
 /// A root file system: read-only layers merged under a per-container copy-on-write directory.
@@ -137,6 +142,8 @@ pub enum SpecError {
     LayersNeedUpper(usize),
     #[error("vsock.guest_cid: {0} is reserved (guests use 3 to {max})", max = u32::MAX - 1)]
     GuestCid(u32),
+    #[error("container: a container session needs a vsock device")]
+    ContainerWithoutVsock,
     #[error("not supported yet: {field} ({count} given; the list must be empty)")]
     Unsupported { field: &'static str, count: usize },
 }
@@ -156,6 +163,7 @@ impl VmSpec {
             shares: Vec::new(),
             net: Vec::new(),
             disks: Vec::new(),
+            container: None,
         }
     }
 
@@ -192,6 +200,14 @@ impl VmSpec {
                 return Err(SpecError::GuestCid(vsock.guest_cid));
             }
             absolute("vsock.uds", &vsock.uds)?;
+        }
+        if let Some(container) = &self.container {
+            if self.vsock.is_none() {
+                return Err(SpecError::ContainerWithoutVsock);
+            }
+            absolute("container.log", &container.log)?;
+            absolute("container.exit_file", &container.exit_file)?;
+            absolute("container.attach", &container.attach)?;
         }
         for (field, count) in [
             ("shares", self.shares.len()),

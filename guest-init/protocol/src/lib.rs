@@ -177,6 +177,13 @@ impl ProcessSpec {
     }
 }
 
+/// An empty spec (no arguments): what `new` gives, for records built field by field.
+impl Default for ProcessSpec {
+    fn default() -> ProcessSpec {
+        ProcessSpec::new(Vec::new())
+    }
+}
+
 /// The process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Started {
