@@ -5,3 +5,18 @@
 //! kernels run emulated.
 
 pub mod testhost;
+
+/// Runs the bash `script` on this host with `dir` as `$1` (e.g. to build a test image into it
+/// with umoci and skopeo); panics with its stderr when it fails.
+pub fn host_script(script: &str, dir: &std::path::Path) {
+    let out = std::process::Command::new("bash")
+        .args(["-c", script, "host-script"])
+        .arg(dir)
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "host script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

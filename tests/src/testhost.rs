@@ -45,6 +45,7 @@
 //! signs and reports `EMULATOR-FAULT: …`; [`TestHost::run`] retries such a run once, announced
 //! on stderr. Nothing else is retried: a hang or crash without a sign fails the test.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fmt;
 use std::io::{Read, Write};
@@ -74,6 +75,29 @@ pub struct TestHostOutput {
 }
 
 impl TestHostOutput {
+    /// The `NAME=VALUE` lines of stdout (the last of a name wins): what end-to-end scripts
+    /// report for their test to check.
+    pub fn results(&self) -> HashMap<String, String> {
+        self.stdout
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Asserts that each `(NAME, VALUE)` was reported, showing the whole run when one differs.
+    #[track_caller]
+    pub fn expect_results(&self, expected: &[(&str, &str)]) {
+        let results = self.results();
+        for (key, value) in expected {
+            assert_eq!(
+                results.get(*key).map(String::as_str),
+                Some(*value),
+                "{key}\n{self}"
+            );
+        }
+    }
+
     /// Whether the command exited with status 0.
     pub fn success(&self) -> bool {
         self.code == 0
@@ -87,15 +111,16 @@ impl TestHostOutput {
     /// The test host's report of an emulator fault (an `EMULATOR-FAULT:` line from its init on
     /// the console, or from the script; see "Emulator faults" in `tests/testhost/run`), if any.
     ///
-    /// The signs are narrow, and none can come from skiff: a guest vCPU exited at the test host's
-    /// return address from VMRUN (an address in the test host's kernel that no guest reaches,
-    /// whatever its VMM does: QEMU's nested SVM ran the guest on the test host's state, and it
-    /// hangs in nested page faults), a guest triple fault at a test host kernel address, the
-    /// test host's own CPU resetting without a kernel message before the command's status came
-    /// back, or the test host's kernel finding its own stack corrupted (it was seen running on
-    /// a guest's GS base), or the test host freezing before the command even started. Measured with `tests/testhost/stress`: about 1
-    /// boot in 200 in parallel rounds, and 1 session in 15. Hangs and crashes without a sign
-    /// are failures like any other.
+    /// The signs are narrow: a guest vCPU exited at the test host's return address from VMRUN
+    /// (an address in the test host's kernel that no guest reaches, whatever its VMM does: QEMU's
+    /// nested SVM ran the guest on the test host's state, and it hangs in nested page faults), a
+    /// guest triple fault (seen only with guests booting in parallel, at instructions that
+    /// cannot fault; a skiff bug that causes one shows again on the retry), the test host's own
+    /// CPU resetting without a kernel message before the command's status came back, its kernel
+    /// finding its own stack corrupted (it was seen running on a guest's GS base), or the test
+    /// host freezing before the command even started. Measured with `tests/testhost/stress`:
+    /// about 1 boot in 100 in parallel rounds, none sequentially. Hangs and crashes without a
+    /// sign are failures like any other.
     pub fn emulator_fault(&self) -> Option<&str> {
         self.stderr
             .lines()

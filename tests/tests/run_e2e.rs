@@ -38,11 +38,7 @@ fn script(script: &str, timeout: Duration) -> TestHostOutput {
 
 /// The `NAME=VALUE` lines of the output (the last one wins).
 fn results(out: &TestHostOutput) -> HashMap<String, String> {
-    out.stdout
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    out.results()
 }
 
 #[track_caller]
@@ -292,16 +288,7 @@ echo "after=$(skiff run $I 'echo $(cat /data/kept.txt) $(ls /data)')"
 #[test]
 fn run_image_uses_its_layers_whiteouts_and_config() {
     let work = tempfile::tempdir().expect("tempdir");
-    let build = std::process::Command::new("bash")
-        .args(["-c", LAYERED_IMAGE, "build-image"])
-        .arg(work.path())
-        .output()
-        .expect("bash");
-    assert!(
-        build.status.success(),
-        "building the image: {}",
-        String::from_utf8_lossy(&build.stderr)
-    );
+    skiff_tests::host_script(LAYERED_IMAGE, work.path());
     let out = TestHost::new()
         .timeout(Duration::from_secs(300))
         .mem_mib(2048)

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use skiff_api::config::Config;
 use skiff_api::daemon::host::HostFacts;
 use skiff_api::daemon::root_lock::RootLock;
 use skiff_api::daemon::server::{self, ListenAddr, DEFAULT_SOCKET};
 use skiff_api::daemon::tls::{self, TlsOptions};
-use skiff_api::daemon::{Daemon, Unimplemented};
+use skiff_api::daemon::Daemon;
+use skiff_api::engine::Engine;
 
 /// How long in-flight requests may run on after SIGTERM/SIGINT before they are cut.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -112,7 +114,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let tls_options = args.tls()?;
     let acceptor = tls_options.as_ref().map(tls::acceptor).transpose()?;
     let verified = tls_options.as_ref().is_some_and(|t| t.client_ca.is_some());
@@ -140,8 +142,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("listening on {}", listener.local_addr());
         listeners.push(listener);
     }
+    let engine = Engine::open(config).await?;
     let daemon = Arc::new(Daemon {
-        backend: Arc::new(Unimplemented),
+        backend: Arc::new(engine),
         host: HostFacts::read(),
         engine_id: engine_id(&args.root)?,
         root_dir: args.root.display().to_string(),
@@ -160,6 +163,14 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    // Settings from the environment (kernel, VMM, init: as for `skiff`), read here once; the
+    // state root is --root's.
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let mut config = Config::from_env(&|key| std::env::var_os(key), &exe_dir);
+    config.root = std::path::absolute(&args.root).unwrap_or_else(|_| args.root.clone());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -170,7 +181,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("skiffd: {e:#}");

@@ -102,7 +102,7 @@ pub fn merge_config(
 
 /// Turns an image's `User` (`name`, `uid`, `name:group`, `uid:gid`) into numeric `UID:GID`, looking
 /// names up in the image's /etc/passwd and /etc/group; a user without a group gets its primary one.
-fn numeric_user(spec: &str, layers: &[PathBuf]) -> anyhow::Result<String> {
+pub(crate) fn numeric_user(spec: &str, layers: &[PathBuf]) -> anyhow::Result<String> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),

@@ -124,6 +124,17 @@ where
     Ok(Session { writer, frames })
 }
 
+/// A session already under way, reached through a VMM's attach socket: no hello, no spec (the
+/// VMM holds the session with guest-init and relays its frames).
+pub fn attached<R, W>(reader: R, writer: W) -> Session<W>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    let (tx, frames) = mpsc::channel(FRAME_QUEUE);
+    tokio::spawn(read_frames(reader, FrameDecoder::new(), tx));
+    Session { writer, frames }
+}
+
 /// Where the process's input comes from.
 pub enum Input {
     /// Chunks until the channel closes, then end-of-file.

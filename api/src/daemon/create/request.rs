@@ -1,8 +1,9 @@
 //! What the engine receives for `POST /containers/create`: only what skiff honours, typed.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateRequest {
     /// `?name=` without Docker's leading slash; None lets the engine choose one.
     pub name: Option<String>,
@@ -41,7 +42,7 @@ pub struct CreateRequest {
 }
 
 /// The stdio wiring the client asked for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stdio {
     pub tty: bool,
     pub open_stdin: bool,
@@ -51,7 +52,7 @@ pub struct Stdio {
     pub attach_stderr: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RestartPolicy {
     #[default]
     No,
@@ -64,7 +65,7 @@ pub enum RestartPolicy {
 }
 
 /// The json-file log driver's options (the only driver skiff has).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JsonFileLog {
     /// Rotate past this many bytes; None: never rotate.
     pub max_size: Option<u64>,
@@ -72,7 +73,7 @@ pub struct JsonFileLog {
     pub max_file: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NetworkMode {
     /// `default` or `bridge`: the engine's default network.
     #[default]

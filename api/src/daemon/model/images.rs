@@ -1,6 +1,6 @@
 //! Docker's JSON answers about images, events, progress and disk usage (API 1.47 shapes).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::containers::ContainerSummary;
@@ -122,7 +122,7 @@ pub struct ErrorDetail {
 }
 
 /// One line of `GET /events`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Event {
     /// container, image, network, volume, daemon.
     #[serde(rename = "Type")]
@@ -139,7 +139,7 @@ pub struct Event {
     pub time_nano: i64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EventActor {
     /// A full 64-hex container ID: `docker stats` slices `[:12]`.
     #[serde(rename = "ID")]

@@ -1,0 +1,347 @@
+//! A container's life: create (image pinned, process spec built), start (a detached VMM with the
+//! container session), the watcher that records how its VM ended and applies the restart policy,
+//! stop/kill (through the VMM's attach socket, then the VMM itself), remove, and recovery when
+//! the daemon starts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_protocol::{Message, SignalMsg};
+use skiff_vmm::container::ContainerSpec;
+use skiff_vmm::spec::{RootfsSpec, VsockSpec, DEFAULT_GUEST_CID};
+use skiff_vmm::VmSpec;
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+
+use super::record::{ContainerRecord, RunState, Status};
+use super::vmm_process::{self, ContainerPaths};
+use super::{internal, now_unix, Inner, Result};
+use crate::daemon::create::RestartPolicy;
+use crate::daemon::timefmt::rfc3339;
+use crate::daemon::BackendError;
+
+/// Exit code recorded when skiff had to end the VM itself (as if SIGKILLed).
+pub const KILLED_CODE: i64 = 137;
+/// Exit code recorded when a VM ended without an exit report (crash, killed from outside).
+const LOST_CODE: i64 = 255;
+/// How long a VMM gets to create its attach socket after its start.
+const ATTACH_SOCKET_WAIT: Duration = Duration::from_secs(10);
+/// After a SIGKILL sent to the process, how long before the VM itself is ended.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Builds the VM of a container's run and starts its VMM; records it running.
+pub(super) async fn start(inner: &Arc<Inner>, id: &str) -> Result<()> {
+    let lock = inner.op_lock(id);
+    let _guard = lock.lock().await;
+    let mut record = inner.record(id)?;
+    if record.running() && record.state.status != Status::Restarting {
+        return Err(BackendError::NotModified);
+    }
+    inner.config.check_run_files().map_err(internal)?;
+    let paths = inner.paths(id);
+    paths.create().map_err(internal)?;
+    let _ = std::fs::remove_file(paths.exit_file());
+    let waiting = inner
+        .waiting_attach
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(id)
+        .copied()
+        .unwrap_or(0);
+    let spec = vm_spec(inner, &record, &paths, waiting > 0);
+    let json = spec.to_json().map_err(internal)?;
+    std::fs::write(paths.vm_spec(), json).map_err(internal)?;
+    let process = vmm_process::spawn(&inner.config.vmm, &paths)
+        .map_err(|e| internal(format!("starting {}: {e}", inner.config.vmm.display())))?;
+    let now = std::time::SystemTime::now();
+    record.state = RunState {
+        status: Status::Running,
+        vmm: Some(process),
+        started_at: rfc3339(now),
+        finished_at: record.state.finished_at.clone(),
+        exit_code: 0,
+        error: String::new(),
+        restart_count: record.state.restart_count,
+        stopped_by_user: false,
+        started_unix: now_unix(),
+        finished_unix: record.state.finished_unix,
+    };
+    inner.save(&record)?;
+    inner.phase(id).send_modify(|p| {
+        p.starts += 1;
+        p.running = true;
+    });
+    inner.event("start", &record, &[]);
+    watch(inner.clone(), record);
+    Ok(())
+}
+
+fn vm_spec(inner: &Inner, record: &ContainerRecord, paths: &ContainerPaths, wait: bool) -> VmSpec {
+    let req = &record.request;
+    let log_limits = skiff_logfile::writer::LogLimits {
+        max_bytes: req
+            .log
+            .max_size
+            .unwrap_or(skiff_logfile::writer::LogLimits::default().max_bytes),
+        max_files: req
+            .log
+            .max_file
+            .unwrap_or(skiff_logfile::writer::LogLimits::default().max_files),
+    };
+    VmSpec {
+        cpus: record.cpus,
+        memory_mib: record.memory_mib,
+        init: Some(inner.config.init.clone()),
+        rootfs: Some(RootfsSpec {
+            layers: record.layers.clone(),
+            upper: Some(paths.upper()),
+        }),
+        vsock: Some(VsockSpec {
+            guest_cid: DEFAULT_GUEST_CID,
+            uds: paths.vsock(),
+        }),
+        container: Some(ContainerSpec {
+            process: record.process.clone(),
+            log: paths.log(),
+            log_limits,
+            exit_file: paths.exit_file(),
+            attach: paths.attach(),
+            open_stdin: req.stdio.open_stdin,
+            stdin_once: req.stdio.stdin_once,
+            wait_for_attach: wait,
+        }),
+        ..VmSpec::new(inner.config.kernel.clone())
+    }
+}
+
+/// Waits for the container's VMM to end on a task of its own, then records how it ended.
+pub(super) fn watch(inner: Arc<Inner>, record: ContainerRecord) {
+    let Some(process) = record.state.vmm.clone() else {
+        return;
+    };
+    tokio::spawn(async move {
+        if let Err(e) = vmm_process::wait_for_end(&process).await {
+            tracing::warn!(id = record.id, "waiting for the VMM: {e}");
+        }
+        if let Err(e) = ended(&inner, &record.id).await {
+            tracing::warn!(id = record.id, "recording the end: {e}");
+        }
+    });
+}
+
+/// The VM of a running container is gone: record its exit (from the report, or as lost), then
+/// restart or remove it as its policy says.
+async fn ended(inner: &Arc<Inner>, id: &str) -> Result<()> {
+    let restart = {
+        let lock = inner.op_lock(id);
+        let _guard = lock.lock().await;
+        let mut record = inner.record(id)?;
+        if !record.running() {
+            return Ok(());
+        }
+        let paths = inner.paths(id);
+        let (code, error) = match paths.exit() {
+            Some(exit) => (i64::from(exit.code()), failed_message(&exit)),
+            None if record.state.stopped_by_user => (KILLED_CODE, String::new()),
+            None => (
+                LOST_CODE,
+                format!("the VM ended without an exit report: {}", paths.vmm_tail()),
+            ),
+        };
+        let now = std::time::SystemTime::now();
+        record.state.status = Status::Exited;
+        record.state.vmm = None;
+        record.state.exit_code = code;
+        record.state.error = error;
+        record.state.finished_at = rfc3339(now);
+        record.state.finished_unix = now_unix();
+        let restart = should_restart(&record);
+        if restart {
+            record.state.status = Status::Restarting;
+            record.state.restart_count += 1;
+        }
+        inner.save(&record)?;
+        inner.phase(id).send_modify(|p| {
+            p.exits += 1;
+            p.exit_code = code;
+            p.running = restart;
+        });
+        inner.event("die", &record, &[("exitCode", code.to_string())]);
+        if !restart && record.request.auto_remove {
+            drop(_guard);
+            return remove(inner, id, true).await;
+        }
+        restart.then_some(record.state.restart_count)
+    };
+    if let Some(count) = restart {
+        // Docker's back-off: 100 ms doubling per consecutive restart, at most a minute.
+        let delay = Duration::from_millis(100u64 << count.clamp(0, 9) as u32);
+        tokio::time::sleep(delay.min(Duration::from_secs(60))).await;
+        Box::pin(start(inner, id)).await.or_else(|e| match e {
+            BackendError::NotModified => Ok(()),
+            e => Err(e),
+        })?;
+    }
+    Ok(())
+}
+
+fn failed_message(exit: &skiff_vmm::container::ContainerExit) -> String {
+    match &exit.outcome {
+        skiff_vmm::container::ExitOutcome::Failed(report) => report.message.clone(),
+        skiff_vmm::container::ExitOutcome::Exited(_) => String::new(),
+    }
+}
+
+fn should_restart(record: &ContainerRecord) -> bool {
+    if record.state.stopped_by_user {
+        return false;
+    }
+    match record.request.restart_policy {
+        RestartPolicy::No => false,
+        RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+        RestartPolicy::OnFailure { max_retries } => {
+            record.state.exit_code != 0
+                && max_retries.is_none_or(|max| record.state.restart_count < i64::from(max))
+        }
+    }
+}
+
+/// Opens a connection to the container's VMM attach socket (it may still be creating it).
+pub(super) async fn connect_attach(paths: &ContainerPaths) -> Result<UnixStream> {
+    let deadline = tokio::time::Instant::now() + ATTACH_SOCKET_WAIT;
+    loop {
+        match UnixStream::connect(paths.attach()).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(internal(format!("attaching to the container's VM: {e}")))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Delivers `signal` to the container's main process through guest-init.
+pub(super) async fn send_signal(inner: &Inner, id: &str, signal: i32) -> Result<()> {
+    let mut stream = connect_attach(&inner.paths(id)).await?;
+    let frame = Message::Signal(SignalMsg { signal })
+        .encode()
+        .map_err(internal)?;
+    stream.write_all(&frame).await.map_err(internal)?;
+    // Closing right away is fine: the VMM relays each frame as it reads it.
+    Ok(())
+}
+
+/// Waits until the container is not running, at most `patience`; true when it ended.
+pub(super) async fn wait_stopped(inner: &Inner, id: &str, patience: Duration) -> bool {
+    let mut rx = inner.phase(id).subscribe();
+    let ended = tokio::time::timeout(patience, rx.wait_for(|p| !p.running)).await;
+    ended.is_ok()
+}
+
+/// Ends the VM itself (SIGKILL to its VMM) and waits for the watcher to record it.
+pub(super) async fn kill_vm(inner: &Inner, id: &str) -> Result<()> {
+    let record = inner.record(id)?;
+    if let Some(process) = &record.state.vmm {
+        vmm_process::signal(process, libc::SIGKILL);
+    }
+    wait_stopped(inner, id, Duration::from_secs(10)).await;
+    Ok(())
+}
+
+/// Marks the container stopped by its user (restart policies then leave it alone).
+pub(super) fn mark_stopped_by_user(inner: &Inner, id: &str) -> Result<()> {
+    let mut record = inner.record(id)?;
+    record.state.stopped_by_user = true;
+    inner.save(&record)
+}
+
+/// `docker stop`: the stop signal, `timeout` seconds, then the VM is ended.
+pub(super) async fn stop(inner: &Inner, id: &str, signal: i32, timeout: Duration) -> Result<()> {
+    mark_stopped_by_user(inner, id)?;
+    if send_signal(inner, id, signal).await.is_err() || !wait_stopped(inner, id, timeout).await {
+        kill_vm(inner, id).await?;
+    }
+    Ok(())
+}
+
+/// `docker kill`: the signal; for SIGKILL the VM is ended too if the process has not gone soon.
+pub(super) async fn kill(inner: &Inner, id: &str, signal: i32) -> Result<()> {
+    if signal == libc::SIGKILL {
+        mark_stopped_by_user(inner, id)?;
+    }
+    let sent = send_signal(inner, id, signal).await;
+    if signal == libc::SIGKILL && (sent.is_err() || !wait_stopped(inner, id, KILL_GRACE).await) {
+        kill_vm(inner, id).await?;
+    }
+    sent.or(Ok(()))
+}
+
+/// Removes a stopped container (the caller checked `force` against a running one).
+pub(super) async fn remove(inner: &Arc<Inner>, id: &str, force: bool) -> Result<()> {
+    let record = inner.record(id)?;
+    if record.running() {
+        if !force {
+            return Err(BackendError::Conflict(format!(
+                "cannot remove container \"/{}\": container is running: stop the container before \
+                 removing or force remove",
+                record.name
+            )));
+        }
+        mark_stopped_by_user(inner, id)?;
+        kill_vm(inner, id).await?;
+    }
+    let lock = inner.op_lock(id);
+    let _guard = lock.lock().await;
+    let Ok(record) = inner.record(id) else {
+        return Ok(());
+    };
+    inner.paths(id).remove();
+    if let Err(e) = inner.images.unpin(&holder(id)) {
+        tracing::warn!("unpinning the image of {id}: {e}");
+    }
+    inner.store.delete(id).map_err(internal)?;
+    inner.event("destroy", &record, &[]);
+    inner.phase(id).send_modify(|p| p.removed = true);
+    inner
+        .phases
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(id);
+    Ok(())
+}
+
+/// The image store's pin holder for a container.
+pub(super) fn holder(id: &str) -> String {
+    format!("container:{id}")
+}
+
+/// At daemon start: watch the VMs still running, record the end of those that ended meanwhile,
+/// start those whose policy says so (`always`; `unless-stopped` unless a user stopped it).
+pub(super) async fn recover(inner: &Arc<Inner>) -> anyhow::Result<()> {
+    for record in inner.store.all()? {
+        let id = record.id.clone();
+        match &record.state.vmm {
+            Some(process) if record.running() && vmm_process::alive(process) => {
+                tracing::info!(id, pid = process.pid, "re-attached to a running container");
+                inner.phase(&id).send_modify(|p| p.running = true);
+                watch(inner.clone(), record);
+            }
+            _ if record.running() => {
+                inner.phase(&id).send_modify(|p| p.running = true);
+                ended(inner, &id).await?;
+            }
+            _ => {
+                let policy = record.request.restart_policy;
+                let again = matches!(policy, RestartPolicy::Always)
+                    || (matches!(policy, RestartPolicy::UnlessStopped)
+                        && !record.state.stopped_by_user);
+                if again && record.state.status == Status::Exited {
+                    if let Err(e) = start(inner, &id).await {
+                        tracing::warn!(id, "restarting at daemon start: {e}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

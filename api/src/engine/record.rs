@@ -1,0 +1,261 @@
+//! A container as the engine keeps it (one JSON record per row of the state database), and the
+//! Docker views of it (`ps` summary, `inspect`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use skiff_protocol::ProcessSpec;
+
+use crate::daemon::create::{CreateRequest, NetworkMode, RestartPolicy};
+use crate::daemon::model::{
+    ContainerInspect, ContainerState, ContainerSummary, InspectConfig, InspectHostConfig,
+    LogConfigJson, RestartPolicyJson, SummaryHostConfig,
+};
+use crate::daemon::timefmt::ZERO_TIME;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Created,
+    Running,
+    Restarting,
+    Exited,
+    /// Its VM ended without an exit report (crashed, or killed from outside).
+    Dead,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Restarting => "restarting",
+            Status::Exited => "exited",
+            Status::Dead => "dead",
+        }
+    }
+}
+
+/// Where a running container's VMM is: enough to find it again after a daemon restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmmProcess {
+    pub pid: i32,
+    /// Its start time (field 22 of `/proc/PID/stat`), so a reused PID is not taken for it.
+    pub start_ticks: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunState {
+    pub status: Status,
+    pub vmm: Option<VmmProcess>,
+    /// RFC 3339, or Go's zero time.
+    pub started_at: String,
+    pub finished_at: String,
+    pub exit_code: i64,
+    pub error: String,
+    pub restart_count: i64,
+    /// Stopped by a user (`stop`, `kill`): `unless-stopped` and `always` then wait for a start.
+    pub stopped_by_user: bool,
+    /// Unix seconds of the last start, for `ps`'s "Up …".
+    pub started_unix: i64,
+    pub finished_unix: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub created_unix: i64,
+    /// What the request asked for, as decoded.
+    pub request: CreateRequest,
+    /// `sha256:` of the image's config.
+    pub image_id: String,
+    /// The image's unpacked layers, top-most first.
+    pub layers: Vec<PathBuf>,
+    /// The process guest-init starts (image config merged in).
+    pub process: ProcessSpec,
+    pub cpus: u8,
+    pub memory_mib: u64,
+    pub state: RunState,
+}
+
+impl ContainerRecord {
+    pub fn running(&self) -> bool {
+        matches!(self.state.status, Status::Running | Status::Restarting)
+    }
+
+    /// `ps`'s STATUS column.
+    pub fn status_text(&self, now_unix: i64) -> String {
+        match self.state.status {
+            Status::Created => "Created".into(),
+            Status::Running => format!("Up {}", human(now_unix - self.state.started_unix)),
+            Status::Restarting => format!(
+                "Restarting ({}) {} ago",
+                self.state.exit_code,
+                human(now_unix - self.state.finished_unix)
+            ),
+            Status::Exited => format!(
+                "Exited ({}) {} ago",
+                self.state.exit_code,
+                human(now_unix - self.state.finished_unix)
+            ),
+            Status::Dead => "Dead".into(),
+        }
+    }
+
+    fn network_mode(&self) -> &'static str {
+        match self.request.network {
+            NetworkMode::Default => "bridge",
+            NetworkMode::None => "none",
+        }
+    }
+
+    pub fn summary(&self, now_unix: i64) -> ContainerSummary {
+        ContainerSummary {
+            id: self.id.clone(),
+            names: vec![format!("/{}", self.name)],
+            image: self.request.image.clone(),
+            image_id: self.image_id.clone(),
+            command: self.process.args.join(" "),
+            created: self.created_unix,
+            labels: self.request.labels.clone(),
+            state: self.state.status.as_str().into(),
+            status: self.status_text(now_unix),
+            host_config: SummaryHostConfig {
+                network_mode: self.network_mode().into(),
+            },
+            ..ContainerSummary::default()
+        }
+    }
+
+    pub fn inspect(&self, log_path: String) -> ContainerInspect {
+        let req = &self.request;
+        let (name, max) = restart_policy_json(req.restart_policy);
+        let mut log_config = BTreeMap::new();
+        if let Some(size) = req.log.max_size {
+            log_config.insert("max-size".to_string(), size.to_string());
+        }
+        if let Some(files) = req.log.max_file {
+            log_config.insert("max-file".to_string(), files.to_string());
+        }
+        ContainerInspect {
+            id: self.id.clone(),
+            created: self.created.clone(),
+            path: self.process.args.first().cloned().unwrap_or_default(),
+            args: self.process.args.iter().skip(1).cloned().collect(),
+            state: ContainerState {
+                status: self.state.status.as_str().into(),
+                running: self.running(),
+                restarting: self.state.status == Status::Restarting,
+                dead: self.state.status == Status::Dead,
+                pid: self.state.vmm.as_ref().map_or(0, |v| i64::from(v.pid)),
+                exit_code: self.state.exit_code,
+                error: self.state.error.clone(),
+                started_at: or_zero(&self.state.started_at),
+                finished_at: or_zero(&self.state.finished_at),
+                ..ContainerState::default()
+            },
+            image: self.image_id.clone(),
+            log_path,
+            name: format!("/{}", self.name),
+            restart_count: self.state.restart_count,
+            driver: "skiff-overlay".into(),
+            platform: "linux".into(),
+            host_config: InspectHostConfig {
+                log_config: LogConfigJson {
+                    kind: "json-file".into(),
+                    config: log_config,
+                },
+                network_mode: self.network_mode().into(),
+                restart_policy: RestartPolicyJson {
+                    name: name.into(),
+                    maximum_retry_count: max,
+                },
+                auto_remove: req.auto_remove,
+                runtime: "skiff".into(),
+                memory: req.memory_bytes.map_or(0, |m| m as i64),
+                nano_cpus: req.nano_cpus.map_or(0, |n| n as i64),
+                init: req.init.then_some(true),
+                ..InspectHostConfig::default()
+            },
+            config: InspectConfig {
+                hostname: self.process.hostname.clone().unwrap_or_default(),
+                domainname: req.domainname.clone().unwrap_or_default(),
+                user: req.user.clone().unwrap_or_default(),
+                attach_stdin: req.stdio.attach_stdin,
+                attach_stdout: req.stdio.attach_stdout,
+                attach_stderr: req.stdio.attach_stderr,
+                tty: req.stdio.tty,
+                open_stdin: req.stdio.open_stdin,
+                stdin_once: req.stdio.stdin_once,
+                env: self.process.env.clone(),
+                cmd: req.cmd.clone(),
+                image: req.image.clone(),
+                working_dir: self.process.cwd.clone(),
+                entrypoint: req.entrypoint.clone(),
+                labels: req.labels.clone(),
+                stop_signal: req.stop_signal.clone(),
+                stop_timeout: req.stop_timeout,
+                ..InspectConfig::default()
+            },
+            ..ContainerInspect::default()
+        }
+    }
+}
+
+fn or_zero(time: &str) -> String {
+    if time.is_empty() {
+        ZERO_TIME.into()
+    } else {
+        time.into()
+    }
+}
+
+fn restart_policy_json(policy: RestartPolicy) -> (&'static str, i64) {
+    match policy {
+        RestartPolicy::No => ("no", 0),
+        RestartPolicy::OnFailure { max_retries } => {
+            ("on-failure", max_retries.map_or(0, i64::from))
+        }
+        RestartPolicy::Always => ("always", 0),
+        RestartPolicy::UnlessStopped => ("unless-stopped", 0),
+    }
+}
+
+/// Docker's coarse durations: "Less than a second", "5 seconds", "3 minutes", "2 hours", …
+fn human(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{s} seconds"),
+        60..=119 => "About a minute".into(),
+        120..=3599 => format!("{} minutes", s / 60),
+        3600..=7199 => "About an hour".into(),
+        7200..=172_799 => format!("{} hours", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_texts_read_like_docker() {
+        let mut r = ContainerRecord::default();
+        assert_eq!(r.status_text(100), "Created");
+        r.state.status = Status::Running;
+        r.state.started_unix = 90;
+        assert_eq!(r.status_text(100), "Up 10 seconds");
+        r.state.status = Status::Exited;
+        r.state.exit_code = 3;
+        r.state.finished_unix = 100 - 7200;
+        assert_eq!(r.status_text(100), "Exited (3) 2 hours ago");
+        assert_eq!(human(0), "Less than a second");
+        assert_eq!(human(90), "About a minute");
+    }
+}

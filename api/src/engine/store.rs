@@ -1,0 +1,219 @@
+//! The engine's persistent state: SQLite (WAL) under the state root. Containers are rows keyed by
+//! ID with a unique name and their record as JSON; events are appended with a sequence number.
+//!
+//! One connection behind a mutex: the daemon's writes are few and small, and SQLite serialises
+//! writers anyway. Every write is its own transaction, so a `kill -9` leaves the last committed
+//! state.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::record::ContainerRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("state database: a container record does not parse: {0}")]
+    Record(#[from] serde_json::Error),
+    #[error("the name \"/{0}\" is already in use")]
+    NameInUse(String),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// What a user's `id` argument resolved to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Found(String),
+    NotFound,
+    /// A prefix shared by several IDs.
+    Ambiguous,
+}
+
+pub struct Store {
+    db: Mutex<Connection>,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = Connection::open(path)?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS containers (
+                 id TEXT PRIMARY KEY,
+                 name TEXT NOT NULL UNIQUE,
+                 record TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS events (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 time_nano INTEGER NOT NULL,
+                 event TEXT NOT NULL
+             );",
+        )?;
+        Ok(Store { db: Mutex::new(db) })
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a new container; fails with `NameInUse` when its name is taken.
+    pub fn insert(&self, record: &ContainerRecord) -> Result<()> {
+        self.write(
+            "INSERT INTO containers (id, name, record) VALUES (?1, ?2, ?3)",
+            record,
+        )
+    }
+
+    /// Writes a changed record (its name included; `NameInUse` when the new name is taken).
+    pub fn update(&self, record: &ContainerRecord) -> Result<()> {
+        self.write(
+            "UPDATE containers SET name = ?2, record = ?3 WHERE id = ?1",
+            record,
+        )
+    }
+
+    fn write(&self, sql: &str, record: &ContainerRecord) -> Result<()> {
+        let json = serde_json::to_string(record)?;
+        match self
+            .db()
+            .execute(sql, params![record.id, record.name, json])
+        {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::NameInUse(record.name.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn delete(&self, id: &str) -> Result<()> {
+        self.db()
+            .execute("DELETE FROM containers WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<ContainerRecord>> {
+        let json: Option<String> = self
+            .db()
+            .query_row(
+                "SELECT record FROM containers WHERE id = ?1",
+                params![id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
+    }
+
+    pub fn all(&self) -> Result<Vec<ContainerRecord>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT record FROM containers")?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for json in rows {
+            out.push(serde_json::from_str(&json?)?);
+        }
+        Ok(out)
+    }
+
+    /// Docker's order: a full ID, then an exact name (with or without its `/`), then a unique
+    /// ID prefix.
+    pub fn lookup(&self, key: &str) -> Result<Lookup> {
+        let db = self.db();
+        let name = key.strip_prefix('/').unwrap_or(key);
+        let exact: Option<String> = db
+            .query_row(
+                "SELECT id FROM containers WHERE id = ?1 OR name = ?2 ORDER BY id = ?1 DESC",
+                params![key, name],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(id) = exact {
+            return Ok(Lookup::Found(id));
+        }
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(Lookup::NotFound);
+        }
+        let mut stmt = db.prepare("SELECT id FROM containers WHERE substr(id, 1, ?2) = ?1")?;
+        let ids: Vec<String> = stmt
+            .query_map(params![key, key.len() as i64], |row| row.get(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(match ids.len() {
+            0 => Lookup::NotFound,
+            1 => Lookup::Found(ids.into_iter().next().unwrap_or_default()),
+            _ => Lookup::Ambiguous,
+        })
+    }
+
+    pub fn add_event(&self, time_nano: i64, event: &str) -> Result<()> {
+        self.db().execute(
+            "INSERT INTO events (time_nano, event) VALUES (?1, ?2)",
+            params![time_nano, event],
+        )?;
+        Ok(())
+    }
+
+    /// Events at or after `since_nano`, oldest first (JSON as stored).
+    pub fn events_since(&self, since_nano: i64) -> Result<Vec<String>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT event FROM events WHERE time_nano >= ?1 ORDER BY seq")?;
+        let rows = stmt.query_map(params![since_nano], |row| row.get::<_, String>(0))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, name: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.to_string(),
+            name: name.to_string(),
+            ..ContainerRecord::default()
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_lookups_follow_docker() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        store.insert(&record("abc123", "web")).unwrap();
+        store.insert(&record("abd456", "db")).unwrap();
+        assert!(matches!(
+            store.insert(&record("fff", "web")),
+            Err(StoreError::NameInUse(n)) if n == "web"
+        ));
+        assert_eq!(
+            store.lookup("abc123").unwrap(),
+            Lookup::Found("abc123".into())
+        );
+        assert_eq!(store.lookup("/db").unwrap(), Lookup::Found("abd456".into()));
+        assert_eq!(store.lookup("abc").unwrap(), Lookup::Found("abc123".into()));
+        assert_eq!(store.lookup("ab").unwrap(), Lookup::Ambiguous);
+        assert_eq!(store.lookup("zz").unwrap(), Lookup::NotFound);
+        assert_eq!(store.lookup("").unwrap(), Lookup::NotFound);
+        let mut renamed = record("abc123", "db");
+        assert!(matches!(
+            store.update(&renamed),
+            Err(StoreError::NameInUse(_))
+        ));
+        renamed.name = "web2".into();
+        store.update(&renamed).unwrap();
+        assert_eq!(store.get("abc123").unwrap().unwrap().name, "web2");
+        store.delete("abc123").unwrap();
+        assert_eq!(store.get("abc123").unwrap(), None);
+        assert_eq!(store.all().unwrap().len(), 1);
+        // The state survives a reopen.
+        drop(store);
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        assert_eq!(store.lookup("db").unwrap(), Lookup::Found("abd456".into()));
+    }
+}

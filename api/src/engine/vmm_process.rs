@@ -1,0 +1,178 @@
+//! A container's `skiff-vmm` process: its files, its start (detached from the daemon, so it
+//! survives the daemon's death), finding it again after a daemon restart, and waiting for its end
+//! whether or not the daemon is its parent (a pidfd either way).
+
+use std::os::fd::FromRawFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use skiff_vmm::container::ContainerExit;
+use tokio::io::unix::AsyncFd;
+
+use super::record::VmmProcess;
+
+/// Unix socket paths longer than this do not fit `sockaddr_un`.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Where one container's files live: `<root>/containers/<id>/` for what lasts (log, exit report,
+/// VM spec, VMM's own messages, the copy-on-write upper layer) and `<root>/run/<id:12>/` for the
+/// sockets (a full ID would not fit a socket path).
+#[derive(Debug, Clone)]
+pub struct ContainerPaths {
+    pub dir: PathBuf,
+    pub run: PathBuf,
+}
+
+impl ContainerPaths {
+    pub fn new(root: &Path, id: &str) -> ContainerPaths {
+        ContainerPaths {
+            dir: root.join("containers").join(id),
+            run: root.join("run").join(&id[..12.min(id.len())]),
+        }
+    }
+
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("container-json.log")
+    }
+    pub fn exit_file(&self) -> PathBuf {
+        self.dir.join("exit.json")
+    }
+    pub fn vm_spec(&self) -> PathBuf {
+        self.dir.join("vm.json")
+    }
+    pub fn vmm_log(&self) -> PathBuf {
+        self.dir.join("vmm.log")
+    }
+    pub fn vsock(&self) -> PathBuf {
+        self.run.join("vsock.sock")
+    }
+    pub fn attach(&self) -> PathBuf {
+        self.run.join("attach.sock")
+    }
+
+    /// Creates both directories (0700) and the upper layer's.
+    pub fn create(&self) -> std::io::Result<()> {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.mode(0o700).recursive(true);
+        builder.create(&self.dir)?;
+        builder.create(&self.run)?;
+        builder.create(self.upper())?;
+        let longest = format!(
+            "{}_{}",
+            self.vsock().display(),
+            skiff_protocol::CONTROL_PORT
+        );
+        if longest.len() > MAX_SOCKET_PATH {
+            return Err(std::io::Error::other(format!(
+                "socket path {longest} is longer than {MAX_SOCKET_PATH} bytes; use a shorter --root"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn remove(&self) {
+        for dir in [&self.run, &self.dir] {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("removing {}: {e}", dir.display());
+                }
+            }
+        }
+    }
+
+    /// The exit report of the last run, if the guest gave one.
+    pub fn exit(&self) -> Option<ContainerExit> {
+        ContainerExit::read(&self.exit_file()).unwrap_or_else(|e| {
+            tracing::warn!("{}: {e}", self.exit_file().display());
+            None
+        })
+    }
+
+    /// The VMM's last words (its stderr: a crash's console tail, an error), for `State.Error`.
+    pub fn vmm_tail(&self) -> String {
+        let text = std::fs::read(self.vmm_log()).unwrap_or_default();
+        let start = text.len().saturating_sub(2048);
+        String::from_utf8_lossy(&text[start..]).trim().to_string()
+    }
+}
+
+/// Starts `skiff-vmm --spec FILE` in a process group of its own, its stdio away from the
+/// daemon's (a dead daemon's closed pipe must not kill it).
+pub fn spawn(vmm: &Path, paths: &ContainerPaths) -> std::io::Result<VmmProcess> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.vmm_log())?;
+    let child = std::process::Command::new(vmm)
+        .arg("--spec")
+        .arg(paths.vm_spec())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()?;
+    let pid = child.id() as i32;
+    // The child is reaped by `wait_for_end` (waitpid after its pidfd fires), not by `Child`.
+    drop(child);
+    Ok(VmmProcess {
+        pid,
+        start_ticks: start_ticks(pid).unwrap_or(0),
+    })
+}
+
+/// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks since boot.
+fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `process` is still the VMM that was started (not a new process on a reused PID).
+pub fn alive(process: &VmmProcess) -> bool {
+    start_ticks(process.pid).is_some_and(|t| t == process.start_ticks)
+}
+
+/// Waits for the VMM to end; reaps it when it is our child.
+pub async fn wait_for_end(process: &VmmProcess) -> std::io::Result<()> {
+    // SAFETY: pidfd_open takes a PID and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, process.pid, 0) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ESRCH) {
+            Ok(())
+        } else {
+            Err(e)
+        };
+    }
+    // SAFETY: the fd was just returned to us and nothing else owns it.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    if !alive(process) {
+        reap(process.pid);
+        return Ok(());
+    }
+    // SAFETY: the AsyncFd owns the pidfd, so it stays open for as long as it is registered.
+    let pidfd = unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }?;
+    let _ = pidfd.readable().await?;
+    reap(process.pid);
+    Ok(())
+}
+
+fn reap(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waitpid on a PID with a valid status pointer; ECHILD when not ours, which is fine.
+    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+}
+
+/// Sends `signal` to the VMM (SIGKILL: the VM is gone at once; SIGTERM: it stops the VM).
+pub fn signal(process: &VmmProcess, signal: i32) {
+    if alive(process) {
+        // SAFETY: kill(2) on a PID we checked is still our VMM.
+        unsafe { libc::kill(process.pid, signal) };
+    }
+}
