@@ -34,6 +34,7 @@ pub struct PreparedImage {
     pub platform: Platform,
 }
 
+#[derive(Clone)]
 pub struct ImageService {
     store: Arc<Store>,
 }

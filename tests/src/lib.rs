@@ -20,3 +20,9 @@ pub fn host_script(script: &str, dir: &std::path::Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A free TCP port on the host's loopback (bound, read, released), e.g. for `TestHost::forward`.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}

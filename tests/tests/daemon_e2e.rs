@@ -27,7 +27,6 @@ skopeo copy -q --insecure-policy "oci:$W/oci:t" "oci-archive:$W/share/image.tar:
 const STORY: &str = r#"
 export SKIFF_ROOT=/run/skiff
 mkdir -p $SKIFF_ROOT
-/skiff/bin/skiff load /testdata/img/image.tar >/dev/null || echo load_failed=1
 I=skiff-test/busybox:1
 S=/run/skiffd.sock
 d() { timeout 120 /testdata/docker/docker -H unix://$S "$@"; }
@@ -39,6 +38,11 @@ daemon() {
 }
 daemon
 echo "api=$(d version --format '{{.Server.APIVersion}}')"
+echo "load=$(d load -i /testdata/img/image.tar)"
+d tag $I skiff-test/other:2
+echo "images=$(d images --format '{{.Repository}}:{{.Tag}}' | sort | tr '\n' ',')"
+d rmi skiff-test/other:2 >/dev/null; echo "rmi_code=$?"
+echo "image_id=$(d image inspect -f '{{.Id}}' $I | cut -c1-7)"
 
 echo "run=$(d run --rm $I echo hello)"
 d run --name three $I sh -c 'echo out; echo err >&2; exit 3' >/tmp/three.out 2>/tmp/three.err
@@ -59,6 +63,8 @@ echo "exec_out=$(cat /tmp/exec.out)"
 # Errors change nothing: a name in use, removing a running container, an unknown container.
 d create --name bg $I true >/dev/null 2>/tmp/conflict.err; echo "conflict_code=$?"
 grep -q 'is already in use' /tmp/conflict.err && echo conflict_msg=ok
+d rmi $I >/dev/null 2>/tmp/rmi.err; echo "rmi_used_code=$?"
+grep -q 'must force' /tmp/rmi.err && echo rmi_used_msg=ok
 d rm bg >/dev/null 2>/tmp/rm.err; echo "rm_running_code=$?"
 grep -q 'container is running' /tmp/rm.err && echo rm_running_msg=ok
 d inspect nosuch >/dev/null 2>/tmp/nosuch.err; echo "nosuch_code=$?"
@@ -74,10 +80,29 @@ echo "short=$(d inspect -f '{{.State.Status}} {{.State.ExitCode}}' short)"
 echo "short_logs=$(d logs short)"
 echo "bg_logs=$(d logs bg)"
 
+echo "stats=$(d stats --no-stream --format '{{.Name}} {{.MemUsage}}' bg | awk '{print $1, $3, $4}')"
+echo "tail=$(d logs --tail 1 short)"
+d logs -t bg | head -n 1 | grep -q '^20[0-9-]*T[0-9:.]*Z start$' && echo timestamps=ok
+echo "events=$(d events --since 0 --until $(date +%s) --filter container=three --format '{{.Action}}' | tr '\n' ',')"
+
+# A restart policy: on-failure:2 runs it three times in all, into the same log.
+d run -d --name flaky --restart on-failure:2 $I sh -c 'echo try; exit 1' >/dev/null
+for i in $(seq 600); do
+    [ "$(d inspect -f '{{.State.Status}} {{.RestartCount}}' flaky)" = "exited 2" ] && break
+    sleep 0.2
+done
+echo "flaky=$(d inspect -f '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}' flaky)"
+echo "flaky_logs=$(d logs flaky | tr '\n' ',')"
+
+# Containers started at once (8: each is a microVM booting under the test host's emulator).
+for i in $(seq 8); do (d run --rm $I sh -c "exit $i"; echo "par$i=$?" >/tmp/par$i) & done
+wait
+echo "par=$(cat /tmp/par* | sort | tr '\n' ',')"
+
 d stop bg >/dev/null
 echo "stopped=$(d inspect -f '{{.State.Status}} {{.State.ExitCode}}' bg)"
 echo "stopped_logs=$(d logs bg | tr '\n' ',')"
-d rm bg short three >/dev/null
+d rm bg short three flaky >/dev/null
 echo "left=$(d ps -a -q | wc -l)"
 kill $PID
 wait $PID
@@ -102,10 +127,14 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
         .data(&cli_dir, "docker")
         .run(&["sh", "-c", STORY]);
     let r = out.results();
-    assert!(!r.contains_key("load_failed"), "{out}");
     assert!(!r.contains_key("daemon_up"), "{out}");
     out.expect_results(&[
         ("api", "1.47"),
+        // Images through the API: load, tag, list, remove a name, inspect.
+        ("load", "Loaded image: skiff-test/busybox:1"),
+        ("images", "skiff-test/busybox:1,skiff-test/other:2,"),
+        ("rmi_code", "0"),
+        ("image_id", "sha256:"),
         // Foreground runs: output, stderr apart, exit codes, stdin.
         ("run", "hello"),
         ("run_code", "3"),
@@ -120,6 +149,8 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
         // Docker's errors, and nothing changed by them.
         ("conflict_code", "1"),
         ("conflict_msg", "ok"),
+        ("rmi_used_code", "1"),
+        ("rmi_used_msg", "ok"),
         ("rm_running_code", "1"),
         ("rm_running_msg", "ok"),
         ("nosuch_code", "1"),
@@ -129,10 +160,127 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
         ("short", "exited 9"),
         ("short_logs", "bye"),
         ("bg_logs", "start"),
+        // The VM's memory as the limit; its VMM's resident memory as the usage.
+        ("stats", "bg / 128MiB"),
+        ("tail", "bye"),
+        ("timestamps", "ok"),
+        ("events", "create,start,die,"),
+        ("flaky", "exited 2 1"),
+        ("flaky_logs", "try,try,try,"),
+        (
+            "par",
+            "par1=1,par2=2,par3=3,par4=4,par5=5,par6=6,par7=7,par8=8,",
+        ),
         // stop: SIGTERM reached the trap, which exited 7.
         ("stopped", "exited 7"),
         ("stopped_logs", "start,got-term,"),
         ("left", "0"),
         ("daemon_exit", "0"),
     ]);
+}
+
+/// docker-py on this host, against skiffd listening on tcp inside the test host (a forwarded
+/// port); the JSON it prints is checked below. It creates `finish` last: the in-host script
+/// ends when that container exists.
+const DOCKER_PY: &str = r#"
+import docker, json, sys, time
+port, tar = sys.argv[1], sys.argv[2]
+c = docker.DockerClient(base_url="tcp://127.0.0.1:" + port, timeout=600)
+deadline = time.time() + 1500  # the test host may first wait for the machine lock
+while True:
+    try:
+        c.ping()
+        break
+    except Exception:
+        if time.time() > deadline:
+            raise
+        time.sleep(0.5)
+def story():
+    r = {}
+    with open(tar, "rb") as f:
+        r["loaded"] = [t for i in c.images.load(f.read()) for t in i.tags]
+    img = "skiff-test/busybox:1"
+    r["run"] = c.containers.run(img, "echo hi", remove=True).decode()
+    bg = c.containers.run(img, ["sh", "-c", "echo up; while :; do sleep 0.1; done"],
+                          detach=True, name="pybg", labels={"k": "v"})
+    for _ in range(600):
+        if bg.logs():
+            break
+        time.sleep(0.2)
+    r["logs"] = bg.logs().decode()
+    bg.reload()
+    r["status"] = bg.status
+    r["by_label"] = [x.name for x in c.containers.list(filters={"label": "k=v"})]
+    code, out = bg.exec_run(["sh", "-c", "echo ex; exit 3"])
+    r["exec"] = [code, out.decode()]
+    try:
+        c.containers.get("nosuch")
+        r["nosuch"] = "found"
+    except docker.errors.NotFound:
+        r["nosuch"] = "NotFound"
+    bg.stop(timeout=1)
+    r["stopped"] = bg.wait()["StatusCode"]
+    bg.remove()
+    print(json.dumps(r, sort_keys=True))
+
+
+try:
+    story()
+finally:
+    c.containers.create("skiff-test/busybox:1", "true", name="finish")
+"#;
+
+/// In the test host: skiffd on tcp (its loud warning is expected), until `finish` exists.
+const SERVE_TCP: &str = r#"
+export SKIFF_ROOT=/run/skiff
+mkdir -p $SKIFF_ROOT
+/skiff/bin/skiffd --root $SKIFF_ROOT -H tcp://0.0.0.0:2375 2>/tmp/skiffd.log &
+for i in $(seq 3000); do
+    wget -q -O /dev/null http://127.0.0.1:2375/containers/finish/json 2>/dev/null && break
+    sleep 0.5
+done
+kill %1
+wait
+grep -q 'PLAIN TCP' /tmp/skiffd.log && echo warned=yes
+"#;
+
+/// docker-py's venv from tests/setup.
+fn docker_py() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/docker-py/bin/python3")
+}
+
+#[test]
+fn docker_py_drives_skiffd_over_a_forwarded_tcp_port() {
+    let python = docker_py();
+    assert!(
+        python.exists(),
+        "docker-py is missing at {} (tests/setup installs it)",
+        python.display()
+    );
+    let work = tempfile::tempdir().expect("tempdir");
+    skiff_tests::host_script(BUSYBOX_IMAGE, work.path());
+    let port = skiff_tests::free_port();
+    let host = std::thread::spawn(move || {
+        TestHost::new()
+            .timeout(Duration::from_secs(900))
+            .mem_mib(2048)
+            .forward(port, 2375)
+            .sh(SERVE_TCP)
+    });
+    let tar = work.path().join("share/image.tar");
+    let py = std::process::Command::new(python)
+        .args(["-c", DOCKER_PY, &port.to_string()])
+        .arg(&tar)
+        .output()
+        .expect("python3");
+    let out = host.join().expect("test host thread");
+    let stdout = String::from_utf8_lossy(&py.stdout);
+    let stderr = String::from_utf8_lossy(&py.stderr);
+    assert!(py.status.success(), "{stdout}\n{stderr}\n{out}");
+    assert_eq!(
+        stdout.trim(),
+        r#"{"by_label": ["pybg"], "exec": [3, "ex\n"], "loaded": ["skiff-test/busybox:1"], "logs": "up\n", "nosuch": "NotFound", "run": "hi\n", "status": "running", "stopped": 143}"#,
+        "{stderr}\n{out}"
+    );
+    out.expect_results(&[("warned", "yes")]);
 }

@@ -275,16 +275,10 @@ fn with_qemu_packs_a_working_qemu() {
     );
 }
 
-/// A free TCP port on the host's loopback (bound, read, released).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
-}
-
 #[test]
 fn forward_reaches_a_server_in_the_test_host_and_no_kvm_hold_holds_no_vm() {
     use std::io::Read;
-    let port = free_port();
+    let port = skiff_tests::free_port();
     // The host side: connect until the server inside answers (QEMU accepts at once and closes
     // the connection while nothing listens inside yet).
     let client = std::thread::spawn(move || {

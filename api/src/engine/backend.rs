@@ -1,27 +1,25 @@
 //! The engine behind skiffd's API: each call of `ContainerBackend` on the engine's state.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
-use tokio::sync::mpsc;
 
 use super::create::{self, parse_signal};
+use super::images;
 use super::lifecycle;
 use super::record::Status;
 use super::streams::{pump, StdinPlan};
-use super::{internal, now_unix, Engine, ExecSession, Inner, Result};
+use super::{internal, now_unix, Engine, ExecSession, Result};
 use crate::daemon::create::CreateRequest;
 use crate::daemon::model::{
-    ContainerInspect, ContainerSummary, Event, ExecInspect, ExecProcessConfig, ImageInspect,
-    WaitResponse,
+    ContainerInspect, ContainerStats, ContainerSummary, Event, ExecInspect, ExecProcessConfig,
+    ImageDeleteItem, ImageInspect, ImageSummary, ProgressMessage, WaitResponse,
 };
 use crate::daemon::options::{
-    AttachOptions, AttachStreams, EventsOptions, ExecConfig, ExecStartOptions, ListOptions,
-    LogsOptions, OutputChunk, OutputStream, RemoveOptions, StdStream, SystemCounts, WaitCondition,
-    WaitFuture,
+    AttachOptions, AttachStreams, ByteStream, EventsOptions, ExecConfig, ExecStartOptions,
+    ImageListOptions, ListOptions, LogsOptions, OutputStream, PullOptions, RemoveOptions,
+    StatsOptions, SystemCounts, WaitCondition, WaitFuture,
 };
 use crate::daemon::{BackendError, ContainerBackend, Created};
 use crate::run::session::{self, Outcome};
@@ -30,8 +28,6 @@ use crate::run::session::{self, Outcome};
 const DEFAULT_STOP_TIMEOUT: i64 = 10;
 /// How long an exec waits for a booting guest to serve it.
 const EXEC_BOOT_WAIT: Duration = Duration::from_secs(60);
-/// How often a followed log is read for new lines.
-const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
 fn not_running(id: &str) -> BackendError {
     BackendError::Conflict(format!("Container {id} is not running"))
@@ -108,7 +104,7 @@ impl ContainerBackend for Engine {
         } else {
             StdinPlan::None
         };
-        Ok(deferred_attach(
+        Ok(super::streams::deferred_attach(
             self.inner.clone(),
             id,
             tty,
@@ -212,7 +208,10 @@ impl ContainerBackend for Engine {
         let record = self.inner.record(&id)?;
         let path = self.inner.paths(&id).log();
         let running = self.inner.phase(&id).subscribe();
-        Ok((record.request.stdio.tty, log_stream(path, opts, running)))
+        Ok((
+            record.request.stdio.tty,
+            super::logs::stream(path, opts, running),
+        ))
     }
 
     async fn rename(&self, id: &str, new_name: &str) -> Result<()> {
@@ -229,6 +228,15 @@ impl ContainerBackend for Engine {
         self.inner
             .event("rename", &record, &[("oldName", format!("/{old}"))]);
         Ok(())
+    }
+
+    async fn stats(
+        &self,
+        id: &str,
+        opts: StatsOptions,
+    ) -> Result<BoxStream<'static, ContainerStats>> {
+        let id = self.inner.resolve(id)?;
+        Ok(super::stats::stream(self.inner.record(&id)?, opts))
     }
 
     async fn resize(&self, id: &str, _height: u32, _width: u32) -> Result<()> {
@@ -315,26 +323,41 @@ impl ContainerBackend for Engine {
         self.exec_session(exec).map(|_| ())
     }
 
+    async fn image_list(&self, opts: ImageListOptions) -> Result<Vec<ImageSummary>> {
+        images::list(&self.inner, opts)
+    }
+
     async fn image_inspect(&self, name: &str) -> Result<ImageInspect> {
-        let image = self
-            .inner
-            .images
-            .resolve(name)
-            .map_err(|_| BackendError::NoSuchImage(name.to_string()))?;
-        let (os, architecture) = image
-            .platform
-            .split_once('/')
-            .map_or(("linux", "amd64"), |(o, a)| {
-                (o, a.split('/').next().unwrap_or(a))
-            });
-        Ok(ImageInspect {
-            id: image.config_digest.to_string(),
-            repo_tags: vec![image.name.clone()],
-            created: image.created.clone().unwrap_or_default(),
-            os: os.to_string(),
-            architecture: architecture.to_string(),
-            ..ImageInspect::default()
-        })
+        images::inspect(&self.inner, name)
+    }
+
+    async fn image_remove(
+        &self,
+        name: &str,
+        force: bool,
+        _no_prune: bool,
+    ) -> Result<Vec<ImageDeleteItem>> {
+        images::remove(&self.inner, name, force)
+    }
+
+    async fn image_tag(&self, name: &str, repo: &str, tag: Option<&str>) -> Result<()> {
+        images::tag(&self.inner, name, repo, tag)
+    }
+
+    async fn image_pull(&self, opts: PullOptions) -> Result<BoxStream<'static, ProgressMessage>> {
+        images::pull(&self.inner, opts).await
+    }
+
+    async fn image_load(
+        &self,
+        archive: ByteStream,
+        quiet: bool,
+    ) -> Result<BoxStream<'static, ProgressMessage>> {
+        images::load(&self.inner, archive, quiet).await
+    }
+
+    async fn image_save(&self, names: Vec<String>) -> Result<ByteStream> {
+        images::save(&self.inner, names).await
     }
 
     async fn events(&self, opts: EventsOptions) -> Result<BoxStream<'static, Event>> {
@@ -360,7 +383,11 @@ impl ContainerBackend for Engine {
                 }
             }
         });
-        let all = stream::iter(past).chain(live);
+        // With `until` now or past, only stored events: the stream ends once they are out.
+        let all = match until {
+            Some(u) if u <= now_nanos() => stream::iter(past).boxed(),
+            _ => stream::iter(past).chain(live).boxed(),
+        };
         let filters = opts.filters;
         let stream = all
             .take_while(move |e| {
@@ -378,14 +405,7 @@ impl ContainerBackend for Engine {
                     });
                 async move { keep }
             });
-        let bounded: BoxStream<'static, Event> = match until {
-            // With `until` in the past or now, only stored events: end once they are out.
-            Some(u) if u <= now_nanos() => stream
-                .take_until(tokio::time::sleep(Duration::ZERO))
-                .boxed(),
-            _ => stream.boxed(),
-        };
-        Ok(bounded)
+        Ok(stream.boxed())
     }
 }
 
@@ -430,157 +450,4 @@ impl Engine {
             change(s);
         }
     }
-}
-
-/// Attach streams at once; the connection to the VMM follows once the container runs (`docker
-/// run` attaches before it starts the container; the VMM then waits for this first client).
-fn deferred_attach(
-    inner: Arc<Inner>,
-    id: String,
-    tty: bool,
-    stdin: StdinPlan,
-    before_start: bool,
-) -> AttachStreams {
-    let (out_tx, mut out_rx) = mpsc::channel::<OutputChunk>(16);
-    let (stdin_tx, mut stdin_rx) = mpsc::channel::<Bytes>(4);
-    let forward_stdin = matches!(stdin, StdinPlan::Forward);
-    let mut phase = inner.phase(&id).subscribe();
-    let seen = phase.borrow().starts;
-    if before_start {
-        *inner
-            .waiting_attach
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(id.clone())
-            .or_default() += 1;
-    }
-    tokio::spawn(async move {
-        if before_start {
-            let _ = phase.wait_for(|p| p.starts > seen || p.removed).await;
-        }
-        let connected = lifecycle::connect_attach(&inner.paths(&id)).await;
-        if before_start {
-            if let Some(n) = inner
-                .waiting_attach
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_mut(&id)
-            {
-                *n = n.saturating_sub(1);
-            }
-        }
-        let Ok(stream) = connected else { return };
-        let (reader, writer) = stream.into_split();
-        let inner_streams = pump(session::attached(reader, writer), tty, stdin, |_| {});
-        if let Some(guest_stdin) = inner_streams.stdin {
-            tokio::spawn(async move {
-                while let Some(chunk) = stdin_rx.recv().await {
-                    if guest_stdin.send(chunk).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let mut output = inner_streams.output;
-        while let Some(chunk) = output.next().await {
-            if out_tx.send(chunk).await.is_err() {
-                break;
-            }
-        }
-    });
-    let output = stream::poll_fn(move |cx| out_rx.poll_recv(cx)).boxed();
-    AttachStreams {
-        tty,
-        output,
-        stdin: forward_stdin.then_some(stdin_tx),
-    }
-}
-
-/// A container's log as output chunks: what is there (or its tail), then, when following, what
-/// comes until the container stops.
-fn log_stream(
-    path: std::path::PathBuf,
-    opts: LogsOptions,
-    mut phase: tokio::sync::watch::Receiver<super::Phase>,
-) -> OutputStream {
-    use skiff_logfile::reader::{self, Follower, Record};
-    let since = (opts.since > 0.0).then(|| UNIX_EPOCH + Duration::from_secs_f64(opts.since));
-    let until = (opts.until > 0.0).then(|| UNIX_EPOCH + Duration::from_secs_f64(opts.until));
-    let to_chunk = move |r: Record| -> Option<OutputChunk> {
-        let stream = match r.stream {
-            skiff_logfile::writer::Stream::Stdout if opts.stdout => StdStream::Stdout,
-            skiff_logfile::writer::Stream::Stderr if opts.stderr => StdStream::Stderr,
-            _ => return None,
-        };
-        if !reader::within(&r, since, until) {
-            return None;
-        }
-        let mut data = Vec::with_capacity(r.log.len() + 32);
-        if opts.timestamps {
-            data.extend_from_slice(r.time_text.as_bytes());
-            data.push(b' ');
-        }
-        data.extend_from_slice(&r.log);
-        Some(OutputChunk {
-            stream,
-            data: Bytes::from(data),
-        })
-    };
-    let (tx, mut rx) = mpsc::channel::<OutputChunk>(64);
-    tokio::spawn(async move {
-        let initial = if opts.follow {
-            Follower::from_start(&path).and_then(|mut follower| {
-                let mut first = Vec::new();
-                loop {
-                    let more = follower.poll()?;
-                    if more.is_empty() {
-                        break;
-                    }
-                    first.extend(more);
-                }
-                Ok((Some(follower), first))
-            })
-        } else {
-            match opts.tail {
-                Some(n) => reader::tail(&path, n).map(|r| (None, r)),
-                None => reader::read_all(&path).map(|r| (None, r)),
-            }
-        };
-        let Ok((follower, mut first)) = initial else {
-            return;
-        };
-        if let (true, Some(n)) = (opts.follow, opts.tail) {
-            first.drain(..first.len().saturating_sub(n));
-        }
-        for record in first {
-            if let Some(chunk) = to_chunk(record) {
-                if tx.send(chunk).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let Some(mut follower) = follower else { return };
-        loop {
-            let running = phase.borrow_and_update().running;
-            tokio::time::sleep(FOLLOW_POLL).await;
-            // A poll returns at most about 1 MiB: only an empty one means caught up.
-            loop {
-                let records = follower.poll().unwrap_or_default();
-                if records.is_empty() {
-                    break;
-                }
-                for record in records {
-                    if let Some(chunk) = to_chunk(record) {
-                        if tx.send(chunk).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            if !running {
-                return;
-            }
-        }
-    });
-    stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }

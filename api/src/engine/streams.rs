@@ -10,8 +10,10 @@ use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
+use super::{lifecycle, Inner};
 use crate::daemon::options::{AttachStreams, OutputChunk, StdStream};
-use crate::run::session::{Control, Input, Outcome, Session};
+use crate::run::session::{self, Control, Input, Outcome, Session};
+use std::sync::Arc;
 
 /// Output chunks queued between a session and its HTTP client.
 const OUTPUT_QUEUE: usize = 16;
@@ -108,7 +110,7 @@ where
         on_end(outcome);
         drop(keep);
     });
-    let output = tokio_stream_from(rx);
+    let output = receiver_stream(rx);
     AttachStreams {
         tty,
         output,
@@ -116,11 +118,73 @@ where
     }
 }
 
-fn tokio_stream_from(
-    rx: mpsc::Receiver<OutputChunk>,
+/// The chunks of a channel as a stream that ends when every sender is gone.
+pub(super) fn receiver_stream(
+    mut rx: mpsc::Receiver<OutputChunk>,
 ) -> futures_util::stream::BoxStream<'static, OutputChunk> {
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    })
-    .boxed()
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+/// Attach streams at once; the connection to the VMM follows once the container runs (`docker
+/// run` attaches before it starts the container; the VMM then waits for this first client).
+pub(super) fn deferred_attach(
+    inner: Arc<Inner>,
+    id: String,
+    tty: bool,
+    stdin: StdinPlan,
+    before_start: bool,
+) -> AttachStreams {
+    let (out_tx, out_rx) = mpsc::channel::<OutputChunk>(16);
+    let (stdin_tx, mut stdin_rx) = mpsc::channel::<Bytes>(4);
+    let forward_stdin = matches!(stdin, StdinPlan::Forward);
+    let mut phase = inner.phase(&id).subscribe();
+    let seen = phase.borrow().starts;
+    if before_start {
+        *inner
+            .waiting_attach
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.clone())
+            .or_default() += 1;
+    }
+    tokio::spawn(async move {
+        if before_start {
+            let _ = phase.wait_for(|p| p.starts > seen || p.removed).await;
+        }
+        let connected = lifecycle::connect_attach(&inner.paths(&id)).await;
+        if before_start {
+            if let Some(n) = inner
+                .waiting_attach
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&id)
+            {
+                *n = n.saturating_sub(1);
+            }
+        }
+        let Ok(stream) = connected else { return };
+        let (reader, writer) = stream.into_split();
+        let inner_streams = pump(session::attached(reader, writer), tty, stdin, |_| {});
+        if let Some(guest_stdin) = inner_streams.stdin {
+            tokio::spawn(async move {
+                while let Some(chunk) = stdin_rx.recv().await {
+                    if guest_stdin.send(chunk).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut output = inner_streams.output;
+        while let Some(chunk) = output.next().await {
+            if out_tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let output = receiver_stream(out_rx);
+    AttachStreams {
+        tty,
+        output,
+        stdin: forward_stdin.then_some(stdin_tx),
+    }
 }
