@@ -6,30 +6,19 @@ use skiff_tests::testhost::TestHost;
 use std::path::Path;
 use std::time::Duration;
 
-/// Builds, on the host, a one-layer OCI archive `skiff-test/busybox:1` (busybox, Cmd `sh`).
-const BUSYBOX_IMAGE: &str = r#"
-set -eu
-W=$1
-mkdir -p "$W/root/bin" "$W/root/etc" "$W/root/tmp" "$W/share"
-cp /bin/busybox "$W/root/bin/busybox"
-for a in sh echo cat ls id sleep seq true false; do ln -s busybox "$W/root/bin/$a"; done
-printf 'root:x:0:0::/root:/bin/sh\n' >"$W/root/etc/passwd"
-tar -C "$W/root" --numeric-owner --owner=0 --group=0 --mtime=2024-01-01 -cf "$W/l.tar" .
-umoci init --layout "$W/oci" >/dev/null
-umoci new --image "$W/oci:t"
-umoci raw add-layer --image "$W/oci:t" "$W/l.tar"
-umoci config --image "$W/oci:t" --config.env PATH=/bin --config.cmd sh
-skopeo copy -q --insecure-policy "oci:$W/oci:t" "oci-archive:$W/share/image.tar:skiff-test/busybox:1"
-"#;
+/// Builds `skiff-test/busybox:1` (busybox, Cmd `sh`) into `$1/share/image.tar`.
+const BUSYBOX_IMAGE: &str = include_str!("../images/busybox.sh");
 
 /// The story, in the test host. `d` is the docker CLI (28.x) on skiffd's socket; each command is
-/// cut off after 120 s so a hang shows as a result instead of the whole run's timeout.
+/// cut off after 120 s (`dl`: 300 s) so a hang shows as a result instead of the whole run's
+/// timeout (-k: `docker run` passes a SIGTERM on to its container and goes on waiting).
 const STORY: &str = r#"
 export SKIFF_ROOT=/run/skiff
 mkdir -p $SKIFF_ROOT
 I=skiff-test/busybox:1
 S=/run/skiffd.sock
-d() { timeout 120 /testdata/docker/docker -H unix://$S "$@"; }
+d() { timeout -k 10 120 /testdata/docker/docker -H unix://$S "$@"; }
+dl() { timeout -k 10 300 /testdata/docker/docker -H unix://$S "$@"; }
 daemon() {
     /skiff/bin/skiffd --root $SKIFF_ROOT -H unix://$S >>/tmp/skiffd.log 2>&1 &
     PID=$!
@@ -95,7 +84,7 @@ echo "flaky=$(d inspect -f '{{.State.Status}} {{.RestartCount}} {{.State.ExitCod
 echo "flaky_logs=$(d logs flaky | tr '\n' ',')"
 
 # Containers started at once (8: each is a microVM booting under the test host's emulator).
-for i in $(seq 8); do (d run --rm $I sh -c "exit $i"; echo "par$i=$?" >/tmp/par$i) & done
+for i in $(seq 8); do (dl run --rm $I sh -c "exit $i"; echo "par$i=$?" >/tmp/par$i) & done
 wait
 echo "par=$(cat /tmp/par* | sort | tr '\n' ',')"
 
@@ -185,7 +174,8 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
 const DOCKER_PY: &str = r#"
 import docker, json, sys, time
 port, tar = sys.argv[1], sys.argv[2]
-c = docker.DockerClient(base_url="tcp://127.0.0.1:" + port, timeout=600)
+# A fixed version: "auto" would ask the daemon at once, before it is up.
+c = docker.DockerClient(base_url="tcp://127.0.0.1:" + port, version="1.47", timeout=600)
 deadline = time.time() + 1500  # the test host may first wait for the machine lock
 while True:
     try:

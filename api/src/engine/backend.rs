@@ -405,7 +405,14 @@ impl ContainerBackend for Engine {
                     });
                 async move { keep }
             });
-        Ok(stream.boxed())
+        // A future `until` ends the stream at that time, events or not (as Docker does).
+        Ok(match until {
+            Some(u) if u > now_nanos() => {
+                let wait = Duration::from_nanos((u - now_nanos()).max(0) as u64);
+                stream.take_until(tokio::time::sleep(wait)).boxed()
+            }
+            _ => stream.boxed(),
+        })
     }
 }
 
