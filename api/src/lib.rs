@@ -1,6 +1,8 @@
-//! skiff's front ends: `skiffd`, the daemon serving the JSON control API, and the `skiff` CLI.
+//! skiff's front ends: `skiffd`, the daemon serving the JSON control API, the `skiff` CLI, and the
+//! client of that API the CLI uses.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod engine;

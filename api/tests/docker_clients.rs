@@ -6,7 +6,7 @@
 mod common;
 
 use common::fake_engine::FakeEngine;
-use common::{docker_cli, docker_py, text, TestDaemon};
+use common::{check, docker_cli, docker_py, text, TestDaemon};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use skiff_api::daemon::server::{self, ListenAddr, ServerError};
 use skiff_api::daemon::tls::{acceptor, TlsOptions};
@@ -67,13 +67,7 @@ fn run_prints_output_and_exits_with_the_container_code() {
             "there",
         ],
     );
-    assert_eq!(
-        text(&out.stdout),
-        "hi there\n",
-        "stderr: {}",
-        text(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    check(&out, 3, "hi there\n");
     let out = d.docker(&cli, &["ps", "-aq"]);
     assert_eq!(text(&out.stdout), "", "--rm left the container behind");
 }
@@ -263,8 +257,7 @@ fn run_with_a_tty_gets_raw_output() {
     let Some(cli) = docker_cli() else { return };
     let d = fake();
     let out = d.docker(&cli, &["run", "--rm", "-t", "busybox", "echo", "raw"]);
-    assert_eq!(text(&out.stdout), "raw\n", "stderr: {}", text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0));
+    check(&out, 0, "raw\n");
 }
 
 /// `docker load` sends its archive chunked; the engine gets it as a stream.

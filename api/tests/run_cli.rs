@@ -4,6 +4,11 @@
 //! guest-init's real process runner (as an ordinary process); it serves `CONNECT 1025` exec
 //! connections on `<vsock-uds>` too. Real guests are covered in tests/tests/run_e2e.rs.
 
+// Only the output helpers of `common` serve here.
+#[allow(dead_code)]
+mod common;
+
+use common::{check, text};
 use skiff_guest_init::reaper::Reaper;
 use skiff_guest_init::session;
 use skiff_protocol::CONTROL_PORT;
@@ -12,7 +17,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const FAKE_ARGS: &str = "SKIFF_FAKE_VMM_ARGS";
@@ -115,20 +120,6 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-#[track_caller]
-fn check(out: &Output, code: i32, stdout: &str) {
-    assert_eq!(
-        (out.status.code(), text(&out.stdout).as_str()),
-        (Some(code), stdout),
-        "stderr: {}",
-        text(&out.stderr)
-    );
 }
 
 #[test]

@@ -2,11 +2,23 @@
 
 use clap::{Parser, Subcommand};
 use skiff_api::cli::{containers::ContainerCommand, images::ImageCommand};
+use skiff_api::client::Host;
 use skiff_api::config::Config;
+use skiff_api::daemon::server::DEFAULT_SOCKET;
 
 #[derive(Debug, Parser)]
 #[command(name = "skiff", version, about = "VM-isolated micro-containers")]
 struct Cli {
+    /// The daemon of the container commands: unix:///PATH or tcp://HOST:PORT. `skiff run`
+    /// without -d runs in-process when no daemon answers there.
+    #[arg(
+        short = 'H',
+        long = "host",
+        env = "SKIFF_HOST",
+        value_name = "ADDR",
+        default_value_t = Host::Unix(DEFAULT_SOCKET.into())
+    )]
+    host: Host,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,7 +40,8 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    // The environment is read here and only here; everything below gets what it needs passed in.
+    // The environment is read here and only here (SKIFF_HOST by clap, above); everything below
+    // gets what it needs passed in.
     let exe_dir = match std::env::current_exe() {
         Ok(exe) => exe
             .parent()
@@ -52,7 +65,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Container(c) => c.run(&config, &caller_env).await,
+            Command::Container(c) => c.run(&config, &cli.host, &caller_env).await,
             Command::Image(c) => c.run(&config).await,
         }
     });

@@ -1,37 +1,44 @@
-//! Container subcommands: `run`, and the development form of `exec` (and later create/start/ps/…).
+//! Container subcommands. `run` without `-d` goes through skiffd when one answers on the chosen
+//! host and runs the container in-process otherwise (always with `--rootfs`); the development
+//! `exec --vsock` talks to a VM directly; every other command goes through skiffd (`remote`).
 
+use crate::client::{Client, Host};
 use crate::config::Config;
 use crate::run::{self, terminal, Caller, ProcessOptions, Root, RunOptions};
 use clap::{Args, Subcommand};
 use skiff_vmm::spec::{DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
 use std::path::PathBuf;
 
+use super::images::ListFormat;
+use super::remote;
+
 /// How to run a process inside a container.
 #[derive(Debug, Args)]
 pub struct ProcessArgs {
     /// Set an environment variable (KEY=VALUE, or KEY to pass on skiff's own value).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-    env: Vec<String>,
+    pub(crate) env: Vec<String>,
     /// Working directory inside the container (absolute).
     #[arg(short = 'w', long = "workdir", value_name = "DIR")]
-    workdir: Option<String>,
-    /// User to run as: numeric UID[:GID] (the group defaults to 0).
+    pub(crate) workdir: Option<String>,
+    /// User to run as: numeric UID[:GID] (the group defaults to 0; skiffd also takes names).
     #[arg(short = 'u', long = "user", value_name = "UID[:GID]")]
-    user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Allocate a pseudo terminal (stdout and stderr merged).
     #[arg(short = 't', long)]
-    tty: bool,
+    pub(crate) tty: bool,
     /// Keep stdin open even when it is a terminal (a pipe or file is always forwarded).
     #[arg(short = 'i', long)]
-    interactive: bool,
-    /// `skiff run`: IMAGE then the command and its arguments (the image's default when absent),
-    /// or only the command with `--rootfs`. `skiff exec`: the command and its arguments.
+    pub(crate) interactive: bool,
+    /// `skiff run`/`create`: IMAGE then the command and its arguments (the image's default when
+    /// absent), or only the command with `--rootfs`. `skiff exec`: CONTAINER (none with
+    /// `--vsock`), then the command and its arguments.
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,
         value_name = "ARGS"
     )]
-    command: Vec<String>,
+    pub(crate) command: Vec<String>,
 }
 
 impl From<ProcessArgs> for ProcessOptions {
@@ -47,46 +54,151 @@ impl From<ProcessArgs> for ProcessOptions {
     }
 }
 
+/// A new container, as `create` and `run` describe it.
+#[derive(Debug, Args)]
+pub struct ContainerArgs {
+    /// Override the image's entrypoint ("" clears it).
+    #[arg(long, value_name = "CMD")]
+    pub(crate) entrypoint: Option<String>,
+    /// Number of vCPUs [default: 1].
+    #[arg(long)]
+    pub(crate) cpus: Option<u8>,
+    /// Guest memory in MiB [default: 128].
+    #[arg(long, value_name = "MIB")]
+    pub(crate) memory: Option<u64>,
+    /// Host name inside the VM (default: the container's ID, in-process the run's).
+    #[arg(long)]
+    pub(crate) hostname: Option<String>,
+    /// The container's name (through skiffd only).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Remove the container when it exits (in-process runs always are).
+    #[arg(long)]
+    pub(crate) rm: bool,
+    #[command(flatten)]
+    pub(crate) process: ProcessArgs,
+}
+
+/// Containers named by ID, unique ID prefix or name.
+#[derive(Debug, Args)]
+pub struct Targets {
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub(crate) containers: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ContainerCommand {
     /// Run a command in a new microVM: `skiff run [OPTIONS] IMAGE [CMD [ARGS...]]`, or
     /// `skiff run --rootfs DIR [OPTIONS] -- CMD [ARGS...]`.
     Run {
         /// Root file system directory instead of an image (used read-only; writes go to a
-        /// per-run layer).
+        /// per-run layer). Always runs in-process.
         #[arg(long, value_name = "DIR")]
         rootfs: Option<PathBuf>,
-        /// Override the image's entrypoint ("" clears it).
-        #[arg(long, value_name = "CMD")]
-        entrypoint: Option<String>,
-        /// Number of vCPUs.
-        #[arg(long, default_value_t = DEFAULT_CPUS)]
-        cpus: u8,
-        /// Guest memory in MiB.
-        #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MEMORY_MIB)]
-        memory: u64,
-        /// Host name inside the VM (default: the run id).
-        #[arg(long)]
-        hostname: Option<String>,
+        /// Run in the background through skiffd and print the container's ID.
+        #[arg(short = 'd', long)]
+        detach: bool,
         #[command(flatten)]
-        process: ProcessArgs,
+        container: ContainerArgs,
     },
-    /// Run a command in a running microVM, named by its vsock socket
-    /// (`$SKIFF_ROOT/run/<id>/vsock.sock`): `skiff exec --vsock PATH -- CMD [ARGS...]`.
+    /// Create a container through skiffd without starting it; prints its ID.
+    Create(ContainerArgs),
+    /// Start created or stopped containers.
+    Start {
+        /// Attach to the container's output and exit with its code (one container).
+        #[arg(short = 'a', long)]
+        attach: bool,
+        /// With -a: forward stdin too.
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        #[command(flatten)]
+        targets: Targets,
+    },
+    /// List containers.
+    Ps {
+        /// All containers (default: running ones).
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Only IDs.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// Full IDs and commands.
+        #[arg(long)]
+        no_trunc: bool,
+        /// `table`, or `json`: one JSON object per line.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ListFormat,
+    },
+    /// Show a container's output.
+    Logs {
+        /// Keep following the output.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Lines from the end to show ("all" or a number).
+        #[arg(short = 'n', long, default_value = "all", value_name = "N")]
+        tail: String,
+        /// Prefix each line with its RFC 3339 timestamp.
+        #[arg(short = 't', long)]
+        timestamps: bool,
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+    },
+    /// Stop containers: their stop signal, then the VM after the timeout.
+    Stop {
+        /// Seconds to wait before stopping the VM (default: the container's, else 10).
+        #[arg(
+            short = 't',
+            long = "timeout",
+            visible_alias = "time",
+            value_name = "S"
+        )]
+        timeout: Option<i64>,
+        /// Signal to send first (default: the container's, else SIGTERM).
+        #[arg(short = 's', long)]
+        signal: Option<String>,
+        #[command(flatten)]
+        targets: Targets,
+    },
+    /// Send a signal to containers (default SIGKILL).
+    Kill {
+        #[arg(short = 's', long, value_name = "SIG")]
+        signal: Option<String>,
+        #[command(flatten)]
+        targets: Targets,
+    },
+    /// Remove containers.
+    Rm {
+        /// Remove running containers too (they are killed first).
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Remove the containers' anonymous volumes.
+        #[arg(short = 'v', long)]
+        volumes: bool,
+        #[command(flatten)]
+        targets: Targets,
+    },
+    /// Show containers' details as JSON.
+    Inspect(Targets),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(Targets),
+    /// Run a command in a running container: `skiff exec [OPTIONS] CONTAINER CMD [ARGS...]`,
+    /// or in a VM named by its vsock socket (development): `skiff exec --vsock PATH -- CMD…`.
     Exec {
-        /// The VM's vsock Unix socket.
+        /// The VM's vsock Unix socket (`$SKIFF_ROOT/run/<id>/vsock.sock`).
         #[arg(long, value_name = "PATH")]
-        vsock: PathBuf,
+        vsock: Option<PathBuf>,
         #[command(flatten)]
         process: ProcessArgs,
     },
 }
 
 impl ContainerCommand {
-    /// Runs the command; `env` looks up skiff's own environment (for `-e KEY`).
+    /// Runs the command against the daemon at `host` (or in-process, see above); `env` looks up
+    /// skiff's own environment (for `-e KEY`).
     pub async fn run(
         self,
         config: &Config,
+        host: &Host,
         env: &(dyn Fn(&str) -> Option<String> + Sync),
     ) -> anyhow::Result<i32> {
         let caller = Caller {
@@ -94,43 +206,83 @@ impl ContainerCommand {
             terminal_size: terminal::size(libc::STDOUT_FILENO)
                 .or(terminal::size(libc::STDIN_FILENO)),
         };
+        let client = Client::new(host.clone());
         match self {
             ContainerCommand::Run {
-                rootfs,
-                entrypoint,
-                cpus,
-                memory,
-                hostname,
-                process,
+                rootfs: Some(dir),
+                detach,
+                container,
             } => {
-                let mut process = ProcessOptions::from(process);
-                let root = match rootfs {
-                    Some(dir) => {
-                        if entrypoint.is_some() {
-                            anyhow::bail!("--entrypoint goes with an image, not with --rootfs");
-                        }
-                        Root::Dir(dir)
-                    }
-                    None if process.command.is_empty() => {
-                        anyhow::bail!("skiff run needs an IMAGE (or --rootfs DIR) and a command")
-                    }
-                    None => Root::Image {
-                        reference: process.command.remove(0),
-                        entrypoint,
-                    },
-                };
-                let options = RunOptions {
-                    root,
-                    cpus,
-                    memory_mib: memory,
-                    hostname,
-                    process,
-                };
-                run::run(config, options, &caller).await
+                if detach {
+                    anyhow::bail!("--rootfs runs the container in-process: it cannot be detached");
+                }
+                in_process(config, Some(dir), container, &caller, host).await
             }
-            ContainerCommand::Exec { vsock, process } => {
-                run::exec(&vsock, &process.into(), &caller).await
+            ContainerCommand::Run {
+                rootfs: None,
+                detach: true,
+                container,
+            } => remote::run_detached(&client, container, &caller).await,
+            ContainerCommand::Run {
+                rootfs: None,
+                detach: false,
+                container,
+            } => match remote::answers(&client).await {
+                Ok(()) => remote::run_attached(&client, container, &caller).await,
+                Err(e) => {
+                    tracing::debug!("running in-process: {e:#}");
+                    in_process(config, None, container, &caller, host).await
+                }
+            },
+            ContainerCommand::Exec {
+                vsock: Some(vsock),
+                process,
+            } => run::exec(&vsock, &process.into(), &caller).await,
+            ContainerCommand::Exec {
+                vsock: None,
+                process,
+            } => Ok(remote::exec(&client, process, &caller).await),
+            ContainerCommand::Create(container) => {
+                remote::create(&client, container, &caller).await
             }
+            command => Ok(remote::manage(&client, command).await),
         }
     }
+}
+
+/// `skiff run` without a daemon: the container runs in this process's VM session.
+async fn in_process(
+    config: &Config,
+    rootfs: Option<PathBuf>,
+    container: ContainerArgs,
+    caller: &Caller<'_>,
+    host: &Host,
+) -> anyhow::Result<i32> {
+    if container.name.is_some() {
+        anyhow::bail!("--name needs skiffd, and none answers at {host}");
+    }
+    let mut process = ProcessOptions::from(container.process);
+    let root = match rootfs {
+        Some(dir) => {
+            if container.entrypoint.is_some() {
+                anyhow::bail!("--entrypoint goes with an image, not with --rootfs");
+            }
+            Root::Dir(dir)
+        }
+        None if process.command.is_empty() => {
+            anyhow::bail!("skiff run needs an IMAGE (or --rootfs DIR) and a command")
+        }
+        None => Root::Image {
+            reference: process.command.remove(0),
+            entrypoint: container.entrypoint,
+        },
+    };
+    let options = RunOptions {
+        root,
+        cpus: container.cpus.unwrap_or(DEFAULT_CPUS),
+        memory_mib: container.memory.unwrap_or(DEFAULT_MEMORY_MIB),
+        hostname: container.hostname,
+        process,
+    };
+    run::run(config, options, caller).await
 }

@@ -111,7 +111,7 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum ListFormat {
+pub enum ListFormat {
     Table,
     Json,
 }

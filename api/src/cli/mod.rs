@@ -2,3 +2,4 @@
 
 pub mod containers;
 pub mod images;
+pub mod remote;

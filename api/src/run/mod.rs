@@ -153,10 +153,16 @@ pub fn build_spec(
     Ok(spec)
 }
 
-/// How our stdin feeds the process: forwarded when asked (`-i`) or when it is not a terminal
-/// (`echo x | skiff run … cat`); else empty, or nothing at all on a terminal (EOF would be ^D).
+/// Whether our stdin feeds the process: when asked (`-i`) or when it is not a terminal
+/// (`echo x | skiff run … cat`).
+pub(crate) fn forwards_stdin(interactive: bool) -> bool {
+    interactive || !terminal::is_tty(libc::STDIN_FILENO)
+}
+
+/// How our stdin feeds the process: forwarded (see `forwards_stdin`); else empty, or nothing at
+/// all on a terminal (EOF would be ^D).
 fn plan_input(process: &ProcessOptions) -> Input {
-    if process.interactive || !terminal::is_tty(libc::STDIN_FILENO) {
+    if forwards_stdin(process.interactive) {
         Input::Forward(session::forward_stdin())
     } else if process.tty {
         Input::None
@@ -165,7 +171,7 @@ fn plan_input(process: &ProcessOptions) -> Input {
     }
 }
 
-fn raw_terminal(process: &ProcessOptions) -> anyhow::Result<Option<terminal::RawMode>> {
+pub(crate) fn raw_terminal(process: &ProcessOptions) -> anyhow::Result<Option<terminal::RawMode>> {
     if process.tty && process.interactive && terminal::is_tty(libc::STDIN_FILENO) {
         let raw = terminal::RawMode::enter(libc::STDIN_FILENO).context("raw terminal mode")?;
         return Ok(Some(raw));
@@ -174,7 +180,7 @@ fn raw_terminal(process: &ProcessOptions) -> anyhow::Result<Option<terminal::Raw
 }
 
 /// The signals that ask skiff (and so the container) to end.
-struct Signals {
+pub(crate) struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
@@ -186,7 +192,7 @@ fn handle(kind: SignalKind) -> anyhow::Result<tokio::signal::unix::Signal> {
 }
 
 impl Signals {
-    fn new() -> anyhow::Result<Signals> {
+    pub(crate) fn new() -> anyhow::Result<Signals> {
         Ok(Signals {
             int: handle(SignalKind::interrupt())?,
             term: handle(SignalKind::terminate())?,
@@ -196,7 +202,7 @@ impl Signals {
     }
 
     /// The next terminating signal's number.
-    async fn next(&mut self) -> i32 {
+    pub(crate) async fn next(&mut self) -> i32 {
         tokio::select! {
             _ = self.int.recv() => libc::SIGINT,
             _ = self.term.recv() => libc::SIGTERM,

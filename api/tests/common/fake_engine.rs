@@ -1,7 +1,8 @@
 //! An in-memory engine behind skiffd's real HTTP front end, so the docker CLI and docker-py can be
 //! driven end to end without VMs. A container's command is canned: `echo ARGS…` writes ARGS to
 //! stdout and exits with the code in its `EXIT_CODE` env entry (default 0); anything else runs
-//! until it is stopped or killed. Exec sessions behave the same way.
+//! until it is stopped or killed. Exec sessions behave the same way. Images are not checked,
+//! except those named `remote/…`: they must be pulled first (the pull always succeeds).
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,8 +14,8 @@ use skiff_api::daemon::model::{
 };
 use skiff_api::daemon::options::{
     AttachOptions, AttachStreams, ByteStream, ExecConfig, ExecStartOptions, ListOptions,
-    LogsOptions, OutputChunk, OutputStream, RemoveOptions, StdStream, SystemCounts, WaitCondition,
-    WaitFuture,
+    LogsOptions, OutputChunk, OutputStream, PullOptions, RemoveOptions, StdStream, SystemCounts,
+    WaitCondition, WaitFuture,
 };
 use skiff_api::daemon::timefmt::{rfc3339, ZERO_TIME};
 use skiff_api::daemon::{BackendError, ContainerBackend, Created};
@@ -56,6 +57,8 @@ struct State {
     containers: BTreeMap<String, Container>,
     execs: BTreeMap<String, Exec>,
     serial: u64,
+    /// `remote/…` images pulled so far.
+    pulled: Vec<String>,
 }
 
 #[derive(Default)]
@@ -148,6 +151,9 @@ impl ContainerBackend for FakeEngine {
 
     async fn create(&self, req: CreateRequest) -> Result<Created> {
         let mut s = self.state.lock().unwrap();
+        if req.image.starts_with("remote/") && !s.pulled.contains(&req.image) {
+            return Err(BackendError::NoSuchImage(req.image));
+        }
         s.serial += 1;
         let id = id_for(s.serial, "c0ffee");
         let name = req
@@ -423,6 +429,22 @@ impl ContainerBackend for FakeEngine {
 
     async fn image_inspect(&self, name: &str) -> Result<ImageInspect> {
         Err(BackendError::NoSuchImage(name.to_string()))
+    }
+
+    async fn image_pull(&self, opts: PullOptions) -> Result<BoxStream<'static, ProgressMessage>> {
+        let image = opts.from_image;
+        self.state.lock().unwrap().pulled.push(image.clone());
+        let line = |status: String, progress: Option<String>| ProgressMessage {
+            status: Some(status),
+            progress,
+            ..ProgressMessage::default()
+        };
+        let lines = [
+            line(format!("Pulling from {image}"), None),
+            line("Downloading".into(), Some("[=>   ] 1B/4B".into())),
+            line(format!("Status: Downloaded newer image for {image}"), None),
+        ];
+        Ok(stream::iter(lines).boxed())
     }
 
     /// Counts the archive's bytes as they arrive and reports them as docker load's line.

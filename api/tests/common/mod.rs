@@ -158,3 +158,14 @@ pub fn docker_py() -> Option<PathBuf> {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// Asserts a command's exit code and its whole stdout, showing its stderr otherwise.
+#[track_caller]
+pub fn check(out: &Output, code: i32, stdout: &str) {
+    assert_eq!(
+        (out.status.code(), text(&out.stdout).as_str()),
+        (Some(code), stdout),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+}

@@ -1,16 +1,16 @@
 //! The body of `POST /containers/create` as Docker clients send it: the container `Config` with
 //! `HostConfig` and `NetworkingConfig` beside it. Every field the docker CLI 28 and docker-py 7
 //! send is typed here, so a value of the wrong type is refused naming its field; whether skiff
-//! honours a field is decided in `decode`.
+//! honours a field is decided in `decode`. The `client` sends the same type (unset fields left out).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// An object whose keys carry the meaning and whose values are `{}` (`ExposedPorts`, `Volumes`).
 pub type KeySet = BTreeMap<String, Value>;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CreateBody {
     pub hostname: Option<String>,
@@ -42,7 +42,7 @@ pub struct CreateBody {
     pub networking_config: Option<NetworkingConfig>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Healthcheck {
     pub test: Option<Vec<String>>,
@@ -53,7 +53,7 @@ pub struct Healthcheck {
     pub start_interval: Option<i64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct HostConfig {
     pub binds: Option<Vec<String>>,
@@ -134,7 +134,7 @@ pub struct HostConfig {
     pub init: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct LogConfig {
     #[serde(rename = "Type")]
@@ -142,27 +142,27 @@ pub struct LogConfig {
     pub config: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct RestartPolicy {
     pub name: Option<String>,
     pub maximum_retry_count: Option<i64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct PortBinding {
     pub host_ip: Option<String>,
     pub host_port: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct NetworkingConfig {
     pub endpoints_config: Option<BTreeMap<String, Option<EndpointConfig>>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct EndpointConfig {
     #[serde(rename = "IPAMConfig")]

@@ -3,7 +3,7 @@
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::containers::{size_params, JSON_BODY_LIMIT};
@@ -14,8 +14,8 @@ use crate::daemon::query::Query;
 use crate::daemon::router::Daemon;
 use crate::daemon::streams::hijack;
 
-/// The body of `POST /containers/{id}/exec`.
-#[derive(Debug, Default, Deserialize)]
+/// The body of `POST /containers/{id}/exec` (the `client` sends it too).
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ExecCreateBody {
     pub attach_stdin: Option<bool>,
@@ -31,8 +31,8 @@ pub struct ExecCreateBody {
     pub working_dir: Option<String>,
 }
 
-/// The body of `POST /exec/{id}/start`.
-#[derive(Debug, Default, Deserialize)]
+/// The body of `POST /exec/{id}/start` (the `client` sends it too).
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ExecStartBody {
     pub detach: Option<bool>,

@@ -1,12 +1,14 @@
 //! Docker's JSON answers about containers and exec sessions (API 1.47 shapes), as the engine
-//! fills them in. Field names are Docker's; timestamps are RFC 3339 strings (see `timefmt`).
+//! fills them in and the `client` reads them back. Field names are Docker's; timestamps are RFC 3339
+//! strings (see `timefmt`). A missing field reads as its default (`serde(default)`), so answers of
+//! other Docker-compatible daemons decode too.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// One row of `GET /containers/json` (`docker ps`).
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct ContainerSummary {
     /// 64 lowercase hex digits.
     pub id: String,
@@ -29,8 +31,8 @@ pub struct ContainerSummary {
     pub mounts: Vec<MountPoint>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct PortSummary {
     #[serde(rename = "IP", skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
@@ -42,20 +44,20 @@ pub struct PortSummary {
     pub kind: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct SummaryHostConfig {
     pub network_mode: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct SummaryNetworkSettings {
     pub networks: BTreeMap<String, EndpointSettings>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct EndpointSettings {
     #[serde(rename = "NetworkID")]
     pub network_id: String,
@@ -69,8 +71,8 @@ pub struct EndpointSettings {
     pub mac_address: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct MountPoint {
     #[serde(rename = "Type")]
     pub kind: String,
@@ -85,8 +87,8 @@ pub struct MountPoint {
 }
 
 /// `GET /containers/{id}/json` (`docker inspect`, docker-py's `Container.attrs`).
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct ContainerInspect {
     pub id: String,
     /// RFC 3339.
@@ -118,8 +120,8 @@ pub struct ContainerInspect {
 }
 
 /// `State` of an inspected container.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct ContainerState {
     /// created, running, paused, restarting, removing, exited, dead.
     pub status: String,
@@ -140,8 +142,8 @@ pub struct ContainerState {
 }
 
 /// The part of `HostConfig` skiff reports (docker-py reads `LogConfig.Type`).
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct InspectHostConfig {
     pub log_config: LogConfigJson,
     pub network_mode: String,
@@ -157,8 +159,8 @@ pub struct InspectHostConfig {
     pub console_size: [u32; 2],
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct LogConfigJson {
     /// "json-file" for skiff.
     #[serde(rename = "Type")]
@@ -166,23 +168,23 @@ pub struct LogConfigJson {
     pub config: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct RestartPolicyJson {
     pub name: String,
     pub maximum_retry_count: i64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct GraphDriver {
     pub name: String,
     pub data: BTreeMap<String, String>,
 }
 
 /// `Config` of an inspected container: what it was created with, merged with its image's.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct InspectConfig {
     pub hostname: String,
     pub domainname: String,
@@ -208,8 +210,8 @@ pub struct InspectConfig {
     pub stop_timeout: Option<i64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct InspectNetworkSettings {
     pub bridge: String,
     #[serde(rename = "SandboxID")]
@@ -223,31 +225,31 @@ pub struct InspectNetworkSettings {
 }
 
 /// `POST /containers/{id}/wait`.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct WaitResponse {
     pub status_code: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<WaitError>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct WaitError {
     pub message: String,
 }
 
 /// `GET /containers/{id}/top`.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct TopResponse {
     pub titles: Vec<String>,
     pub processes: Vec<Vec<String>>,
 }
 
 /// `GET /exec/{id}/json`: the CLI reads `ExitCode` once the stream ends.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct ExecInspect {
     #[serde(rename = "ID")]
     pub id: String,
@@ -265,8 +267,8 @@ pub struct ExecInspect {
     pub pid: i64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct ExecProcessConfig {
     pub tty: bool,
     pub entrypoint: String,
@@ -277,7 +279,8 @@ pub struct ExecProcessConfig {
 }
 
 /// One sample of `GET /containers/{id}/stats` (the fields `docker stats` computes from).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ContainerStats {
     /// RFC 3339.
     pub read: String,
@@ -292,19 +295,22 @@ pub struct ContainerStats {
     pub memory_stats: MemoryStats,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PidsStats {
     pub current: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CpuStats {
     pub cpu_usage: CpuUsage,
     pub system_cpu_usage: u64,
     pub online_cpus: u32,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CpuUsage {
     /// Nanoseconds.
     pub total_usage: u64,
@@ -312,7 +318,8 @@ pub struct CpuUsage {
     pub usage_in_usermode: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MemoryStats {
     pub usage: u64,
     pub limit: u64,

@@ -77,8 +77,8 @@ pub enum ImageDeleteItem {
 }
 
 /// One line of a JSON-lines progress stream (pull, load, push).
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct ProgressMessage {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -110,13 +110,15 @@ impl ProgressMessage {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ProgressDetail {
     pub current: u64,
     pub total: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ErrorDetail {
     pub message: String,
 }
