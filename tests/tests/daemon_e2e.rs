@@ -45,6 +45,9 @@ echo "ps=$(d ps --format '{{.Names}} {{.State}}')"
 # It runs from its VMM's start; its first line comes once the guest has booted.
 for i in $(seq 300); do [ -n "$(d logs bg)" ] && break; sleep 0.2; done
 echo "logs=$(d logs bg)"
+# skiff's own CLI, through the same API.
+echo "skiff_ps=$(timeout 60 /skiff/bin/skiff -H unix://$S ps -q | wc -l)"
+echo "skiff_logs=$(timeout 60 /skiff/bin/skiff -H unix://$S logs bg)"
 d exec bg sh -c 'echo in-exec; exit 4' >/tmp/exec.out
 echo "exec_code=$?"
 echo "exec_out=$(cat /tmp/exec.out)"
@@ -133,6 +136,8 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
         // Detached, listed, logged, exec'd.
         ("ps", "bg running"),
         ("logs", "start"),
+        ("skiff_ps", "1"),
+        ("skiff_logs", "start"),
         ("exec_code", "4"),
         ("exec_out", "in-exec"),
         // Docker's errors, and nothing changed by them.
