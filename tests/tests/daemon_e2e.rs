@@ -87,8 +87,13 @@ echo "flaky=$(d inspect -f '{{.State.Status}} {{.RestartCount}} {{.State.ExitCod
 echo "flaky_logs=$(d logs flaky | tr '\n' ',')"
 
 # Containers started at once (8: each is a microVM booting under the test host's emulator).
-for i in $(seq 8); do (dl run --rm $I sh -c "exit $i"; echo "par$i=$?" >/tmp/par$i) & done
-wait
+# (Waiting for these alone: a bare `wait` would wait for skiffd too.)
+pids=
+for i in $(seq 8); do
+    (dl run --rm $I sh -c "exit $i"; echo "par$i=$?" >/tmp/par$i) &
+    pids="$pids $!"
+done
+wait $pids
 echo "par=$(cat /tmp/par* | sort | tr '\n' ',')"
 
 d stop bg >/dev/null
