@@ -91,9 +91,7 @@ fn engine_id(root: &Path) -> anyhow::Result<String> {
             return Ok(id.to_string());
         }
     }
-    let mut bytes = [0u8; 32];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let id = skiff_api::run::rundir::random_hex(32).context("reading /dev/urandom")?;
     std::fs::write(&path, format!("{id}\n"))
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(id)

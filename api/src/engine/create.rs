@@ -14,12 +14,7 @@ use crate::run::{build_spec, image, Caller, ProcessOptions};
 
 /// A fresh random 64-hex ID.
 pub fn new_id() -> Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(internal)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    crate::run::rundir::random_hex(32).map_err(internal)
 }
 
 /// Docker's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.

@@ -78,15 +78,10 @@ pub(super) async fn start(inner: &Arc<Inner>, id: &str) -> Result<()> {
 
 fn vm_spec(inner: &Inner, record: &ContainerRecord, paths: &ContainerPaths, wait: bool) -> VmSpec {
     let req = &record.request;
+    let default = skiff_logfile::writer::LogLimits::default();
     let log_limits = skiff_logfile::writer::LogLimits {
-        max_bytes: req
-            .log
-            .max_size
-            .unwrap_or(skiff_logfile::writer::LogLimits::default().max_bytes),
-        max_files: req
-            .log
-            .max_file
-            .unwrap_or(skiff_logfile::writer::LogLimits::default().max_files),
+        max_bytes: req.log.max_size.unwrap_or(default.max_bytes),
+        max_files: req.log.max_file.unwrap_or(default.max_files),
     };
     VmSpec {
         cpus: record.cpus,

@@ -8,14 +8,17 @@ use std::path::{Path, PathBuf};
 /// Unix socket paths longer than this do not fit `sockaddr_un`.
 const MAX_SOCKET_PATH: usize = 107;
 
+/// `bytes` random bytes from /dev/urandom as lower-case hex (run IDs, container and exec IDs).
+pub fn random_hex(bytes: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A fresh random run id: 12 hex digits.
 pub fn new_id() -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 6];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("reading /dev/urandom for a run id")?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    random_hex(6).context("reading /dev/urandom for a run id")
 }
 
 /// A run directory, removed (with everything in it) on drop.
