@@ -8,6 +8,7 @@
 
 pub mod exec_sessions;
 pub mod process;
+pub mod processes;
 /// The host<->guest protocol, under the name guest-init's modules have always used for it.
 pub use skiff_protocol as protocol;
 pub mod reaper;

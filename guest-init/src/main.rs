@@ -2,18 +2,21 @@
 //!
 //! Boot: switch from the initramfs into the virtio-fs container root, mount the pseudo file
 //! systems, bring up loopback, connect to the host on vsock port 1024, receive the spec, start the
-//! container process and serve it; serve `exec` sessions on vsock port 1025 meanwhile. When the
+//! container process and serve it; serve `exec` sessions (and `top`'s process lists) on vsock
+//! port 1025 meanwhile. When the
 //! main process exits: kill what is left (exec'd processes too, as Docker stops a container), let
 //! every open exec session report its status, report the main status, sync and power the VM off. Any failure (a panic too)
 //! also ends in a power-off, after telling the host over vsock when the connection is up.
 
 use skiff_guest_init::exec_sessions::ExecSessions;
-use skiff_guest_init::protocol::{self, CONTROL_PORT, EXEC_PORT};
+use skiff_guest_init::protocol::{self, Message, CONTROL_PORT, EXEC_PORT};
 use skiff_guest_init::reaper::Reaper;
-use skiff_guest_init::{session, system, vsock};
+use skiff_guest_init::session::Request;
+use skiff_guest_init::{processes, session, system, vsock};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
@@ -174,8 +177,17 @@ fn serve_exec(mut stream: File) {
     let spawned = std::thread::Builder::new()
         .name("exec".into())
         .spawn(move || {
-            let spec = match session::accept_spec(&mut stream) {
-                Ok(spec) => spec,
+            let spec = match session::accept_request(&mut stream) {
+                Ok(Request::Run(spec)) => spec,
+                Ok(Request::ListProcesses) => {
+                    let list = processes::list(Path::new("/proc"), Path::new("/etc/passwd"));
+                    if let Err(e) = protocol::write_message(&mut stream, &Message::Processes(list))
+                    {
+                        log(&format!("process list: {e}"));
+                    }
+                    goodbye(&stream);
+                    return;
+                }
                 Err(e) => {
                     log(&format!("exec handshake: {e}"));
                     return;

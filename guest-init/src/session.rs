@@ -33,12 +33,31 @@ pub enum SessionError {
     Poll(io::Error),
 }
 
+/// What the host asks for on a new stream.
+#[derive(Debug)]
+pub enum Request {
+    Run(ProcessSpec),
+    ListProcesses,
+}
+
 /// Exchanges `Hello`s and reads the spec.
 pub fn accept_spec<S: Read + Write>(stream: &mut S) -> Result<ProcessSpec, ProtocolError> {
+    match accept_request(stream)? {
+        Request::Run(spec) => Ok(spec),
+        Request::ListProcesses => Err(ProtocolError::Unexpected {
+            expected: "Spec",
+            got: "ListProcesses",
+        }),
+    }
+}
+
+/// Exchanges `Hello`s and reads the request: a spec, or (exec port only) `ListProcesses`.
+pub fn accept_request<S: Read + Write>(stream: &mut S) -> Result<Request, ProtocolError> {
     write_message(stream, &Message::Hello(Hello::ours(AGENT)))?;
     check_hello(expect_message(stream, "Hello")?)?;
     match expect_message(stream, "Spec")? {
-        Message::Spec(spec) => Ok(spec),
+        Message::Spec(spec) => Ok(Request::Run(spec)),
+        Message::ListProcesses => Ok(Request::ListProcesses),
         other => Err(ProtocolError::Unexpected {
             expected: "Spec",
             got: other.kind(),

@@ -73,6 +73,18 @@ echo "short_logs=$(d logs short)"
 echo "bg_logs=$(d logs bg)"
 
 echo "stats=$(d stats --no-stream --format '{{.Name}} {{.MemUsage}}' bg | awk '{print $1, $3, $4}')"
+# top: guest-init lists the VM's processes in ps -ef's columns; other ps options are refused.
+d top bg >/tmp/top.out; echo "top_code=$?"
+echo "top_head=$(head -n 1 /tmp/top.out | awk '{print $1, $2, $3, $8}')"
+grep -q 'sh -c echo start' /tmp/top.out && echo top_cmd=ok
+d top bg aux >/dev/null 2>/tmp/top.err; echo "top_aux_code=$?"
+grep -q 'ps_args "aux" is not supported' /tmp/top.err && echo top_aux_msg=ok
+# Sizes: what a container wrote to its own layer, and system df.
+d exec bg sh -c 'head -c 100000 /dev/zero >/big'
+echo "ps_size=$(d ps -s --filter name=bg --format '{{.Size}}' | cut -d' ' -f1)"
+echo "df=$(d system df --format '{{.Type}} {{.TotalCount}} {{.Active}}' | tr '\n' ',')"
+d rename short shorter
+echo "renamed=$(d ps -a --filter name=shorter --format '{{.Names}}')"
 echo "tail=$(d logs --tail 1 short)"
 d logs -t bg | head -n 1 | grep -q '^20[0-9-]*T[0-9:.]*Z start$' && echo timestamps=ok
 echo "events=$(d events --since 0 --until $(date +%s) --filter container=three --format '{{.Action}}' | tr '\n' ',')"
@@ -86,20 +98,20 @@ done
 echo "flaky=$(d inspect -f '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}' flaky)"
 echo "flaky_logs=$(d logs flaky | tr '\n' ',')"
 
-# Containers started at once (8: each is a microVM booting under the test host's emulator).
+# 20 containers started at once, each a microVM booting under the test host's emulator.
 # (Waiting for these alone: a bare `wait` would wait for skiffd too.)
 pids=
-for i in $(seq 8); do
-    (dl run --rm $I sh -c "exit $i"; echo "par$i=$?" >/tmp/par$i) &
+for i in $(seq 20); do
+    (dl run --rm --memory 64m $I sh -c "exit $i"; echo "par$i=$?" >/tmp/par$i) &
     pids="$pids $!"
 done
 wait $pids
-echo "par=$(cat /tmp/par* | sort | tr '\n' ',')"
+echo "par=$(cat /tmp/par* | sort -t= -k2 -n | tr '\n' ',')"
 
 d stop bg >/dev/null
 echo "stopped=$(d inspect -f '{{.State.Status}} {{.State.ExitCode}}' bg)"
 echo "stopped_logs=$(d logs bg | tr '\n' ',')"
-d rm bg short three flaky >/dev/null
+d rm bg shorter three flaky >/dev/null
 echo "left=$(d ps -a -q | wc -l)"
 kill $PID
 wait $PID
@@ -161,15 +173,23 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
         ("bg_logs", "start"),
         // The VM's memory as the limit; its VMM's resident memory as the usage.
         ("stats", "bg / 128MiB"),
+        ("top_code", "0"),
+        ("top_head", "UID PID PPID CMD"),
+        ("top_cmd", "ok"),
+        ("top_aux_code", "1"),
+        ("top_aux_msg", "ok"),
+        ("ps_size", "100kB"),
+        (
+            "df",
+            "Images 1 1,Containers 3 1,Local Volumes 0 0,Build Cache 0 0,",
+        ),
+        ("renamed", "shorter"),
         ("tail", "bye"),
         ("timestamps", "ok"),
         ("events", "create,start,die,"),
         ("flaky", "exited 2 1"),
         ("flaky_logs", "try,try,try,"),
-        (
-            "par",
-            "par1=1,par2=2,par3=3,par4=4,par5=5,par6=6,par7=7,par8=8,",
-        ),
+        ("par", "par1=1,par2=2,par3=3,par4=4,par5=5,par6=6,par7=7,par8=8,par9=9,par10=10,par11=11,par12=12,par13=13,par14=14,par15=15,par16=16,par17=17,par18=18,par19=19,par20=20,"),
         // stop: SIGTERM reached the trap, which exited 7.
         ("stopped", "exited 7"),
         ("stopped_logs", "start,got-term,"),
@@ -213,6 +233,34 @@ def story():
     r["by_label"] = [x.name for x in c.containers.list(filters={"label": "k=v"})]
     code, out = bg.exec_run(["sh", "-c", "echo ex; exit 3"])
     r["exec"] = [code, out.decode()]
+    r["top"] = [p[-1] for p in bg.top()["Processes"] if p[-1].startswith("sh -c echo up")]
+    r["df_containers"] = [x["Names"] for x in c.df()["Containers"]]
+    # Detach keys end an attachment, and without StdinOnce (-d) stdin stays open for the next.
+    cat = c.containers.run(img, "cat", detach=True, stdin_open=True, name="pycat")
+    for _ in range(600):
+        if cat.exec_run("true").exit_code == 0:
+            break
+        time.sleep(0.2)
+    def attach_and_detach(word):
+        params = {"stdin": 1, "stdout": 1, "stream": 1, "detachKeys": "ctrl-a,x"}
+        raw = c.api.attach_socket(cat.id, params=params)._sock
+        raw.settimeout(120)
+        raw.sendall(word + b"\n")
+        got = b""
+        while word not in got:
+            chunk = raw.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        raw.sendall(b"\x01x")
+        rest = raw.recv(4096)
+        raw.close()
+        return [word in got, rest.decode(errors="replace")]
+    r["detach"] = [attach_and_detach(b"one"), attach_and_detach(b"two")]
+    cat.reload()
+    r["cat_after"] = cat.status
+    r["cat_logs"] = cat.logs().decode()
+    cat.remove(force=True)
     try:
         c.containers.get("nosuch")
         r["nosuch"] = "found"
@@ -279,7 +327,7 @@ fn docker_py_drives_skiffd_over_a_forwarded_tcp_port() {
     assert!(py.status.success(), "{stdout}\n{stderr}\n{out}");
     assert_eq!(
         stdout.trim(),
-        r#"{"by_label": ["pybg"], "exec": [3, "ex\n"], "loaded": ["skiff-test/busybox:1"], "logs": "up\n", "nosuch": "NotFound", "run": "hi\n", "status": "running", "stopped": 143}"#,
+        r#"{"by_label": ["pybg"], "cat_after": "running", "cat_logs": "one\ntwo\n", "detach": [[true, ""], [true, ""]], "df_containers": [["/pybg"]], "exec": [3, "ex\n"], "loaded": ["skiff-test/busybox:1"], "logs": "up\n", "nosuch": "NotFound", "run": "hi\n", "status": "running", "stopped": 143, "top": ["sh -c echo up; while :; do sleep 0.1; done"]}"#,
         "{stderr}\n{out}"
     );
     out.expect_results(&[("warned", "yes")]);

@@ -99,8 +99,8 @@ pub struct RemoveOptions {
     pub link: bool,
 }
 
-/// `POST /containers/{id}/exec`, decoded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `POST /containers/{id}/exec`, decoded (and kept as it is in the engine's state).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExecConfig {
     pub cmd: Vec<String>,
     pub env: Vec<String>,

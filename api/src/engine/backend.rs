@@ -6,15 +6,16 @@ use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::create::{self, parse_signal};
+use super::exec::{self, not_running};
 use super::images;
 use super::lifecycle;
 use super::record::Status;
-use super::streams::{pump, StdinPlan};
-use super::{internal, now_unix, Engine, ExecSession, Result};
+use super::streams::StdinPlan;
+use super::{detach_keys, disk_usage, internal, now_unix, top, Engine, Result};
 use crate::daemon::create::CreateRequest;
 use crate::daemon::model::{
-    ContainerInspect, ContainerStats, ContainerSummary, Event, ExecInspect, ExecProcessConfig,
-    ImageDeleteItem, ImageInspect, ImageSummary, ProgressMessage, WaitResponse,
+    ContainerInspect, ContainerStats, ContainerSummary, DiskUsage, Event, ExecInspect,
+    ImageDeleteItem, ImageInspect, ImageSummary, ProgressMessage, TopResponse, WaitResponse,
 };
 use crate::daemon::options::{
     AttachOptions, AttachStreams, ByteStream, EventsOptions, ExecConfig, ExecStartOptions,
@@ -22,16 +23,11 @@ use crate::daemon::options::{
     StatsOptions, SystemCounts, WaitCondition, WaitFuture,
 };
 use crate::daemon::{BackendError, ContainerBackend, Created};
-use crate::run::session::{self, Outcome};
+use crate::run::session;
+use skiff_protocol::Message;
 
 /// Docker's default time between the stop signal and the kill.
 const DEFAULT_STOP_TIMEOUT: i64 = 10;
-/// How long an exec waits for a booting guest to serve it.
-const EXEC_BOOT_WAIT: Duration = Duration::from_secs(60);
-
-fn not_running(id: &str) -> BackendError {
-    BackendError::Conflict(format!("Container {id} is not running"))
-}
 
 #[async_trait]
 impl ContainerBackend for Engine {
@@ -100,7 +96,9 @@ impl ContainerBackend for Engine {
         }
         let tty = record.request.stdio.tty;
         let stdin_plan = if opts.stdin && record.request.stdio.open_stdin {
-            StdinPlan::Forward
+            StdinPlan::Forward {
+                detach_keys: detach_keys::parse(opts.detach_keys.as_deref())?,
+            }
         } else {
             StdinPlan::None
         };
@@ -193,6 +191,14 @@ impl ContainerBackend for Engine {
         if let Some(limit) = opts.limit {
             out.truncate(limit);
         }
+        if opts.size {
+            let sizes = disk_usage::image_sizes(&self.inner)?;
+            for summary in &mut out {
+                if let Some(record) = records.iter().find(|r| r.id == summary.id) {
+                    *summary = disk_usage::sized_summary(&self.inner, record, &sizes, now);
+                }
+            }
+        }
         Ok(out)
     }
 
@@ -239,88 +245,51 @@ impl ContainerBackend for Engine {
         Ok(super::stats::stream(self.inner.record(&id)?, opts))
     }
 
-    async fn resize(&self, id: &str, _height: u32, _width: u32) -> Result<()> {
-        self.inner.resolve(id).map(|_| ())
-    }
-
-    async fn exec_create(&self, container: &str, config: ExecConfig) -> Result<String> {
-        let id = self.inner.resolve(container)?;
+    async fn resize(&self, id: &str, height: u32, width: u32) -> Result<()> {
+        let id = self.inner.resolve(id)?;
         if !self.inner.record(&id)?.running() {
             return Err(not_running(&id));
         }
-        let exec_id = create::new_id()?;
-        let session = ExecSession {
-            container: id,
-            config,
-            running: false,
-            exit_code: None,
+        let Some(size) = create::terminal_size(Some((height, width))) else {
+            return Err(BackendError::InvalidArgument(format!(
+                "terminal size {height}x{width} is out of range"
+            )));
         };
-        self.inner
-            .execs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(exec_id.clone(), session);
-        Ok(exec_id)
+        lifecycle::send_control(&self.inner, &id, Message::Resize(size)).await
     }
 
-    async fn exec_start(&self, exec: &str, _opts: ExecStartOptions) -> Result<AttachStreams> {
-        let session = self.exec_session(exec)?;
-        let record = self.inner.record(&session.container)?;
-        if !record.running() {
-            return Err(not_running(&session.container));
+    async fn top(&self, id: &str, ps_args: Option<String>) -> Result<TopResponse> {
+        top::check_ps_args(ps_args.as_deref())?;
+        let id = self.inner.resolve(id)?;
+        if !self.inner.record(&id)?.running() {
+            return Err(not_running(&id));
         }
-        let spec = create::exec_spec(&record, &session.config)?;
-        let vsock = self.inner.paths(&session.container).vsock();
-        let stream = connect_exec_when_up(&vsock).await?;
+        let stream = exec::connect_exec_when_up(&self.inner, &id).await?;
         let (reader, writer) = stream.into_split();
-        let started = session::start(reader, writer, &spec)
+        let list = session::list_processes(reader, writer)
             .await
             .map_err(internal)?;
-        self.set_exec(exec, |s| s.running = true);
-        let inner = self.inner.clone();
-        let exec_id = exec.to_string();
-        let plan = if session.config.attach_stdin {
-            StdinPlan::Forward
-        } else {
-            StdinPlan::Empty
-        };
-        Ok(pump(started, session.config.tty, plan, move |outcome| {
-            let code = match outcome {
-                Outcome::Exited(status) => i64::from(status.shell_code()),
-                Outcome::Failed(report) => i64::from(report.exit_code),
-                Outcome::Lost(_) => 137,
-            };
-            let mut execs = inner.execs.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(s) = execs.get_mut(&exec_id) {
-                s.running = false;
-                s.exit_code = Some(code);
-            }
-        }))
+        Ok(top::table(&list, top::now_unix_ms()))
+    }
+
+    async fn exec_create(&self, container: &str, config: ExecConfig) -> Result<String> {
+        exec::create(&self.inner, container, config).await
+    }
+
+    async fn exec_start(&self, exec: &str, opts: ExecStartOptions) -> Result<AttachStreams> {
+        exec::start(&self.inner, exec, opts).await
     }
 
     async fn exec_inspect(&self, exec: &str) -> Result<ExecInspect> {
-        let s = self.exec_session(exec)?;
-        Ok(ExecInspect {
-            id: exec.to_string(),
-            running: s.running,
-            exit_code: s.exit_code,
-            process_config: ExecProcessConfig {
-                tty: s.config.tty,
-                entrypoint: s.config.cmd.first().cloned().unwrap_or_default(),
-                arguments: s.config.cmd.iter().skip(1).cloned().collect(),
-                user: s.config.user.clone(),
-                ..ExecProcessConfig::default()
-            },
-            open_stdin: s.config.attach_stdin,
-            open_stdout: s.config.attach_stdout,
-            open_stderr: s.config.attach_stderr,
-            container_id: s.container.clone(),
-            ..ExecInspect::default()
-        })
+        exec::inspect(&self.inner, exec)
     }
 
-    async fn exec_resize(&self, exec: &str, _height: u32, _width: u32) -> Result<()> {
-        self.exec_session(exec).map(|_| ())
+    async fn exec_resize(&self, exec: &str, height: u32, width: u32) -> Result<()> {
+        exec::resize(&self.inner, exec, height, width).await
+    }
+
+    async fn system_df(&self) -> Result<DiskUsage> {
+        disk_usage::system_df(&self.inner)
     }
 
     async fn image_list(&self, opts: ImageListOptions) -> Result<Vec<ImageSummary>> {
@@ -416,45 +385,8 @@ impl ContainerBackend for Engine {
     }
 }
 
-/// A container runs from its VMM's start, but guest-init serves exec only once the guest has
-/// booted: a session asked for meanwhile waits for it, as long as a boot may take.
-async fn connect_exec_when_up(vsock: &std::path::Path) -> Result<tokio::net::UnixStream> {
-    let deadline = tokio::time::Instant::now() + EXEC_BOOT_WAIT;
-    loop {
-        match crate::run::exec::connect_exec(vsock).await {
-            Ok(stream) => return Ok(stream),
-            Err(e) if tokio::time::Instant::now() >= deadline => return Err(internal(e)),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
 fn now_nanos() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
-}
-
-impl Engine {
-    fn exec_session(&self, exec: &str) -> Result<ExecSession> {
-        self.inner
-            .execs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(exec)
-            .cloned()
-            .ok_or_else(|| BackendError::NoSuchExec(exec.to_string()))
-    }
-
-    fn set_exec(&self, exec: &str, change: impl FnOnce(&mut ExecSession)) {
-        if let Some(s) = self
-            .inner
-            .execs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(exec)
-        {
-            change(s);
-        }
-    }
 }

@@ -109,7 +109,7 @@ fn memory_of(req: &CreateRequest) -> Result<u64> {
     Ok(mib)
 }
 
-fn terminal_size(size: Option<(u32, u32)>) -> Option<TerminalSize> {
+pub(super) fn terminal_size(size: Option<(u32, u32)>) -> Option<TerminalSize> {
     let (rows, cols) = size?;
     Some(TerminalSize {
         rows: u16::try_from(rows).ok()?,

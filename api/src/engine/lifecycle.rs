@@ -172,6 +172,13 @@ async fn ended(inner: &Arc<Inner>, id: &str) -> Result<()> {
         // Docker's back-off: 100 ms doubling per consecutive restart, at most a minute.
         let delay = Duration::from_millis(100u64 << count.clamp(0, 9) as u32);
         tokio::time::sleep(delay.min(Duration::from_secs(60))).await;
+        // A stop or removal during the back-off cancels the restart.
+        let due = inner
+            .record(id)
+            .is_ok_and(|r| r.state.status == Status::Restarting && !r.state.stopped_by_user);
+        if !due {
+            return Ok(());
+        }
         Box::pin(start(inner, id)).await.or_else(|e| match e {
             BackendError::NotModified => Ok(()),
             e => Err(e),
@@ -217,10 +224,13 @@ pub(super) async fn connect_attach(paths: &ContainerPaths) -> Result<UnixStream>
 
 /// Delivers `signal` to the container's main process through guest-init.
 pub(super) async fn send_signal(inner: &Inner, id: &str, signal: i32) -> Result<()> {
+    send_control(inner, id, Message::Signal(SignalMsg { signal })).await
+}
+
+/// Sends a control frame (a signal, a resize) to the container's session, through its VMM.
+pub(super) async fn send_control(inner: &Inner, id: &str, message: Message) -> Result<()> {
     let mut stream = connect_attach(&inner.paths(id)).await?;
-    let frame = Message::Signal(SignalMsg { signal })
-        .encode()
-        .map_err(internal)?;
+    let frame = message.encode().map_err(internal)?;
     stream.write_all(&frame).await.map_err(internal)?;
     // Closing right away is fine: the VMM relays each frame as it reads it.
     Ok(())
@@ -243,16 +253,27 @@ pub(super) async fn kill_vm(inner: &Inner, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Marks the container stopped by its user (restart policies then leave it alone).
-pub(super) fn mark_stopped_by_user(inner: &Inner, id: &str) -> Result<()> {
+/// Marks the container stopped by its user (restart policies then leave it alone). One waiting
+/// to be restarted has no VM: it is stopped at once.
+pub(super) async fn mark_stopped_by_user(inner: &Inner, id: &str) -> Result<()> {
+    let lock = inner.op_lock(id);
+    let _guard = lock.lock().await;
     let mut record = inner.record(id)?;
     record.state.stopped_by_user = true;
-    inner.save(&record)
+    let restarting = record.state.status == Status::Restarting;
+    if restarting {
+        record.state.status = Status::Exited;
+    }
+    inner.save(&record)?;
+    if restarting {
+        inner.phase(id).send_modify(|p| p.running = false);
+    }
+    Ok(())
 }
 
 /// `docker stop`: the stop signal, `timeout` seconds, then the VM is ended.
 pub(super) async fn stop(inner: &Inner, id: &str, signal: i32, timeout: Duration) -> Result<()> {
-    mark_stopped_by_user(inner, id)?;
+    mark_stopped_by_user(inner, id).await?;
     if send_signal(inner, id, signal).await.is_err() || !wait_stopped(inner, id, timeout).await {
         kill_vm(inner, id).await?;
     }
@@ -262,7 +283,7 @@ pub(super) async fn stop(inner: &Inner, id: &str, signal: i32, timeout: Duration
 /// `docker kill`: the signal; for SIGKILL the VM is ended too if the process has not gone soon.
 pub(super) async fn kill(inner: &Inner, id: &str, signal: i32) -> Result<()> {
     if signal == libc::SIGKILL {
-        mark_stopped_by_user(inner, id)?;
+        mark_stopped_by_user(inner, id).await?;
     }
     let sent = send_signal(inner, id, signal).await;
     if signal == libc::SIGKILL && (sent.is_err() || !wait_stopped(inner, id, KILL_GRACE).await) {
@@ -282,7 +303,7 @@ pub(super) async fn remove(inner: &Arc<Inner>, id: &str, force: bool) -> Result<
                 record.name
             )));
         }
-        mark_stopped_by_user(inner, id)?;
+        mark_stopped_by_user(inner, id).await?;
         kill_vm(inner, id).await?;
     }
     let lock = inner.op_lock(id);

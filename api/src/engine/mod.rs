@@ -13,6 +13,9 @@
 
 mod backend;
 mod create;
+mod detach_keys;
+mod disk_usage;
+mod exec;
 mod images;
 mod lifecycle;
 mod logs;
@@ -20,6 +23,7 @@ pub mod record;
 mod stats;
 pub mod store;
 mod streams;
+mod top;
 pub mod vmm_process;
 
 use std::collections::HashMap;
@@ -46,15 +50,6 @@ pub struct Phase {
     pub removed: bool,
 }
 
-/// An exec session (kept in memory: it lives no longer than its container's VM).
-#[derive(Debug, Clone)]
-struct ExecSession {
-    container: String,
-    config: crate::daemon::options::ExecConfig,
-    running: bool,
-    exit_code: Option<i64>,
-}
-
 pub struct Engine {
     inner: Arc<Inner>,
 }
@@ -66,7 +61,8 @@ struct Inner {
     phases: Mutex<HashMap<String, watch::Sender<Phase>>>,
     /// Attach clients waiting for a container to start (`docker run` attaches before start).
     waiting_attach: Mutex<HashMap<String, usize>>,
-    execs: Mutex<HashMap<String, ExecSession>>,
+    /// Resizes for the exec sessions this daemon carries.
+    exec_controls: Mutex<HashMap<String, tokio::sync::mpsc::Sender<crate::run::session::Control>>>,
     events: broadcast::Sender<Event>,
     /// One state change at a time per container (start, stop, remove, the watcher's end).
     ops: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -89,11 +85,12 @@ impl Engine {
                 images,
                 phases: Mutex::default(),
                 waiting_attach: Mutex::default(),
-                execs: Mutex::default(),
+                exec_controls: Mutex::default(),
                 events,
                 ops: Mutex::default(),
             }),
         };
+        exec::recover(&engine.inner)?;
         lifecycle::recover(&engine.inner).await?;
         Ok(engine)
     }

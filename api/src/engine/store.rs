@@ -1,5 +1,6 @@
 //! The engine's persistent state: SQLite (WAL) under the state root. Containers are rows keyed by
-//! ID with a unique name and their record as JSON; events are appended with a sequence number.
+//! ID with a unique name and their record as JSON; exec sessions are rows of their container;
+//! events are appended with a sequence number.
 //!
 //! One connection behind a mutex: the daemon's writes are few and small, and SQLite serialises
 //! writers anyway. Every write is its own transaction, so a `kill -9` leaves the last committed
@@ -10,6 +11,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::exec::ExecRecord;
 use super::record::ContainerRecord;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,12 @@ impl Store {
             "CREATE TABLE IF NOT EXISTS containers (
                  id TEXT PRIMARY KEY,
                  name TEXT NOT NULL UNIQUE,
+                 record TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS execs (
+                 id TEXT PRIMARY KEY,
+                 container TEXT NOT NULL,
+                 running INTEGER NOT NULL,
                  record TEXT NOT NULL
              );
              CREATE TABLE IF NOT EXISTS events (
@@ -94,10 +102,49 @@ impl Store {
         }
     }
 
+    /// Removes a container and its exec sessions.
     pub fn delete(&self, id: &str) -> Result<()> {
-        self.db()
-            .execute("DELETE FROM containers WHERE id = ?1", params![id])?;
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute("DELETE FROM execs WHERE container = ?1", params![id])?;
+        tx.execute("DELETE FROM containers WHERE id = ?1", params![id])?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// Adds or replaces an exec session.
+    pub fn put_exec(&self, id: &str, record: &ExecRecord) -> Result<()> {
+        let json = serde_json::to_string(record)?;
+        self.db().execute(
+            "INSERT OR REPLACE INTO execs (id, container, running, record) VALUES (?1, ?2, ?3, ?4)",
+            params![id, record.container, record.running, json],
+        )?;
+        Ok(())
+    }
+
+    pub fn exec(&self, id: &str) -> Result<Option<ExecRecord>> {
+        let json: Option<String> = self
+            .db()
+            .query_row(
+                "SELECT record FROM execs WHERE id = ?1",
+                params![id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
+    }
+
+    /// The exec sessions recorded as running, with their IDs.
+    pub fn running_execs(&self) -> Result<Vec<(String, ExecRecord)>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT id, record FROM execs WHERE running != 0")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row?;
+            out.push((id, serde_json::from_str(&json)?));
+        }
+        Ok(out)
     }
 
     pub fn get(&self, id: &str) -> Result<Option<ContainerRecord>> {
@@ -208,8 +255,29 @@ mod tests {
         renamed.name = "web2".into();
         store.update(&renamed).unwrap();
         assert_eq!(store.get("abc123").unwrap().unwrap().name, "web2");
+        let exec = ExecRecord {
+            container: "abc123".into(),
+            config: Default::default(),
+            running: true,
+            exit_code: None,
+        };
+        store.put_exec("e1", &exec).unwrap();
+        assert_eq!(store.running_execs().unwrap().len(), 1);
+        store
+            .put_exec(
+                "e1",
+                &ExecRecord {
+                    running: false,
+                    exit_code: Some(3),
+                    ..exec
+                },
+            )
+            .unwrap();
+        assert!(store.running_execs().unwrap().is_empty());
+        assert_eq!(store.exec("e1").unwrap().unwrap().exit_code, Some(3));
         store.delete("abc123").unwrap();
         assert_eq!(store.get("abc123").unwrap(), None);
+        assert!(store.exec("e1").unwrap().is_none());
         assert_eq!(store.all().unwrap().len(), 1);
         // The state survives a reopen.
         drop(store);

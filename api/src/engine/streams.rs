@@ -8,8 +8,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
-use tokio_util::sync::PollSender;
+use tokio_util::sync::{CancellationToken, PollSender};
 
+use super::detach_keys::{Scanned, Scanner};
 use super::{lifecycle, Inner};
 use crate::daemon::options::{AttachStreams, OutputChunk, StdStream};
 use crate::run::session::{self, Control, Input, Outcome, Session};
@@ -58,8 +59,9 @@ impl AsyncWrite for ChunkWriter {
 
 /// How a client's stdin feeds the session.
 pub enum StdinPlan {
-    /// The client's chunks, then end-of-file when it closes its side.
-    Forward,
+    /// The client's chunks, then end-of-file when it closes its side; the detach keys (parsed
+    /// by `detach_keys::parse`) in them end the client's attachment instead.
+    Forward { detach_keys: Vec<u8> },
     /// End-of-file at once.
     Empty,
     /// Nothing: the client did not ask for stdin.
@@ -69,35 +71,39 @@ pub enum StdinPlan {
 /// Drives `session` on a task of its own. `on_end` gets the outcome before the output stream
 /// ends, so a client that asks right after the stream closed (`docker exec` reads the exit code
 /// at once) finds it recorded.
+/// `on_detach`: what the detach keys end besides the client's streams.
 pub fn pump<W>(
     session: Session<W>,
     tty: bool,
     stdin: StdinPlan,
+    controls: mpsc::Receiver<Control>,
+    on_detach: OnDetach,
     on_end: impl FnOnce(Outcome) + Send + 'static,
 ) -> AttachStreams
 where
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<OutputChunk>(OUTPUT_QUEUE);
+    let detached = CancellationToken::new();
     let (stdin_tx, input) = match stdin {
-        StdinPlan::Forward => {
-            let (client_tx, mut client_rx) = mpsc::channel::<Bytes>(4);
+        StdinPlan::Forward { detach_keys } => {
+            let (client_tx, client_rx) = mpsc::channel::<Bytes>(4);
             let (guest_tx, guest_rx) = mpsc::channel::<Vec<u8>>(4);
-            tokio::spawn(async move {
-                while let Some(chunk) = client_rx.recv().await {
-                    if guest_tx.send(chunk.to_vec()).await.is_err() {
-                        break;
-                    }
-                }
-            });
+            let scanner = Scanner::new(detach_keys);
+            tokio::spawn(forward_input(
+                client_rx,
+                guest_tx,
+                scanner,
+                detached.clone(),
+            ));
             (Some(client_tx), Input::Forward(guest_rx))
         }
         StdinPlan::Empty => (None, Input::Empty),
         StdinPlan::None => (None, Input::None),
     };
     let keep = tx.clone();
+    let session_detached = detached.clone();
     tokio::spawn(async move {
-        let (_controls, controls_rx) = mpsc::channel::<Control>(1);
         let out = ChunkWriter {
             stream: StdStream::Stdout,
             tx: PollSender::new(tx.clone()),
@@ -106,15 +112,58 @@ where
             stream: StdStream::Stderr,
             tx: PollSender::new(tx),
         };
-        let outcome = session.drive(out, err, input, controls_rx).await;
+        let drive = session.drive(out, err, input, controls);
+        let outcome = match on_detach {
+            OnDetach::KeepSession => drive.await,
+            OnDetach::EndSession => tokio::select! {
+                outcome = drive => outcome,
+                // Dropping the session closes its connection; the process runs on.
+                () = session_detached.cancelled() => return,
+            },
+        };
         on_end(outcome);
         drop(keep);
     });
-    let output = receiver_stream(rx);
+    let output = receiver_stream(rx)
+        .take_until(detached.cancelled_owned())
+        .boxed();
     AttachStreams {
         tty,
         output,
         stdin: stdin_tx,
+    }
+}
+
+/// What detaching ends besides the client's streams.
+#[derive(Debug, Clone, Copy)]
+pub enum OnDetach {
+    /// The session too (an attachment to a container: its VMM holds the real session).
+    EndSession,
+    /// Nothing else: the session goes on without a client and records its end (an exec's).
+    KeepSession,
+}
+
+/// Carries a client's input to the session until it ends or types the detach keys. After
+/// detaching, the input stays open (no end-of-file) for as long as the session runs.
+async fn forward_input(
+    mut client: mpsc::Receiver<Bytes>,
+    guest: mpsc::Sender<Vec<u8>>,
+    mut scanner: Scanner,
+    detached: CancellationToken,
+) {
+    while let Some(chunk) = client.recv().await {
+        let (data, detach) = match scanner.scan(&chunk) {
+            Scanned::Input(data) => (data, false),
+            Scanned::Detach(data) => (data, true),
+        };
+        if !data.is_empty() && guest.send(data).await.is_err() {
+            return;
+        }
+        if detach {
+            detached.cancel();
+            guest.closed().await;
+            return;
+        }
     }
 }
 
@@ -136,7 +185,7 @@ pub(super) fn deferred_attach(
 ) -> AttachStreams {
     let (out_tx, out_rx) = mpsc::channel::<OutputChunk>(16);
     let (stdin_tx, mut stdin_rx) = mpsc::channel::<Bytes>(4);
-    let forward_stdin = matches!(stdin, StdinPlan::Forward);
+    let forward_stdin = matches!(stdin, StdinPlan::Forward { .. });
     let mut phase = inner.phase(&id).subscribe();
     let seen = phase.borrow().starts;
     if before_start {
@@ -164,7 +213,16 @@ pub(super) fn deferred_attach(
         }
         let Ok(stream) = connected else { return };
         let (reader, writer) = stream.into_split();
-        let inner_streams = pump(session::attached(reader, writer), tty, stdin, |_| {});
+        // Resizes reach the VMM on connections of their own (`lifecycle::send_control`).
+        let (_, no_controls) = mpsc::channel(1);
+        let inner_streams = pump(
+            session::attached(reader, writer),
+            tty,
+            stdin,
+            no_controls,
+            OnDetach::EndSession,
+            |_| {},
+        );
         if let Some(guest_stdin) = inner_streams.stdin {
             tokio::spawn(async move {
                 while let Some(chunk) = stdin_rx.recv().await {

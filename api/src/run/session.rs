@@ -5,8 +5,8 @@
 //! malformed or unexpected frame ends the session with a clear [`Outcome::Lost`], never a panic.
 
 use skiff_protocol::{
-    check_hello, ErrorReport, ExitStatus, FrameDecoder, Hello, Message, ProcessSpec, ProtocolError,
-    SignalMsg, TerminalSize, DATA_CHUNK,
+    check_hello, ErrorReport, ExitStatus, FrameDecoder, Hello, Message, ProcessList, ProcessSpec,
+    ProtocolError, SignalMsg, TerminalSize, DATA_CHUNK,
 };
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 
 /// Our `Hello.agent`.
 const AGENT: &str = concat!("skiff ", env!("CARGO_PKG_VERSION"));
-/// How long guest-init may take to say Hello once connected.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long guest-init may take to say Hello once connected, or to answer a request.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Frames buffered between the socket reader and the session loop.
 const FRAME_QUEUE: usize = 16;
 
@@ -23,8 +23,8 @@ const FRAME_QUEUE: usize = 16;
 pub enum SessionError {
     #[error("talking to guest-init: {0}")]
     Protocol(#[from] ProtocolError),
-    #[error("guest-init did not say hello within {0:?}")]
-    HelloTimeout(Duration),
+    #[error("guest-init did not send {what} within {after:?}")]
+    Timeout { what: &'static str, after: Duration },
 }
 
 /// Something for the running process, from the user's side.
@@ -97,31 +97,51 @@ async fn send<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Exchanges `Hello`s over a connected stream.
+async fn open<R, W>(reader: R, mut writer: W) -> Result<Session<W>, SessionError>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    send(&mut writer, &Message::Hello(Hello::ours(AGENT))).await?;
+    let (tx, frames) = mpsc::channel(FRAME_QUEUE);
+    tokio::spawn(read_frames(reader, FrameDecoder::new(), tx));
+    let mut session = Session { writer, frames };
+    check_hello(session.next_frame("Hello").await?)?;
+    Ok(session)
+}
+
 /// Exchanges `Hello`s over a connected stream and sends the spec.
 pub async fn start<R, W>(
     reader: R,
-    mut writer: W,
+    writer: W,
     spec: &ProcessSpec,
 ) -> Result<Session<W>, SessionError>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
 {
-    send(&mut writer, &Message::Hello(Hello::ours(AGENT))).await?;
-    let (tx, mut frames) = mpsc::channel(FRAME_QUEUE);
-    tokio::spawn(read_frames(reader, FrameDecoder::new(), tx));
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, frames.recv())
-        .await
-        .map_err(|_| SessionError::HelloTimeout(HELLO_TIMEOUT))?;
-    match hello {
-        Some(Ok(message)) => {
-            check_hello(message)?;
+    let mut session = open(reader, writer).await?;
+    send(&mut session.writer, &Message::Spec(spec.clone())).await?;
+    Ok(session)
+}
+
+/// Asks guest-init for the container's processes, over a stream to its exec port.
+pub async fn list_processes<R, W>(reader: R, writer: W) -> Result<ProcessList, SessionError>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    let mut session = open(reader, writer).await?;
+    send(&mut session.writer, &Message::ListProcesses).await?;
+    match session.next_frame("Processes").await? {
+        Message::Processes(list) => Ok(list),
+        other => Err(ProtocolError::Unexpected {
+            expected: "Processes",
+            got: other.kind(),
         }
-        Some(Err(e)) => return Err(e.into()),
-        None => return Err(ProtocolError::Closed("Hello").into()),
+        .into()),
     }
-    send(&mut writer, &Message::Spec(spec.clone())).await?;
-    Ok(Session { writer, frames })
 }
 
 /// A session already under way, reached through a VMM's attach socket: no hello, no spec (the
@@ -143,6 +163,23 @@ pub enum Input {
     Empty,
     /// Nothing at all, not even end-of-file (a terminal without `-i`: EOF would be ^D).
     None,
+}
+
+impl<W> Session<W> {
+    /// The next frame, which must come within [`REPLY_TIMEOUT`].
+    async fn next_frame(&mut self, what: &'static str) -> Result<Message, SessionError> {
+        let frame = tokio::time::timeout(REPLY_TIMEOUT, self.frames.recv())
+            .await
+            .map_err(|_| SessionError::Timeout {
+                what,
+                after: REPLY_TIMEOUT,
+            })?;
+        match frame {
+            Some(Ok(message)) => Ok(message),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(ProtocolError::Closed(what).into()),
+        }
+    }
 }
 
 impl<W: AsyncWrite + Unpin> Session<W> {

@@ -27,6 +27,8 @@
 //! | 0x09 | `Resize`    | JSON [`TerminalSize`]| host → guest  |
 //! | 0x0a | `Exit`      | JSON [`ExitStatus`]  | guest → host  |
 //! | 0x0b | `Error`     | JSON [`ErrorReport`] | guest → host  |
+//! | 0x0c | `ListProcesses` | empty            | host → guest  |
+//! | 0x0d | `Processes` | JSON [`ProcessList`] | guest → host  |
 //!
 //! # Session
 //! 1. Each side sends `Hello` as soon as the stream is up and checks the peer's `version` equals
@@ -41,11 +43,17 @@
 //!    guest-init waits for that close (briefly) before powering the VM off, so the last frames are
 //!    not lost in flight.
 //!
+//! On the exec port the host may send `ListProcesses` instead of `Spec` (for `docker top`): the
+//! guest answers one `Processes` and closes the stream.
+//!
 //! Both sides treat the peer as untrusted: every decoding problem is a [`ProtocolError`], never a
 //! panic, and no allocation is larger than [`MAX_PAYLOAD`].
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::io::{self, Read, Write};
+
+mod processes;
+pub use processes::{ProcessInfo, ProcessList};
 
 /// Version spoken by this build. Bump on any incompatible change of frames or messages.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -237,6 +245,8 @@ pub enum Message {
     Resize(TerminalSize),
     Exit(ExitStatus),
     Error(ErrorReport),
+    ListProcesses,
+    Processes(ProcessList),
 }
 
 mod frame_type {
@@ -251,6 +261,8 @@ mod frame_type {
     pub const RESIZE: u8 = 0x09;
     pub const EXIT: u8 = 0x0a;
     pub const ERROR: u8 = 0x0b;
+    pub const LIST_PROCESSES: u8 = 0x0c;
+    pub const PROCESSES: u8 = 0x0d;
 }
 
 impl Message {
@@ -268,6 +280,8 @@ impl Message {
             Message::Resize(_) => "Resize",
             Message::Exit(_) => "Exit",
             Message::Error(_) => "Error",
+            Message::ListProcesses => "ListProcesses",
+            Message::Processes(_) => "Processes",
         }
     }
 
@@ -280,12 +294,14 @@ impl Message {
             Message::Started(m) => (STARTED, to_json(m)?.into()),
             Message::Stdin(b) => (STDIN, b.as_slice().into()),
             Message::StdinEof => (STDIN_EOF, (&[][..]).into()),
+            Message::ListProcesses => (LIST_PROCESSES, (&[][..]).into()),
             Message::Stdout(b) => (STDOUT, b.as_slice().into()),
             Message::Stderr(b) => (STDERR, b.as_slice().into()),
             Message::Signal(m) => (SIGNAL, to_json(m)?.into()),
             Message::Resize(m) => (RESIZE, to_json(m)?.into()),
             Message::Exit(m) => (EXIT, to_json(m)?.into()),
             Message::Error(m) => (ERROR, to_json(m)?.into()),
+            Message::Processes(m) => (PROCESSES, to_json(m)?.into()),
         };
         if payload.len() > MAX_PAYLOAD {
             return Err(ProtocolError::TooLarge {
@@ -317,13 +333,12 @@ impl Message {
             STARTED => Message::Started(from_json("Started", payload)?),
             STDIN => Message::Stdin(payload.to_vec()),
             STDIN_EOF => {
-                if !payload.is_empty() {
-                    return Err(ProtocolError::UnexpectedPayload {
-                        kind: "StdinEof",
-                        len: payload.len(),
-                    });
-                }
+                expect_empty("StdinEof", payload)?;
                 Message::StdinEof
+            }
+            LIST_PROCESSES => {
+                expect_empty("ListProcesses", payload)?;
+                Message::ListProcesses
             }
             STDOUT => Message::Stdout(payload.to_vec()),
             STDERR => Message::Stderr(payload.to_vec()),
@@ -331,7 +346,19 @@ impl Message {
             RESIZE => Message::Resize(from_json("Resize", payload)?),
             EXIT => Message::Exit(from_json("Exit", payload)?),
             ERROR => Message::Error(from_json("Error", payload)?),
+            PROCESSES => Message::Processes(from_json("Processes", payload)?),
             other => return Err(ProtocolError::UnknownType(other)),
+        })
+    }
+}
+
+fn expect_empty(kind: &'static str, payload: &[u8]) -> Result<(), ProtocolError> {
+    if payload.is_empty() {
+        Ok(())
+    } else {
+        Err(ProtocolError::UnexpectedPayload {
+            kind,
+            len: payload.len(),
         })
     }
 }

@@ -36,6 +36,21 @@ fn all_messages() -> Vec<Message> {
             message: "exec: \"foo\": no such file".into(),
             exit_code: 127,
         }),
+        Message::ListProcesses,
+        Message::Processes(ProcessList {
+            uptime_ms: 5000,
+            processes: vec![ProcessInfo {
+                pid: 7,
+                ppid: 1,
+                uid: 0,
+                user: "root".into(),
+                tty: "?".into(),
+                started_ms: 1200,
+                cpu_ms: 30,
+                cmd: "sleep 300".into(),
+            }],
+            truncated: false,
+        }),
     ]
 }
 
@@ -140,9 +155,11 @@ fn garbage_json_is_an_error() {
 }
 
 #[test]
-fn stdin_eof_with_payload_is_an_error() {
-    let err = Message::decode(frame_type::STDIN_EOF, b"x").unwrap_err();
-    assert!(matches!(err, ProtocolError::UnexpectedPayload { .. }));
+fn empty_messages_with_a_payload_are_errors() {
+    for ty in [frame_type::STDIN_EOF, frame_type::LIST_PROCESSES] {
+        let err = Message::decode(ty, b"x").unwrap_err();
+        assert!(matches!(err, ProtocolError::UnexpectedPayload { .. }));
+    }
 }
 
 #[test]

@@ -27,7 +27,7 @@ pub(super) struct Attached {
 struct Inner {
     state: Mutex<State>,
     changed: Condvar,
-    /// `stdin_once`: the process's stdin closes when a client that attached leaves.
+    /// `stdin_once` without a terminal: the process's stdin closes when a client leaves.
     close_stdin_on_leave: bool,
 }
 
@@ -122,7 +122,11 @@ impl Attached {
             let message = match read_message(&mut stream) {
                 Ok(Some(m @ (Message::Stdin(_) | Message::Signal(_) | Message::Resize(_)))) => m,
                 Ok(Some(Message::StdinEof)) => {
-                    self.close_stdin();
+                    // Docker's rule: a client's end of input closes the process's stdin only for
+                    // a container created with StdinOnce; otherwise the next client may write.
+                    if self.inner.close_stdin_on_leave {
+                        self.close_stdin();
+                    }
                     continue;
                 }
                 Ok(Some(other)) => {

@@ -161,7 +161,9 @@ impl ContainerSession {
                 path: spec.log.clone(),
                 source,
             })?;
-        let attached = Attached::new(spec.open_stdin && spec.stdin_once);
+        // Docker's rule: only a container without a terminal that asked for StdinOnce has its
+        // stdin closed when its client leaves (a terminal's end of input is its own ^D).
+        let attached = Attached::new(spec.open_stdin && spec.stdin_once && !spec.process.tty);
         attached
             .clone()
             .serve(attach_listener)

@@ -59,6 +59,16 @@ impl Fixture {
         ContainerExit::read(&self.spec.exit_file).unwrap()
     }
 
+    /// Waits (at most 5 s) until the log holds `n` lines.
+    fn wait_for_log_lines(&self, n: usize) {
+        for _ in 0..500 {
+            if self.log().len() >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn log(&self) -> Vec<(Stream, String)> {
         reader::read_all(&self.spec.log)
             .unwrap()
@@ -156,17 +166,32 @@ fn an_attached_client_sees_all_output_feeds_stdin_and_gets_the_exit() {
 }
 
 #[test]
+fn without_stdin_once_a_client_s_end_of_input_leaves_stdin_open_for_the_next() {
+    let mut f = Fixture::new(&["sh", "-c", "read a; echo a:$a; read b; echo b:$b; exit 4"]);
+    f.spec.open_stdin = true;
+    let (session, guest) = f.run_with_guest_init();
+    let mut first = f.attach();
+    write_message(&mut first, &Message::Stdin(b"one\n".to_vec())).unwrap();
+    write_message(&mut first, &Message::StdinEof).unwrap();
+    f.wait_for_log_lines(1);
+    drop(first);
+    let mut second = f.attach();
+    write_message(&mut second, &Message::Stdin(b"two\n".to_vec())).unwrap();
+    let frames = read_until_exit(&mut second);
+    assert_eq!(frames.last(), Some(&Message::Exit(ExitStatus::Code(4))));
+    guest.join().unwrap();
+    session.finish(Duration::from_secs(5));
+    let lines: Vec<String> = f.log().into_iter().map(|(_, l)| l).collect();
+    assert_eq!(lines, ["a:one\n", "b:two\n"]);
+}
+
+#[test]
 fn a_signal_from_a_client_reaches_the_process() {
     let f = Fixture::new(&["sh", "-c", "echo up; exec sleep 100"]);
     let (session, guest) = f.run_with_guest_init();
     let mut client = f.attach();
     // Wait for the process to be up, then signal it.
-    for _ in 0..500 {
-        if !f.log().is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    f.wait_for_log_lines(1);
     write_message(&mut client, &Message::Signal(SignalMsg { signal: 15 })).unwrap();
     let frames = read_until_exit(&mut client);
     assert_eq!(frames.last(), Some(&Message::Exit(ExitStatus::Signal(15))));
