@@ -85,7 +85,7 @@ echo "ps_size=$(d ps -s --filter name=bg --format '{{.Size}}' | cut -d' ' -f1)"
 echo "df=$(d system df --format '{{.Type}} {{.TotalCount}} {{.Active}}' | tr '\n' ',')"
 d rename short shorter
 echo "renamed=$(d ps -a --filter name=shorter --format '{{.Names}}')"
-echo "tail=$(d logs --tail 1 short)"
+echo "tail=$(d logs --tail 1 shorter)"
 d logs -t bg | head -n 1 | grep -q '^20[0-9-]*T[0-9:.]*Z start$' && echo timestamps=ok
 echo "events=$(d events --since 0 --until $(date +%s) --filter container=three --format '{{.Action}}' | tr '\n' ',')"
 
