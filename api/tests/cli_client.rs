@@ -311,6 +311,60 @@ fn stop_kill_wait_and_rm() {
 }
 
 #[test]
+fn restart_rename_top_and_stats() {
+    let d = daemon();
+    let h = d.endpoint.as_str();
+    run_detached(h, &["--name", "web", "busybox", "sleep", "1000"]);
+    check(&skiff(h, &["restart", "-t", "1", "web"]), 0, "web\n");
+    check(&skiff(h, &["rename", "web", "api"]), 0, "");
+    fails_with(
+        &skiff(h, &["rename", "api", "api"]),
+        1,
+        "Error response from daemon: the name \"/api\" is already in use\n",
+    );
+    check(
+        &skiff(h, &["top", "api"]),
+        0,
+        "UID       PID       PPID      C         STIME     TTY       TIME       CMD\n\
+         root      7         1         0         10:30     ?         00:00:00   sleep 1000\n",
+    );
+    let stats = skiff(h, &["stats", "--no-stream", "api"]);
+    let lines: Vec<String> = text(&stats.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let row: Vec<&str> = lines[1]
+        .split("   ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(row[1..], ["api", "25.00%", "32MiB / 128MiB", "25.00%"]);
+    // Without names: every running container.
+    let all = skiff(h, &["stats", "--no-stream"]);
+    assert_eq!(text(&all.stdout).lines().count(), 2);
+    fails_with(&skiff(h, &["top", "nope"]), 1, NO_SUCH);
+}
+
+#[test]
+fn attach_follows_a_running_container_to_its_exit_code() {
+    let d = daemon();
+    let h = d.endpoint.as_str();
+    run_detached(h, &["--name", "web", "busybox", "sleep", "1000"]);
+    let attach = skiff_cmd(&["-H", h, "attach", "web"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("skiff attach");
+    std::thread::sleep(Duration::from_secs(1));
+    check(&skiff(h, &["stop", "web"]), 0, "web\n");
+    let out = attach.wait_with_output().expect("attach ends");
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+    fails_with(
+        &skiff(h, &["attach", "web"]),
+        1,
+        "You cannot attach to a stopped container, start it first\n",
+    );
+}
+
+#[test]
 fn unknown_containers_fail_with_dockers_message() {
     let d = daemon();
     let h = d.endpoint.as_str();

@@ -79,6 +79,24 @@ pub struct ContainerArgs {
     pub(crate) process: ProcessArgs,
 }
 
+/// How `stop` and `restart` stop containers.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before stopping the VM (default: the container's, else 10).
+    #[arg(
+        short = 't',
+        long = "timeout",
+        visible_alias = "time",
+        value_name = "S"
+    )]
+    pub(crate) timeout: Option<i64>,
+    /// Signal to send first (default: the container's, else SIGTERM).
+    #[arg(short = 's', long)]
+    pub(crate) signal: Option<String>,
+    #[command(flatten)]
+    pub(crate) targets: Targets,
+}
+
 /// Containers named by ID, unique ID prefix or name.
 #[derive(Debug, Args)]
 pub struct Targets {
@@ -144,20 +162,40 @@ pub enum ContainerCommand {
         container: String,
     },
     /// Stop containers: their stop signal, then the VM after the timeout.
-    Stop {
-        /// Seconds to wait before stopping the VM (default: the container's, else 10).
-        #[arg(
-            short = 't',
-            long = "timeout",
-            visible_alias = "time",
-            value_name = "S"
-        )]
-        timeout: Option<i64>,
-        /// Signal to send first (default: the container's, else SIGTERM).
-        #[arg(short = 's', long)]
-        signal: Option<String>,
-        #[command(flatten)]
-        targets: Targets,
+    Stop(StopArgs),
+    /// Restart containers: a stop as `stop` does it, then a start.
+    Restart(StopArgs),
+    /// Rename a container.
+    Rename {
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+        #[arg(value_name = "NEW_NAME")]
+        new_name: String,
+    },
+    /// Show the processes running in a container's VM (guest PIDs, `ps -ef`'s columns).
+    Top {
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+    },
+    /// Show what containers' VMs cost the host: CPU and resident memory (default: every
+    /// running container), a new table each second.
+    Stats {
+        /// Print one table and exit.
+        #[arg(long)]
+        no_stream: bool,
+        #[arg(value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// Attach to a running container's output (and stdin, when it was created with -i).
+    Attach {
+        /// Do not forward stdin.
+        #[arg(long)]
+        no_stdin: bool,
+        /// Keys that detach and leave the container running (default ctrl-p,ctrl-q).
+        #[arg(long, value_name = "KEYS")]
+        detach_keys: Option<String>,
+        #[arg(value_name = "CONTAINER")]
+        container: String,
     },
     /// Send a signal to containers (default SIGKILL).
     Kill {

@@ -8,7 +8,9 @@ use super::stream::{Hijacked, JsonLines, OutputReader, PendingWait};
 use super::{flag, query, segment, Call, Client, ClientError, Result};
 use crate::daemon::create::body::CreateBody;
 use crate::daemon::handlers::exec::{ExecCreateBody, ExecStartBody};
-use crate::daemon::model::{ContainerInspect, ContainerSummary, ExecInspect, ProgressMessage};
+use crate::daemon::model::{
+    ContainerInspect, ContainerStats, ContainerSummary, ExecInspect, ProgressMessage, TopResponse,
+};
 use crate::daemon::options::{
     AttachOptions, ListOptions, LogsOptions, RemoveOptions, WaitCondition,
 };
@@ -75,14 +77,58 @@ impl Client {
 
     /// `timeout`: seconds before the VM is stopped (None: the container's own, else 10).
     pub async fn stop(&self, id: &str, timeout: Option<i64>, signal: Option<&str>) -> Result<()> {
+        self.stopping(id, "/stop", timeout, signal).await
+    }
+
+    /// A stop as `stop` does it, then a start.
+    pub async fn restart(
+        &self,
+        id: &str,
+        timeout: Option<i64>,
+        signal: Option<&str>,
+    ) -> Result<()> {
+        self.stopping(id, "/restart", timeout, signal).await
+    }
+
+    async fn stopping(
+        &self,
+        id: &str,
+        call: &str,
+        timeout: Option<i64>,
+        signal: Option<&str>,
+    ) -> Result<()> {
         let q = query(
             timeout
                 .map(|t| ("t", t.to_string()))
                 .into_iter()
                 .chain(signal.map(|s| ("signal", s.to_string()))),
         );
-        self.unit(Call::new(Method::POST, container(id, &format!("/stop{q}"))))
+        self.unit(Call::new(
+            Method::POST,
+            container(id, &format!("{call}{q}")),
+        ))
+        .await
+    }
+
+    pub async fn rename(&self, id: &str, new_name: &str) -> Result<()> {
+        let q = query([("name", new_name.to_string())]);
+        self.unit(Call::new(
+            Method::POST,
+            container(id, &format!("/rename{q}")),
+        ))
+        .await
+    }
+
+    /// `GET /containers/{id}/top` with the default (`ps -ef`) columns.
+    pub async fn top(&self, id: &str) -> Result<TopResponse> {
+        self.json(Call::new(Method::GET, container(id, "/top")))
             .await
+    }
+
+    /// One stats report (the daemon samples twice, a second apart, for the CPU figure).
+    pub async fn stats(&self, id: &str) -> Result<ContainerStats> {
+        let path = container(id, &format!("/stats{}", query([("stream", flag(false))])));
+        self.json(Call::new(Method::GET, path)).await
     }
 
     /// `signal`: a name (`SIGTERM`, `TERM`) or a number; None: SIGKILL.

@@ -13,7 +13,7 @@
 
 mod backend;
 mod create;
-mod detach_keys;
+pub(crate) mod detach_keys;
 mod disk_usage;
 mod exec;
 mod images;

@@ -9,13 +9,14 @@ use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use skiff_api::daemon::create::CreateRequest;
 use skiff_api::daemon::model::{
-    ContainerInspect, ContainerState, ContainerSummary, ExecInspect, ImageInspect, InspectConfig,
-    InspectHostConfig, LogConfigJson, ProgressMessage, WaitResponse,
+    ContainerInspect, ContainerState, ContainerStats, ContainerSummary, CpuStats, CpuUsage,
+    ExecInspect, ImageInspect, InspectConfig, InspectHostConfig, LogConfigJson, MemoryStats,
+    ProgressMessage, TopResponse, WaitResponse,
 };
 use skiff_api::daemon::options::{
     AttachOptions, AttachStreams, ByteStream, ExecConfig, ExecStartOptions, ListOptions,
-    LogsOptions, OutputChunk, OutputStream, PullOptions, RemoveOptions, StdStream, SystemCounts,
-    WaitCondition, WaitFuture,
+    LogsOptions, OutputChunk, OutputStream, PullOptions, RemoveOptions, StatsOptions, StdStream,
+    SystemCounts, WaitCondition, WaitFuture,
 };
 use skiff_api::daemon::timefmt::{rfc3339, ZERO_TIME};
 use skiff_api::daemon::{BackendError, ContainerBackend, Created};
@@ -265,6 +266,73 @@ impl ContainerBackend for FakeEngine {
         let cid = c.id.clone();
         s.exit(&cid, Vec::new(), 143);
         Ok(())
+    }
+
+    async fn restart(&self, id: &str, signal: Option<String>, timeout: Option<i64>) -> Result<()> {
+        match self.stop(id, signal, timeout).await {
+            Ok(()) | Err(BackendError::NotModified) => {}
+            Err(e) => return Err(e),
+        }
+        self.start(id).await
+    }
+
+    async fn rename(&self, id: &str, new_name: &str) -> Result<()> {
+        let mut s = self.state.lock().unwrap();
+        if s.containers.values().any(|c| c.name == new_name) {
+            return Err(BackendError::Conflict(format!(
+                "the name \"/{new_name}\" is already in use"
+            )));
+        }
+        s.find(id)?.name = new_name.to_string();
+        Ok(())
+    }
+
+    /// One canned process: the container's command as PID 7.
+    async fn top(&self, id: &str, _ps_args: Option<String>) -> Result<TopResponse> {
+        let mut s = self.state.lock().unwrap();
+        let c = s.find(id)?;
+        if !c.running {
+            return Err(not_running(c));
+        }
+        let cmd = c.req.cmd.clone().unwrap_or_default().join(" ");
+        Ok(TopResponse {
+            titles: ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+                .map(String::from)
+                .to_vec(),
+            processes: vec![["root", "7", "1", "0", "10:30", "?", "00:00:00", &cmd]
+                .map(String::from)
+                .to_vec()],
+        })
+    }
+
+    /// A canned sample: 25% of one of two CPUs, 32 of 128 MiB.
+    async fn stats(
+        &self,
+        id: &str,
+        _opts: StatsOptions,
+    ) -> Result<BoxStream<'static, ContainerStats>> {
+        let mut s = self.state.lock().unwrap();
+        let c = s.find(id)?;
+        let cpu = |total, system| CpuStats {
+            cpu_usage: CpuUsage {
+                total_usage: total,
+                ..CpuUsage::default()
+            },
+            system_cpu_usage: system,
+            online_cpus: 2,
+        };
+        let sample = ContainerStats {
+            id: c.id.clone(),
+            name: format!("/{}", c.name),
+            cpu_stats: cpu(250, 2000),
+            precpu_stats: cpu(0, 0),
+            memory_stats: MemoryStats {
+                usage: 32 << 20,
+                limit: 128 << 20,
+            },
+            ..ContainerStats::default()
+        };
+        Ok(stream::iter([sample]).boxed())
     }
 
     async fn remove(&self, id: &str, opts: RemoveOptions) -> Result<()> {

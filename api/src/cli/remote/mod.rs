@@ -3,6 +3,7 @@
 //! message on stderr and makes the exit code 1. `run` and `create` fail with 125 instead (their
 //! errors go up to the binary), and `run`/`exec` exit with the container's or process's code.
 
+mod info;
 mod ps;
 mod session;
 
@@ -11,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use tokio::io::{stderr, stdout};
 
-use super::containers::{ContainerCommand, Targets};
+use super::containers::{ContainerCommand, StopArgs, Targets};
 use super::images::ListFormat;
 use crate::client::{Client, ClientError};
 use crate::daemon::options::{ListOptions, LogsOptions, RemoveOptions, WaitCondition};
@@ -90,17 +91,46 @@ pub async fn manage(client: &Client, command: ContainerCommand) -> i32 {
             timestamps,
             container,
         } => logs(client, &container, follow, &tail, timestamps).await,
-        ContainerCommand::Stop {
+        ContainerCommand::Stop(StopArgs {
             timeout,
             signal,
             targets,
-        } => Ok(for_each(&targets, async |id| {
+        }) => Ok(for_each(&targets, async |id| {
             client
                 .stop(id, timeout, signal.as_deref())
                 .await
                 .map(|()| id.into())
         })
         .await),
+        ContainerCommand::Restart(StopArgs {
+            timeout,
+            signal,
+            targets,
+        }) => Ok(for_each(&targets, async |id| {
+            client
+                .restart(id, timeout, signal.as_deref())
+                .await
+                .map(|()| id.into())
+        })
+        .await),
+        ContainerCommand::Rename {
+            container,
+            new_name,
+        } => client
+            .rename(&container, &new_name)
+            .await
+            .map(|()| 0)
+            .map_err(Into::into),
+        ContainerCommand::Top { container } => info::top(client, &container).await,
+        ContainerCommand::Stats {
+            no_stream,
+            containers,
+        } => info::stats(client, containers, no_stream).await,
+        ContainerCommand::Attach {
+            no_stdin,
+            detach_keys,
+            container,
+        } => session::attach(client, &container, no_stdin, detach_keys).await,
         ContainerCommand::Kill { signal, targets } => Ok(for_each(&targets, async |id| {
             client.kill(id, signal.as_deref()).await.map(|()| id.into())
         })

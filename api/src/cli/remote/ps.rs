@@ -200,10 +200,11 @@ pub fn table(rows: &[PsRow]) -> String {
         "STATUS",
         "NAMES",
     ]
-    .map(String::from);
-    let cells: Vec<[String; 6]> = std::iter::once(header)
+    .map(String::from)
+    .to_vec();
+    let cells: Vec<Vec<String>> = std::iter::once(header)
         .chain(rows.iter().map(|r| {
-            [
+            vec![
                 r.id.clone(),
                 r.image.clone(),
                 r.command.clone(),
@@ -213,20 +214,31 @@ pub fn table(rows: &[PsRow]) -> String {
             ]
         }))
         .collect();
-    let mut widths = [0usize; 6];
-    for line in &cells {
-        for (w, cell) in widths.iter_mut().zip(line) {
-            *w = (*w).max((cell.chars().count() + PADDING).max(MIN_WIDTH));
+    columns(&cells)
+}
+
+/// Lines of cells in docker's table layout: every column but the last padded to its widest
+/// cell plus three spaces (at least the minimum width).
+pub fn columns(lines: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for line in lines {
+        for (i, cell) in line.iter().enumerate() {
+            let w = (cell.chars().count() + PADDING).max(MIN_WIDTH);
+            match widths.get_mut(i) {
+                Some(old) => *old = (*old).max(w),
+                None => widths.push(w),
+            }
         }
     }
     let mut out = String::new();
-    for line in &cells {
-        // The last column is not padded.
-        for (cell, w) in line[..5].iter().zip(widths) {
-            out.push_str(cell);
-            out.extend(std::iter::repeat_n(' ', w - cell.chars().count()));
+    for line in lines {
+        if let Some((last, rest)) = line.split_last() {
+            for (cell, w) in rest.iter().zip(&widths) {
+                out.push_str(cell);
+                out.extend(std::iter::repeat_n(' ', w - cell.chars().count()));
+            }
+            out.push_str(last);
         }
-        out.push_str(&line[5]);
         out.push('\n');
     }
     out

@@ -1,6 +1,10 @@
 //! Containers and their streams through skiffd: `create` (pulling a missing image, as `docker
 //! run` does), `run -d`, attached `run` and `start -a` (attach → wait → start, in the docker
-//! CLI's order, so that no output and no exit can slip by), and `exec`.
+//! CLI's order, so that no output and no exit can slip by), `attach` and `exec`. Typing the
+//! detach keys (ctrl-p,ctrl-q) in an attached stream leaves the container or exec running.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::io::{stderr, stdout, AsyncWriteExt};
@@ -13,6 +17,7 @@ use crate::daemon::create::body::{CreateBody, HostConfig};
 use crate::daemon::create::Stdio;
 use crate::daemon::handlers::exec::ExecCreateBody;
 use crate::daemon::options::{AttachOptions, RemoveOptions, WaitCondition};
+use crate::engine::detach_keys::{self, Scanned, Scanner};
 use crate::run::{self, session::forward_stdin, Caller, ProcessOptions, Signals};
 
 /// `-e` entries as the daemon takes them: `KEY=VALUE` as given, a bare `KEY` with skiff's own
@@ -237,9 +242,19 @@ async fn attached(
         return Err(e.into());
     }
     let raw = run::raw_terminal(process)?;
-    let streamed = stream(hijacked, stdin, Some((&mut signals, client, id))).await;
+    let keys = detach_keys::parse(None)?;
+    let streamed = stream(
+        hijacked,
+        stdin,
+        Some(keys),
+        Some((&mut signals, client, id)),
+    )
+    .await;
     drop(raw);
-    streamed?;
+    if streamed? {
+        // Detached: the container runs on, as docker leaves it.
+        return Ok(0);
+    }
     let exit = waiting.outcome().await?;
     if let Some(error) = exit.error {
         eprintln!("skiff: {}", error.message);
@@ -248,17 +263,26 @@ async fn attached(
 }
 
 /// Streams a hijacked connection: output to our stdout and stderr until it ends, our stdin to
-/// the process when `stdin`, and (with a container) the signals caught to it.
+/// the process when `stdin`, and (with a container) the signals caught to it. With
+/// `detach_keys`, our stdin is watched for them as the daemon watches it: returns true when the
+/// stream ended because they were typed.
 async fn stream(
     hijacked: Hijacked,
     stdin: bool,
+    detach_keys: Option<Vec<u8>>,
     mut container: Option<(&mut Signals, &Client, &str)>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let (mut output, mut input) = hijacked.split();
+    let detached = Arc::new(AtomicBool::new(false));
     let feeder = stdin.then(|| {
+        let detached = detached.clone();
+        let mut scanner = detach_keys.map(Scanner::new);
         tokio::spawn(async move {
             let mut chunks = forward_stdin();
             while let Some(bytes) = chunks.recv().await {
+                if let Some(Scanned::Detach(_)) = scanner.as_mut().map(|s| s.scan(&bytes)) {
+                    detached.store(true, Ordering::SeqCst);
+                }
                 if input.write_all(&bytes).await.is_err() {
                     return;
                 }
@@ -292,7 +316,53 @@ async fn stream(
     if let Some(feeder) = feeder {
         feeder.abort();
     }
-    Ok(())
+    Ok(detached.load(Ordering::SeqCst))
+}
+
+/// `skiff attach`: a running container's output, and our stdin when it was created with `-i`
+/// (unless `no_stdin`); signals go to it. Returns its exit code, or 0 when the detach keys
+/// (`detach_keys`, default ctrl-p,ctrl-q) left it running.
+pub async fn attach(
+    client: &Client,
+    id: &str,
+    no_stdin: bool,
+    detach_keys: Option<String>,
+) -> anyhow::Result<i32> {
+    let info = client.inspect(id).await?;
+    if !info.state.running {
+        anyhow::bail!("You cannot attach to a stopped container, start it first");
+    }
+    let stdin = !no_stdin && info.config.open_stdin;
+    let keys = detach_keys::parse(detach_keys.as_deref())?;
+    let opts = AttachOptions {
+        stream: true,
+        stdin,
+        stdout: true,
+        stderr: true,
+        detach_keys,
+        ..AttachOptions::default()
+    };
+    let hijacked = client.attach(id, &opts).await?;
+    let mut signals = Signals::new()?;
+    let process = ProcessOptions {
+        tty: info.config.tty,
+        interactive: stdin,
+        ..ProcessOptions::default()
+    };
+    let raw = run::raw_terminal(&process)?;
+    let streamed = stream(
+        hijacked,
+        stdin,
+        Some(keys),
+        Some((&mut signals, client, id)),
+    )
+    .await;
+    drop(raw);
+    if streamed? {
+        return Ok(0);
+    }
+    let exit = client.wait(id, WaitCondition::NotRunning).await?;
+    Ok(i32::try_from(exit.outcome().await?.status_code).unwrap_or(255))
 }
 
 /// How many times `exec` asks for an exit code the daemon has not recorded yet, 50 ms apart.
@@ -336,9 +406,12 @@ async fn exec_session(
     let exec_id = client.exec_create(&container, &body).await?;
     let hijacked = client.exec_start(&exec_id, process.tty, size).await?;
     let raw = run::raw_terminal(&process)?;
-    let streamed = stream(hijacked, stdin, None).await;
+    let keys = detach_keys::parse(None)?;
+    let streamed = stream(hijacked, stdin, Some(keys), None).await;
     drop(raw);
-    streamed?;
+    if streamed? {
+        return Ok(0);
+    }
     // The output ends as the process does; its code may be recorded a moment later.
     for _ in 0..EXIT_CODE_POLLS {
         if let Some(code) = client.exec_inspect(&exec_id).await?.exit_code {
