@@ -2,6 +2,7 @@
 //! `fixtures/docker-requests/record.py`), decoded as skiffd decodes them: accepted with the right
 //! typed values, or refused naming the right fields.
 
+use skiff_api::daemon::create::mounts::{MountKind, MountRequest};
 use skiff_api::daemon::create::{
     decode_create, CreateError, CreateRequest, JsonFileLog, NetworkMode, RestartPolicy, Stdio,
 };
@@ -126,14 +127,22 @@ fn docker_py_requests() {
 }
 
 #[test]
-fn published_ports_and_binds_are_refused_by_name() {
+fn published_ports_are_refused_by_name_and_binds_decoded() {
     assert_eq!(
         refused("cli-run-publish-80"),
         ["HostConfig.PortBindings is not supported by skiff yet"]
     );
+    let mounts = decode("cli-run-bind-mount").unwrap().mounts;
     assert_eq!(
-        refused("cli-run-bind-mount"),
-        ["HostConfig.Binds is not supported by skiff yet"]
+        mounts,
+        [MountRequest {
+            kind: MountKind::Bind {
+                source: "/a".into(),
+                create: true
+            },
+            target: "/b".into(),
+            read_only: false,
+        }]
     );
 }
 

@@ -14,4 +14,5 @@ pub use skiff_protocol as protocol;
 pub mod reaper;
 pub mod session;
 pub mod system;
+pub mod volumes;
 pub mod vsock;

@@ -12,7 +12,7 @@ use skiff_guest_init::exec_sessions::ExecSessions;
 use skiff_guest_init::protocol::{self, Message, CONTROL_PORT, EXEC_PORT};
 use skiff_guest_init::reaper::Reaper;
 use skiff_guest_init::session::Request;
-use skiff_guest_init::{processes, session, system, vsock};
+use skiff_guest_init::{processes, session, system, volumes, vsock};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -116,6 +116,14 @@ fn boot_and_serve() -> i32 {
         if let Err(e) = system::set_hostname(name) {
             log(&e.to_string());
         }
+    }
+    // A volume that cannot be mounted fails the start, as in Docker (never a silent empty dir).
+    if let Err(e) = volumes::mount_all(&spec.mounts) {
+        let message = format!("mounting the container's volumes: {e}");
+        log(&message);
+        session::report_error(&mut control, message, INIT_FAILURE);
+        goodbye(&control);
+        return INIT_FAILURE;
     }
     start_exec_server();
     let code = match session::run(&mut control, &spec, Reaper::global()) {

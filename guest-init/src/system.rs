@@ -15,8 +15,8 @@ pub const SHUTDOWN_PORT: u16 = 0x510;
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {source}")]
 pub struct SystemError {
-    what: String,
-    source: io::Error,
+    pub(crate) what: String,
+    pub(crate) source: io::Error,
 }
 
 fn check(rc: libc::c_int, what: impl FnOnce() -> String) -> Result<(), SystemError> {
@@ -30,7 +30,7 @@ fn check(rc: libc::c_int, what: impl FnOnce() -> String) -> Result<(), SystemErr
     }
 }
 
-fn mount(
+pub(crate) fn mount(
     source: &CStr,
     target: &CStr,
     fstype: &CStr,

@@ -98,6 +98,29 @@ done
 echo "flaky=$(d inspect -f '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}' flaky)"
 echo "flaky_logs=$(d logs flaky | tr '\n' ',')"
 
+# Volumes: a host directory both ways, read-only refused, a named volume that outlives its
+# containers and cannot be removed while one uses it, a tmpfs, an anonymous volume gone with --rm.
+mkdir -p /tmp/hostdir && echo from-host >/tmp/hostdir/in
+echo "bind_read=$(d run --rm -v /tmp/hostdir:/data $I cat /data/in)"
+d run --rm -v /tmp/hostdir:/data $I sh -c 'echo from-guest >/data/out'
+echo "bind_write=$(cat /tmp/hostdir/out)"
+d run --rm -v /tmp/hostdir:/data:ro $I sh -c 'echo x >/data/nope' 2>/tmp/ro.err; echo "ro_code=$?"
+grep -q 'Read-only file system' /tmp/ro.err && echo ro_msg=ok
+[ -e /tmp/hostdir/nope ] || echo ro_nothing=ok
+d volume create vol1 >/dev/null
+d run --rm -v vol1:/v $I sh -c 'echo kept >/v/f'
+echo "vol_read=$(d run --rm -v vol1:/v $I cat /v/f)"
+echo "vol_ls=$(d volume ls --format '{{.Name}} {{.Driver}}')"
+d create --name usesvol -v vol1:/v $I true >/dev/null
+d volume rm vol1 >/dev/null 2>/tmp/volrm.err; echo "volrm_used_code=$?"
+grep -q 'volume is in use' /tmp/volrm.err && echo volrm_used_msg=ok
+echo "mounts=$(d inspect -f '{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}}{{end}}' usesvol)"
+d rm usesvol >/dev/null
+d volume rm vol1 >/dev/null; echo "volrm_code=$?"
+echo "tmpfs=$(d run --rm --tmpfs /scratch:size=1m $I sh -c 'grep " /scratch " /proc/mounts | cut -d" " -f3')"
+d run --rm -v /anon $I touch /anon/x; echo "anon_code=$?"
+echo "volumes_left=$(d volume ls -q | wc -l)"
+
 # 20 containers started at once, each a microVM booting under the test host's emulator.
 # (Waiting for these alone: a bare `wait` would wait for skiffd too.)
 pids=
@@ -189,6 +212,20 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
         ("events", "create,start,die,"),
         ("flaky", "exited 2 1"),
         ("flaky_logs", "try,try,try,"),
+        ("bind_read", "from-host"),
+        ("bind_write", "from-guest"),
+        ("ro_code", "1"),
+        ("ro_msg", "ok"),
+        ("ro_nothing", "ok"),
+        ("vol_read", "kept"),
+        ("vol_ls", "vol1 local"),
+        ("volrm_used_code", "1"),
+        ("volrm_used_msg", "ok"),
+        ("mounts", "volume vol1 /v"),
+        ("volrm_code", "0"),
+        ("tmpfs", "tmpfs"),
+        ("anon_code", "0"),
+        ("volumes_left", "0"),
         ("par", "par1=1,par2=2,par3=3,par4=4,par5=5,par6=6,par7=7,par8=8,par9=9,par10=10,par11=11,par12=12,par13=13,par14=14,par15=15,par16=16,par17=17,par18=18,par19=19,par20=20,"),
         // stop: SIGTERM reached the trap, which exited 7.
         ("stopped", "exited 7"),

@@ -18,7 +18,7 @@ use skiff_vmm::rootfs::Rootfs;
 use skiff_vmm::spec::{
     RootfsSpec, VsockSpec, DEFAULT_CPUS, DEFAULT_GUEST_CID, DEFAULT_MEMORY_MIB, ROOTFS_TAG,
 };
-use skiff_vmm::virtio::fs::FsDevice;
+use skiff_vmm::virtio::fs::{FsDevice, Sharing};
 use skiff_vmm::virtio::rng::RngDevice;
 use skiff_vmm::virtio::vsock::VsockDevice;
 use skiff_vmm::{ExitNotifier, Vm, VmExit, VmSpec};
@@ -194,11 +194,20 @@ fn run(args: Args, stop_signals: libc::sigset_t) -> anyhow::Result<(VmExit, Vec<
     let _rootfs = match &spec.rootfs {
         Some(root) => {
             let rootfs = Rootfs::prepare(&root.layers, root.upper.as_deref())?;
-            vm.add_virtio_device(Box::new(FsDevice::new(ROOTFS_TAG, rootfs.dir())?))?;
+            let device = FsDevice::new(ROOTFS_TAG, rootfs.dir(), Sharing::Exclusive)?;
+            vm.add_virtio_device(Box::new(device))?;
             Some(rootfs)
         }
         None => None,
     };
+    for share in &spec.shares {
+        if share.read_only {
+            skiff_vmm::rootfs::bind_read_only(&share.source)?;
+        }
+        let device = FsDevice::new(&share.tag, &share.source, Sharing::Shared)
+            .with_context(|| format!("share {:?}", share.tag))?;
+        vm.add_virtio_device(Box::new(device))?;
+    }
     let mut session = None;
     if let Some(vsock) = &spec.vsock {
         // Before the device exists: guest-init may connect as soon as the guest runs.

@@ -47,6 +47,13 @@ pub enum RootfsError {
     OverlayMissing,
     #[error("too many or too long layer paths: the overlay options take {0} bytes, the kernel accepts {MAX_MOUNT_OPTIONS}")]
     OptionsTooLong(usize),
+    #[error("cannot make {path} read-only for the VM ({step}): {source}")]
+    BindReadOnly {
+        path: PathBuf,
+        step: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot mount the overlay on {merged} (options {options}): {source}")]
     Mount {
         merged: PathBuf,
@@ -162,9 +169,57 @@ fn overlay_options(layers: &[PathBuf], upper_dir: &Path, work_dir: &Path) -> Str
     )
 }
 
+std::thread_local! {
+    /// Whether this thread already has its private mount namespace.
+    static PRIVATE_NAMESPACE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes `dir` read-only for this VMM alone: a read-only bind mount of it over itself in the
+/// VMM's private mount namespace. A share served from it then gets EROFS from the host kernel
+/// for every write, whatever the guest sends; everyone else still sees `dir` as it was. Like
+/// [`Rootfs::prepare`], it must run on the thread that starts the device workers, before them.
+pub fn bind_read_only(dir: &Path) -> Result<(), RootfsError> {
+    enter_private_mount_namespace()?;
+    let path =
+        CString::new(dir.as_os_str().as_bytes()).map_err(|_| RootfsError::NulInPath(dir.into()))?;
+    let fail = |step: &'static str| RootfsError::BindReadOnly {
+        path: dir.to_owned(),
+        step,
+        source: io::Error::last_os_error(),
+    };
+    // SAFETY: NUL-terminated paths and null pointers where mount(2) allows them.
+    unsafe {
+        if libc::mount(
+            path.as_ptr(),
+            path.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(fail("bind"));
+        }
+        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+        if libc::mount(
+            std::ptr::null(),
+            path.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(fail("remount read-only"));
+        }
+    }
+    Ok(())
+}
+
 /// Moves this thread (and the threads it starts later) into a new mount namespace whose mounts
-/// do not propagate back to the host.
+/// do not propagate back to the host; once per thread.
 fn enter_private_mount_namespace() -> Result<(), RootfsError> {
+    if PRIVATE_NAMESPACE.get() {
+        return Ok(());
+    }
     // SAFETY: unshare takes no pointers.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
         return Err(RootfsError::Unshare(io::Error::last_os_error()));
@@ -183,6 +238,7 @@ fn enter_private_mount_namespace() -> Result<(), RootfsError> {
     if rc != 0 {
         return Err(RootfsError::MakePrivate(io::Error::last_os_error()));
     }
+    PRIVATE_NAMESPACE.set(true);
     Ok(())
 }
 
@@ -220,8 +276,10 @@ mod tests {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
     use super::*;
-    use crate::virtio::fs::tests::{create_and_write, fuse_init, lookup, started};
+    use crate::virtio::fs::tests::{call, create, create_and_write, fuse_init, lookup, started};
     use crate::virtio::test_driver::guest_memory;
+    use fuse_backend_rs::abi::fuse_abi::{MkdirIn, Opcode};
+    use vm_memory::ByteValued;
 
     /// Every path below `root` with its type, mode and content: what "unchanged" means.
     fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
@@ -332,6 +390,51 @@ mod tests {
             b"guest bytes"
         );
         assert_eq!(snapshot(&bottom), before, "the lower layer changed");
+    }
+
+    #[test]
+    fn a_read_only_share_refuses_the_guest_s_writes_and_only_the_guest_s() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join("kept"), b"data").expect("write");
+        let share = tmp.path().to_path_buf();
+        // The mount namespace is the thread's: a thread of its own plays the VMM's main thread.
+        let answers = std::thread::spawn(move || {
+            if let Err(e) = bind_read_only(&share) {
+                eprintln!("skipped: needs root for a mount namespace: {e}");
+                return None;
+            }
+            let mem = guest_memory();
+            let (_dev, [_, mut req]) = started(&share, &mem);
+            fuse_init(&mut req);
+            let found = lookup(&mut req, 1, "kept").0;
+            let created = create(&mut req, 1, "planted").0.error;
+            let unlinked = call(&mut req, Opcode::Unlink, 1, b"kept\0").0.error;
+            let made_dir = call(&mut req, Opcode::Mkdir, 1, &mkdir_body("d")).0.error;
+            Some([found, created, unlinked, made_dir])
+        })
+        .join()
+        .expect("the share thread");
+        let Some(answers) = answers else { return };
+        assert_eq!(answers, [0, -libc::EROFS, -libc::EROFS, -libc::EROFS]);
+        // Outside the VMM's namespace the directory is as it was, and writable.
+        assert_eq!(
+            std::fs::read(tmp.path().join("kept")).expect("kept"),
+            b"data"
+        );
+        assert!(!tmp.path().join("planted").exists());
+        std::fs::write(tmp.path().join("by-host"), b"x").expect("the host still writes");
+    }
+
+    fn mkdir_body(name: &str) -> Vec<u8> {
+        let mut body = MkdirIn {
+            mode: 0o755,
+            umask: 0o022,
+        }
+        .as_slice()
+        .to_vec();
+        body.extend_from_slice(name.as_bytes());
+        body.push(0);
+        body
     }
 
     #[test]

@@ -59,7 +59,8 @@ pub struct VmSpec {
     pub rootfs: Option<RootfsSpec>,
     /// The vsock device.
     pub vsock: Option<VsockSpec>,
-    /// More virtio-fs shares (volumes). Not supported yet: must be empty.
+    /// More virtio-fs shares (volumes), each its own device; read-only ones are made so in the
+    /// VMM's mount namespace, so the host kernel refuses every write whatever the guest sends.
     #[serde(default)]
     pub shares: Vec<ShareSpec>,
     /// Network interfaces. Not supported yet: must be empty.
@@ -146,6 +147,10 @@ pub enum SpecError {
     ContainerWithoutVsock,
     #[error("not supported yet: {field} ({count} given; the list must be empty)")]
     Unsupported { field: &'static str, count: usize },
+    #[error("shares[{index}].tag: {tag:?} must be 1 to {max} bytes long", max = crate::virtio::fs::MAX_TAG_LEN)]
+    ShareTag { index: usize, tag: String },
+    #[error("shares[{index}].tag: {tag:?} is taken (by the root or another share)")]
+    DuplicateShareTag { index: usize, tag: String },
 }
 
 impl VmSpec {
@@ -209,11 +214,25 @@ impl VmSpec {
             absolute("container.exit_file", &container.exit_file)?;
             absolute("container.attach", &container.attach)?;
         }
-        for (field, count) in [
-            ("shares", self.shares.len()),
-            ("net", self.net.len()),
-            ("disks", self.disks.len()),
-        ] {
+        let mut tags = vec![ROOTFS_TAG];
+        for (index, share) in self.shares.iter().enumerate() {
+            let tag = share.tag.as_str();
+            if tag.is_empty() || tag.len() > crate::virtio::fs::MAX_TAG_LEN {
+                return Err(SpecError::ShareTag {
+                    index,
+                    tag: tag.to_string(),
+                });
+            }
+            if tags.contains(&tag) {
+                return Err(SpecError::DuplicateShareTag {
+                    index,
+                    tag: tag.to_string(),
+                });
+            }
+            tags.push(tag);
+            absolute(&format!("shares[{index}].source"), &share.source)?;
+        }
+        for (field, count) in [("net", self.net.len()), ("disks", self.disks.len())] {
             if count > 0 {
                 return Err(SpecError::Unsupported { field, count });
             }
@@ -269,6 +288,18 @@ mod tests {
                 guest_cid: DEFAULT_GUEST_CID,
                 uds: "/v.sock".into(),
             }),
+            shares: vec![
+                ShareSpec {
+                    tag: "data".into(),
+                    source: "/srv/data".into(),
+                    read_only: false,
+                },
+                ShareSpec {
+                    tag: "logs".into(),
+                    source: "/srv/logs".into(),
+                    read_only: true,
+                },
+            ],
             ..VmSpec::new("/k")
         }
     }
@@ -369,14 +400,20 @@ mod tests {
                 "vsock.uds: \"v.sock\"",
             ),
             (
-                |s| {
-                    s.shares.push(ShareSpec {
-                        tag: "data".into(),
-                        source: "/data".into(),
-                        read_only: true,
-                    })
-                },
-                "not supported yet: shares (1 given",
+                |s| s.shares[0].tag = ROOTFS_TAG.into(),
+                "shares[0].tag: \"rootfs\" is taken",
+            ),
+            (
+                |s| s.shares[1].tag = "data".into(),
+                "shares[1].tag: \"data\" is taken",
+            ),
+            (
+                |s| s.shares[1].tag = String::new(),
+                "shares[1].tag: \"\" must be",
+            ),
+            (
+                |s| s.shares[1].source = "logs".into(),
+                "shares[1].source: \"logs\" is not an absolute",
             ),
             (
                 |s| {

@@ -8,10 +8,11 @@ use super::create::CreateRequest;
 use super::error::BackendError;
 use super::model::{
     ContainerInspect, ContainerStats, ContainerSummary, DiskUsage, Event, ExecInspect,
-    ImageDeleteItem, ImageInspect, ImageSummary, ProgressMessage, TopResponse,
+    ImageDeleteItem, ImageInspect, ImageSummary, ProgressMessage, TopResponse, Volume,
+    VolumeCreateBody, VolumeList, VolumePruneReport,
 };
 use super::options::{
-    AttachOptions, AttachStreams, ByteStream, EventsOptions, ExecConfig, ExecStartOptions,
+    AttachOptions, AttachStreams, ByteStream, EventsOptions, ExecConfig, ExecStartOptions, Filters,
     ImageListOptions, ListOptions, LogsOptions, OutputStream, PullOptions, RemoveOptions,
     StatsOptions, SystemCounts, WaitCondition, WaitFuture,
 };
@@ -134,6 +135,23 @@ pub trait ContainerBackend: Send + Sync + 'static {
     async fn image_tag(&self, _name: &str, _repo: &str, _tag: Option<&str>) -> Result<()> {
         Err(BackendError::NotImplemented("image tag"))
     }
+    async fn volume_list(&self, _filters: Filters) -> Result<VolumeList> {
+        Err(BackendError::NotImplemented("volume list"))
+    }
+    async fn volume_create(&self, _body: VolumeCreateBody) -> Result<Volume> {
+        Err(BackendError::NotImplemented("volume create"))
+    }
+    async fn volume_inspect(&self, _name: &str) -> Result<Volume> {
+        Err(BackendError::NotImplemented("volume inspect"))
+    }
+    /// `Conflict` while a container uses it; `force` ignores a missing volume.
+    async fn volume_remove(&self, _name: &str, _force: bool) -> Result<()> {
+        Err(BackendError::NotImplemented("volume remove"))
+    }
+    async fn volume_prune(&self, _filters: Filters) -> Result<VolumePruneReport> {
+        Err(BackendError::NotImplemented("volume prune"))
+    }
+
     /// Progress lines; a failure after the stream began is a line with `error` set.
     async fn image_pull(&self, _opts: PullOptions) -> Result<BoxStream<'static, ProgressMessage>> {
         Err(BackendError::NotImplemented("image pull"))

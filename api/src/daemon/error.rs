@@ -14,6 +14,9 @@ pub enum BackendError {
     /// 404; `docker run` pulls the image and retries on this one.
     #[error("No such image: {0}")]
     NoSuchImage(String),
+    /// 404, with Docker's wording.
+    #[error("get {0}: no such volume")]
+    NoSuchVolume(String),
     /// 409: a name in use, a running container removed without force, …
     #[error("{0}")]
     Conflict(String),
@@ -36,7 +39,8 @@ impl BackendError {
         match self {
             BackendError::NoSuchContainer(_)
             | BackendError::NoSuchExec(_)
-            | BackendError::NoSuchImage(_) => StatusCode::NOT_FOUND,
+            | BackendError::NoSuchImage(_)
+            | BackendError::NoSuchVolume(_) => StatusCode::NOT_FOUND,
             BackendError::Conflict(_) => StatusCode::CONFLICT,
             BackendError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             BackendError::NotModified => StatusCode::NOT_MODIFIED,

@@ -11,7 +11,7 @@ use hyper::{Method, Request};
 use super::backend::ContainerBackend;
 use super::body::{self, Resp};
 use super::error::ApiError;
-use super::handlers::{containers, exec, images, system};
+use super::handlers::{containers, exec, images, system, volumes};
 use super::host::HostFacts;
 use super::query::Query;
 
@@ -132,6 +132,12 @@ async fn route(d: &Daemon, req: Request<Incoming>) -> Result<Resp, ApiError> {
         (&Method::POST, ["exec", id, "start"]) => exec::start(d, id, req).await,
         (&Method::GET, ["exec", id, "json"]) => exec::inspect(d, id).await,
         (&Method::POST, ["exec", id, "resize"]) => exec::resize(d, id, &q).await,
+
+        (&Method::GET, ["volumes"]) => volumes::list(d, &q).await,
+        (&Method::POST, ["volumes", "create"]) => volumes::create(d, req).await,
+        (&Method::POST, ["volumes", "prune"]) => volumes::prune(d, &q).await,
+        (&Method::GET, ["volumes", name]) => volumes::inspect(d, name).await,
+        (&Method::DELETE, ["volumes", name]) => volumes::remove(d, name, &q).await,
 
         (&Method::GET, ["images", "json"]) => images::list(d, &q).await,
         (&Method::POST, ["images", "create"]) => images::pull(d, &q, req.headers()).await,

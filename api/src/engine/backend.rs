@@ -11,14 +11,15 @@ use super::images;
 use super::lifecycle;
 use super::record::Status;
 use super::streams::StdinPlan;
-use super::{detach_keys, disk_usage, internal, now_unix, top, Engine, Result};
+use super::{detach_keys, disk_usage, internal, now_unix, top, volumes, Engine, Result};
 use crate::daemon::create::CreateRequest;
 use crate::daemon::model::{
     ContainerInspect, ContainerStats, ContainerSummary, DiskUsage, Event, ExecInspect,
-    ImageDeleteItem, ImageInspect, ImageSummary, ProgressMessage, TopResponse, WaitResponse,
+    ImageDeleteItem, ImageInspect, ImageSummary, ProgressMessage, TopResponse, Volume,
+    VolumeCreateBody, VolumeList, VolumePruneReport, WaitResponse,
 };
 use crate::daemon::options::{
-    AttachOptions, AttachStreams, ByteStream, EventsOptions, ExecConfig, ExecStartOptions,
+    AttachOptions, AttachStreams, ByteStream, EventsOptions, ExecConfig, ExecStartOptions, Filters,
     ImageListOptions, ListOptions, LogsOptions, OutputStream, PullOptions, RemoveOptions,
     StatsOptions, SystemCounts, WaitCondition, WaitFuture,
 };
@@ -150,7 +151,7 @@ impl ContainerBackend for Engine {
 
     async fn remove(&self, id: &str, opts: RemoveOptions) -> Result<()> {
         let id = self.inner.resolve(id)?;
-        lifecycle::remove(&self.inner, &id, opts.force).await
+        lifecycle::remove(&self.inner, &id, opts.force, opts.volumes).await
     }
 
     async fn list(&self, opts: ListOptions) -> Result<Vec<ContainerSummary>> {
@@ -290,6 +291,26 @@ impl ContainerBackend for Engine {
 
     async fn system_df(&self) -> Result<DiskUsage> {
         disk_usage::system_df(&self.inner)
+    }
+
+    async fn volume_list(&self, filters: Filters) -> Result<VolumeList> {
+        volumes::list(&self.inner, &filters)
+    }
+
+    async fn volume_create(&self, body: VolumeCreateBody) -> Result<Volume> {
+        volumes::create_api(&self.inner, body)
+    }
+
+    async fn volume_inspect(&self, name: &str) -> Result<Volume> {
+        volumes::inspect(&self.inner, name)
+    }
+
+    async fn volume_remove(&self, name: &str, force: bool) -> Result<()> {
+        volumes::remove(&self.inner, name, force)
+    }
+
+    async fn volume_prune(&self, filters: Filters) -> Result<VolumePruneReport> {
+        volumes::prune(&self.inner, &filters)
     }
 
     async fn image_list(&self, opts: ImageListOptions) -> Result<Vec<ImageSummary>> {

@@ -5,7 +5,7 @@ use skiff_protocol::{ProcessSpec, TerminalSize};
 
 use super::lifecycle::holder;
 use super::record::{ContainerRecord, RunState};
-use super::{internal, now_unix, Inner, Result};
+use super::{internal, now_unix, volumes, Inner, Result};
 use crate::daemon::create::CreateRequest;
 use crate::daemon::options::ExecConfig;
 use crate::daemon::timefmt::rfc3339;
@@ -158,8 +158,10 @@ pub async fn create(inner: &Inner, req: CreateRequest) -> Result<ContainerRecord
         );
     }
     let hostname = req.hostname.clone().unwrap_or_else(|| id[..12].to_string());
-    let spec: ProcessSpec = build_spec(&process, Some(&hostname), &caller(req.console_size))
+    let mut spec: ProcessSpec = build_spec(&process, Some(&hostname), &caller(req.console_size))
         .map_err(|e| BackendError::InvalidArgument(format!("{e:#}")))?;
+    let mounts = volumes::resolve(inner, &req.mounts)?;
+    spec.mounts = volumes::vm_mounts(&mounts).1;
     let now = std::time::SystemTime::now();
     let mut record = ContainerRecord {
         id: id.clone(),
@@ -173,6 +175,7 @@ pub async fn create(inner: &Inner, req: CreateRequest) -> Result<ContainerRecord
         memory_mib: memory_of(&req)?,
         state: RunState::default(),
         request: req,
+        mounts,
     };
     inner
         .images
@@ -197,6 +200,7 @@ pub async fn create(inner: &Inner, req: CreateRequest) -> Result<ContainerRecord
     };
     if let Err(e) = inserted {
         let _ = inner.images.unpin(&holder(&id));
+        volumes::remove_anonymous(inner, &record);
         return Err(match e {
             super::store::StoreError::NameInUse(name) => BackendError::Conflict(format!(
                 "Conflict. The container name \"/{name}\" is already in use. You have to remove \

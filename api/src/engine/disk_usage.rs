@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::record::ContainerRecord;
-use super::{images, internal, now_unix, Inner, Result};
-use crate::daemon::model::{ContainerSummary, DiskUsage};
+use super::{images, internal, now_unix, volumes, Inner, Result};
+use crate::daemon::model::{ContainerSummary, DiskUsage, Volume, VolumeUsage};
 use crate::daemon::options::ImageListOptions;
 
 /// Bytes of the regular files under `dir` (each hard link counted once), without following links.
@@ -92,9 +92,31 @@ pub fn system_df(inner: &Inner) -> Result<DiskUsage> {
             .map(|c| sized_summary(inner, c, &sizes, now))
             .collect(),
         images,
-        volumes: Vec::new(),
+        volumes: volume_usage(inner, &containers)?,
         build_cache: Vec::new(),
     })
+}
+
+/// Every volume with its size and how many containers mount it.
+fn volume_usage(inner: &Inner, containers: &[ContainerRecord]) -> Result<Vec<Volume>> {
+    let mut out = Vec::new();
+    for v in inner.store.volumes().map_err(internal)? {
+        let refs = containers
+            .iter()
+            .filter(|c| {
+                c.mounts
+                    .iter()
+                    .any(|m| m.volume.as_deref() == Some(&v.name))
+            })
+            .count();
+        let mut volume = volumes::api_volume(inner, &v);
+        volume.usage_data = Some(VolumeUsage {
+            size: tree_size(&inner.volume_data(&v.name)) as i64,
+            ref_count: refs as i64,
+        });
+        out.push(volume);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -95,6 +95,7 @@ fn vm_spec(inner: &Inner, record: &ContainerRecord, paths: &ContainerPaths, wait
             guest_cid: DEFAULT_GUEST_CID,
             uds: paths.vsock(),
         }),
+        shares: super::volumes::vm_mounts(&record.mounts).0,
         container: Some(ContainerSpec {
             process: record.process.clone(),
             log: paths.log(),
@@ -164,7 +165,8 @@ async fn ended(inner: &Arc<Inner>, id: &str) -> Result<()> {
         inner.event("die", &record, &[("exitCode", code.to_string())]);
         if !restart && record.request.auto_remove {
             drop(_guard);
-            return remove(inner, id, true).await;
+            // `--rm` takes the anonymous volumes along, as Docker's does.
+            return remove(inner, id, true, true).await;
         }
         restart.then_some(record.state.restart_count)
     };
@@ -292,8 +294,9 @@ pub(super) async fn kill(inner: &Inner, id: &str, signal: i32) -> Result<()> {
     sent.or(Ok(()))
 }
 
-/// Removes a stopped container (the caller checked `force` against a running one).
-pub(super) async fn remove(inner: &Arc<Inner>, id: &str, force: bool) -> Result<()> {
+/// Removes a container (a running one only with `force`), and with `volumes` the anonymous
+/// volumes it made.
+pub(super) async fn remove(inner: &Arc<Inner>, id: &str, force: bool, volumes: bool) -> Result<()> {
     let record = inner.record(id)?;
     if record.running() {
         if !force {
@@ -316,6 +319,9 @@ pub(super) async fn remove(inner: &Arc<Inner>, id: &str, force: bool) -> Result<
         tracing::warn!("unpinning the image of {id}: {e}");
     }
     inner.store.delete(id).map_err(internal)?;
+    if volumes {
+        super::volumes::remove_anonymous(inner, &record);
+    }
     inner.event("destroy", &record, &[]);
     inner.phase(id).send_modify(|p| p.removed = true);
     inner

@@ -25,6 +25,7 @@ pub mod store;
 mod streams;
 mod top;
 pub mod vmm_process;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

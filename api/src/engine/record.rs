@@ -7,10 +7,12 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use skiff_protocol::ProcessSpec;
 
+use super::volumes::ResolvedMount;
+use crate::daemon::create::mounts::MountKind;
 use crate::daemon::create::{CreateRequest, NetworkMode, RestartPolicy};
 use crate::daemon::model::{
     ContainerInspect, ContainerState, ContainerSummary, InspectConfig, InspectHostConfig,
-    LogConfigJson, RestartPolicyJson, SummaryHostConfig,
+    LogConfigJson, MountPoint, RestartPolicyJson, SummaryHostConfig,
 };
 use crate::daemon::timefmt::ZERO_TIME;
 
@@ -80,6 +82,9 @@ pub struct ContainerRecord {
     pub cpus: u8,
     pub memory_mib: u64,
     pub state: RunState,
+    /// Binds, volumes and tmpfs mounts, resolved at create.
+    #[serde(default)]
+    pub mounts: Vec<ResolvedMount>,
 }
 
 impl ContainerRecord {
@@ -127,6 +132,7 @@ impl ContainerRecord {
             host_config: SummaryHostConfig {
                 network_mode: self.network_mode().into(),
             },
+            mounts: self.mount_points(),
             ..ContainerSummary::default()
         }
     }
@@ -201,8 +207,37 @@ impl ContainerRecord {
                 stop_timeout: req.stop_timeout,
                 ..InspectConfig::default()
             },
+            mounts: self.mount_points(),
             ..ContainerInspect::default()
         }
+    }
+
+    /// `Mounts` of inspect and ps, as Docker shows them.
+    pub fn mount_points(&self) -> Vec<MountPoint> {
+        self.mounts
+            .iter()
+            .map(|m| {
+                let (kind, driver, propagation) = match m.request.kind {
+                    MountKind::Bind { .. } => ("bind", "", "rprivate"),
+                    MountKind::Volume { .. } => ("volume", "local", ""),
+                    MountKind::Tmpfs { .. } => ("tmpfs", "", ""),
+                };
+                MountPoint {
+                    kind: kind.into(),
+                    name: m.volume.clone().unwrap_or_default(),
+                    source: m
+                        .source
+                        .as_ref()
+                        .map(|s| s.display().to_string())
+                        .unwrap_or_default(),
+                    destination: m.request.target.clone(),
+                    driver: driver.into(),
+                    mode: if m.request.read_only { "ro" } else { "" }.into(),
+                    rw: !m.request.read_only,
+                    propagation: propagation.into(),
+                }
+            })
+            .collect()
     }
 }
 

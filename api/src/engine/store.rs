@@ -1,5 +1,6 @@
 //! The engine's persistent state: SQLite (WAL) under the state root. Containers are rows keyed by
 //! ID with a unique name and their record as JSON; exec sessions are rows of their container;
+//! volumes are rows by name;
 //! events are appended with a sequence number.
 //!
 //! One connection behind a mutex: the daemon's writes are few and small, and SQLite serialises
@@ -13,6 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::exec::ExecRecord;
 use super::record::ContainerRecord;
+use super::volumes::VolumeRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,6 +57,10 @@ impl Store {
                  id TEXT PRIMARY KEY,
                  container TEXT NOT NULL,
                  running INTEGER NOT NULL,
+                 record TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS volumes (
+                 name TEXT PRIMARY KEY,
                  record TEXT NOT NULL
              );
              CREATE TABLE IF NOT EXISTS events (
@@ -197,6 +203,45 @@ impl Store {
             1 => Lookup::Found(ids.into_iter().next().unwrap_or_default()),
             _ => Lookup::Ambiguous,
         })
+    }
+
+    /// Adds a volume; false when one of that name exists already.
+    pub fn insert_volume(&self, record: &VolumeRecord) -> Result<bool> {
+        let json = serde_json::to_string(record)?;
+        let added = self.db().execute(
+            "INSERT OR IGNORE INTO volumes (name, record) VALUES (?1, ?2)",
+            params![record.name, json],
+        )?;
+        Ok(added == 1)
+    }
+
+    pub fn volume(&self, name: &str) -> Result<Option<VolumeRecord>> {
+        let json: Option<String> = self
+            .db()
+            .query_row(
+                "SELECT record FROM volumes WHERE name = ?1",
+                params![name],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
+    }
+
+    pub fn volumes(&self) -> Result<Vec<VolumeRecord>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT record FROM volumes ORDER BY name")?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for json in rows {
+            out.push(serde_json::from_str(&json?)?);
+        }
+        Ok(out)
+    }
+
+    pub fn delete_volume(&self, name: &str) -> Result<()> {
+        self.db()
+            .execute("DELETE FROM volumes WHERE name = ?1", params![name])?;
+        Ok(())
     }
 
     pub fn add_event(&self, time_nano: i64, event: &str) -> Result<()> {

@@ -165,6 +165,29 @@ pub struct ProcessSpec {
     pub tty: bool,
     #[serde(default)]
     pub terminal_size: Option<TerminalSize>,
+    /// File systems to mount before the process starts, in order; for the main process only
+    /// (exec shares the VM's).
+    #[serde(default)]
+    pub mounts: Vec<GuestMount>,
+}
+
+/// A file system guest-init mounts in the container: a virtio-fs share (a volume) or a tmpfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestMount {
+    pub source: MountSource,
+    /// Absolute path inside the container; created when missing.
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountSource {
+    /// The virtio-fs device with this tag.
+    Share { tag: String },
+    /// A tmpfs; `options` as tmpfs takes them (`size=64m,mode=1777`), already checked by the host.
+    Tmpfs { options: String },
 }
 
 impl ProcessSpec {
@@ -181,6 +204,7 @@ impl ProcessSpec {
             rlimits: Vec::new(),
             tty: false,
             terminal_size: None,
+            mounts: Vec::new(),
         }
     }
 }

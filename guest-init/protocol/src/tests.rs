@@ -17,6 +17,20 @@ fn all_messages() -> Vec<Message> {
     }];
     spec.tty = true;
     spec.terminal_size = Some(TerminalSize { rows: 24, cols: 80 });
+    spec.mounts = vec![
+        GuestMount {
+            source: MountSource::Share { tag: "vol0".into() },
+            target: "/data".into(),
+            read_only: true,
+        },
+        GuestMount {
+            source: MountSource::Tmpfs {
+                options: "size=64m".into(),
+            },
+            target: "/scratch".into(),
+            read_only: false,
+        },
+    ];
     vec![
         Message::Hello(Hello::ours("test")),
         Message::Spec(spec),

@@ -5,6 +5,7 @@
 //! docker CLI sends dozens of them.
 
 use super::body::{CreateBody, HostConfig, LogConfig};
+use super::mounts::decode_mounts;
 use super::request::{CreateRequest, JsonFileLog, NetworkMode, RestartPolicy, Stdio};
 use serde_json::Value;
 
@@ -42,6 +43,7 @@ const HONOURED_CONFIG: &[&str] = &[
     "Entrypoint",
     "NetworkDisabled",
     "Labels",
+    "Volumes",
     "StopSignal",
     "StopTimeout",
     "HostConfig",
@@ -62,6 +64,9 @@ const HONOURED_HOST: &[&str] = &[
     "Runtime",
     "Isolation",
     "ContainerIDFile",
+    "Binds",
+    "Mounts",
+    "Tmpfs",
 ];
 
 /// HostConfig fields whose "unset" value is -1 rather than 0.
@@ -97,6 +102,14 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
         Some(l) => decode_log(l, &mut refused)?,
         None => JsonFileLog::default(),
     };
+    let declared: Vec<String> = body.volumes.unwrap_or_default().into_keys().collect();
+    let mounts = decode_mounts(
+        host.binds.as_deref().unwrap_or_default(),
+        host.mounts.as_deref().unwrap_or_default(),
+        &host.tmpfs.clone().unwrap_or_default(),
+        &declared,
+        &mut refused,
+    )?;
     if !refused.is_empty() {
         return Err(CreateError::Refused(refused));
     }
@@ -166,6 +179,7 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
         init: host.init.unwrap_or(false),
         network,
         console_size: decode_console_size(host.console_size.as_deref())?,
+        mounts,
     })
 }
 
@@ -177,7 +191,7 @@ fn invalid(path: &str, message: &str) -> CreateError {
 }
 
 /// null, false, 0, "", and arrays or objects made only of those.
-fn is_default(v: &Value) -> bool {
+pub(super) fn is_default(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Bool(b) => !b,

@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod decode;
+pub mod mounts;
 pub mod request;
 
 pub use decode::{decode_create, parse_size, CreateError, RUNTIME_NAME};

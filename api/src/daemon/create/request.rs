@@ -39,6 +39,9 @@ pub struct CreateRequest {
     pub network: NetworkMode,
     /// The terminal's initial size (height, width) when the client sent one.
     pub console_size: Option<(u32, u32)>,
+    /// Binds, volumes and tmpfs mounts, in Docker's order (see `mounts::decode_mounts`).
+    #[serde(default)]
+    pub mounts: Vec<super::mounts::MountRequest>,
 }
 
 /// The stdio wiring the client asked for.

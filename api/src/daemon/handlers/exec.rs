@@ -41,7 +41,9 @@ pub struct ExecStartBody {
 }
 
 /// Reads a JSON body; an empty one is the type's default. Errors name the field.
-async fn json_body<T: DeserializeOwned + Default>(body: Incoming) -> Result<T, ApiError> {
+pub(super) async fn json_body<T: DeserializeOwned + Default>(
+    body: Incoming,
+) -> Result<T, ApiError> {
     let bytes = read_limited(body, JSON_BODY_LIMIT).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());

@@ -157,6 +157,6 @@ pub struct DiskUsage {
     pub layers_size: i64,
     pub images: Vec<ImageSummary>,
     pub containers: Vec<ContainerSummary>,
-    pub volumes: Vec<serde_json::Value>,
+    pub volumes: Vec<super::Volume>,
     pub build_cache: Vec<serde_json::Value>,
 }

@@ -2,6 +2,8 @@
 
 pub mod containers;
 pub mod images;
+pub mod volumes;
 
 pub use containers::*;
 pub use images::*;
+pub use volumes::*;

@@ -19,6 +19,7 @@ use super::device_thread::DeviceThread;
 use super::queue_service::{accept_queues, notify_guest, serve_available};
 use super::{ActivateError, ActiveQueue, GuestMem, Interrupt, VirtioDevice};
 use shared_dir::SharedDirFs;
+pub use shared_dir::Sharing;
 
 mod shared_dir;
 #[cfg(test)]
@@ -55,7 +56,8 @@ pub enum FsError {
     },
 }
 
-/// A virtio-fs device (ID 26) sharing one host directory read-write under a mount tag.
+/// A virtio-fs device (ID 26) sharing one host directory under a mount tag (read-only when the
+/// directory is mounted so in the VMM's namespace: see `rootfs::bind_read_only`).
 pub struct FsDevice {
     /// The config space: the tag, NUL-padded, then `num_request_queues` (le32).
     config: [u8; MAX_TAG_LEN + 4],
@@ -67,7 +69,7 @@ impl FsDevice {
     /// A device that serves `shared_dir` under `tag`. The guest is assumed to have the directory
     /// to itself (a container root): it may cache data, attributes and entries for long and
     /// write back lazily.
-    pub fn new(tag: &str, shared_dir: &Path) -> Result<FsDevice, FsError> {
+    pub fn new(tag: &str, shared_dir: &Path, sharing: Sharing) -> Result<FsDevice, FsError> {
         if tag.is_empty() || tag.len() > MAX_TAG_LEN {
             return Err(FsError::Tag {
                 tag: tag.to_owned(),
@@ -84,7 +86,7 @@ impl FsDevice {
             .to_str()
             .ok_or_else(|| FsError::NonUtf8Path(shared_dir.to_owned()))?
             .to_owned();
-        let fs = SharedDirFs::new(root_dir).map_err(|source| FsError::Passthrough {
+        let fs = SharedDirFs::new(root_dir, sharing).map_err(|source| FsError::Passthrough {
             path: shared_dir.to_owned(),
             source,
         })?;

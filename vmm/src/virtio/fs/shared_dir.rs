@@ -20,8 +20,19 @@ use fuse_backend_rs::passthrough::{CachePolicy, Config, PassthroughFs};
 type Inode = <PassthroughFs<()> as FileSystem>::Inode;
 type Handle = <PassthroughFs<()> as FileSystem>::Handle;
 
-/// The guest has the share to itself, so what it caches stays true for as long as it likes.
-const CACHE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// A share the guest has to itself (its root): what it caches stays true for as long as it likes.
+const EXCLUSIVE_CACHE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// A volume others may change too (the host, other containers): virtiofsd's `auto` policy.
+const SHARED_CACHE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Who else writes in a shared directory, which decides how long the guest may cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// Only this guest (a container's root): cache everything, coalesce writes.
+    Exclusive,
+    /// Also the host or other guests (a volume): short timeouts, no writeback cache.
+    Shared,
+}
 
 /// INIT options we add to what `PassthroughFs` wants (each only if the kernel offers it).
 fn extra_init_options() -> FsOptions {
@@ -36,18 +47,27 @@ fn extra_init_options() -> FsOptions {
 /// `PassthroughFs` over `root_dir`, negotiating the options above.
 pub(crate) struct SharedDirFs {
     inner: PassthroughFs<()>,
+    /// How long the guest may cache entries, negative ones included.
+    timeout: Duration,
 }
 
 impl SharedDirFs {
-    pub(crate) fn new(root_dir: String) -> io::Result<SharedDirFs> {
+    pub(crate) fn new(root_dir: String, sharing: Sharing) -> io::Result<SharedDirFs> {
+        let exclusive = sharing == Sharing::Exclusive;
+        let (cache_policy, timeout) = if exclusive {
+            (CachePolicy::Always, EXCLUSIVE_CACHE_TIMEOUT)
+        } else {
+            (CachePolicy::Auto, SHARED_CACHE_TIMEOUT)
+        };
         let config = Config {
             root_dir,
-            cache_policy: CachePolicy::Always,
-            entry_timeout: CACHE_TIMEOUT,
-            attr_timeout: CACHE_TIMEOUT,
-            // Coalesced writes in the guest page cache; we run as root so the reads it may issue
-            // on O_WRONLY files succeed.
-            writeback: true,
+            cache_policy,
+            entry_timeout: timeout,
+            attr_timeout: timeout,
+            // Coalesced writes in the guest page cache (exclusive shares only: others must see
+            // a write when it returns); we run as root so the reads it may issue on O_WRONLY
+            // files succeed.
+            writeback: exclusive,
             // Images carry security.capability and other xattrs; the guest clears suid/caps on
             // write itself (killpriv v2) instead of asking with an xattr round trip per write.
             xattr: true,
@@ -61,6 +81,7 @@ impl SharedDirFs {
         };
         Ok(SharedDirFs {
             inner: PassthroughFs::new(config)?,
+            timeout,
         })
     }
 }
@@ -82,8 +103,8 @@ impl FileSystem for SharedDirFs {
         self.inner.statfs(ctx, inode)
     }
 
-    /// A missing name is answered with a cacheable negative entry instead of ENOENT: only the
-    /// guest changes the share, and it drops the negative entry itself when it creates the name.
+    /// A missing name is answered with a cacheable negative entry instead of ENOENT: the guest
+    /// drops it itself when it creates the name (on a shared volume it lapses within a second).
     /// Saves a round trip for each repeated miss (PATH and library searches are full of them).
     fn lookup(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<Entry> {
         match self.inner.lookup(ctx, parent, name) {
@@ -93,8 +114,8 @@ impl FileSystem for SharedDirFs {
                 // SAFETY: stat64 is plain old data; all zeroes is a valid value.
                 attr: unsafe { std::mem::zeroed() },
                 attr_flags: 0,
-                attr_timeout: CACHE_TIMEOUT,
-                entry_timeout: CACHE_TIMEOUT,
+                attr_timeout: self.timeout,
+                entry_timeout: self.timeout,
             }),
             other => other,
         }

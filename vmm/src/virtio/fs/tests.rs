@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// A device serving `dir`, activated on a fake driver's queues.
 pub(crate) fn started<'m>(dir: &Path, mem: &'m GuestMem) -> (FsDevice, [DriverQueue<'m>; 2]) {
-    let mut dev = FsDevice::new("rootfs", dir).expect("device");
+    let mut dev = FsDevice::new("rootfs", dir, Sharing::Exclusive).expect("device");
     let hiprio = DriverQueue::new(mem, 0, 64);
     let request = DriverQueue::new(mem, 0x1_0000, 64);
     let features = dev.device_features();
@@ -86,8 +86,8 @@ pub(crate) fn lookup(q: &mut DriverQueue, parent: u64, name: &str) -> (i32, Opti
     (out.error, entry)
 }
 
-/// Creates `name` in directory `parent` through FUSE and writes `data` into it.
-pub(crate) fn create_and_write(q: &mut DriverQueue, parent: u64, name: &str, data: &[u8]) {
+/// A FUSE CREATE of `name` (write-only) in directory `parent`: the reply as it came.
+pub(crate) fn create(q: &mut DriverQueue, parent: u64, name: &str) -> (OutHeader, Vec<u8>) {
     let create = CreateIn {
         flags: (libc::O_WRONLY | libc::O_CREAT) as u32,
         mode: libc::S_IFREG | 0o644,
@@ -97,7 +97,12 @@ pub(crate) fn create_and_write(q: &mut DriverQueue, parent: u64, name: &str, dat
     let mut body = create.as_slice().to_vec();
     body.extend_from_slice(name.as_bytes());
     body.push(0);
-    let (out, reply) = call(q, Opcode::Create, parent, &body);
+    call(q, Opcode::Create, parent, &body)
+}
+
+/// Creates `name` in directory `parent` through FUSE and writes `data` into it.
+pub(crate) fn create_and_write(q: &mut DriverQueue, parent: u64, name: &str, data: &[u8]) {
+    let (out, reply) = create(q, parent, name);
     assert_eq!(out.error, 0, "CREATE {name} failed");
     let entry_len = std::mem::size_of::<EntryOut>();
     let entry = *EntryOut::from_slice(&reply[..entry_len]).expect("entry");
@@ -118,7 +123,7 @@ pub(crate) fn create_and_write(q: &mut DriverQueue, parent: u64, name: &str, dat
 #[test]
 fn config_space_holds_tag_and_one_request_queue() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let dev = FsDevice::new("rootfs", dir.path()).expect("device");
+    let dev = FsDevice::new("rootfs", dir.path(), Sharing::Exclusive).expect("device");
     assert_eq!(dev.device_type(), 26);
     let mut tag = [0xffu8; 36];
     dev.read_config(0, &mut tag);
@@ -136,23 +141,23 @@ fn config_space_holds_tag_and_one_request_queue() {
 fn bad_tags_and_dirs_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     assert!(matches!(
-        FsDevice::new("", dir.path()),
+        FsDevice::new("", dir.path(), Sharing::Exclusive),
         Err(FsError::Tag { .. })
     ));
     let long = "x".repeat(37);
     assert!(matches!(
-        FsDevice::new(&long, dir.path()),
+        FsDevice::new(&long, dir.path(), Sharing::Exclusive),
         Err(FsError::Tag { .. })
     ));
     let missing = dir.path().join("missing");
-    let err = FsDevice::new("t", &missing)
+    let err = FsDevice::new("t", &missing, Sharing::Exclusive)
         .err()
         .expect("missing dir refused");
     assert!(err.to_string().contains("missing"), "{err}");
     let file = dir.path().join("file");
     std::fs::write(&file, b"x").expect("write");
     assert!(matches!(
-        FsDevice::new("t", &file),
+        FsDevice::new("t", &file, Sharing::Exclusive),
         Err(FsError::NotADirectory(_))
     ));
 }
@@ -425,7 +430,7 @@ fn reset_stops_the_worker_and_a_new_activation_serves_again() {
 fn activation_refuses_a_wrong_queue_count_and_queues_outside_memory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mem = guest_memory();
-    let mut dev = FsDevice::new("rootfs", dir.path()).expect("device");
+    let mut dev = FsDevice::new("rootfs", dir.path(), Sharing::Exclusive).expect("device");
     let one = DriverQueue::new(&mem, 0, 64);
     let err = dev
         .activate(mem.clone(), counting_interrupt(), vec![one.active()], 0)
