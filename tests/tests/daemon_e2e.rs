@@ -119,6 +119,11 @@ d rm usesvol >/dev/null
 d volume rm vol1 >/dev/null; echo "volrm_code=$?"
 echo "tmpfs=$(d run --rm --tmpfs /scratch:size=1m $I sh -c 'grep " /scratch " /proc/mounts | cut -d" " -f3')"
 d run --rm -v /anon $I touch /anon/x; echo "anon_code=$?"
+# The same through skiff's own CLI.
+timeout 120 /skiff/bin/skiff -H unix://$S volume create skv >/dev/null
+echo "skiff_vol=$(timeout 120 /skiff/bin/skiff -H unix://$S run --rm -v skv:/v $I sh -c 'echo sk >/v/f; cat /v/f')"
+echo "skiff_vol_ls=$(timeout 60 /skiff/bin/skiff -H unix://$S volume ls -q | tr '\n' ',')"
+timeout 60 /skiff/bin/skiff -H unix://$S volume rm skv >/dev/null; echo "skiff_volrm=$?"
 echo "volumes_left=$(d volume ls -q | wc -l)"
 
 # 20 containers started at once, each a microVM booting under the test host's emulator.
@@ -225,6 +230,9 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
         ("volrm_code", "0"),
         ("tmpfs", "tmpfs"),
         ("anon_code", "0"),
+        ("skiff_vol", "sk"),
+        ("skiff_vol_ls", "skv,"),
+        ("skiff_volrm", "0"),
         ("volumes_left", "0"),
         ("par", "par1=1,par2=2,par3=3,par4=4,par5=5,par6=6,par7=7,par8=8,par9=9,par10=10,par11=11,par12=12,par13=13,par14=14,par15=15,par16=16,par17=17,par18=18,par19=19,par20=20,"),
         // stop: SIGTERM reached the trap, which exited 7.

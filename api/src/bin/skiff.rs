@@ -1,7 +1,7 @@
 //! `skiff`: the command-line client. Works with or without a running `skiffd`.
 
 use clap::{Parser, Subcommand};
-use skiff_api::cli::{containers::ContainerCommand, images::ImageCommand};
+use skiff_api::cli::{containers::ContainerCommand, images::ImageCommand, volumes::VolumeCommand};
 use skiff_api::client::Host;
 use skiff_api::config::Config;
 use skiff_api::daemon::server::DEFAULT_SOCKET;
@@ -29,6 +29,9 @@ enum Command {
     Container(ContainerCommand),
     #[command(flatten)]
     Image(ImageCommand),
+    /// Manage volumes (through skiffd).
+    #[command(subcommand)]
+    Volume(VolumeCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,6 +70,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Container(c) => c.run(&config, &cli.host, &caller_env).await,
             Command::Image(c) => c.run(&config).await,
+            Command::Volume(c) => c.run(&cli.host).await,
         }
     });
     match result {

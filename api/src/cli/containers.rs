@@ -75,6 +75,13 @@ pub struct ContainerArgs {
     /// Remove the container when it exits (in-process runs always are).
     #[arg(long)]
     pub(crate) rm: bool,
+    /// Mount a host directory or a named volume: SRC:DST[:ro]; a lone DST is an anonymous
+    /// volume (through skiffd only).
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
+    pub(crate) volumes: Vec<String>,
+    /// Mount a tmpfs: PATH[:OPTIONS] such as /scratch:size=64m (through skiffd only).
+    #[arg(long, value_name = "PATH[:OPTIONS]")]
+    pub(crate) tmpfs: Vec<String>,
     #[command(flatten)]
     pub(crate) process: ProcessArgs,
 }
@@ -298,6 +305,9 @@ async fn in_process(
 ) -> anyhow::Result<i32> {
     if container.name.is_some() {
         anyhow::bail!("--name needs skiffd, and none answers at {host}");
+    }
+    if !container.volumes.is_empty() || !container.tmpfs.is_empty() {
+        anyhow::bail!("-v and --tmpfs need skiffd, and none answers at {host}");
     }
     let mut process = ProcessOptions::from(container.process);
     let root = match rootfs {

@@ -14,6 +14,7 @@ pub mod containers;
 pub mod error;
 pub mod model;
 pub mod stream;
+pub mod volumes;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -4,7 +4,7 @@
 //! errors go up to the binary), and `run`/`exec` exit with the container's or process's code.
 
 mod info;
-mod ps;
+pub(crate) mod ps;
 mod session;
 
 use std::time::{Duration, SystemTime};

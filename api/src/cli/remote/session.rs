@@ -3,6 +3,7 @@
 //! CLI's order, so that no output and no exit can slip by), `attach` and `exec`. Typing the
 //! detach keys (ctrl-p,ctrl-q) in an attached stream leaves the container or exec running.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -66,7 +67,20 @@ fn new_container(
         .map(|mib| i64::try_from(mib).ok().and_then(|m| m.checked_mul(1 << 20)))
         .map(|bytes| bytes.context("--memory is too large"))
         .transpose()?;
+    // As the docker CLI sends them: SRC:DST as binds, a lone path as an anonymous volume.
+    let (binds, anonymous): (Vec<String>, Vec<String>) =
+        args.volumes.into_iter().partition(|v| v.contains(':'));
+    let tmpfs: BTreeMap<String, String> = args
+        .tmpfs
+        .iter()
+        .map(|t| match t.split_once(':') {
+            Some((path, options)) => (path.to_string(), options.to_string()),
+            None => (t.clone(), String::new()),
+        })
+        .collect();
     let host_config = HostConfig {
+        binds: (!binds.is_empty()).then_some(binds),
+        tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
         auto_remove: Some(args.rm),
         nano_cpus: args.cpus.map(|n| i64::from(n) * 1_000_000_000),
         memory,
@@ -88,6 +102,12 @@ fn new_container(
         attach_stdout: Some(stdio.attach_stdout),
         attach_stderr: Some(stdio.attach_stderr),
         host_config: Some(host_config),
+        volumes: (!anonymous.is_empty()).then(|| {
+            anonymous
+                .into_iter()
+                .map(|v| (v, serde_json::Value::Object(Default::default())))
+                .collect()
+        }),
         ..CreateBody::default()
     };
     Ok(NewContainer {
