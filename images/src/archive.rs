@@ -115,7 +115,7 @@ fn scan_tarball(store: &Store, path: &Path) -> Result<Scanned> {
     };
     let mut archive = tar::Archive::new(stream);
     let mut out = Scanned::default();
-    let max_blob = store.unpack.limits.max_bytes;
+    let max_blob = store.config.max_blob_bytes;
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let name = clean_archive_path(&entry.path().map_err(bad)?);
@@ -197,7 +197,7 @@ fn copy_layout_blob(store: &Store, layout: &Path, d: &Digest) -> Result<()> {
     let src = layout.join("blobs/sha256").join(d.hex());
     let mut f = fs::File::open(&src).at("OCI layout lacks blob", &src)?;
     let what = src.display().to_string();
-    let mut w = store.blob_writer(store.unpack.limits.max_bytes, &what)?;
+    let mut w = store.blob_writer(store.config.max_blob_bytes, &what)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf).at("cannot read", &src)?;

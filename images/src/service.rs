@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::auth::{self, Credentials};
+use crate::config::StoreConfig;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{
@@ -40,14 +41,14 @@ pub struct ImageService {
 }
 
 impl ImageService {
-    /// The store under `$SKIFF_ROOT/images` (default `/var/lib/skiff/images`).
-    pub fn open_default() -> Result<ImageService> {
-        ImageService::open(&Store::default_dir())
+    /// The store in `dir` with the default caps and timeouts.
+    pub fn open(dir: &Path) -> Result<ImageService> {
+        ImageService::open_with(dir, StoreConfig::default())
     }
 
-    pub fn open(dir: &Path) -> Result<ImageService> {
+    pub fn open_with(dir: &Path, config: StoreConfig) -> Result<ImageService> {
         Ok(ImageService {
-            store: Arc::new(Store::open(dir)?),
+            store: Arc::new(Store::open(dir, config)?),
         })
     }
 
@@ -291,7 +292,7 @@ fn merge_layers(store: &Store, rec: &ImageRecord, dest: &Path) -> Result<()> {
             Compression::of_media_type(&l.media_type)?,
             tmp.path(),
             Whiteouts::Apply,
-            &store.unpack,
+            &store.config.unpack,
         )?;
         check_digest(
             &format!("uncompressed layer {}", l.blob),

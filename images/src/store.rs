@@ -22,11 +22,12 @@ use std::time::Duration;
 use rusqlite::{params, Connection, TransactionBehavior};
 use serde::Serialize;
 
+use crate::config::StoreConfig;
 use crate::digest::{Digest, Hasher, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::Compression;
 use crate::reference::Reference;
-use crate::unpack::{apply_layer, UnpackOptions, Whiteouts};
+use crate::unpack::{apply_layer, Whiteouts};
 
 pub use crate::sys::FileLock;
 
@@ -104,19 +105,11 @@ pub struct GcReport {
 pub struct Store {
     dir: PathBuf,
     db: Mutex<Connection>,
-    pub unpack: UnpackOptions,
+    pub config: StoreConfig,
 }
 
 impl Store {
-    /// `$SKIFF_ROOT/images`, default `/var/lib/skiff/images`.
-    pub fn default_dir() -> PathBuf {
-        std::env::var_os("SKIFF_ROOT")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/var/lib/skiff"))
-            .join("images")
-    }
-
-    pub fn open(dir: &Path) -> Result<Store> {
+    pub fn open(dir: &Path, config: StoreConfig) -> Result<Store> {
         for sub in ["blobs/sha256", "layers/sha256", "tmp", "locks"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).at("cannot create store directory", &p)?;
@@ -133,7 +126,7 @@ impl Store {
         Ok(Store {
             dir: dir.to_path_buf(),
             db: Mutex::new(db),
-            unpack: UnpackOptions::from_env(),
+            config,
         })
     }
 
@@ -271,7 +264,7 @@ impl Store {
             compression,
             tmp.path(),
             Whiteouts::Overlay,
-            &self.unpack,
+            &self.config.unpack,
         )?;
         check_digest(
             &format!("uncompressed layer {blob}"),

@@ -60,25 +60,6 @@ pub struct UnpackOptions {
     pub devices: DevicePolicy,
 }
 
-impl UnpackOptions {
-    /// Defaults, overridden by `SKIFF_UNPACK_MAX_BYTES`, `SKIFF_UNPACK_MAX_ENTRIES` and
-    /// `SKIFF_UNPACK_DEVICES=create`.
-    pub fn from_env() -> UnpackOptions {
-        let mut o = UnpackOptions::default();
-        let num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-        if let Some(v) = num("SKIFF_UNPACK_MAX_BYTES") {
-            o.limits.max_bytes = v;
-        }
-        if let Some(v) = num("SKIFF_UNPACK_MAX_ENTRIES") {
-            o.limits.max_entries = v;
-        }
-        if std::env::var("SKIFF_UNPACK_DEVICES").as_deref() == Ok("create") {
-            o.devices = DevicePolicy::Create;
-        }
-        o
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Whiteouts {
     /// Keep them as overlayfs whiteouts (per-layer directories).
