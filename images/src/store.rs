@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::{BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -110,9 +110,19 @@ pub struct Store {
 
 impl Store {
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Store> {
-        for sub in ["blobs/sha256", "layers/sha256", "tmp", "locks"] {
-            let p = dir.join(sub);
-            fs::create_dir_all(&p).at("cannot create store directory", &p)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).at("cannot create", parent)?;
+        }
+        for sub in [
+            "",
+            "blobs",
+            "blobs/sha256",
+            "layers",
+            "layers/sha256",
+            "tmp",
+            "locks",
+        ] {
+            private_dir(&dir.join(sub))?;
         }
         // Switching to WAL and creating tables answer SQLITE_BUSY at once (no busy wait) when
         // another process does the same: first openers take turns.
@@ -523,6 +533,32 @@ fn query_names(db: &Connection, filter: &str, arg: &str) -> Result<Vec<ImageReco
     Ok(out)
 }
 
+/// Layers keep their images' modes (setuid-root binaries, world-writable directories), which
+/// are meant for inside a container: no other user may reach anything in the store. Existing
+/// stores made before this are tightened on open.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+
+fn private_dir(p: &Path) -> Result<()> {
+    match fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(p) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).at("cannot create store directory", p),
+    }
+    let meta = fs::symlink_metadata(p).at("cannot inspect", p)?;
+    if !meta.is_dir() {
+        return Err(Error::Io {
+            context: "store path is not a directory:",
+            path: p.to_path_buf(),
+            source: std::io::ErrorKind::AlreadyExists.into(),
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(p, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+            .at("cannot restrict permissions of", p)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn check_digest(what: &str, expected: &Digest, actual: &Digest) -> Result<()> {
     if expected != actual {
         return Err(Error::DigestMismatch {
@@ -575,9 +611,8 @@ impl BlobWriter {
             }
             check_digest(what, want, &digest)?;
         }
+        // Stays 0600 as created: blobs are the store owner's alone.
         let dest = self.store_blobs.join(digest.hex());
-        fs::set_permissions(file.path(), fs::Permissions::from_mode(0o644))
-            .at("cannot chmod", file.path())?;
         file.persist(&dest)
             .map_err(|e| e.error)
             .at("cannot move blob to", &dest)?;
