@@ -24,6 +24,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::manifest::Compression;
 use crate::sys;
 
+mod guard;
+
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
@@ -32,7 +34,8 @@ const MAX_SYMLINK_HOPS: u32 = 40;
 /// Caps against decompression bombs; both apply per layer.
 #[derive(Clone, Copy, Debug)]
 pub struct UnpackLimits {
-    /// Uncompressed tar stream size.
+    /// Uncompressed tar stream size, and the sum of the sizes its files declare (a sparse
+    /// file counts at its expanded size).
     pub max_bytes: u64,
     pub max_entries: u64,
 }
@@ -104,6 +107,7 @@ pub fn apply_layer(
         written: HashSet::new(),
         dir_times: Vec::new(),
         entries: 0,
+        declared: 0,
     };
     let outcome = applier.apply_all(&mut stream);
     if stream_over_limit(&stream, opts) {
@@ -128,7 +132,14 @@ fn stream_over_limit<R: Read>(s: &HashingReader<R>, opts: &UnpackOptions) -> boo
     s.bytes_read() > opts.limits.max_bytes
 }
 
+/// A tar error; a layer cap the extension guard enforced is reported as such.
 fn malformed_tar(e: &io::Error) -> Error {
+    if let Some(l) = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<guard::TarLimit>())
+    {
+        return Error::LimitExceeded(l.to_string());
+    }
     Error::Malformed {
         what: "layer tar stream".into(),
         reason: e.to_string(),
@@ -204,6 +215,8 @@ struct Applier<'a> {
     /// Directory mtimes are set last: creating entries inside changes them.
     dir_times: Vec<(PathBuf, i64)>,
     entries: u64,
+    /// File sizes the entries declared so far (sparse files at their expanded size).
+    declared: u64,
 }
 
 struct EntryMeta {
@@ -216,7 +229,7 @@ struct EntryMeta {
 
 impl Applier<'_> {
     fn apply_all<R: Read>(&mut self, stream: &mut R) -> Result<()> {
-        let mut archive = tar::Archive::new(stream);
+        let mut archive = tar::Archive::new(guard::ExtensionGuard::new(stream));
         for entry in archive.entries().map_err(|e| malformed_tar(&e))? {
             let mut entry = entry.map_err(|e| malformed_tar(&e))?;
             self.entries += 1;
@@ -284,6 +297,15 @@ impl Applier<'_> {
                 self.dir_times.push((target, meta.mtime));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                // What the entry will write (a sparse map expands to its full size), counted
+                // before a byte of it is written.
+                self.declared = self.declared.saturating_add(entry.size());
+                if self.declared > self.opts.limits.max_bytes {
+                    return Err(Error::LimitExceeded(format!(
+                        "its files declare more than {} bytes",
+                        self.opts.limits.max_bytes
+                    )));
+                }
                 remove_any(&target)?;
                 let mut f = fs::OpenOptions::new()
                     .write(true)

@@ -449,3 +449,5 @@ fn device_nodes_follow_policy() {
     assert!(m.file_type().is_char_device());
     assert_eq!(m.rdev(), libc::makedev(1, 3));
 }
+
+mod oversized;

@@ -26,7 +26,7 @@ pub struct Tar {
 }
 
 impl Tar {
-    pub fn entry(mut self, kind: tar::EntryType, path: &str, mode: u32, data: &[u8]) -> Self {
+    pub fn entry(self, kind: tar::EntryType, path: &str, mode: u32, data: &[u8]) -> Self {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_path(path).unwrap();
