@@ -23,6 +23,13 @@ pub enum Error {
         source: reqwest::Error,
     },
 
+    #[error("registry {registry} sent nothing for {secs} s while {stage}")]
+    Timeout {
+        registry: String,
+        stage: String,
+        secs: u64,
+    },
+
     #[error("registry answered {status} for {url}: {message}")]
     Registry {
         url: String,
@@ -84,16 +91,6 @@ pub enum Error {
 
     #[error("background task failed: {0}")]
     Task(String),
-}
-
-impl Error {
-    /// For `map_err` on reqwest results: the failed request's URL with the cause.
-    pub(crate) fn http(url: &str) -> impl FnOnce(reqwest::Error) -> Error + '_ {
-        move |source| Error::Http {
-            url: url.to_string(),
-            source,
-        }
-    }
 }
 
 /// Attaches "what we were doing" and the path to an `io::Error`.

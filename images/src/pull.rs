@@ -10,6 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::auth;
+use crate::config::StoreConfig;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{
@@ -58,7 +59,7 @@ pub async fn pull(store: &Arc<Store>, r: &Reference, opts: &PullOptions) -> Resu
     // pull's own future if it is dropped.
     let gc_guard = Arc::new(tokio::task::spawn_blocking(move || gc_store.gc_lock(false)).await??);
     let creds = auth::lookup(&r.registry)?;
-    let client = RegistryClient::new(r, opts.insecure, creds)?;
+    let client = RegistryClient::new(r, opts.insecure, creds, store.config.timeouts)?;
 
     let top = client.manifest(&r.manifest_reference()).await?;
     let top_digest = verify_manifest(&top, r.digest.as_ref(), "manifest")?;
@@ -111,6 +112,7 @@ pub async fn pull(store: &Arc<Store>, r: &Reference, opts: &PullOptions) -> Resu
     };
     let config = ImageConfigFile::parse(&config_bytes)?;
     let diff_ids = layer_diff_ids(&manifest.layers, &config)?;
+    check_layer_sizes(&manifest.layers, &store.config)?;
 
     let bars = MultiProgress::with_draw_target(if opts.progress {
         ProgressDrawTarget::stderr()
@@ -174,6 +176,23 @@ pub(crate) fn layer_diff_ids(
         });
     }
     Ok(config.rootfs.diff_ids.clone())
+}
+
+/// Refuses, before anything is downloaded, layers whose declared sizes pass the caps: a
+/// download never writes more than its descriptor declares.
+pub(crate) fn check_layer_sizes(layers: &[Descriptor], config: &StoreConfig) -> Result<()> {
+    let mut total: u64 = 0;
+    for l in layers {
+        check_size(l, config.max_blob_bytes, "layer")?;
+        total = total.saturating_add(l.size);
+    }
+    if total > config.max_image_bytes {
+        return Err(Error::TooLarge {
+            what: format!("image ({} layers declaring {total} bytes)", layers.len()),
+            limit: config.max_image_bytes,
+        });
+    }
+    Ok(())
 }
 
 fn check_size(d: &Descriptor, max: u64, what: &str) -> Result<()> {
@@ -254,18 +273,31 @@ async fn fetch_and_unpack(
     // A short queue: the download waits for the unpacker rather than buffering in memory.
     let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel::<bool>();
-    let unpack = tokio::task::spawn_blocking(move || {
+    let mut unpack = tokio::task::spawn_blocking(move || {
         let _gc = gc_guard;
         let open = || Ok(ChunkReader::new(chunks_rx));
         s.unpack_layer(&diff_id, &blob, compression, open, || {
             verdict_rx.blocking_recv().unwrap_or(false)
         })
     });
-    let downloaded = download_blob(store, client, layer, bar, chunks_tx).await;
-    let _ = verdict_tx.send(downloaded.is_ok());
-    let unpacked = unpack.await?;
-    let n = downloaded?;
-    unpacked?;
+    let download = download_blob(store, client, layer, bar, chunks_tx);
+    tokio::pin!(download);
+    let n = tokio::select! {
+        downloaded = &mut download => {
+            let _ = verdict_tx.send(downloaded.is_ok());
+            let unpacked = unpack.await?;
+            let n = downloaded?;
+            unpacked?;
+            n
+        }
+        // The unpacker finished first: it failed (then the download stops here, its
+        // temporary file goes with it), or the layer was there already (the blob is still
+        // wanted in the store).
+        unpacked = &mut unpack => {
+            unpacked??;
+            download.await?
+        }
+    };
     bar.finish_with_message("done");
     Ok(Some(n))
 }
@@ -280,7 +312,7 @@ async fn download_blob(
     unpacker: tokio::sync::mpsc::Sender<Bytes>,
 ) -> Result<u64> {
     let what = format!("layer {}", layer.digest);
-    let resp = client.blob(&layer.digest).await?;
+    let resp = client.blob(&layer.digest, &what).await?;
     if let Some(len) = resp.content_length() {
         if len != layer.size {
             return Err(Error::SizeMismatch {
@@ -291,11 +323,12 @@ async fn download_blob(
         }
     }
     let url = resp.url().to_string();
+    let stage = format!("downloading {what}");
     let mut w = store.blob_writer(layer.size, &what)?;
     let mut unpacker = Some(unpacker);
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(Error::http(&url))?;
+        let chunk = chunk.map_err(client.net_error(&url, &stage))?;
         w.write(&chunk)?;
         bar.inc(chunk.len() as u64);
         if let Some(tx) = &unpacker {

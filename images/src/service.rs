@@ -9,14 +9,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::auth::{self, Credentials};
-use crate::config::StoreConfig;
+use crate::config::{RegistryTimeouts, StoreConfig};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{
     Compression, ImageConfigFile, ManifestDoc, RuntimeConfig, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
 };
 use crate::platform::Platform;
-use crate::pull::{self, layer_diff_ids, PullOptions, PullReport};
+use crate::pull::{self, check_layer_sizes, layer_diff_ids, PullOptions, PullReport};
 use crate::reference::Reference;
 use crate::registry::RegistryClient;
 use crate::store::{check_digest, GcReport, ImageRecord, LayerRecord, Store};
@@ -166,7 +166,12 @@ impl ImageService {
 }
 
 /// Checks credentials against a registry and saves them in Docker's config.json.
-pub async fn login(registry: &str, creds: Credentials, insecure: bool) -> Result<PathBuf> {
+pub async fn login(
+    registry: &str,
+    creds: Credentials,
+    insecure: bool,
+    timeouts: RegistryTimeouts,
+) -> Result<PathBuf> {
     // Any repository will do: the ping goes to /v2/.
     let probe = Reference::parse(&format!("{registry}/login-probe"))?;
     if probe.registry != registry && !(registry == "docker.io" || registry == "index.docker.io") {
@@ -175,7 +180,7 @@ pub async fn login(registry: &str, creds: Credentials, insecure: bool) -> Result
             reason: "not a registry host".into(),
         });
     }
-    let client = RegistryClient::new(&probe, insecure, Some(creds.clone()))?;
+    let client = RegistryClient::new(&probe, insecure, Some(creds.clone()), timeouts)?;
     client.ping().await?;
     auth::store(&probe.registry, &creds)
 }
@@ -197,6 +202,7 @@ pub(crate) fn record(
     let config_bytes = store.read_blob(&m.config.digest, MAX_CONFIG_BYTES, "image config")?;
     let config = ImageConfigFile::parse(&config_bytes)?;
     let diff_ids = layer_diff_ids(&m.layers, &config)?;
+    check_layer_sizes(&m.layers, &store.config)?;
     let mut layers = Vec::with_capacity(m.layers.len());
     for (l, diff_id) in m.layers.iter().zip(diff_ids) {
         store.ensure_layer(
@@ -331,6 +337,7 @@ mod tests {
                 password: String::new(),
             },
             false,
+            RegistryTimeouts::default(),
         ));
     }
 }

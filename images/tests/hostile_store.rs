@@ -86,3 +86,29 @@ async fn store_is_private_to_its_owner() {
         ));
     }
 }
+
+/// Pulls and loads killed mid-way leave data in tmp/: it goes when the store is next opened
+/// with no writer at work, never from under one. Prune counts what it frees there.
+#[test]
+fn abandoned_temporary_data_is_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    let svc = ImageService::open(&images).unwrap();
+    let leave_debris = || {
+        fs::write(images.join("tmp/blob-killed"), vec![7u8; 1 << 20]).unwrap();
+        fs::create_dir_all(images.join("tmp/layer-killed/usr")).unwrap();
+        fs::write(images.join("tmp/layer-killed/usr/x"), vec![7u8; 1000]).unwrap();
+    };
+    leave_debris();
+    let writer = svc.store().gc_lock(false).unwrap();
+    ImageService::open(&images).unwrap();
+    assert_eq!(fs::read_dir(images.join("tmp")).unwrap().count(), 2);
+    drop(writer);
+    ImageService::open(&images).unwrap();
+    assert_eq!(fs::read_dir(images.join("tmp")).unwrap().count(), 0);
+
+    leave_debris();
+    let report = svc.prune().unwrap();
+    assert_eq!(report.bytes_freed, (1 << 20) + 1000);
+    assert_eq!(fs::read_dir(images.join("tmp")).unwrap().count(), 0);
+}

@@ -200,9 +200,9 @@ impl ImageCommand {
                         line.trim_end_matches(['\r', '\n']).to_string()
                     }
                 };
-                let path =
-                    skiff_images::login(&registry, Credentials { username, password }, insecure)
-                        .await?;
+                let creds = Credentials { username, password };
+                let timeouts = skiff_images::RegistryTimeouts::default();
+                let path = skiff_images::login(&registry, creds, insecure, timeouts).await?;
                 println!("Login Succeeded (credentials saved in {})", path.display());
                 Ok(0)
             }

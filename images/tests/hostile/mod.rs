@@ -258,27 +258,40 @@ pub fn image(tars: &[&[u8]]) -> Image {
     }
 }
 
+pub const MANIFEST_ROUTE: &str = "/v2/evil/manifests/latest";
+
 impl Image {
     pub fn serve(self) -> String {
         self.serve_with(Greeting::Answer)
     }
 
-    pub fn serve_with(mut self, greeting: Greeting) -> String {
+    pub fn serve_with(self, greeting: Greeting) -> String {
+        let (mut routes, manifest) = self.without_manifest_route();
+        let body = manifest.to_string().into_bytes();
+        routes.insert(MANIFEST_ROUTE.into(), reply(OCI_MANIFEST, body));
+        serve_with(routes, greeting)
+    }
+
+    /// The routes with the config in place and the manifest pointing at it, for a test to
+    /// serve the manifest its own way.
+    pub fn without_manifest_route(mut self) -> (HashMap<String, Reply>, serde_json::Value) {
         let config = self.config.to_string().into_bytes();
         let cd = Digest::of(&config);
         self.manifest["config"]["digest"] = json!(cd.to_string());
         self.manifest["config"]["size"] = json!(config.len());
         self.routes.insert(
-            format!("/v2/evil/blobs/{cd}"),
+            config_route(&self.manifest),
             reply("application/octet-stream", config),
         );
-        let body = self.manifest.to_string().into_bytes();
-        self.routes.insert(
-            "/v2/evil/manifests/latest".into(),
-            reply(OCI_MANIFEST, body),
-        );
-        serve_with(self.routes, greeting)
+        (self.routes, self.manifest)
     }
+}
+
+pub fn config_route(manifest: &serde_json::Value) -> String {
+    format!(
+        "/v2/evil/blobs/{}",
+        manifest["config"]["digest"].as_str().unwrap()
+    )
 }
 
 /// Every file and directory under `dir`, as paths relative to it.
