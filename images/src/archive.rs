@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
@@ -22,8 +22,11 @@ use crate::reference::Reference;
 use crate::service::record;
 use crate::store::{ImageRecord, Store};
 
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
-const CONTAINERD_NAME: &str = "io.containerd.image.name";
+mod save;
+pub use save::{save, save_to_writer};
+
+pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub(crate) const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
 /// The small documents of an archive, kept in memory; blobs go to the store.
 #[derive(Default)]
@@ -361,91 +364,4 @@ fn load_docker(store: &Store, manifest_json: &[u8], scanned: &Scanned) -> Result
         }
     }
     Ok(loaded)
-}
-
-/// Writes `rec` as an OCI archive (oci-layout, index.json, blobs/sha256/*) to `path`,
-/// atomically: a temporary file beside it is renamed when complete.
-pub fn save(store: &Store, rec: &ImageRecord, path: &Path) -> Result<()> {
-    let _gc = store.gc_lock(false)?;
-    let manifest = store.read_blob(&rec.manifest_digest, MAX_MANIFEST_BYTES, "manifest")?;
-    let mut annotations = std::collections::BTreeMap::new();
-    if let Ok(r) = Reference::parse(&rec.name) {
-        annotations.insert(CONTAINERD_NAME.to_string(), r.to_string());
-        if let (Some(tag), None) = (&r.tag, &r.digest) {
-            annotations.insert(REF_NAME.to_string(), tag.clone());
-        }
-    }
-    let index = ImageIndex {
-        schema_version: 2,
-        media_type: Some(media::OCI_INDEX.to_string()),
-        manifests: vec![Descriptor {
-            media_type: rec.media_type.clone(),
-            digest: rec.manifest_digest.clone(),
-            size: manifest.len() as u64,
-            platform: rec.platform.parse().ok(),
-            annotations,
-        }],
-        annotations: Default::default(),
-    };
-    let index_json = serde_json::to_vec(&index).map_err(|e| Error::Malformed {
-        what: "index".into(),
-        reason: e.to_string(),
-    })?;
-    let parent = crate::sys::parent_dir(path);
-    let tmp = tempfile::Builder::new()
-        .prefix(".skiff-save-")
-        .tempfile_in(&parent)
-        .at("cannot create temporary file in", &parent)?;
-    let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, tmp.as_file()));
-    let tmp_path = tmp.path().to_path_buf();
-    let io = |e: std::io::Error| Error::Io {
-        context: "cannot write archive",
-        path: tmp_path.clone(),
-        source: e,
-    };
-    append_bytes(
-        &mut builder,
-        "oci-layout",
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .map_err(io)?;
-    append_bytes(&mut builder, "index.json", &index_json).map_err(io)?;
-    let mut blobs = vec![rec.manifest_digest.clone(), rec.config_digest.clone()];
-    blobs.extend(rec.layers.iter().map(|l| l.blob.clone()));
-    blobs.dedup();
-    for d in blobs {
-        let p = store.blob_path(&d);
-        let mut f = fs::File::open(&p).at("cannot open blob", &p)?;
-        let len = f.metadata().at("cannot stat", &p)?.len();
-        let mut h = file_header(len);
-        builder
-            .append_data(&mut h, format!("blobs/sha256/{}", d.hex()), &mut f)
-            .map_err(io)?;
-    }
-    let mut w = builder.into_inner().map_err(io)?;
-    w.flush().map_err(io)?;
-    drop(w);
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .at("cannot write", path)?;
-    Ok(())
-}
-
-fn file_header(len: u64) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_size(len);
-    h.set_mode(0o644);
-    h.set_mtime(0);
-    h.set_entry_type(tar::EntryType::Regular);
-    h
-}
-
-fn append_bytes<W: Write>(
-    b: &mut tar::Builder<W>,
-    name: &str,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    let mut h = file_header(bytes.len() as u64);
-    b.append_data(&mut h, name, bytes)
 }

@@ -157,11 +157,28 @@ impl ImageService {
         tokio::task::spawn_blocking(move || crate::archive::load(&store, &path)).await?
     }
 
+    /// Writes the image as an OCI archive to `path`: a new or regular file is replaced
+    /// atomically, a FIFO or device written as a stream (never replaced), a symlink followed;
+    /// directories, sockets and dangling symlinks are refused.
     pub async fn save(&self, reference: &str, path: &Path) -> Result<()> {
         let rec = self.resolve(reference)?;
         let store = self.store.clone();
         let path = path.to_path_buf();
         tokio::task::spawn_blocking(move || crate::archive::save(&store, &rec, &path)).await?
+    }
+
+    /// Writes the image as an OCI archive to `out` (standard output for `skiff save -`).
+    pub async fn save_to_writer(
+        &self,
+        reference: &str,
+        mut out: Box<dyn std::io::Write + Send>,
+    ) -> Result<()> {
+        let rec = self.resolve(reference)?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::archive::save_to_writer(&store, &rec, out.as_mut())
+        })
+        .await?
     }
 }
 

@@ -4,8 +4,9 @@
 mod hostile;
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Command;
 
 use hostile::{oci_layout, Tar};
@@ -111,4 +112,84 @@ fn abandoned_temporary_data_is_removed() {
     let report = svc.prune().unwrap();
     assert_eq!(report.bytes_freed, (1 << 20) + 1000);
     assert_eq!(fs::read_dir(images.join("tmp")).unwrap().count(), 0);
+}
+
+/// A store holding one small image, `localhost/layout:test`.
+async fn store_with_image(dir: &Path) -> ImageService {
+    let layer = Tar::default().file("hello", 0o644, b"hi\n").finish();
+    let layout = oci_layout(&dir.join("layout"), &[&layer], json!({}));
+    let svc = ImageService::open(&dir.join("images")).unwrap();
+    svc.load(&layout).await.unwrap();
+    svc
+}
+
+fn archive_names(bytes: &[u8]) -> Vec<String> {
+    tar::Archive::new(bytes)
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect()
+}
+
+const SAVED: &str = "localhost/layout:test";
+
+/// Hole 6: `skiff save IMG PATH` writes FIFOs and devices as streams, follows symlinks to
+/// what they point at, refuses directories and dangling links, and never replaces a
+/// non-regular file.
+#[tokio::test]
+async fn save_never_replaces_what_is_not_a_regular_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = store_with_image(tmp.path()).await;
+    let out = tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+
+    let fifo = out.join("fifo");
+    hostile::run("mkfifo", &[fifo.to_str().unwrap()]);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::read(fifo).unwrap())
+    };
+    svc.save(SAVED, &fifo).await.unwrap();
+    let streamed = reader.join().unwrap();
+    assert!(archive_names(&streamed).contains(&"index.json".to_string()));
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+
+    let target = out.join("target.tar");
+    fs::write(&target, b"old").unwrap();
+    let link = out.join("link.tar");
+    std::os::unix::fs::symlink("target.tar", &link).unwrap();
+    svc.save(SAVED, &link).await.unwrap();
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(fs::read(&target).unwrap(), streamed);
+
+    let dangling = out.join("dangling.tar");
+    std::os::unix::fs::symlink("missing/nowhere.tar", &dangling).unwrap();
+    assert!(svc.save(SAVED, &dangling).await.is_err());
+    assert!(fs::symlink_metadata(&dangling)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+
+    let dir = out.join("dir");
+    fs::create_dir(&dir).unwrap();
+    assert!(svc.save(SAVED, &dir).await.is_err());
+    assert!(fs::metadata(&dir).unwrap().is_dir());
+
+    if is_root() {
+        // A private copy of /dev/null: the device node must survive.
+        let null = out.join("null");
+        hostile::run("mknod", &[null.to_str().unwrap(), "c", "1", "3"]);
+        svc.save(SAVED, &null).await.unwrap();
+        let m = fs::symlink_metadata(&null).unwrap();
+        assert!(m.file_type().is_char_device());
+        assert_eq!(m.rdev(), fs::metadata("/dev/null").unwrap().rdev());
+    }
+
+    // A new path and a regular file are written whole.
+    let fresh = out.join("fresh.tar");
+    svc.save(SAVED, &fresh).await.unwrap();
+    assert_eq!(fs::read(&fresh).unwrap(), streamed);
 }

@@ -36,6 +36,7 @@ pub enum ImageCommand {
         file: Option<PathBuf>,
     },
     /// Write an image to an OCI archive (readable with `skopeo inspect oci-archive:FILE`).
+    /// A FIFO or device is written to, never replaced; `-` is standard output.
     Save {
         reference: String,
         /// Output file.
@@ -175,11 +176,17 @@ impl ImageCommand {
                 file,
             } => {
                 let path = output.or(file).context("no output file given")?;
-                config
-                    .images()?
-                    .save(&reference, &path)
-                    .await
-                    .with_context(|| format!("cannot save {reference}"))?;
+                let svc = config.images()?;
+                let saved = if path.as_os_str() == "-" {
+                    if std::io::stdout().is_terminal() {
+                        anyhow::bail!("refusing to write an archive to a terminal");
+                    }
+                    svc.save_to_writer(&reference, Box::new(std::io::stdout()))
+                        .await
+                } else {
+                    svc.save(&reference, &path).await
+                };
+                saved.with_context(|| format!("cannot save {reference}"))?;
                 Ok(0)
             }
             ImageCommand::Login {

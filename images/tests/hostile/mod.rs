@@ -19,6 +19,12 @@ pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
+/// Runs a command that must succeed.
+pub fn run(cmd: &str, args: &[&str]) {
+    let status = std::process::Command::new(cmd).args(args).status().unwrap();
+    assert!(status.success(), "{cmd} {args:?}: {status}");
+}
+
 /// A tar built entry by entry with full control of each header.
 #[derive(Default)]
 pub struct Tar {
