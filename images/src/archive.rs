@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
@@ -21,6 +22,8 @@ use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::service::record;
 use crate::store::{ImageRecord, Store};
+use crate::unpack::guard::{as_limit, ExtensionGuard};
+use crate::user_files::{open_regular, read_small_file};
 
 mod save;
 pub use save::{save, save_to_writer};
@@ -42,10 +45,18 @@ struct Scanned {
 pub fn load(store: &Store, path: &Path) -> Result<Vec<ImageRecord>> {
     let _gc = store.gc_lock(false)?;
     let meta = fs::metadata(path).at("cannot open", path)?;
+    // An archive is read once, front to back: a regular file or a pipe (`<(zcat x.tar.gz)`).
+    if !(meta.is_dir() || meta.is_file() || meta.file_type().is_fifo()) {
+        return Err(Error::Io {
+            context: "not an archive, a pipe or an OCI layout directory:",
+            path: path.to_path_buf(),
+            source: std::io::ErrorKind::InvalidInput.into(),
+        });
+    }
     let default_repo = repo_from_file_name(path);
     if meta.is_dir() {
-        let index = fs::read(path.join("index.json"))
-            .at("not an OCI layout: cannot read", path.join("index.json"))?;
+        // The same cap as for index.json inside an archive.
+        let index = read_small_file(&path.join("index.json"), MAX_MANIFEST_BYTES)?;
         let from_dir = |d: &Digest| copy_layout_blob(store, path, d);
         return load_oci(store, &index, &from_dir, &default_repo);
     }
@@ -105,9 +116,12 @@ fn clean_archive_path(p: &Path) -> PathBuf {
 fn scan_tarball(store: &Store, path: &Path) -> Result<Scanned> {
     let mut f =
         std::io::BufReader::with_capacity(1 << 20, fs::File::open(path).at("cannot open", path)?);
-    let bad = |e: std::io::Error| Error::Malformed {
-        what: path.display().to_string(),
-        reason: e.to_string(),
+    let bad = |e: std::io::Error| match as_limit(&e) {
+        Some(limit) => Error::LimitExceeded(limit),
+        None => Error::Malformed {
+            what: path.display().to_string(),
+            reason: e.to_string(),
+        },
     };
     // `docker save | gzip` and the like load as well.
     let head = std::io::BufRead::fill_buf(&mut f).at("cannot read", path)?;
@@ -116,7 +130,8 @@ fn scan_tarball(store: &Store, path: &Path) -> Result<Scanned> {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(f).map_err(bad)?),
     };
-    let mut archive = tar::Archive::new(stream);
+    // The same bounds on long names and PAX headers as for layers.
+    let mut archive = tar::Archive::new(ExtensionGuard::new(stream));
     let mut out = Scanned::default();
     let max_blob = store.config.max_blob_bytes;
     for entry in archive.entries().map_err(bad)? {
@@ -198,7 +213,7 @@ fn copy_layout_blob(store: &Store, layout: &Path, d: &Digest) -> Result<()> {
         return Ok(());
     }
     let src = layout.join("blobs/sha256").join(d.hex());
-    let mut f = fs::File::open(&src).at("OCI layout lacks blob", &src)?;
+    let mut f = open_regular(&src).at("cannot read OCI layout blob", &src)?;
     let what = src.display().to_string();
     let mut w = store.blob_writer(store.config.max_blob_bytes, &what)?;
     let mut buf = vec![0u8; 1 << 20];

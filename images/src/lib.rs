@@ -38,6 +38,7 @@ pub mod service;
 pub mod store;
 mod sys;
 pub mod unpack;
+mod user_files;
 
 pub use config::{RegistryTimeouts, StoreConfig};
 pub use digest::Digest;

@@ -24,7 +24,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::manifest::Compression;
 use crate::sys;
 
-mod guard;
+pub(crate) mod guard;
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";

@@ -114,6 +114,17 @@ fn abandoned_temporary_data_is_removed() {
     assert_eq!(fs::read_dir(images.join("tmp")).unwrap().count(), 0);
 }
 
+/// An error with its causes, as the CLI prints it.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text += &format!(": {c}");
+        cause = c.source();
+    }
+    text
+}
+
 /// A store holding one small image, `localhost/layout:test`.
 async fn store_with_image(dir: &Path) -> ImageService {
     let layer = Tar::default().file("hello", 0o644, b"hi\n").finish();
@@ -192,4 +203,71 @@ async fn save_never_replaces_what_is_not_a_regular_file() {
     let fresh = out.join("fresh.tar");
     svc.save(SAVED, &fresh).await.unwrap();
     assert_eq!(fs::read(&fresh).unwrap(), streamed);
+}
+
+/// Hole 7: every file `skiff load` reads from a layout directory must be a regular file and
+/// is capped like its counterpart inside an archive; a device or FIFO is refused (neither
+/// eats memory nor hangs).
+#[tokio::test]
+async fn layout_files_must_be_small_regular_files() {
+    let layer = Tar::default().file("hello", 0o644, b"hi\n").finish();
+    let layer_hex = Digest::of(&layer).hex().to_string();
+    let cases: [(&str, &str); 5] = [
+        ("index.json", "zero"),
+        ("index.json", "fifo"),
+        ("index.json", "huge"),
+        ("blob", "zero"),
+        ("blob", "fifo"),
+    ];
+    for (file, sabotage) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = oci_layout(&tmp.path().join("layout"), &[&layer], json!({}));
+        let victim = match file {
+            "index.json" => layout.join("index.json"),
+            _ => layout.join("blobs/sha256").join(&layer_hex),
+        };
+        fs::remove_file(&victim).unwrap();
+        match sabotage {
+            "zero" => std::os::unix::fs::symlink("/dev/zero", &victim).unwrap(),
+            "fifo" => hostile::run("mkfifo", &[victim.to_str().unwrap()]),
+            _ => fs::write(&victim, vec![b' '; 5 << 20]).unwrap(),
+        }
+        let svc = ImageService::open(&tmp.path().join("images")).unwrap();
+        let err = chain(&svc.load(&layout).await.unwrap_err());
+        let expected = if sabotage == "huge" {
+            "too large"
+        } else {
+            "not a regular file"
+        };
+        assert!(err.contains(expected), "{file} {sabotage}: {err}");
+        assert!(svc.list().unwrap().is_empty());
+    }
+    // The archive itself: a device is refused, not read.
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = ImageService::open(&tmp.path().join("images")).unwrap();
+    assert!(svc.load(Path::new("/dev/zero")).await.is_err());
+}
+
+/// Hole 3 in archives: `skiff load` parses the archive's own tar with the same bounds on GNU
+/// long names and PAX headers as layers.
+#[tokio::test]
+async fn archive_header_extensions_are_bounded() {
+    for kind in [tar::EntryType::GNULongName, tar::EntryType::XHeader] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_path("././@LongLink").unwrap();
+        h.set_size(1 << 30);
+        h.set_cksum();
+        let archive = tmp.path().join("evil.tar");
+        let mut bytes = h.as_bytes().to_vec();
+        bytes.extend(vec![b'a'; 1 << 20]);
+        fs::write(&archive, hostile::gzip(&bytes)).unwrap();
+        let svc = ImageService::open(&tmp.path().join("images")).unwrap();
+        let err = svc.load(&archive).await.unwrap_err();
+        assert!(
+            matches!(err, skiff_images::Error::LimitExceeded(_)),
+            "{kind:?}: {err}"
+        );
+    }
 }

@@ -32,6 +32,13 @@ impl std::fmt::Display for TarLimit {
 
 impl std::error::Error for TarLimit {}
 
+/// The cap a guard error reports, when `e` is one.
+pub fn as_limit(e: &io::Error) -> Option<String> {
+    e.get_ref()
+        .and_then(|i| i.downcast_ref::<TarLimit>())
+        .map(|l| l.0.clone())
+}
+
 fn limit(msg: String) -> io::Error {
     io::Error::other(TarLimit(msg))
 }
