@@ -37,6 +37,7 @@ pub mod registry;
 pub mod service;
 pub mod store;
 mod sys;
+pub mod text;
 pub mod unpack;
 mod user_files;
 

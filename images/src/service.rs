@@ -20,6 +20,7 @@ use crate::pull::{self, check_layer_sizes, layer_diff_ids, PullOptions, PullRepo
 use crate::reference::Reference;
 use crate::registry::RegistryClient;
 use crate::store::{check_digest, GcReport, ImageRecord, LayerRecord, Store};
+use crate::text::escape_untrusted;
 use crate::unpack::{apply_layer, Whiteouts};
 
 /// What `skiff run` needs to start a container from an image.
@@ -243,8 +244,9 @@ pub(crate) fn record(
             .clone()
             .unwrap_or_else(|| crate::manifest::media::OCI_MANIFEST.to_string()),
         config_digest: m.config.digest.clone(),
-        platform: config.platform().to_string(),
-        created: config.created.clone(),
+        // Shown by `skiff images` and the daemon: the image's text, escaped.
+        platform: escape_untrusted(config.platform()),
+        created: config.created.as_deref().map(escape_untrusted),
         added_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)

@@ -23,6 +23,7 @@ use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::Compression;
 use crate::sys;
+use crate::text::escape_untrusted;
 
 pub(crate) mod guard;
 
@@ -253,7 +254,8 @@ impl Applier<'_> {
 
     fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let raw = entry.path().map_err(|e| malformed_tar(&e))?.into_owned();
-        let shown = raw.display().to_string();
+        // For errors and logs: the entry's name is the image's text, escaped.
+        let shown = escape_untrusted(raw.display());
         let kind = entry.header().entry_type();
         if matches!(
             kind,
@@ -577,11 +579,20 @@ impl Applier<'_> {
             // trusted.overlay.* from an image would forge whiteouts/redirects in our overlay.
             let allowed = name.starts_with("user.") || name == "security.capability";
             if !allowed {
-                debug!(path = %path.display(), xattr = %name, "ignoring xattr");
+                debug!(
+                    path = %escape_untrusted(path.display()),
+                    xattr = %escape_untrusted(name),
+                    "ignoring xattr"
+                );
                 continue;
             }
             if let Err(e) = sys::lsetxattr(path, name, value) {
-                debug!(path = %path.display(), xattr = %name, error = %e, "cannot set xattr");
+                debug!(
+                    path = %escape_untrusted(path.display()),
+                    xattr = %escape_untrusted(name),
+                    error = %e,
+                    "cannot set xattr"
+                );
             }
         }
         Ok(())

@@ -329,3 +329,55 @@ async fn stalled_registry_times_out() {
         assert!(text.contains(stage), "{what}: {text}");
     }
 }
+
+fn assert_no_controls(what: &str, text: &str) {
+    assert!(
+        !text.chars().any(|c| c.is_control()),
+        "{what} reaches the terminal raw: {text:?}"
+    );
+}
+
+/// Hole 8: registry error bodies, tar errors and an image config's os/architecture/created
+/// reach errors and image records with their control characters escaped.
+#[tokio::test]
+async fn untrusted_text_is_escaped() {
+    let clear = "\x1b[2J\x1b]0;pwned\x07\u{9b}31m";
+    let bodies = [
+        json!({"errors": [{"code": format!("DENIED{clear}"), "message": clear}]}).to_string(),
+        format!("<html>{clear}</html>"),
+    ];
+    for body in bodies {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut r = reply("application/json", body.into_bytes());
+        r.status = "500 Internal Server Error";
+        let routes = HashMap::from([(MANIFEST_ROUTE.to_string(), r)]);
+        let err = pull_err(&serve(routes), tmp.path()).await;
+        assert!(matches!(err, Error::Registry { .. }), "{err}");
+        let text = err.to_string();
+        assert_no_controls("registry error body", &text);
+        assert!(text.contains("\\x1b[2J"), "{text}");
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = hostile::Tar::default()
+        .file(&format!("../{clear}"), 0o644, b"x")
+        .finish();
+    let err = pull_err(&image(&[&tar]).serve(), tmp.path()).await;
+    assert_no_controls("tar entry name", &err.to_string());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut img = image(&[&plain_tar()]);
+    img.config["os"] = json!(format!("linux{clear}"));
+    img.config["architecture"] = json!(format!("amd64{clear}"));
+    img.config["created"] = json!(format!("2024-01-01{clear}"));
+    let addr = img.serve();
+    let svc = service(tmp.path(), impatient());
+    let report = svc
+        .pull(&format!("{addr}/evil:latest"), &PullOptions::default())
+        .await
+        .unwrap();
+    for rec in [report.image, svc.list().unwrap().remove(0)] {
+        assert_no_controls("platform", &rec.platform);
+        assert_no_controls("created", rec.created.as_deref().unwrap());
+    }
+}

@@ -8,6 +8,7 @@ use crate::config::Config;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use skiff_images::auth::Credentials;
+use skiff_images::text::escape_untrusted;
 use skiff_images::{ImageRecord, Platform, PullOptions, Reference};
 
 #[derive(Debug, Subcommand)]
@@ -238,7 +239,7 @@ async fn pull(config: &Config, args: PullArgs) -> anyhow::Result<i32> {
     println!(
         "Pulled {} ({}): {} layers downloaded ({}), {} already present",
         img.name,
-        img.platform,
+        escape_untrusted(&img.platform),
         report.layers_downloaded,
         human_size(report.bytes_downloaded),
         report.layers_reused
@@ -307,8 +308,8 @@ fn list(config: &Config, args: ListArgs) -> anyhow::Result<i32> {
                         "id": rec.config_digest,
                         "digest": rec.index_digest.as_ref().unwrap_or(&rec.manifest_digest),
                         "manifest_digest": rec.manifest_digest,
-                        "platform": rec.platform,
-                        "created": rec.created,
+                        "platform": escape_untrusted(&rec.platform),
+                        "created": rec.created.as_deref().map(escape_untrusted),
                         "size": rec.size(),
                         "layers": rec.layers.len(),
                     })
@@ -328,14 +329,14 @@ fn list(config: &Config, args: ListArgs) -> anyhow::Result<i32> {
                     .created
                     .as_deref()
                     .and_then(|c| c.get(..10))
-                    .unwrap_or("-");
+                    .map_or_else(|| "-".to_string(), escape_untrusted);
                 println!(
                     "{:<40} {:<16} {:<14} {:<12} {:<14} {:>10}",
                     repository,
                     tag,
                     rec.config_digest.short(),
                     created,
-                    rec.platform,
+                    escape_untrusted(&rec.platform),
                     human_size(rec.size())
                 );
             }

@@ -35,7 +35,9 @@ impl Tar {
     pub fn entry(self, kind: tar::EntryType, path: &str, mode: u32, data: &[u8]) -> Self {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
-        h.set_path(path).unwrap();
+        // Written raw: set_path refuses the `..` names hostile layers carry.
+        let name = &mut h.as_old_mut().name;
+        name[..path.len()].copy_from_slice(path.as_bytes());
         h.set_size(data.len() as u64);
         h.set_mode(mode);
         h.set_uid(0);
