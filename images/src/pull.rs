@@ -123,22 +123,35 @@ pub async fn pull(store: &Arc<Store>, r: &Reference, opts: &PullOptions) -> Resu
     // `parallel` downloading at once; each layer is unpacked as soon as it has arrived.
     let client = Arc::new(client);
     let slots = Arc::new(tokio::sync::Semaphore::new(opts.parallel.max(1)));
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     for (layer, diff_id) in manifest.layers.iter().cloned().zip(diff_ids) {
         let bar = layer_bar(&bars, &layer);
         let (store, client, slots) = (store.clone(), client.clone(), slots.clone());
-        let gc_guard = gc_guard.clone();
+        let (gc_guard, mut cancel) = (gc_guard.clone(), cancel_rx.clone());
         tasks.spawn(async move {
-            let _slot = slots
-                .acquire_owned()
-                .await
-                .map_err(|e| Error::Task(e.to_string()))?;
-            fetch_and_unpack(&store, &client, &layer, diff_id, &bar, gc_guard).await
+            let _slot = tokio::select! {
+                slot = slots.acquire_owned() => slot.map_err(|e| Error::Task(e.to_string()))?,
+                _ = until_cancelled(&mut cancel) => return Err(cancelled()),
+            };
+            fetch_and_unpack(&store, &client, &layer, diff_id, &bar, gc_guard, cancel).await
         });
     }
+    // Every task is joined, also after a failure: the others then stop downloading, and
+    // their unpackers have finished when this returns (a failed pull can clean up).
     let mut results: Vec<Option<u64>> = Vec::with_capacity(manifest.layers.len());
+    let mut failure = None;
     while let Some(done) = tasks.join_next().await {
-        results.push(done??);
+        match done.map_err(Error::from).and_then(|r| r) {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                let _ = cancel_tx.send(true);
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
     }
 
     store.put_blob(
@@ -158,6 +171,17 @@ pub async fn pull(store: &Arc<Store>, r: &Reference, opts: &PullOptions) -> Resu
         layers_reused: results.iter().filter(|r| r.is_none()).count(),
         bytes_downloaded: results.iter().flatten().sum(),
     })
+}
+
+/// Resolves once the pull is cancelled (or abandoned: its sender gone).
+async fn until_cancelled(cancel: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard wait_for returns is not Send: dropped here, not held across an await.
+    let _ = cancel.wait_for(|c| *c).await.map(drop);
+}
+
+/// What a layer task reports when another layer's failure stopped it.
+fn cancelled() -> Error {
+    Error::Task("stopped: another layer failed".into())
 }
 
 /// The diff_id of each layer, from the config; the counts must agree.
@@ -247,6 +271,7 @@ async fn fetch_and_unpack(
     diff_id: Digest,
     bar: &ProgressBar,
     gc_guard: Arc<FileLock>,
+    mut cancel: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<u64>> {
     let compression = Compression::of_media_type(&layer.media_type)?;
     // Another pull of the same blob (this process or another) finishes first, then we reuse it.
@@ -280,8 +305,7 @@ async fn fetch_and_unpack(
             verdict_rx.blocking_recv().unwrap_or(false)
         })
     });
-    let download = download_blob(store, client, layer, bar, chunks_tx);
-    tokio::pin!(download);
+    let mut download = Box::pin(download_blob(store, client, layer, bar, chunks_tx));
     let n = tokio::select! {
         downloaded = &mut download => {
             let _ = verdict_tx.send(downloaded.is_ok());
@@ -296,6 +320,13 @@ async fn fetch_and_unpack(
         unpacked = &mut unpack => {
             unpacked??;
             download.await?
+        }
+        // Another layer failed: the download stops, the unpacker sees its stream end.
+        _ = until_cancelled(&mut cancel) => {
+            drop(download);
+            drop(verdict_tx);
+            let _ = unpack.await;
+            return Err(cancelled());
         }
     };
     bar.finish_with_message("done");

@@ -57,8 +57,25 @@ impl ImageService {
         &self.store
     }
 
+    /// Pulls `reference`; a failed pull removes the content it added (when no other writer
+    /// is at work: else `prune` does).
     pub async fn pull(&self, reference: &str, opts: &PullOptions) -> Result<PullReport> {
-        pull::pull(&self.store, &Reference::parse(reference)?, opts).await
+        let r = Reference::parse(reference)?;
+        let started = SystemTime::now();
+        let pulled = pull::pull(&self.store, &r, opts).await;
+        if pulled.is_err() {
+            self.discard_orphans_since(started).await;
+        }
+        pulled
+    }
+
+    /// Best effort: the operation's own error is what matters to the caller.
+    async fn discard_orphans_since(&self, started: SystemTime) {
+        let store = self.store.clone();
+        let done = tokio::task::spawn_blocking(move || store.discard_orphans_since(started)).await;
+        if let Ok(Err(e)) | Err(e) = done.map_err(Error::from) {
+            tracing::debug!(error = %e, "cannot remove a failed operation's content");
+        }
     }
 
     /// The image ready to run: pulled if it is not in the store, layers unpacked.
@@ -152,10 +169,18 @@ impl ImageService {
         tokio::task::spawn_blocking(move || merge_layers(&store, &rec, &dest)).await?
     }
 
+    /// Loads the images of an archive or OCI layout; a failed load removes the content it
+    /// added (when no other writer is at work: else `prune` does).
     pub async fn load(&self, path: &Path) -> Result<Vec<ImageRecord>> {
         let store = self.store.clone();
         let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || crate::archive::load(&store, &path)).await?
+        let started = SystemTime::now();
+        let loaded =
+            tokio::task::spawn_blocking(move || crate::archive::load(&store, &path)).await?;
+        if loaded.is_err() {
+            self.discard_orphans_since(started).await;
+        }
+        loaded
     }
 
     /// Writes the image as an OCI archive to `path`: a new or regular file is replaced

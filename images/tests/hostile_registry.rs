@@ -44,14 +44,13 @@ async fn pull_err_with(addr: &str, dir: &Path, config: StoreConfig) -> Error {
         .pull(&format!("{addr}/evil:latest"), &PullOptions::default())
         .await
         .unwrap_err();
-    // Nothing visible: no name, no layer directory, nothing left in tmp/.
+    // Nothing left: no name, no blob, no layer directory, nothing in tmp/.
     assert!(svc.list().unwrap().is_empty());
     let store = dir.join("images");
-    assert_eq!(
-        fs::read_dir(store.join("layers/sha256")).unwrap().count(),
-        0
-    );
-    assert_eq!(fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+    for sub in ["blobs/sha256", "layers/sha256", "tmp"] {
+        let left: Vec<_> = fs::read_dir(store.join(sub)).unwrap().collect();
+        assert!(left.is_empty(), "{sub} after a failed pull: {left:?}");
+    }
     err
 }
 
@@ -380,4 +379,16 @@ async fn untrusted_text_is_escaped() {
         assert_no_controls("platform", &rec.platform);
         assert_no_controls("created", rec.created.as_deref().unwrap());
     }
+}
+
+/// A failed pull takes back what it added: here the first layer and the config arrive and
+/// are unpacked, the second layer lies about its diff_id (pull_err checks the store).
+#[tokio::test]
+async fn failed_pull_leaves_no_orphans() {
+    let tmp = tempfile::tempdir().unwrap();
+    let second = hostile::Tar::default().file("b", 0o644, b"b").finish();
+    let mut img = image(&[&plain_tar(), &second]);
+    img.config["rootfs"]["diff_ids"][1] = json!(Digest::of(b"not the tar").to_string());
+    let err = pull_err(&img.serve(), tmp.path()).await;
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
 }

@@ -271,3 +271,22 @@ async fn archive_header_extensions_are_bounded() {
         );
     }
 }
+
+/// A failed load takes back the blobs it imported (here: a big file that is no image).
+#[tokio::test]
+async fn failed_load_leaves_no_orphans() {
+    let tmp = tempfile::tempdir().unwrap();
+    let junk: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let archive = tmp.path().join("junk.tar");
+    fs::write(
+        &archive,
+        Tar::default().file("data.bin", 0o644, &junk).finish(),
+    )
+    .unwrap();
+    let svc = ImageService::open(&tmp.path().join("images")).unwrap();
+    assert!(svc.load(&archive).await.is_err());
+    let left = fs::read_dir(tmp.path().join("images/blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0);
+}

@@ -3,7 +3,9 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::TransactionBehavior;
 
@@ -16,58 +18,105 @@ impl Store {
     pub fn gc(&self) -> Result<GcReport> {
         let _lock = self.gc_lock(true)?;
         let mut report = GcReport::default();
-        let (blobs, layers) = {
-            let mut db = self.db()?;
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            const USED: &str =
-                "(SELECT manifest_digest FROM names UNION SELECT manifest_digest FROM pins)";
-            tx.execute(
-                &format!("DELETE FROM manifest_layers WHERE manifest_digest NOT IN {USED}"),
-                [],
-            )?;
-            report.manifests_removed = tx.execute(
-                &format!("DELETE FROM manifests WHERE digest NOT IN {USED}"),
-                [],
-            )?;
-            let blobs = column_set(
-                &tx,
-                "SELECT digest FROM manifests UNION SELECT config_digest FROM manifests
-                 UNION SELECT blob_digest FROM manifest_layers
-                 UNION SELECT index_digest FROM names WHERE index_digest IS NOT NULL",
-            )?;
-            let layers = column_set(&tx, "SELECT diff_id FROM manifest_layers")?;
-            tx.commit()?;
-            (blobs, layers)
-        };
-        for (sub, keep, is_layer) in [
-            ("blobs/sha256", &blobs, false),
-            ("layers/sha256", &layers, true),
-        ] {
-            let dir = self.dir.join(sub);
-            for e in fs::read_dir(&dir).at("cannot list", &dir)? {
-                let e = e.at("cannot list", &dir)?;
-                let name = e.file_name().to_string_lossy().into_owned();
-                if keep.contains(&format!("sha256:{name}")) {
-                    continue;
-                }
-                let p = e.path();
-                if is_layer {
-                    report.bytes_freed += disk_usage(&p);
-                    fs::remove_dir_all(&p).at("cannot remove", &p)?;
-                    report.layers_removed += 1;
-                } else {
-                    report.bytes_freed += e.metadata().map(|m| m.len()).unwrap_or(0);
-                    fs::remove_file(&p).at("cannot remove", &p)?;
-                    report.blobs_removed += 1;
-                }
-            }
-        }
+        let mut db = self.db()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        const USED: &str =
+            "(SELECT manifest_digest FROM names UNION SELECT manifest_digest FROM pins)";
+        tx.execute(
+            &format!("DELETE FROM manifest_layers WHERE manifest_digest NOT IN {USED}"),
+            [],
+        )?;
+        report.manifests_removed = tx.execute(
+            &format!("DELETE FROM manifests WHERE digest NOT IN {USED}"),
+            [],
+        )?;
+        let used = referenced(&tx)?;
+        tx.commit()?;
+        drop(db);
+        self.remove_unreferenced(&used, |_| true, &mut report)?;
         // No writer holds the shared lock now: everything in tmp/ is abandoned, and no
         // content lock is held or waited for (they are only taken under the shared lock).
         report.bytes_freed += empty_dir(&self.tmp_dir())?;
         empty_dir(&self.dir.join("locks"))?;
         Ok(report)
     }
+
+    /// After a failed pull or load: removes the blobs and layer directories made since
+    /// `since` that no manifest refers to. Only when no writer is at work (what another pull
+    /// made is not ours to judge): else they stay for the next prune.
+    pub fn discard_orphans_since(&self, since: SystemTime) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        let lock = self.dir.join("gc.lock");
+        let Some(_idle) = FileLock::try_exclusive(&lock).at("cannot lock", &lock)? else {
+            tracing::debug!("store busy: leaving a failed operation's content to prune");
+            return Ok(report);
+        };
+        let used = {
+            let mut db = self.db()?;
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            referenced(&tx)?
+        };
+        // ctime: set when the content was written (unpacking sets layer mtimes from the tar);
+        // the margin covers file systems with coarse timestamps.
+        let since = since - Duration::from_secs(2);
+        let recent = |m: &fs::Metadata| {
+            UNIX_EPOCH + Duration::new(m.ctime().max(0) as u64, m.ctime_nsec() as u32) >= since
+        };
+        self.remove_unreferenced(&used, recent, &mut report)?;
+        Ok(report)
+    }
+
+    /// Removes every blob and layer directory that `used` lacks and `pick` selects.
+    fn remove_unreferenced(
+        &self,
+        used: &Referenced,
+        pick: impl Fn(&fs::Metadata) -> bool,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        for (sub, keep, is_layer) in [
+            ("blobs/sha256", &used.blobs, false),
+            ("layers/sha256", &used.layers, true),
+        ] {
+            let dir = self.dir.join(sub);
+            for e in fs::read_dir(&dir).at("cannot list", &dir)? {
+                let e = e.at("cannot list", &dir)?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let p = e.path();
+                if keep.contains(&format!("sha256:{name}"))
+                    || !fs::symlink_metadata(&p).is_ok_and(|m| pick(&m))
+                {
+                    continue;
+                }
+                report.bytes_freed += disk_usage(&p);
+                if is_layer {
+                    fs::remove_dir_all(&p).at("cannot remove", &p)?;
+                    report.layers_removed += 1;
+                } else {
+                    fs::remove_file(&p).at("cannot remove", &p)?;
+                    report.blobs_removed += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Digests (`sha256:…`) of the content the index refers to.
+struct Referenced {
+    blobs: HashSet<String>,
+    layers: HashSet<String>,
+}
+
+fn referenced(tx: &rusqlite::Transaction<'_>) -> Result<Referenced> {
+    Ok(Referenced {
+        blobs: column_set(
+            tx,
+            "SELECT digest FROM manifests UNION SELECT config_digest FROM manifests
+             UNION SELECT blob_digest FROM manifest_layers
+             UNION SELECT index_digest FROM names WHERE index_digest IS NOT NULL",
+        )?,
+        layers: column_set(tx, "SELECT diff_id FROM manifest_layers")?,
+    })
 }
 
 fn column_set(tx: &rusqlite::Transaction<'_>, sql: &str) -> Result<HashSet<String>> {
