@@ -10,12 +10,11 @@
 //! `.wh..wh..opq`) or applied (a merged root filesystem: lower entries are deleted).
 
 use std::collections::{HashSet, VecDeque};
-use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use tracing::{debug, warn};
 
@@ -26,6 +25,9 @@ use crate::sys;
 use crate::text::escape_untrusted;
 
 pub(crate) mod guard;
+mod paths;
+
+use paths::{clean_path, remove_any, segments, unsafe_entry, Seg};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
@@ -154,55 +156,6 @@ fn numeric_field(raw: &[u8], parsed: io::Result<u64>) -> Result<u64> {
         Ok(v) => Ok(v),
         Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
         Err(e) => Err(malformed_tar(&e)),
-    }
-}
-
-fn unsafe_entry(entry: &str, reason: impl Into<String>) -> Error {
-    Error::UnsafeEntry {
-        entry: entry.to_string(),
-        reason: reason.into(),
-    }
-}
-
-/// The archive path made relative and clean; `..` and absolute paths are refused.
-fn clean_path(p: &Path, shown: &str) -> Result<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::CurDir => {}
-            Component::ParentDir => return Err(unsafe_entry(shown, "path contains '..'")),
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(unsafe_entry(shown, "absolute path"))
-            }
-        }
-    }
-    Ok(out)
-}
-
-enum Seg {
-    Root,
-    Up,
-    Name(OsString),
-}
-
-fn segments(p: &Path) -> impl DoubleEndedIterator<Item = Seg> + '_ {
-    p.components().filter_map(|c| match c {
-        Component::Normal(n) => Some(Seg::Name(n.to_os_string())),
-        Component::CurDir => None,
-        Component::ParentDir => Some(Seg::Up),
-        Component::RootDir | Component::Prefix(_) => Some(Seg::Root),
-    })
-}
-
-/// Removes whatever is at `p` (file, symlink, device, or a whole directory tree) without
-/// following symlinks.
-fn remove_any(p: &Path) -> Result<()> {
-    match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(p).at("cannot remove", p),
-        Ok(_) => fs::remove_file(p).at("cannot remove", p),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).at("cannot inspect", p),
     }
 }
 
