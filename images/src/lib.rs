@@ -34,6 +34,7 @@ pub mod platform;
 pub mod pull;
 pub mod reference;
 pub mod registry;
+mod rootfs;
 pub mod service;
 pub mod store;
 mod sys;

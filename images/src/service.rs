@@ -1,7 +1,5 @@
 //! The images API the CLI, the daemon and the run path use.
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,9 +17,9 @@ use crate::platform::Platform;
 use crate::pull::{self, check_layer_sizes, layer_diff_ids, PullOptions, PullReport};
 use crate::reference::Reference;
 use crate::registry::RegistryClient;
-use crate::store::{check_digest, GcReport, ImageRecord, LayerRecord, Store};
+use crate::store::{GcReport, ImageRecord, LayerRecord, Store};
 use crate::text::escape_untrusted;
-use crate::unpack::{apply_layer, Whiteouts};
+use crate::unpack::is_overlay_opaque;
 
 /// What `skiff run` needs to start a container from an image.
 #[derive(Clone, Debug, Serialize)]
@@ -166,7 +164,8 @@ impl ImageService {
         let rec = self.resolve(reference)?;
         let store = self.store.clone();
         let dest = dest.to_path_buf();
-        tokio::task::spawn_blocking(move || merge_layers(&store, &rec, &dest)).await?
+        tokio::task::spawn_blocking(move || crate::rootfs::merge_layers(&store, &rec, &dest))
+            .await?
     }
 
     /// Loads the images of an archive or OCI layout; a failed load removes the content it
@@ -289,11 +288,19 @@ fn prepare(store: &Store, rec: &ImageRecord) -> Result<PreparedImage> {
     let config = ImageConfigFile::parse(&config_bytes)?;
     let mut layers = Vec::with_capacity(rec.layers.len());
     for l in rec.layers.iter().rev() {
-        layers.push(store.ensure_layer(
+        let dir = store.ensure_layer(
             &l.diff_id,
             &l.blob,
             Compression::of_media_type(&l.media_type)?,
-        )?);
+        )?;
+        let hides_lower = is_overlay_opaque(&dir).at("cannot read xattrs of", &dir)?;
+        layers.push(dir);
+        if hides_lower {
+            // `.wh..wh..opq` at a layer's root hides every layer below it (as `image unpack`
+            // applies it), but overlayfs ignores the opaque mark on a lower layer's root:
+            // the hidden layers are left out of the stack instead.
+            break;
+        }
     }
     Ok(PreparedImage {
         name: rec.name.clone(),
@@ -303,59 +310,6 @@ fn prepare(store: &Store, rec: &ImageRecord) -> Result<PreparedImage> {
         platform: config.platform(),
         config: config.config.unwrap_or_default(),
     })
-}
-
-fn merge_layers(store: &Store, rec: &ImageRecord, dest: &Path) -> Result<()> {
-    let _gc = store.gc_lock(false)?;
-    match fs::symlink_metadata(dest) {
-        Ok(m) if m.is_dir() => {
-            if fs::read_dir(dest).at("cannot list", dest)?.next().is_some() {
-                return Err(Error::Io {
-                    context: "refusing to unpack into non-empty directory",
-                    path: dest.to_path_buf(),
-                    source: std::io::ErrorKind::AlreadyExists.into(),
-                });
-            }
-        }
-        Ok(_) => {
-            return Err(Error::Io {
-                context: "refusing to overwrite",
-                path: dest.to_path_buf(),
-                source: std::io::ErrorKind::AlreadyExists.into(),
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).at("cannot inspect", dest),
-    }
-    let parent = crate::sys::parent_dir(dest);
-    let tmp = tempfile::Builder::new()
-        .prefix(".skiff-unpack-")
-        .tempdir_in(&parent)
-        .at("cannot create temporary directory in", &parent)?;
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
-        .at("cannot chmod", tmp.path())?;
-    for l in &rec.layers {
-        let p = store.blob_path(&l.blob);
-        let f = fs::File::open(&p).at("cannot open layer blob", &p)?;
-        let stats = apply_layer(
-            std::io::BufReader::with_capacity(1 << 20, f),
-            Compression::of_media_type(&l.media_type)?,
-            tmp.path(),
-            Whiteouts::Apply,
-            &store.config.unpack,
-        )?;
-        check_digest(
-            &format!("uncompressed layer {}", l.blob),
-            &l.diff_id,
-            &stats.diff_id,
-        )?;
-    }
-    if dest.is_dir() {
-        fs::remove_dir(dest).at("cannot replace empty directory", dest)?;
-    }
-    fs::rename(tmp.path(), dest).at("cannot move unpacked root filesystem to", dest)?;
-    let _ = tmp.keep();
-    Ok(())
 }
 
 #[cfg(test)]

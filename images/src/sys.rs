@@ -115,12 +115,26 @@ impl FileLock {
         Self::lock(path, libc::LOCK_EX | libc::LOCK_NB)
     }
 
+    /// Like `try_exclusive`, on a directory itself (never through a symlink).
+    pub fn try_exclusive_dir(dir: &Path) -> io::Result<Option<FileLock>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(dir)?;
+        Self::flock(file, libc::LOCK_EX | libc::LOCK_NB)
+    }
+
     fn lock(path: &Path, op: libc::c_int) -> io::Result<Option<FileLock>> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)?;
+        Self::flock(file, op)
+    }
+
+    fn flock(file: File, op: libc::c_int) -> io::Result<Option<FileLock>> {
         loop {
             // SAFETY: the descriptor is open for the duration of the call.
             match check(unsafe { libc::flock(file.as_raw_fd(), op) }) {

@@ -5,6 +5,7 @@ mod hostile;
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
@@ -289,4 +290,85 @@ async fn failed_load_leaves_no_orphans() {
         .unwrap()
         .count();
     assert_eq!(left, 0);
+}
+
+/// A killed `skiff image unpack` leaves its work directory beside the target: the next unpack
+/// into that parent removes it, but not one an unpack in progress holds, nor what a symlink
+/// of that name points at.
+#[tokio::test]
+async fn abandoned_unpack_work_dirs_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = store_with_image(tmp.path()).await;
+    let parent = tmp.path().join("out");
+    let abandoned = parent.join(".skiff-unpack-killed");
+    fs::create_dir_all(abandoned.join("usr/bin")).unwrap();
+    fs::write(abandoned.join("usr/bin/x"), b"x").unwrap();
+    let live = parent.join(".skiff-unpack-live");
+    fs::create_dir(&live).unwrap();
+    let live_dir = fs::File::open(&live).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(
+        unsafe { libc::flock(live_dir.as_raw_fd(), libc::LOCK_EX) },
+        0
+    );
+    let precious = tmp.path().join("precious");
+    fs::create_dir(&precious).unwrap();
+    std::os::unix::fs::symlink(&precious, parent.join(".skiff-unpack-link")).unwrap();
+
+    svc.unpack_rootfs(SAVED, &parent.join("rootfs"))
+        .await
+        .unwrap();
+    assert_eq!(fs::read(parent.join("rootfs/hello")).unwrap(), b"hi\n");
+    assert!(!abandoned.exists());
+    assert!(live.is_dir());
+    assert!(precious.is_dir());
+    let names: Vec<_> = fs::read_dir(&parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(".skiff-claim-")),
+        "{names:?}"
+    );
+}
+
+/// `.wh..wh..opq` at a layer's root hides every layer below: `image unpack` applies it, and
+/// the layer stack `skiff run` mounts must show the same tree (overlayfs ignores the opaque
+/// mark on a lower layer's root, so the hidden layers are left out).
+#[tokio::test]
+async fn opaque_layer_root_hides_lower_layers_in_both_views() {
+    if !is_root() {
+        eprintln!("SKIPPED: trusted.overlay.* xattrs need root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let bottom = Tar::default().file("old", 0o644, b"old").finish();
+    let middle = Tar::default().file("mid", 0o644, b"mid").finish();
+    let top = Tar::default()
+        .file(".wh..wh..opq", 0o644, b"")
+        .file("new", 0o644, b"new")
+        .finish();
+    let layout = oci_layout(
+        &tmp.path().join("layout"),
+        &[&bottom, &middle, &top],
+        json!({}),
+    );
+    let svc = ImageService::open(&tmp.path().join("images")).unwrap();
+    svc.load(&layout).await.unwrap();
+    let unpacked = tmp.path().join("rootfs");
+    svc.unpack_rootfs(SAVED, &unpacked).await.unwrap();
+    assert_eq!(
+        hostile::tree(&unpacked),
+        vec![Path::new("new").to_path_buf()]
+    );
+
+    let prepared = svc.ensure(SAVED, &Default::default()).await.unwrap();
+    assert_eq!(prepared.layers.len(), 1, "{:?}", prepared.layers);
+    let mut stacked: Vec<_> = prepared
+        .layers
+        .iter()
+        .flat_map(|l| hostile::tree(l))
+        .collect();
+    stacked.sort();
+    assert_eq!(stacked, hostile::tree(&unpacked));
 }
