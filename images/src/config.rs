@@ -10,12 +10,14 @@ use crate::unpack::{DevicePolicy, UnpackOptions};
 /// Caps on what a registry or an archive may make the store download or keep, and timeouts.
 #[derive(Clone, Copy, Debug)]
 pub struct StoreConfig {
-    /// Per-layer unpack caps (uncompressed bytes, entries) and the device node policy.
+    /// Unpack caps (uncompressed bytes per layer and per image, entries per layer) and the
+    /// device node policy.
     pub unpack: UnpackOptions,
     /// The largest compressed layer (or other blob) accepted: a descriptor declaring more is
     /// refused before anything is downloaded, and no download or import writes more.
     pub max_blob_bytes: u64,
-    /// The largest image: the sum of its layers' declared (compressed) sizes.
+    /// The largest image to download or import: the sum of its layers' declared
+    /// (compressed) sizes.
     pub max_image_bytes: u64,
     pub timeouts: RegistryTimeouts,
 }
@@ -53,7 +55,8 @@ impl Default for StoreConfig {
 impl StoreConfig {
     /// Defaults overridden by the environment `env` gives (a binary passes
     /// `std::env::var_os`): `SKIFF_UNPACK_MAX_BYTES`, `SKIFF_UNPACK_MAX_ENTRIES`,
-    /// `SKIFF_UNPACK_DEVICES=create`, `SKIFF_IMAGE_MAX_BLOB_BYTES`, `SKIFF_IMAGE_MAX_BYTES`,
+    /// `SKIFF_UNPACK_MAX_IMAGE_BYTES`, `SKIFF_UNPACK_DEVICES=create`,
+    /// `SKIFF_IMAGE_MAX_BLOB_BYTES`, `SKIFF_IMAGE_MAX_BYTES`,
     /// `SKIFF_REGISTRY_CONNECT_TIMEOUT` and `SKIFF_REGISTRY_READ_TIMEOUT` (seconds).
     /// Unparsable values keep the default.
     pub fn from_env(env: &dyn Fn(&str) -> Option<OsString>) -> StoreConfig {
@@ -64,6 +67,9 @@ impl StoreConfig {
         }
         if let Some(v) = num("SKIFF_UNPACK_MAX_ENTRIES") {
             c.unpack.limits.max_entries = v;
+        }
+        if let Some(v) = num("SKIFF_UNPACK_MAX_IMAGE_BYTES") {
+            c.unpack.limits.max_image_bytes = v;
         }
         if env("SKIFF_UNPACK_DEVICES").is_some_and(|v| v == "create") {
             c.unpack.devices = DevicePolicy::Create;

@@ -21,6 +21,7 @@ use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::registry::{FetchedManifest, RegistryClient};
 use crate::store::{check_digest, FileLock, ImageRecord, Store};
+use crate::unpack::ImageBudget;
 
 #[derive(Clone, Debug)]
 pub struct PullOptions {
@@ -124,17 +125,24 @@ pub async fn pull(store: &Arc<Store>, r: &Reference, opts: &PullOptions) -> Resu
     let client = Arc::new(client);
     let slots = Arc::new(tokio::sync::Semaphore::new(opts.parallel.max(1)));
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    let budget = Arc::new(ImageBudget::new(&store.config.unpack.limits));
     let mut tasks = tokio::task::JoinSet::new();
     for (layer, diff_id) in manifest.layers.iter().cloned().zip(diff_ids) {
         let bar = layer_bar(&bars, &layer);
         let (store, client, slots) = (store.clone(), client.clone(), slots.clone());
         let (gc_guard, mut cancel) = (gc_guard.clone(), cancel_rx.clone());
+        let budget = budget.clone();
         tasks.spawn(async move {
             let _slot = tokio::select! {
                 slot = slots.acquire_owned() => slot.map_err(|e| Error::Task(e.to_string()))?,
                 _ = until_cancelled(&mut cancel) => return Err(cancelled()),
             };
-            fetch_and_unpack(&store, &client, &layer, diff_id, &bar, gc_guard, cancel).await
+            let task = LayerTask {
+                gc_guard,
+                budget,
+                cancel,
+            };
+            fetch_and_unpack(&store, &client, &layer, diff_id, &bar, task).await
         });
     }
     // Every task is joined, also after a failure: the others then stop downloading, and
@@ -261,6 +269,14 @@ fn layer_bar(bars: &MultiProgress, layer: &Descriptor) -> ProgressBar {
     bar
 }
 
+/// What the layer tasks of one pull share.
+struct LayerTask {
+    /// Keeps garbage collection away, also from unpacks that outlive the pull's future.
+    gc_guard: Arc<FileLock>,
+    budget: Arc<ImageBudget>,
+    cancel: tokio::sync::watch::Receiver<bool>,
+}
+
 /// Gets one layer into the store and unpacked. A new blob is unpacked while it downloads
 /// (the two overlap); a blob already there is only unpacked if need be. `Some(bytes)` when
 /// something was downloaded.
@@ -270,9 +286,13 @@ async fn fetch_and_unpack(
     layer: &Descriptor,
     diff_id: Digest,
     bar: &ProgressBar,
-    gc_guard: Arc<FileLock>,
-    mut cancel: tokio::sync::watch::Receiver<bool>,
+    task: LayerTask,
 ) -> Result<Option<u64>> {
+    let LayerTask {
+        gc_guard,
+        budget,
+        mut cancel,
+    } = task;
     let compression = Compression::of_media_type(&layer.media_type)?;
     // Another pull of the same blob (this process or another) finishes first, then we reuse it.
     let lock = if store.has_blob(&layer.digest) {
@@ -288,7 +308,7 @@ async fn fetch_and_unpack(
         bar.set_message("unpacking");
         tokio::task::spawn_blocking(move || {
             let _gc = gc_guard;
-            s.ensure_layer(&diff_id, &blob, compression)
+            s.ensure_layer(&diff_id, &blob, compression, &budget)
         })
         .await??;
         bar.finish_with_message("already exists");
@@ -301,7 +321,7 @@ async fn fetch_and_unpack(
     let mut unpack = tokio::task::spawn_blocking(move || {
         let _gc = gc_guard;
         let open = || Ok(ChunkReader::new(chunks_rx));
-        s.unpack_layer(&diff_id, &blob, compression, open, || {
+        s.unpack_layer(&diff_id, &blob, compression, &budget, open, || {
             verdict_rx.blocking_recv().unwrap_or(false)
         })
     });

@@ -13,7 +13,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::manifest::Compression;
 use crate::store::{check_digest, FileLock, ImageRecord, Store};
 use crate::text::escape_untrusted;
-use crate::unpack::{apply_layer, Whiteouts};
+use crate::unpack::{apply_layer, ImageBudget, Whiteouts};
 
 /// Work directories in use; created under CLAIM_PREFIX and renamed to this once locked, so a
 /// directory with this name is either locked by its unpack or abandoned.
@@ -45,6 +45,7 @@ pub(crate) fn merge_layers(store: &Store, rec: &ImageRecord, dest: &Path) -> Res
     let parent = crate::sys::parent_dir(dest);
     remove_abandoned_work_dirs(&parent);
     let mut work = WorkDir::create(&parent)?;
+    let budget = ImageBudget::new(&store.config.unpack.limits);
     for l in &rec.layers {
         let p = store.blob_path(&l.blob);
         let f = fs::File::open(&p).at("cannot open layer blob", &p)?;
@@ -54,6 +55,7 @@ pub(crate) fn merge_layers(store: &Store, rec: &ImageRecord, dest: &Path) -> Res
             &work.path,
             Whiteouts::Apply,
             &store.config.unpack,
+            &budget,
         )?;
         check_digest(
             &format!("uncompressed layer {}", l.blob),

@@ -19,7 +19,7 @@ use crate::reference::Reference;
 use crate::registry::RegistryClient;
 use crate::store::{GcReport, ImageRecord, LayerRecord, Store};
 use crate::text::escape_untrusted;
-use crate::unpack::is_overlay_opaque;
+use crate::unpack::{is_overlay_opaque, ImageBudget};
 
 /// What `skiff run` needs to start a container from an image.
 #[derive(Clone, Debug, Serialize)]
@@ -246,11 +246,13 @@ pub(crate) fn record(
     let diff_ids = layer_diff_ids(&m.layers, &config)?;
     check_layer_sizes(&m.layers, &store.config)?;
     let mut layers = Vec::with_capacity(m.layers.len());
+    let budget = ImageBudget::new(&store.config.unpack.limits);
     for (l, diff_id) in m.layers.iter().zip(diff_ids) {
         store.ensure_layer(
             &diff_id,
             &l.digest,
             Compression::of_media_type(&l.media_type)?,
+            &budget,
         )?;
         layers.push(LayerRecord {
             blob: l.digest.clone(),
@@ -287,11 +289,13 @@ fn prepare(store: &Store, rec: &ImageRecord) -> Result<PreparedImage> {
     let config_bytes = store.read_blob(&rec.config_digest, MAX_CONFIG_BYTES, "image config")?;
     let config = ImageConfigFile::parse(&config_bytes)?;
     let mut layers = Vec::with_capacity(rec.layers.len());
+    let budget = ImageBudget::new(&store.config.unpack.limits);
     for l in rec.layers.iter().rev() {
         let dir = store.ensure_layer(
             &l.diff_id,
             &l.blob,
             Compression::of_media_type(&l.media_type)?,
+            &budget,
         )?;
         let hides_lower = is_overlay_opaque(&dir).at("cannot read xattrs of", &dir)?;
         layers.push(dir);

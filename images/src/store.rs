@@ -26,7 +26,7 @@ use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::Compression;
 use crate::reference::Reference;
-use crate::unpack::{apply_layer, Whiteouts};
+use crate::unpack::{apply_layer, ImageBudget, Whiteouts};
 
 pub use crate::sys::FileLock;
 pub use blob_writer::BlobWriter;
@@ -222,13 +222,14 @@ impl Store {
         diff_id: &Digest,
         blob: &Digest,
         compression: Compression,
+        image: &ImageBudget,
     ) -> Result<PathBuf> {
         let open = || {
             let src = self.blob_path(blob);
             let f = fs::File::open(&src).at("cannot open layer blob", &src)?;
             Ok(BufReader::with_capacity(1 << 20, f))
         };
-        self.unpack_layer(diff_id, blob, compression, open, || true)
+        self.unpack_layer(diff_id, blob, compression, image, open, || true)
     }
 
     /// Unpacks the (compressed) layer stream `open()` gives into the layer's directory unless
@@ -240,6 +241,7 @@ impl Store {
         diff_id: &Digest,
         blob: &Digest,
         compression: Compression,
+        image: &ImageBudget,
         open: impl FnOnce() -> Result<R>,
         commit: impl FnOnce() -> bool,
     ) -> Result<PathBuf> {
@@ -263,6 +265,7 @@ impl Store {
             tmp.path(),
             Whiteouts::Overlay,
             &self.config.unpack,
+            image,
         )?;
         check_digest(
             &format!("uncompressed layer {blob}"),

@@ -15,6 +15,7 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::{debug, warn};
 
@@ -34,13 +35,17 @@ const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const MAX_SYMLINK_HOPS: u32 = 40;
 
-/// Caps against decompression bombs; both apply per layer.
+/// Caps against decompression bombs.
 #[derive(Clone, Copy, Debug)]
 pub struct UnpackLimits {
-    /// Uncompressed tar stream size, and the sum of the sizes its files declare (a sparse
-    /// file counts at its expanded size).
+    /// Per layer: the uncompressed tar stream size, and the sum of the sizes its files
+    /// declare (a sparse file counts at its expanded size).
     pub max_bytes: u64,
+    /// Per layer.
     pub max_entries: u64,
+    /// Per image: the sizes the files of all its layers declare, together (see
+    /// [`ImageBudget`]).
+    pub max_image_bytes: u64,
 }
 
 impl Default for UnpackLimits {
@@ -48,7 +53,36 @@ impl Default for UnpackLimits {
         UnpackLimits {
             max_bytes: 32 << 30,
             max_entries: 1_000_000,
+            max_image_bytes: 128 << 30,
         }
+    }
+}
+
+/// What the layers one operation unpacks for one image may write together: file sizes as
+/// declared, counted before they are written. Shared by layers unpacked in parallel.
+#[derive(Debug)]
+pub struct ImageBudget {
+    max: u64,
+    used: AtomicU64,
+}
+
+impl ImageBudget {
+    pub fn new(limits: &UnpackLimits) -> ImageBudget {
+        ImageBudget {
+            max: limits.max_image_bytes,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    fn charge(&self, bytes: u64) -> Result<()> {
+        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) > self.max {
+            return Err(Error::LimitExceeded(format!(
+                "the image's layers declare more than {} bytes of files",
+                self.max
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -94,6 +128,7 @@ pub fn apply_layer(
     root: &Path,
     mode: Whiteouts,
     opts: &UnpackOptions,
+    image: &ImageBudget,
 ) -> Result<LayerStats> {
     let decompressed: Box<dyn Read> = match compression {
         Compression::None => Box::new(blob),
@@ -107,6 +142,7 @@ pub fn apply_layer(
         root: root.to_path_buf(),
         mode,
         opts,
+        image,
         written: HashSet::new(),
         dir_times: Vec::new(),
         entries: 0,
@@ -163,6 +199,7 @@ struct Applier<'a> {
     root: PathBuf,
     mode: Whiteouts,
     opts: &'a UnpackOptions,
+    image: &'a ImageBudget,
     /// Root-relative resolved paths created by this layer (an opaque marker hides lower
     /// entries only).
     written: HashSet<PathBuf>,
@@ -261,6 +298,7 @@ impl Applier<'_> {
                         self.opts.limits.max_bytes
                     )));
                 }
+                self.image.charge(entry.size())?;
                 remove_any(&target)?;
                 let mut f = fs::OpenOptions::new()
                     .write(true)

@@ -392,3 +392,18 @@ async fn failed_pull_leaves_no_orphans() {
     let err = pull_err(&img.serve(), tmp.path()).await;
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
 }
+
+/// The per-image cap: each layer is within the per-layer limit, together they are not.
+#[tokio::test]
+async fn image_cap_counts_all_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let big = vec![b'z'; 600 << 10];
+    let tars = [
+        hostile::Tar::default().file("a", 0o644, &big).finish(),
+        hostile::Tar::default().file("b", 0o644, &big).finish(),
+    ];
+    let mut config = impatient();
+    config.unpack.limits.max_image_bytes = 1 << 20;
+    let err = pull_err_with(&image(&[&tars[0], &tars[1]]).serve(), tmp.path(), config).await;
+    assert!(matches!(err, Error::LimitExceeded(_)), "{err}");
+}

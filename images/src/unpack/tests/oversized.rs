@@ -60,6 +60,7 @@ fn unpack_limited(tar: &[u8], root: &Path, max_bytes: u64) -> Result<LayerStats>
         root,
         Whiteouts::Overlay,
         &limited(max_bytes, 1000),
+        &ImageBudget::new(&UnpackLimits::default()),
     )
 }
 
@@ -233,4 +234,33 @@ fn pax_size_override_is_followed() {
     let tar = layer_of(&[pax, h.as_bytes().to_vec(), data.clone()]);
     unpack_limited(&tar, &sb.root, 1 << 40).unwrap();
     assert_eq!(fs::read(sb.root.join("f")).unwrap(), data);
+}
+
+#[test]
+fn layers_of_one_image_share_a_budget() {
+    let limits = UnpackLimits {
+        max_image_bytes: MIB,
+        ..UnpackLimits::default()
+    };
+    let budget = ImageBudget::new(&limits);
+    let opts = UnpackOptions {
+        limits,
+        devices: DevicePolicy::Skip,
+    };
+    let layer = layer_of(&[sparse("f", &[(600 << 10) - 512])]);
+    let unpack = |root: &Path| {
+        apply_layer(
+            &layer[..],
+            Compression::None,
+            root,
+            Whiteouts::Overlay,
+            &opts,
+            &budget,
+        )
+    };
+    // Each layer is within every per-layer limit; the second passes the image's.
+    let (first, second) = (sandbox(), sandbox());
+    unpack(&first.root).unwrap();
+    assert_limit(unpack(&second.root));
+    assert!(!second.root.join("f").exists());
 }
