@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::unpack::{DevicePolicy, UnpackOptions};
 
 /// Caps on what a registry or an archive may make the store download or keep, and timeouts.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreConfig {
     /// Unpack caps (uncompressed bytes per layer and per image, entries per layer) and the
     /// device node policy.

@@ -36,7 +36,7 @@ const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const MAX_SYMLINK_HOPS: u32 = 40;
 
 /// Caps against decompression bombs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnpackLimits {
     /// Per layer: the uncompressed tar stream size, and the sum of the sizes its files
     /// declare (a sparse file counts at its expanded size).
@@ -94,7 +94,7 @@ pub enum DevicePolicy {
     Create,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UnpackOptions {
     pub limits: UnpackLimits,
     pub devices: DevicePolicy,

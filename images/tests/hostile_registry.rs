@@ -305,6 +305,21 @@ async fn stalled_registry_times_out() {
         "{text}"
     );
 
+    // A token server that never answers (the registry asks for a bearer token).
+    let tmp = tempfile::tempdir().unwrap();
+    let token_server = hostile::serve_with(HashMap::new(), Greeting::Silence);
+    let mut challenge = reply("application/json", b"{}".to_vec());
+    challenge.status = "401 Unauthorized";
+    challenge.headers.push((
+        "WWW-Authenticate".into(),
+        format!("Bearer realm=\"http://{token_server}/token\",service=\"evil\""),
+    ));
+    let routes = HashMap::from([(MANIFEST_ROUTE.to_string(), challenge)]);
+    let err = pull_err(&serve(routes), tmp.path()).await;
+    let text = err.to_string();
+    assert!(matches!(err, Error::Timeout { .. }), "{text}");
+    assert!(text.contains("token"), "{text}");
+
     for (what, stage) in [("manifest", "manifest latest"), ("config", "image config")] {
         let tmp = tempfile::tempdir().unwrap();
         let (mut routes, manifest) = image(&[&plain_tar()]).without_manifest_route();

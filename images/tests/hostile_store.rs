@@ -26,22 +26,24 @@ fn as_nobody(cmd: &mut Command) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Every directory of the store; none may be reachable by other users.
+const STORE_DIRS: [&str; 7] = [
+    "",
+    "blobs",
+    "blobs/sha256",
+    "layers",
+    "layers/sha256",
+    "tmp",
+    "locks",
+];
+
 #[tokio::test]
 async fn store_is_private_to_its_owner() {
     let tmp = tempfile::tempdir().unwrap();
     // A store created by an older skiff: world-readable directories.
     let images = tmp.path().join("images");
-    for sub in ["blobs/sha256", "layers/sha256", "tmp"] {
-        fs::create_dir_all(images.join(sub)).unwrap();
-    }
-    for d in [
-        "",
-        "blobs",
-        "blobs/sha256",
-        "layers",
-        "layers/sha256",
-        "tmp",
-    ] {
+    for d in STORE_DIRS {
+        fs::create_dir_all(images.join(d)).unwrap();
         fs::set_permissions(images.join(d), fs::Permissions::from_mode(0o755)).unwrap();
     }
     let id = fs::read("/usr/bin/id").unwrap();
@@ -54,15 +56,7 @@ async fn store_is_private_to_its_owner() {
     let svc = ImageService::open(&images).unwrap();
     svc.load(&layout).await.unwrap();
 
-    for d in [
-        "",
-        "blobs",
-        "blobs/sha256",
-        "layers",
-        "layers/sha256",
-        "tmp",
-        "locks",
-    ] {
+    for d in STORE_DIRS {
         let mode = fs::metadata(images.join(d)).unwrap().mode();
         assert_eq!(mode & 0o077, 0, "{d}: mode {mode:o}");
     }
