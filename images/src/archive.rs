@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
@@ -21,9 +22,14 @@ use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::service::record;
 use crate::store::{ImageRecord, Store};
+use crate::unpack::guard::{as_limit, ExtensionGuard};
+use crate::user_files::{open_regular, read_small_file};
 
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
-const CONTAINERD_NAME: &str = "io.containerd.image.name";
+mod save;
+pub use save::{save, save_to_writer};
+
+pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub(crate) const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
 /// The small documents of an archive, kept in memory; blobs go to the store.
 #[derive(Default)]
@@ -39,10 +45,18 @@ struct Scanned {
 pub fn load(store: &Store, path: &Path) -> Result<Vec<ImageRecord>> {
     let _gc = store.gc_lock(false)?;
     let meta = fs::metadata(path).at("cannot open", path)?;
+    // An archive is read once, front to back: a regular file or a pipe (`<(zcat x.tar.gz)`).
+    if !(meta.is_dir() || meta.is_file() || meta.file_type().is_fifo()) {
+        return Err(Error::Io {
+            context: "not an archive, a pipe or an OCI layout directory:",
+            path: path.to_path_buf(),
+            source: std::io::ErrorKind::InvalidInput.into(),
+        });
+    }
     let default_repo = repo_from_file_name(path);
     if meta.is_dir() {
-        let index = fs::read(path.join("index.json"))
-            .at("not an OCI layout: cannot read", path.join("index.json"))?;
+        // The same cap as for index.json inside an archive.
+        let index = read_small_file(&path.join("index.json"), MAX_MANIFEST_BYTES)?;
         let from_dir = |d: &Digest| copy_layout_blob(store, path, d);
         return load_oci(store, &index, &from_dir, &default_repo);
     }
@@ -102,9 +116,12 @@ fn clean_archive_path(p: &Path) -> PathBuf {
 fn scan_tarball(store: &Store, path: &Path) -> Result<Scanned> {
     let mut f =
         std::io::BufReader::with_capacity(1 << 20, fs::File::open(path).at("cannot open", path)?);
-    let bad = |e: std::io::Error| Error::Malformed {
-        what: path.display().to_string(),
-        reason: e.to_string(),
+    let bad = |e: std::io::Error| match as_limit(&e) {
+        Some(limit) => Error::LimitExceeded(limit),
+        None => Error::Malformed {
+            what: path.display().to_string(),
+            reason: e.to_string(),
+        },
     };
     // `docker save | gzip` and the like load as well.
     let head = std::io::BufRead::fill_buf(&mut f).at("cannot read", path)?;
@@ -113,9 +130,10 @@ fn scan_tarball(store: &Store, path: &Path) -> Result<Scanned> {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(f).map_err(bad)?),
     };
-    let mut archive = tar::Archive::new(stream);
+    // The same bounds on long names and PAX headers as for layers.
+    let mut archive = tar::Archive::new(ExtensionGuard::new(stream));
     let mut out = Scanned::default();
-    let max_blob = store.unpack.limits.max_bytes;
+    let max_blob = store.config.max_blob_bytes;
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let name = clean_archive_path(&entry.path().map_err(bad)?);
@@ -195,9 +213,9 @@ fn copy_layout_blob(store: &Store, layout: &Path, d: &Digest) -> Result<()> {
         return Ok(());
     }
     let src = layout.join("blobs/sha256").join(d.hex());
-    let mut f = fs::File::open(&src).at("OCI layout lacks blob", &src)?;
+    let mut f = open_regular(&src).at("cannot read OCI layout blob", &src)?;
     let what = src.display().to_string();
-    let mut w = store.blob_writer(store.unpack.limits.max_bytes, &what)?;
+    let mut w = store.blob_writer(store.config.max_blob_bytes, &what)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf).at("cannot read", &src)?;
@@ -361,91 +379,4 @@ fn load_docker(store: &Store, manifest_json: &[u8], scanned: &Scanned) -> Result
         }
     }
     Ok(loaded)
-}
-
-/// Writes `rec` as an OCI archive (oci-layout, index.json, blobs/sha256/*) to `path`,
-/// atomically: a temporary file beside it is renamed when complete.
-pub fn save(store: &Store, rec: &ImageRecord, path: &Path) -> Result<()> {
-    let _gc = store.gc_lock(false)?;
-    let manifest = store.read_blob(&rec.manifest_digest, MAX_MANIFEST_BYTES, "manifest")?;
-    let mut annotations = std::collections::BTreeMap::new();
-    if let Ok(r) = Reference::parse(&rec.name) {
-        annotations.insert(CONTAINERD_NAME.to_string(), r.to_string());
-        if let (Some(tag), None) = (&r.tag, &r.digest) {
-            annotations.insert(REF_NAME.to_string(), tag.clone());
-        }
-    }
-    let index = ImageIndex {
-        schema_version: 2,
-        media_type: Some(media::OCI_INDEX.to_string()),
-        manifests: vec![Descriptor {
-            media_type: rec.media_type.clone(),
-            digest: rec.manifest_digest.clone(),
-            size: manifest.len() as u64,
-            platform: rec.platform.parse().ok(),
-            annotations,
-        }],
-        annotations: Default::default(),
-    };
-    let index_json = serde_json::to_vec(&index).map_err(|e| Error::Malformed {
-        what: "index".into(),
-        reason: e.to_string(),
-    })?;
-    let parent = crate::sys::parent_dir(path);
-    let tmp = tempfile::Builder::new()
-        .prefix(".skiff-save-")
-        .tempfile_in(&parent)
-        .at("cannot create temporary file in", &parent)?;
-    let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, tmp.as_file()));
-    let tmp_path = tmp.path().to_path_buf();
-    let io = |e: std::io::Error| Error::Io {
-        context: "cannot write archive",
-        path: tmp_path.clone(),
-        source: e,
-    };
-    append_bytes(
-        &mut builder,
-        "oci-layout",
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .map_err(io)?;
-    append_bytes(&mut builder, "index.json", &index_json).map_err(io)?;
-    let mut blobs = vec![rec.manifest_digest.clone(), rec.config_digest.clone()];
-    blobs.extend(rec.layers.iter().map(|l| l.blob.clone()));
-    blobs.dedup();
-    for d in blobs {
-        let p = store.blob_path(&d);
-        let mut f = fs::File::open(&p).at("cannot open blob", &p)?;
-        let len = f.metadata().at("cannot stat", &p)?.len();
-        let mut h = file_header(len);
-        builder
-            .append_data(&mut h, format!("blobs/sha256/{}", d.hex()), &mut f)
-            .map_err(io)?;
-    }
-    let mut w = builder.into_inner().map_err(io)?;
-    w.flush().map_err(io)?;
-    drop(w);
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .at("cannot write", path)?;
-    Ok(())
-}
-
-fn file_header(len: u64) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_size(len);
-    h.set_mode(0o644);
-    h.set_mtime(0);
-    h.set_entry_type(tar::EntryType::Regular);
-    h
-}
-
-fn append_bytes<W: Write>(
-    b: &mut tar::Builder<W>,
-    name: &str,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    let mut h = file_header(bytes.len() as u64);
-    b.append_data(&mut h, name, bytes)
 }

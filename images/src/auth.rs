@@ -10,6 +10,10 @@ use base64::Engine as _;
 
 use crate::error::{Error, IoContext, Result};
 use crate::reference::DOCKER_HUB;
+use crate::user_files::read_small_file;
+
+/// Docker's config.json holds credentials and settings: anything bigger is not one.
+const MAX_DOCKER_CONFIG_BYTES: u64 = 4 << 20;
 
 /// The key Docker uses for Docker Hub in `auths`.
 const DOCKER_HUB_AUTH_KEY: &str = "https://index.docker.io/v1/";
@@ -63,12 +67,14 @@ fn read_config() -> Result<Option<(PathBuf, serde_json::Value)>> {
     let Some(path) = docker_config_path() else {
         return Ok(None);
     };
-    let text = match fs::read_to_string(&path) {
+    let text = match read_small_file(&path, MAX_DOCKER_CONFIG_BYTES) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).at("cannot read", path),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
     };
-    let v = serde_json::from_str(&text).map_err(|e| Error::Malformed {
+    let v = serde_json::from_slice(&text).map_err(|e| Error::Malformed {
         what: path.display().to_string(),
         reason: e.to_string(),
     })?;

@@ -2,11 +2,14 @@
 
 use std::path::PathBuf;
 
+// Every text field may hold what an image, archive or registry sent: escaped when shown.
+use crate::text::escape_untrusted as esc;
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid image reference {reference:?}: {reason}")]
+    #[error("invalid image reference {reference:?}: {}", esc(.reason))]
     InvalidReference { reference: String, reason: String },
 
     #[error("invalid digest {0:?}: expected sha256:<64 lowercase hex digits>")]
@@ -16,62 +19,69 @@ pub enum Error {
     InvalidPlatform(String),
 
     // Sources are not repeated in messages: `{:#}` (anyhow) prints the chain.
-    #[error("HTTP request to {url} failed")]
+    #[error("HTTP request to {} failed", esc(.url))]
     Http {
         url: String,
         #[source]
         source: reqwest::Error,
     },
 
-    #[error("registry answered {status} for {url}: {message}")]
+    #[error("registry {} sent nothing for {secs} s while {}", esc(.registry), esc(.stage))]
+    Timeout {
+        registry: String,
+        stage: String,
+        secs: u64,
+    },
+
+    #[error("registry answered {status} for {}: {}", esc(.url), esc(.message))]
     Registry {
         url: String,
         status: u16,
         message: String,
     },
 
-    #[error("{registry} requires authentication: run `skiff login {registry}` or add credentials to ~/.docker/config.json")]
+    #[error("{} requires authentication: run `skiff login {}` or add credentials to ~/.docker/config.json", esc(.registry), esc(.registry))]
     AuthRequired { registry: String },
 
-    #[error("authentication to {registry} failed: {reason}")]
+    #[error("authentication to {} failed: {}", esc(.registry), esc(.reason))]
     AuthFailed { registry: String, reason: String },
 
-    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    #[error("digest mismatch for {}: expected {}, got {}", esc(.what), esc(.expected), esc(.actual))]
     DigestMismatch {
         what: String,
         expected: String,
         actual: String,
     },
 
-    #[error("size mismatch for {what}: expected {expected} bytes, got {actual}")]
+    #[error("size mismatch for {}: expected {expected} bytes, got {actual}", esc(.what))]
     SizeMismatch {
         what: String,
         expected: u64,
         actual: u64,
     },
 
-    #[error("{what} is too large: more than {limit} bytes")]
+    #[error("{} is too large: more than {limit} bytes", esc(.what))]
     TooLarge { what: String, limit: u64 },
 
-    #[error("unsupported media type {media_type:?} for {what}")]
+    #[error("unsupported media type {media_type:?} for {}", esc(.what))]
     UnsupportedMediaType { what: String, media_type: String },
 
-    #[error("malformed {what}: {reason}")]
+    #[error("malformed {}: {}", esc(.what), esc(.reason))]
     Malformed { what: String, reason: String },
 
-    #[error("no image for platform {wanted} in the index (available: {available})")]
+    #[error("no image for platform {} in the index (available: {})", esc(.wanted), esc(.available))]
     NoMatchingPlatform { wanted: String, available: String },
 
-    #[error("unsafe layer entry {entry:?}: {reason}")]
+    #[error("unsafe layer entry \"{}\": {}", esc(.entry), esc(.reason))]
     UnsafeEntry { entry: String, reason: String },
 
-    #[error("layer exceeds the unpack limit: {0}")]
+    #[error("layer exceeds the unpack limit: {}", esc(.0))]
     LimitExceeded(String),
 
-    #[error("image {0} not found locally")]
+    #[error("image {} not found locally", esc(.0))]
     ImageNotFound(String),
 
-    #[error("{context} {path}")]
+    #[error("{context} {}", esc(.path.display()))]
     Io {
         context: &'static str,
         path: PathBuf,
@@ -82,18 +92,8 @@ pub enum Error {
     #[error("image database: {0}")]
     Db(#[from] rusqlite::Error),
 
-    #[error("background task failed: {0}")]
+    #[error("background task failed: {}", esc(.0))]
     Task(String),
-}
-
-impl Error {
-    /// For `map_err` on reqwest results: the failed request's URL with the cause.
-    pub(crate) fn http(url: &str) -> impl FnOnce(reqwest::Error) -> Error + '_ {
-        move |source| Error::Http {
-            url: url.to_string(),
-            source,
-        }
-    }
 }
 
 /// Attaches "what we were doing" and the path to an `io::Error`.

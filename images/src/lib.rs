@@ -8,8 +8,10 @@
 //!
 //! ```no_run
 //! # async fn demo() -> skiff_images::Result<()> {
-//! use skiff_images::{ImageService, PullOptions};
-//! let images = ImageService::open_default()?; // $SKIFF_ROOT/images or /var/lib/skiff/images
+//! use skiff_images::{ImageService, PullOptions, StoreConfig};
+//! // Caps and timeouts: defaults here; a binary reads them with `StoreConfig::from_env`.
+//! let dir = std::path::Path::new("/var/lib/skiff/images");
+//! let images = ImageService::open_with(dir, StoreConfig::default())?;
 //! let image = images.ensure("busybox:1.36", &PullOptions::default()).await?;
 //! // image.layers: read-only layer directories, top-most first (overlayfs lowerdir order),
 //! // whiteouts as overlayfs expects them; image.config: Entrypoint, Cmd, Env, WorkingDir, User.
@@ -24,6 +26,7 @@
 
 mod archive;
 pub mod auth;
+pub mod config;
 pub mod digest;
 pub mod error;
 pub mod manifest;
@@ -31,11 +34,15 @@ pub mod platform;
 pub mod pull;
 pub mod reference;
 pub mod registry;
+mod rootfs;
 pub mod service;
 pub mod store;
 mod sys;
+pub mod text;
 pub mod unpack;
+mod user_files;
 
+pub use config::{RegistryTimeouts, StoreConfig};
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use platform::Platform;

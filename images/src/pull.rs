@@ -10,6 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::auth;
+use crate::config::StoreConfig;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{
@@ -20,6 +21,7 @@ use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::registry::{FetchedManifest, RegistryClient};
 use crate::store::{check_digest, FileLock, ImageRecord, Store};
+use crate::unpack::ImageBudget;
 
 #[derive(Clone, Debug)]
 pub struct PullOptions {
@@ -58,7 +60,7 @@ pub async fn pull(store: &Arc<Store>, r: &Reference, opts: &PullOptions) -> Resu
     // pull's own future if it is dropped.
     let gc_guard = Arc::new(tokio::task::spawn_blocking(move || gc_store.gc_lock(false)).await??);
     let creds = auth::lookup(&r.registry)?;
-    let client = RegistryClient::new(r, opts.insecure, creds)?;
+    let client = RegistryClient::new(r, opts.insecure, creds, store.config.timeouts)?;
 
     let top = client.manifest(&r.manifest_reference()).await?;
     let top_digest = verify_manifest(&top, r.digest.as_ref(), "manifest")?;
@@ -111,6 +113,7 @@ pub async fn pull(store: &Arc<Store>, r: &Reference, opts: &PullOptions) -> Resu
     };
     let config = ImageConfigFile::parse(&config_bytes)?;
     let diff_ids = layer_diff_ids(&manifest.layers, &config)?;
+    check_layer_sizes(&manifest.layers, &store.config)?;
 
     let bars = MultiProgress::with_draw_target(if opts.progress {
         ProgressDrawTarget::stderr()
@@ -121,22 +124,42 @@ pub async fn pull(store: &Arc<Store>, r: &Reference, opts: &PullOptions) -> Resu
     // `parallel` downloading at once; each layer is unpacked as soon as it has arrived.
     let client = Arc::new(client);
     let slots = Arc::new(tokio::sync::Semaphore::new(opts.parallel.max(1)));
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    let budget = Arc::new(ImageBudget::new(&store.config.unpack.limits));
     let mut tasks = tokio::task::JoinSet::new();
     for (layer, diff_id) in manifest.layers.iter().cloned().zip(diff_ids) {
         let bar = layer_bar(&bars, &layer);
         let (store, client, slots) = (store.clone(), client.clone(), slots.clone());
-        let gc_guard = gc_guard.clone();
+        let (gc_guard, mut cancel) = (gc_guard.clone(), cancel_rx.clone());
+        let budget = budget.clone();
         tasks.spawn(async move {
-            let _slot = slots
-                .acquire_owned()
-                .await
-                .map_err(|e| Error::Task(e.to_string()))?;
-            fetch_and_unpack(&store, &client, &layer, diff_id, &bar, gc_guard).await
+            let _slot = tokio::select! {
+                slot = slots.acquire_owned() => slot.map_err(|e| Error::Task(e.to_string()))?,
+                _ = until_cancelled(&mut cancel) => return Err(cancelled()),
+            };
+            let task = LayerTask {
+                gc_guard,
+                budget,
+                cancel,
+            };
+            fetch_and_unpack(&store, &client, &layer, diff_id, &bar, task).await
         });
     }
+    // Every task is joined, also after a failure: the others then stop downloading, and
+    // their unpackers have finished when this returns (a failed pull can clean up).
     let mut results: Vec<Option<u64>> = Vec::with_capacity(manifest.layers.len());
+    let mut failure = None;
     while let Some(done) = tasks.join_next().await {
-        results.push(done??);
+        match done.map_err(Error::from).and_then(|r| r) {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                let _ = cancel_tx.send(true);
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
     }
 
     store.put_blob(
@@ -158,6 +181,17 @@ pub async fn pull(store: &Arc<Store>, r: &Reference, opts: &PullOptions) -> Resu
     })
 }
 
+/// Resolves once the pull is cancelled (or abandoned: its sender gone).
+async fn until_cancelled(cancel: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard wait_for returns is not Send: dropped here, not held across an await.
+    let _ = cancel.wait_for(|c| *c).await.map(drop);
+}
+
+/// What a layer task reports when another layer's failure stopped it.
+fn cancelled() -> Error {
+    Error::Task("stopped: another layer failed".into())
+}
+
 /// The diff_id of each layer, from the config; the counts must agree.
 pub(crate) fn layer_diff_ids(
     layers: &[Descriptor],
@@ -174,6 +208,23 @@ pub(crate) fn layer_diff_ids(
         });
     }
     Ok(config.rootfs.diff_ids.clone())
+}
+
+/// Refuses, before anything is downloaded, layers whose declared sizes pass the caps: a
+/// download never writes more than its descriptor declares.
+pub(crate) fn check_layer_sizes(layers: &[Descriptor], config: &StoreConfig) -> Result<()> {
+    let mut total: u64 = 0;
+    for l in layers {
+        check_size(l, config.max_blob_bytes, "layer")?;
+        total = total.saturating_add(l.size);
+    }
+    if total > config.max_image_bytes {
+        return Err(Error::TooLarge {
+            what: format!("image ({} layers declaring {total} bytes)", layers.len()),
+            limit: config.max_image_bytes,
+        });
+    }
+    Ok(())
 }
 
 fn check_size(d: &Descriptor, max: u64, what: &str) -> Result<()> {
@@ -218,6 +269,14 @@ fn layer_bar(bars: &MultiProgress, layer: &Descriptor) -> ProgressBar {
     bar
 }
 
+/// What the layer tasks of one pull share.
+struct LayerTask {
+    /// Keeps garbage collection away, also from unpacks that outlive the pull's future.
+    gc_guard: Arc<FileLock>,
+    budget: Arc<ImageBudget>,
+    cancel: tokio::sync::watch::Receiver<bool>,
+}
+
 /// Gets one layer into the store and unpacked. A new blob is unpacked while it downloads
 /// (the two overlap); a blob already there is only unpacked if need be. `Some(bytes)` when
 /// something was downloaded.
@@ -227,8 +286,13 @@ async fn fetch_and_unpack(
     layer: &Descriptor,
     diff_id: Digest,
     bar: &ProgressBar,
-    gc_guard: Arc<FileLock>,
+    task: LayerTask,
 ) -> Result<Option<u64>> {
+    let LayerTask {
+        gc_guard,
+        budget,
+        mut cancel,
+    } = task;
     let compression = Compression::of_media_type(&layer.media_type)?;
     // Another pull of the same blob (this process or another) finishes first, then we reuse it.
     let lock = if store.has_blob(&layer.digest) {
@@ -244,7 +308,7 @@ async fn fetch_and_unpack(
         bar.set_message("unpacking");
         tokio::task::spawn_blocking(move || {
             let _gc = gc_guard;
-            s.ensure_layer(&diff_id, &blob, compression)
+            s.ensure_layer(&diff_id, &blob, compression, &budget)
         })
         .await??;
         bar.finish_with_message("already exists");
@@ -254,18 +318,37 @@ async fn fetch_and_unpack(
     // A short queue: the download waits for the unpacker rather than buffering in memory.
     let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel::<bool>();
-    let unpack = tokio::task::spawn_blocking(move || {
+    let mut unpack = tokio::task::spawn_blocking(move || {
         let _gc = gc_guard;
         let open = || Ok(ChunkReader::new(chunks_rx));
-        s.unpack_layer(&diff_id, &blob, compression, open, || {
+        s.unpack_layer(&diff_id, &blob, compression, &budget, open, || {
             verdict_rx.blocking_recv().unwrap_or(false)
         })
     });
-    let downloaded = download_blob(store, client, layer, bar, chunks_tx).await;
-    let _ = verdict_tx.send(downloaded.is_ok());
-    let unpacked = unpack.await?;
-    let n = downloaded?;
-    unpacked?;
+    let mut download = Box::pin(download_blob(store, client, layer, bar, chunks_tx));
+    let n = tokio::select! {
+        downloaded = &mut download => {
+            let _ = verdict_tx.send(downloaded.is_ok());
+            let unpacked = unpack.await?;
+            let n = downloaded?;
+            unpacked?;
+            n
+        }
+        // The unpacker finished first: it failed (then the download stops here, its
+        // temporary file goes with it), or the layer was there already (the blob is still
+        // wanted in the store).
+        unpacked = &mut unpack => {
+            unpacked??;
+            download.await?
+        }
+        // Another layer failed: the download stops, the unpacker sees its stream end.
+        _ = until_cancelled(&mut cancel) => {
+            drop(download);
+            drop(verdict_tx);
+            let _ = unpack.await;
+            return Err(cancelled());
+        }
+    };
     bar.finish_with_message("done");
     Ok(Some(n))
 }
@@ -280,7 +363,7 @@ async fn download_blob(
     unpacker: tokio::sync::mpsc::Sender<Bytes>,
 ) -> Result<u64> {
     let what = format!("layer {}", layer.digest);
-    let resp = client.blob(&layer.digest).await?;
+    let resp = client.blob(&layer.digest, &what).await?;
     if let Some(len) = resp.content_length() {
         if len != layer.size {
             return Err(Error::SizeMismatch {
@@ -291,11 +374,12 @@ async fn download_blob(
         }
     }
     let url = resp.url().to_string();
+    let stage = format!("downloading {what}");
     let mut w = store.blob_writer(layer.size, &what)?;
     let mut unpacker = Some(unpacker);
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(Error::http(&url))?;
+        let chunk = chunk.map_err(client.net_error(&url, &stage))?;
         w.write(&chunk)?;
         bar.inc(chunk.len() as u64);
         if let Some(tx) = &unpacker {

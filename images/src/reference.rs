@@ -33,6 +33,16 @@ impl Reference {
             return Err(bad("empty reference"));
         }
         let (rest, digest) = match s.split_once('@') {
+            // `user:pass@host/repo`: a URL habit. Said plainly, and without echoing the
+            // password back.
+            Some((userinfo, host)) if host.contains('/') && !userinfo.contains('/') => {
+                return Err(Error::InvalidReference {
+                    reference: format!("<credentials>@{host}"),
+                    reason: "credentials do not go in an image reference: run `skiff login` \
+                             for the registry"
+                        .into(),
+                })
+            }
             Some((rest, d)) => (rest, Some(d.parse::<Digest>()?)),
             None => (s, None),
         };
@@ -310,5 +320,18 @@ mod tests {
         assert!(Reference::parse(&long).is_err());
         let err = Reference::parse("UPPER/case").unwrap_err().to_string();
         assert!(err.contains("lowercase"), "{err}");
+    }
+
+    #[test]
+    fn credentials_in_a_reference_are_named_not_echoed() {
+        for r in ["user:s3cret@host.example/x", "user@localhost:5000/ns/x:tag"] {
+            let err = Reference::parse(r).unwrap_err().to_string();
+            assert!(err.contains("skiff login"), "{err}");
+            assert!(!err.contains("s3cret") && !err.contains("digest"), "{err}");
+        }
+        // A digest still parses after '@', with or without a registry host.
+        let d = Digest::of(b"x");
+        assert!(Reference::parse(&format!("host.example/x@{d}")).is_ok());
+        assert!(Reference::parse(&format!("busybox@{d}")).is_ok());
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 use tracing::debug;
 
 use crate::auth::Credentials;
+use crate::config::RegistryTimeouts;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{media, MAX_MANIFEST_BYTES};
@@ -39,6 +40,7 @@ pub struct RegistryClient {
     creds: Option<Credentials>,
     /// The Authorization header that worked last (bearer token or basic).
     authorization: Mutex<Option<String>>,
+    timeouts: RegistryTimeouts,
 }
 
 pub struct FetchedManifest {
@@ -84,14 +86,21 @@ impl RegistryClient {
         r: &Reference,
         insecure: bool,
         creds: Option<Credentials>,
+        timeouts: RegistryTimeouts,
     ) -> Result<RegistryClient> {
         let transport = transport(r.api_host(), insecure);
         let http = reqwest::Client::builder()
             .user_agent(concat!("skiff/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30))
+            .connect_timeout(timeouts.connect)
+            // Per read: a registry that goes quiet (before its headers or inside a body)
+            // fails the request; a slow but steady download does not.
+            .read_timeout(timeouts.read)
             .danger_accept_invalid_certs(transport == Transport::Insecure)
             .build()
-            .map_err(Error::http(r.api_host()))?;
+            .map_err(|source| Error::Http {
+                url: r.api_host().to_string(),
+                source,
+            })?;
         Ok(RegistryClient {
             http,
             host: r.api_host().to_string(),
@@ -104,18 +113,22 @@ impl RegistryClient {
             repository: r.repository.clone(),
             creds,
             authorization: Mutex::new(None),
+            timeouts,
         })
     }
 
     /// GET /v2/: checks reachability and credentials (`skiff login`).
     pub async fn ping(&self) -> Result<()> {
-        self.send(Method::GET, "/v2/", None).await.map(drop)
+        self.send(Method::GET, "/v2/", None, "checking the API endpoint")
+            .await
+            .map(drop)
     }
 
     pub async fn manifest(&self, reference: &str) -> Result<FetchedManifest> {
         let path = format!("/v2/{}/manifests/{reference}", self.repository);
+        let stage = format!("fetching manifest {reference}");
         let resp = self
-            .send(Method::GET, &path, Some(media::ACCEPT_MANIFESTS))
+            .send(Method::GET, &path, Some(media::ACCEPT_MANIFESTS), &stage)
             .await?;
         let url = resp.url().to_string();
         let header = |name: &str| {
@@ -126,7 +139,9 @@ impl RegistryClient {
         };
         let content_type = header(CONTENT_TYPE.as_str());
         let docker_content_digest = header("docker-content-digest");
-        let bytes = read_capped(resp, MAX_MANIFEST_BYTES, &url, "manifest").await?;
+        let bytes = self
+            .read_capped(resp, MAX_MANIFEST_BYTES, &url, &stage)
+            .await?;
         Ok(FetchedManifest {
             bytes,
             content_type,
@@ -134,16 +149,46 @@ impl RegistryClient {
         })
     }
 
-    /// Starts a blob download; the caller streams and verifies the body.
-    pub async fn blob(&self, d: &Digest) -> Result<Response> {
+    /// Starts a blob download; the caller streams and verifies the body (mapping its errors
+    /// with `net_error`).
+    pub async fn blob(&self, d: &Digest, what: &str) -> Result<Response> {
         let path = format!("/v2/{}/blobs/{d}", self.repository);
-        self.send(Method::GET, &path, None).await
+        self.send(Method::GET, &path, None, &format!("fetching {what}"))
+            .await
     }
 
     pub async fn blob_bytes(&self, d: &Digest, max: u64, what: &str) -> Result<Vec<u8>> {
-        let resp = self.blob(d).await?;
+        let resp = self.blob(d, what).await?;
         let url = resp.url().to_string();
-        read_capped(resp, max, &url, what).await
+        self.read_capped(resp, max, &url, &format!("reading {what}"))
+            .await
+    }
+
+    /// For `map_err` on reqwest results: a timeout becomes an error naming the registry and
+    /// what we were waiting for (`stage`).
+    pub fn net_error<'a>(
+        &'a self,
+        url: &'a str,
+        stage: &'a str,
+    ) -> impl FnOnce(reqwest::Error) -> Error + 'a {
+        move |source| {
+            if !source.is_timeout() {
+                return Error::Http {
+                    url: url.to_string(),
+                    source,
+                };
+            }
+            let after = if source.is_connect() {
+                self.timeouts.connect
+            } else {
+                self.timeouts.read
+            };
+            Error::Timeout {
+                registry: self.host.clone(),
+                stage: stage.to_string(),
+                secs: after.as_secs(),
+            }
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -155,7 +200,13 @@ impl RegistryClient {
         format!("{scheme}://{}{path}", self.host)
     }
 
-    async fn send(&self, method: Method, path: &str, accept: Option<&str>) -> Result<Response> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+        stage: &str,
+    ) -> Result<Response> {
         let mut retried = false;
         loop {
             let url = self.url(path);
@@ -177,7 +228,7 @@ impl RegistryClient {
                     self.tls.store(TLS_NO, Ordering::Relaxed);
                     continue;
                 }
-                r => r.map_err(Error::http(&url))?,
+                r => r.map_err(self.net_error(&url, stage))?,
             };
             if probing && url.starts_with("https:") {
                 self.tls.store(TLS_YES, Ordering::Relaxed);
@@ -196,7 +247,7 @@ impl RegistryClient {
                 continue;
             }
             if !resp.status().is_success() {
-                return Err(registry_error(&url, resp).await);
+                return Err(self.registry_error(&url, resp).await);
             }
             return Ok(resp);
         }
@@ -255,7 +306,8 @@ impl RegistryClient {
         if let Some(c) = &self.creds {
             rb = rb.basic_auth(&c.username, Some(&c.password));
         }
-        let resp = rb.send().await.map_err(Error::http(realm))?;
+        let stage = "fetching a token";
+        let resp = rb.send().await.map_err(self.net_error(realm, stage))?;
         if matches!(
             resp.status(),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
@@ -263,9 +315,11 @@ impl RegistryClient {
             return Err(self.auth_error(&format!("token server answered {}", resp.status())));
         }
         if !resp.status().is_success() {
-            return Err(registry_error(realm, resp).await);
+            return Err(self.registry_error(realm, resp).await);
         }
-        let body = read_capped(resp, MAX_TOKEN_BYTES, realm, "token response").await?;
+        let body = self
+            .read_capped(resp, MAX_TOKEN_BYTES, realm, "reading the token response")
+            .await?;
         #[derive(serde::Deserialize)]
         struct TokenAnswer {
             token: Option<String>,
@@ -282,6 +336,67 @@ impl RegistryClient {
                 what: "token response".into(),
                 reason: "no token in it".into(),
             })
+    }
+
+    /// A response body read into memory, refused past `max` bytes; `stage` says what it is.
+    async fn read_capped(
+        &self,
+        resp: Response,
+        max: u64,
+        url: &str,
+        stage: &str,
+    ) -> Result<Vec<u8>> {
+        let too_large = || Error::TooLarge {
+            what: format!("{stage} from {url}"),
+            limit: max,
+        };
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(too_large());
+        }
+        let mut out = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(self.net_error(url, stage))?;
+            if out.len() as u64 + chunk.len() as u64 > max {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// A registry error with the first `errors[].code: message` of its JSON body when present.
+    async fn registry_error(&self, url: &str, resp: Response) -> Error {
+        let status = resp.status().as_u16();
+        let body = self
+            .read_capped(resp, MAX_ERROR_BODY_BYTES, url, "reading an error body")
+            .await
+            .unwrap_or_default();
+        #[derive(serde::Deserialize)]
+        struct Errors {
+            errors: Vec<ErrorItem>,
+        }
+        #[derive(serde::Deserialize)]
+        struct ErrorItem {
+            code: Option<String>,
+            message: Option<String>,
+        }
+        let message = serde_json::from_slice::<Errors>(&body)
+            .ok()
+            .and_then(|e| e.errors.into_iter().next())
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e.code.unwrap_or_default(),
+                    e.message.unwrap_or_default()
+                )
+            })
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+        Error::Registry {
+            url: url.to_string(),
+            status,
+            message,
+        }
     }
 }
 
@@ -321,59 +436,6 @@ pub fn parse_challenge(h: &str) -> Option<(String, HashMap<String, String>)> {
         params.insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
     }
     Some((scheme.to_string(), params))
-}
-
-async fn read_capped(resp: Response, max: u64, url: &str, what: &str) -> Result<Vec<u8>> {
-    let too_large = || Error::TooLarge {
-        what: format!("{what} from {url}"),
-        limit: max,
-    };
-    if resp.content_length().is_some_and(|n| n > max) {
-        return Err(too_large());
-    }
-    let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(Error::http(url))?;
-        if out.len() as u64 + chunk.len() as u64 > max {
-            return Err(too_large());
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
-}
-
-/// A registry error with the first `errors[].code: message` of its JSON body when present.
-async fn registry_error(url: &str, resp: Response) -> Error {
-    let status = resp.status().as_u16();
-    let body = read_capped(resp, MAX_ERROR_BODY_BYTES, url, "error body")
-        .await
-        .unwrap_or_default();
-    #[derive(serde::Deserialize)]
-    struct Errors {
-        errors: Vec<ErrorItem>,
-    }
-    #[derive(serde::Deserialize)]
-    struct ErrorItem {
-        code: Option<String>,
-        message: Option<String>,
-    }
-    let message = serde_json::from_slice::<Errors>(&body)
-        .ok()
-        .and_then(|e| e.errors.into_iter().next())
-        .map(|e| {
-            format!(
-                "{}: {}",
-                e.code.unwrap_or_default(),
-                e.message.unwrap_or_default()
-            )
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
-    Error::Registry {
-        url: url.to_string(),
-        status,
-        message,
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,5 @@
 //! The images API the CLI, the daemon and the run path use.
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,17 +7,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::auth::{self, Credentials};
+use crate::config::{RegistryTimeouts, StoreConfig};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{
     Compression, ImageConfigFile, ManifestDoc, RuntimeConfig, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
 };
 use crate::platform::Platform;
-use crate::pull::{self, layer_diff_ids, PullOptions, PullReport};
+use crate::pull::{self, check_layer_sizes, layer_diff_ids, PullOptions, PullReport};
 use crate::reference::Reference;
 use crate::registry::RegistryClient;
-use crate::store::{check_digest, GcReport, ImageRecord, LayerRecord, Store};
-use crate::unpack::{apply_layer, Whiteouts};
+use crate::store::{GcReport, ImageRecord, LayerRecord, Store};
+use crate::text::escape_untrusted;
+use crate::unpack::{is_overlay_opaque, ImageBudget};
 
 /// What `skiff run` needs to start a container from an image.
 #[derive(Clone, Debug, Serialize)]
@@ -40,14 +40,14 @@ pub struct ImageService {
 }
 
 impl ImageService {
-    /// The store under `$SKIFF_ROOT/images` (default `/var/lib/skiff/images`).
-    pub fn open_default() -> Result<ImageService> {
-        ImageService::open(&Store::default_dir())
+    /// The store in `dir` with the default caps and timeouts.
+    pub fn open(dir: &Path) -> Result<ImageService> {
+        ImageService::open_with(dir, StoreConfig::default())
     }
 
-    pub fn open(dir: &Path) -> Result<ImageService> {
+    pub fn open_with(dir: &Path, config: StoreConfig) -> Result<ImageService> {
         Ok(ImageService {
-            store: Arc::new(Store::open(dir)?),
+            store: Arc::new(Store::open(dir, config)?),
         })
     }
 
@@ -55,8 +55,25 @@ impl ImageService {
         &self.store
     }
 
+    /// Pulls `reference`; a failed pull removes the content it added (when no other writer
+    /// is at work: else `prune` does).
     pub async fn pull(&self, reference: &str, opts: &PullOptions) -> Result<PullReport> {
-        pull::pull(&self.store, &Reference::parse(reference)?, opts).await
+        let r = Reference::parse(reference)?;
+        let started = SystemTime::now();
+        let pulled = pull::pull(&self.store, &r, opts).await;
+        if pulled.is_err() {
+            self.discard_orphans_since(started).await;
+        }
+        pulled
+    }
+
+    /// Best effort: the operation's own error is what matters to the caller.
+    async fn discard_orphans_since(&self, started: SystemTime) {
+        let store = self.store.clone();
+        let done = tokio::task::spawn_blocking(move || store.discard_orphans_since(started)).await;
+        if let Ok(Err(e)) | Err(e) = done.map_err(Error::from) {
+            tracing::debug!(error = %e, "cannot remove a failed operation's content");
+        }
     }
 
     /// The image ready to run: pulled if it is not in the store, layers unpacked.
@@ -147,25 +164,56 @@ impl ImageService {
         let rec = self.resolve(reference)?;
         let store = self.store.clone();
         let dest = dest.to_path_buf();
-        tokio::task::spawn_blocking(move || merge_layers(&store, &rec, &dest)).await?
+        tokio::task::spawn_blocking(move || crate::rootfs::merge_layers(&store, &rec, &dest))
+            .await?
     }
 
+    /// Loads the images of an archive or OCI layout; a failed load removes the content it
+    /// added (when no other writer is at work: else `prune` does).
     pub async fn load(&self, path: &Path) -> Result<Vec<ImageRecord>> {
         let store = self.store.clone();
         let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || crate::archive::load(&store, &path)).await?
+        let started = SystemTime::now();
+        let loaded =
+            tokio::task::spawn_blocking(move || crate::archive::load(&store, &path)).await?;
+        if loaded.is_err() {
+            self.discard_orphans_since(started).await;
+        }
+        loaded
     }
 
+    /// Writes the image as an OCI archive to `path`: a new or regular file is replaced
+    /// atomically, a FIFO or device written as a stream (never replaced), a symlink followed;
+    /// directories, sockets and dangling symlinks are refused.
     pub async fn save(&self, reference: &str, path: &Path) -> Result<()> {
         let rec = self.resolve(reference)?;
         let store = self.store.clone();
         let path = path.to_path_buf();
         tokio::task::spawn_blocking(move || crate::archive::save(&store, &rec, &path)).await?
     }
+
+    /// Writes the image as an OCI archive to `out` (standard output for `skiff save -`).
+    pub async fn save_to_writer(
+        &self,
+        reference: &str,
+        mut out: Box<dyn std::io::Write + Send>,
+    ) -> Result<()> {
+        let rec = self.resolve(reference)?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::archive::save_to_writer(&store, &rec, out.as_mut())
+        })
+        .await?
+    }
 }
 
 /// Checks credentials against a registry and saves them in Docker's config.json.
-pub async fn login(registry: &str, creds: Credentials, insecure: bool) -> Result<PathBuf> {
+pub async fn login(
+    registry: &str,
+    creds: Credentials,
+    insecure: bool,
+    timeouts: RegistryTimeouts,
+) -> Result<PathBuf> {
     // Any repository will do: the ping goes to /v2/.
     let probe = Reference::parse(&format!("{registry}/login-probe"))?;
     if probe.registry != registry && !(registry == "docker.io" || registry == "index.docker.io") {
@@ -174,7 +222,7 @@ pub async fn login(registry: &str, creds: Credentials, insecure: bool) -> Result
             reason: "not a registry host".into(),
         });
     }
-    let client = RegistryClient::new(&probe, insecure, Some(creds.clone()))?;
+    let client = RegistryClient::new(&probe, insecure, Some(creds.clone()), timeouts)?;
     client.ping().await?;
     auth::store(&probe.registry, &creds)
 }
@@ -196,12 +244,15 @@ pub(crate) fn record(
     let config_bytes = store.read_blob(&m.config.digest, MAX_CONFIG_BYTES, "image config")?;
     let config = ImageConfigFile::parse(&config_bytes)?;
     let diff_ids = layer_diff_ids(&m.layers, &config)?;
+    check_layer_sizes(&m.layers, &store.config)?;
     let mut layers = Vec::with_capacity(m.layers.len());
+    let budget = ImageBudget::new(&store.config.unpack.limits);
     for (l, diff_id) in m.layers.iter().zip(diff_ids) {
         store.ensure_layer(
             &diff_id,
             &l.digest,
             Compression::of_media_type(&l.media_type)?,
+            &budget,
         )?;
         layers.push(LayerRecord {
             blob: l.digest.clone(),
@@ -219,8 +270,9 @@ pub(crate) fn record(
             .clone()
             .unwrap_or_else(|| crate::manifest::media::OCI_MANIFEST.to_string()),
         config_digest: m.config.digest.clone(),
-        platform: config.platform().to_string(),
-        created: config.created.clone(),
+        // Shown by `skiff images` and the daemon: the image's text, escaped.
+        platform: escape_untrusted(config.platform()),
+        created: config.created.as_deref().map(escape_untrusted),
         added_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -237,12 +289,22 @@ fn prepare(store: &Store, rec: &ImageRecord) -> Result<PreparedImage> {
     let config_bytes = store.read_blob(&rec.config_digest, MAX_CONFIG_BYTES, "image config")?;
     let config = ImageConfigFile::parse(&config_bytes)?;
     let mut layers = Vec::with_capacity(rec.layers.len());
+    let budget = ImageBudget::new(&store.config.unpack.limits);
     for l in rec.layers.iter().rev() {
-        layers.push(store.ensure_layer(
+        let dir = store.ensure_layer(
             &l.diff_id,
             &l.blob,
             Compression::of_media_type(&l.media_type)?,
-        )?);
+            &budget,
+        )?;
+        let hides_lower = is_overlay_opaque(&dir).at("cannot read xattrs of", &dir)?;
+        layers.push(dir);
+        if hides_lower {
+            // `.wh..wh..opq` at a layer's root hides every layer below it (as `image unpack`
+            // applies it), but overlayfs ignores the opaque mark on a lower layer's root:
+            // the hidden layers are left out of the stack instead.
+            break;
+        }
     }
     Ok(PreparedImage {
         name: rec.name.clone(),
@@ -252,59 +314,6 @@ fn prepare(store: &Store, rec: &ImageRecord) -> Result<PreparedImage> {
         platform: config.platform(),
         config: config.config.unwrap_or_default(),
     })
-}
-
-fn merge_layers(store: &Store, rec: &ImageRecord, dest: &Path) -> Result<()> {
-    let _gc = store.gc_lock(false)?;
-    match fs::symlink_metadata(dest) {
-        Ok(m) if m.is_dir() => {
-            if fs::read_dir(dest).at("cannot list", dest)?.next().is_some() {
-                return Err(Error::Io {
-                    context: "refusing to unpack into non-empty directory",
-                    path: dest.to_path_buf(),
-                    source: std::io::ErrorKind::AlreadyExists.into(),
-                });
-            }
-        }
-        Ok(_) => {
-            return Err(Error::Io {
-                context: "refusing to overwrite",
-                path: dest.to_path_buf(),
-                source: std::io::ErrorKind::AlreadyExists.into(),
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).at("cannot inspect", dest),
-    }
-    let parent = crate::sys::parent_dir(dest);
-    let tmp = tempfile::Builder::new()
-        .prefix(".skiff-unpack-")
-        .tempdir_in(&parent)
-        .at("cannot create temporary directory in", &parent)?;
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
-        .at("cannot chmod", tmp.path())?;
-    for l in &rec.layers {
-        let p = store.blob_path(&l.blob);
-        let f = fs::File::open(&p).at("cannot open layer blob", &p)?;
-        let stats = apply_layer(
-            std::io::BufReader::with_capacity(1 << 20, f),
-            Compression::of_media_type(&l.media_type)?,
-            tmp.path(),
-            Whiteouts::Apply,
-            &store.unpack,
-        )?;
-        check_digest(
-            &format!("uncompressed layer {}", l.blob),
-            &l.diff_id,
-            &stats.diff_id,
-        )?;
-    }
-    if dest.is_dir() {
-        fs::remove_dir(dest).at("cannot replace empty directory", dest)?;
-    }
-    fs::rename(tmp.path(), dest).at("cannot move unpacked root filesystem to", dest)?;
-    let _ = tmp.keep();
-    Ok(())
 }
 
 #[cfg(test)]
@@ -330,6 +339,7 @@ mod tests {
                 password: String::new(),
             },
             false,
+            RegistryTimeouts::default(),
         ));
     }
 }

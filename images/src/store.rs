@@ -11,10 +11,9 @@
 //! Writers take the shared `gc.lock` for their whole operation; garbage collection takes it
 //! exclusively, so it never removes what an in-flight pull has written but not yet recorded.
 
-use std::collections::HashSet;
 use std::fs;
-use std::io::{BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io::{BufReader, Read};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -22,13 +21,18 @@ use std::time::Duration;
 use rusqlite::{params, Connection, TransactionBehavior};
 use serde::Serialize;
 
-use crate::digest::{Digest, Hasher, HashingWriter};
+use crate::config::StoreConfig;
+use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::Compression;
 use crate::reference::Reference;
-use crate::unpack::{apply_layer, UnpackOptions, Whiteouts};
+use crate::unpack::{apply_layer, ImageBudget, Whiteouts};
 
 pub use crate::sys::FileLock;
+pub use blob_writer::BlobWriter;
+
+mod blob_writer;
+mod gc;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS manifests (
@@ -104,27 +108,30 @@ pub struct GcReport {
 pub struct Store {
     dir: PathBuf,
     db: Mutex<Connection>,
-    pub unpack: UnpackOptions,
+    pub config: StoreConfig,
 }
 
 impl Store {
-    /// `$SKIFF_ROOT/images`, default `/var/lib/skiff/images`.
-    pub fn default_dir() -> PathBuf {
-        std::env::var_os("SKIFF_ROOT")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/var/lib/skiff"))
-            .join("images")
-    }
-
-    pub fn open(dir: &Path) -> Result<Store> {
-        for sub in ["blobs/sha256", "layers/sha256", "tmp", "locks"] {
-            let p = dir.join(sub);
-            fs::create_dir_all(&p).at("cannot create store directory", &p)?;
+    pub fn open(dir: &Path, config: StoreConfig) -> Result<Store> {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).at("cannot create", parent)?;
+        }
+        for sub in [
+            "",
+            "blobs",
+            "blobs/sha256",
+            "layers",
+            "layers/sha256",
+            "tmp",
+            "locks",
+        ] {
+            private_dir(&dir.join(sub))?;
         }
         // Switching to WAL and creating tables answer SQLITE_BUSY at once (no busy wait) when
         // another process does the same: first openers take turns.
         let init_lock = dir.join("init.lock");
         let _init = FileLock::acquire(&init_lock, true).at("cannot lock", &init_lock)?;
+        gc::remove_abandoned_tmp(dir)?;
         let db_path = dir.join("images.db");
         let db = Connection::open(&db_path)?;
         db.busy_timeout(Duration::from_secs(60))?;
@@ -133,7 +140,7 @@ impl Store {
         Ok(Store {
             dir: dir.to_path_buf(),
             db: Mutex::new(db),
-            unpack: UnpackOptions::from_env(),
+            config,
         })
     }
 
@@ -168,22 +175,6 @@ impl Store {
     pub fn content_lock(&self, key: &str) -> Result<FileLock> {
         let p = self.dir.join("locks").join(format!("{key}.lock"));
         FileLock::acquire(&p, true).at("cannot lock", p)
-    }
-
-    pub fn blob_writer(&self, limit: u64, what: &str) -> Result<BlobWriter> {
-        let file = tempfile::Builder::new()
-            .prefix("blob-")
-            .tempfile_in(self.tmp_dir())
-            .at("cannot create temporary file in", self.tmp_dir())?;
-        Ok(BlobWriter {
-            out: HashingWriter {
-                inner: file,
-                hasher: Hasher::default(),
-            },
-            limit,
-            what: what.to_string(),
-            store_blobs: self.dir.join("blobs/sha256"),
-        })
     }
 
     /// Stores `bytes`, checking them against `expected` when given.
@@ -231,13 +222,14 @@ impl Store {
         diff_id: &Digest,
         blob: &Digest,
         compression: Compression,
+        image: &ImageBudget,
     ) -> Result<PathBuf> {
         let open = || {
             let src = self.blob_path(blob);
             let f = fs::File::open(&src).at("cannot open layer blob", &src)?;
             Ok(BufReader::with_capacity(1 << 20, f))
         };
-        self.unpack_layer(diff_id, blob, compression, open, || true)
+        self.unpack_layer(diff_id, blob, compression, image, open, || true)
     }
 
     /// Unpacks the (compressed) layer stream `open()` gives into the layer's directory unless
@@ -249,6 +241,7 @@ impl Store {
         diff_id: &Digest,
         blob: &Digest,
         compression: Compression,
+        image: &ImageBudget,
         open: impl FnOnce() -> Result<R>,
         commit: impl FnOnce() -> bool,
     ) -> Result<PathBuf> {
@@ -271,7 +264,8 @@ impl Store {
             compression,
             tmp.path(),
             Whiteouts::Overlay,
-            &self.unpack,
+            &self.config.unpack,
+            image,
         )?;
         check_digest(
             &format!("uncompressed layer {blob}"),
@@ -390,82 +384,11 @@ impl Store {
         Ok(db.execute("DELETE FROM names WHERE name = ?1", params![name])? > 0)
     }
 
-    /// Removes manifests no name refers to, then every blob and layer directory no manifest
-    /// refers to, and leftovers of interrupted work in tmp/.
-    pub fn gc(&self) -> Result<GcReport> {
-        let _lock = self.gc_lock(true)?;
-        let mut report = GcReport::default();
-        let (blobs, layers) = {
-            let mut db = self.db()?;
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            const USED: &str =
-                "(SELECT manifest_digest FROM names UNION SELECT manifest_digest FROM pins)";
-            tx.execute(
-                &format!("DELETE FROM manifest_layers WHERE manifest_digest NOT IN {USED}"),
-                [],
-            )?;
-            report.manifests_removed = tx.execute(
-                &format!("DELETE FROM manifests WHERE digest NOT IN {USED}"),
-                [],
-            )?;
-            let blobs = column_set(
-                &tx,
-                "SELECT digest FROM manifests UNION SELECT config_digest FROM manifests
-                 UNION SELECT blob_digest FROM manifest_layers
-                 UNION SELECT index_digest FROM names WHERE index_digest IS NOT NULL",
-            )?;
-            let layers = column_set(&tx, "SELECT diff_id FROM manifest_layers")?;
-            tx.commit()?;
-            (blobs, layers)
-        };
-        for (sub, keep, is_layer) in [
-            ("blobs/sha256", &blobs, false),
-            ("layers/sha256", &layers, true),
-        ] {
-            let dir = self.dir.join(sub);
-            for e in fs::read_dir(&dir).at("cannot list", &dir)? {
-                let e = e.at("cannot list", &dir)?;
-                let name = e.file_name().to_string_lossy().into_owned();
-                if keep.contains(&format!("sha256:{name}")) {
-                    continue;
-                }
-                let p = e.path();
-                if is_layer {
-                    fs::remove_dir_all(&p).at("cannot remove", &p)?;
-                    report.layers_removed += 1;
-                } else {
-                    report.bytes_freed += e.metadata().map(|m| m.len()).unwrap_or(0);
-                    fs::remove_file(&p).at("cannot remove", &p)?;
-                    report.blobs_removed += 1;
-                }
-            }
-        }
-        // No writer holds the shared lock now: everything in tmp/ is abandoned, and no
-        // content lock is held or waited for (they are only taken under the shared lock).
-        for dir in [self.tmp_dir(), self.dir.join("locks")] {
-            for e in fs::read_dir(&dir).at("cannot list", &dir)? {
-                let p = e.at("cannot list", &dir)?.path();
-                if p.is_dir() {
-                    fs::remove_dir_all(&p).at("cannot remove", &p)?;
-                } else {
-                    fs::remove_file(&p).at("cannot remove", &p)?;
-                }
-            }
-        }
-        Ok(report)
-    }
-
     fn db(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
         self.db
             .lock()
             .map_err(|_| Error::Task("image database lock poisoned".into()))
     }
-}
-
-fn column_set(tx: &rusqlite::Transaction<'_>, sql: &str) -> Result<HashSet<String>> {
-    let mut st = tx.prepare(sql)?;
-    let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-    Ok(rows.collect::<std::result::Result<_, _>>()?)
 }
 
 fn query_names(db: &Connection, filter: &str, arg: &str) -> Result<Vec<ImageRecord>> {
@@ -530,6 +453,32 @@ fn query_names(db: &Connection, filter: &str, arg: &str) -> Result<Vec<ImageReco
     Ok(out)
 }
 
+/// Layers keep their images' modes (setuid-root binaries, world-writable directories), which
+/// are meant for inside a container: no other user may reach anything in the store. Existing
+/// stores made before this are tightened on open.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+
+fn private_dir(p: &Path) -> Result<()> {
+    match fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(p) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).at("cannot create store directory", p),
+    }
+    let meta = fs::symlink_metadata(p).at("cannot inspect", p)?;
+    if !meta.is_dir() {
+        return Err(Error::Io {
+            context: "store path is not a directory:",
+            path: p.to_path_buf(),
+            source: std::io::ErrorKind::AlreadyExists.into(),
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(p, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+            .at("cannot restrict permissions of", p)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn check_digest(what: &str, expected: &Digest, actual: &Digest) -> Result<()> {
     if expected != actual {
         return Err(Error::DigestMismatch {
@@ -539,55 +488,4 @@ pub(crate) fn check_digest(what: &str, expected: &Digest, actual: &Digest) -> Re
         });
     }
     Ok(())
-}
-
-/// A blob being written to tmp/: hashed and size-capped on the way, renamed into blobs/ only
-/// when it matches what was expected. Dropped without `commit`, it leaves nothing behind.
-pub struct BlobWriter {
-    out: HashingWriter<tempfile::NamedTempFile>,
-    limit: u64,
-    what: String,
-    store_blobs: PathBuf,
-}
-
-impl BlobWriter {
-    pub fn write(&mut self, buf: &[u8]) -> Result<()> {
-        if self.out.hasher.len() + buf.len() as u64 > self.limit {
-            return Err(Error::TooLarge {
-                what: format!("{} (more than its descriptor says)", self.what),
-                limit: self.limit,
-            });
-        }
-        let path = self.out.inner.path().to_path_buf();
-        self.out.write_all(buf).at("cannot write", path)
-    }
-
-    pub fn written(&self) -> u64 {
-        self.out.hasher.len()
-    }
-
-    /// Verifies size and digest against `expected` (if any) and moves the blob into place.
-    /// `expected`: the digest and, when known, the size.
-    pub fn commit(self, expected: Option<(&Digest, Option<u64>)>, what: &str) -> Result<Digest> {
-        let len = self.out.hasher.len();
-        let file = self.out.inner;
-        let digest = self.out.hasher.finish();
-        if let Some((want, size)) = expected {
-            if let Some(size) = size.filter(|s| *s != len) {
-                return Err(Error::SizeMismatch {
-                    what: what.to_string(),
-                    expected: size,
-                    actual: len,
-                });
-            }
-            check_digest(what, want, &digest)?;
-        }
-        let dest = self.store_blobs.join(digest.hex());
-        fs::set_permissions(file.path(), fs::Permissions::from_mode(0o644))
-            .at("cannot chmod", file.path())?;
-        file.persist(&dest)
-            .map_err(|e| e.error)
-            .at("cannot move blob to", &dest)?;
-        Ok(digest)
-    }
 }

@@ -102,23 +102,47 @@ pub struct FileLock {
 
 impl FileLock {
     pub fn acquire(path: &Path, exclusive: bool) -> io::Result<FileLock> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
         let op = if exclusive {
             libc::LOCK_EX
         } else {
             libc::LOCK_SH
         };
+        Self::lock(path, op)?.ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
+    }
+
+    /// The exclusive lock if nobody holds the file locked now; `None` without waiting else.
+    pub fn try_exclusive(path: &Path) -> io::Result<Option<FileLock>> {
+        Self::lock(path, libc::LOCK_EX | libc::LOCK_NB)
+    }
+
+    /// Like `try_exclusive`, on a directory itself (never through a symlink).
+    pub fn try_exclusive_dir(dir: &Path) -> io::Result<Option<FileLock>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(dir)?;
+        Self::flock(file, libc::LOCK_EX | libc::LOCK_NB)
+    }
+
+    fn lock(path: &Path, op: libc::c_int) -> io::Result<Option<FileLock>> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        Self::flock(file, op)
+    }
+
+    fn flock(file: File, op: libc::c_int) -> io::Result<Option<FileLock>> {
         loop {
             // SAFETY: the descriptor is open for the duration of the call.
             match check(unsafe { libc::flock(file.as_raw_fd(), op) }) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 r => r?,
             }
-            return Ok(FileLock { _file: file });
+            return Ok(Some(FileLock { _file: file }));
         }
     }
 }

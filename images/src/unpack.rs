@@ -10,12 +10,12 @@
 //! `.wh..wh..opq`) or applied (a merged root filesystem: lower entries are deleted).
 
 use std::collections::{HashSet, VecDeque};
-use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::{debug, warn};
 
@@ -23,18 +23,29 @@ use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::Compression;
 use crate::sys;
+use crate::text::escape_untrusted;
+
+pub(crate) mod guard;
+mod paths;
+
+use paths::{clean_path, remove_any, segments, unsafe_entry, Seg};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const MAX_SYMLINK_HOPS: u32 = 40;
 
-/// Caps against decompression bombs; both apply per layer.
-#[derive(Clone, Copy, Debug)]
+/// Caps against decompression bombs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnpackLimits {
-    /// Uncompressed tar stream size.
+    /// Per layer: the uncompressed tar stream size, and the sum of the sizes its files
+    /// declare (a sparse file counts at its expanded size).
     pub max_bytes: u64,
+    /// Per layer.
     pub max_entries: u64,
+    /// Per image: the sizes the files of all its layers declare, together (see
+    /// [`ImageBudget`]).
+    pub max_image_bytes: u64,
 }
 
 impl Default for UnpackLimits {
@@ -42,7 +53,36 @@ impl Default for UnpackLimits {
         UnpackLimits {
             max_bytes: 32 << 30,
             max_entries: 1_000_000,
+            max_image_bytes: 128 << 30,
         }
+    }
+}
+
+/// What the layers one operation unpacks for one image may write together: file sizes as
+/// declared, counted before they are written. Shared by layers unpacked in parallel.
+#[derive(Debug)]
+pub struct ImageBudget {
+    max: u64,
+    used: AtomicU64,
+}
+
+impl ImageBudget {
+    pub fn new(limits: &UnpackLimits) -> ImageBudget {
+        ImageBudget {
+            max: limits.max_image_bytes,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    fn charge(&self, bytes: u64) -> Result<()> {
+        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) > self.max {
+            return Err(Error::LimitExceeded(format!(
+                "the image's layers declare more than {} bytes of files",
+                self.max
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -54,29 +94,10 @@ pub enum DevicePolicy {
     Create,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UnpackOptions {
     pub limits: UnpackLimits,
     pub devices: DevicePolicy,
-}
-
-impl UnpackOptions {
-    /// Defaults, overridden by `SKIFF_UNPACK_MAX_BYTES`, `SKIFF_UNPACK_MAX_ENTRIES` and
-    /// `SKIFF_UNPACK_DEVICES=create`.
-    pub fn from_env() -> UnpackOptions {
-        let mut o = UnpackOptions::default();
-        let num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-        if let Some(v) = num("SKIFF_UNPACK_MAX_BYTES") {
-            o.limits.max_bytes = v;
-        }
-        if let Some(v) = num("SKIFF_UNPACK_MAX_ENTRIES") {
-            o.limits.max_entries = v;
-        }
-        if std::env::var("SKIFF_UNPACK_DEVICES").as_deref() == Ok("create") {
-            o.devices = DevicePolicy::Create;
-        }
-        o
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +128,7 @@ pub fn apply_layer(
     root: &Path,
     mode: Whiteouts,
     opts: &UnpackOptions,
+    image: &ImageBudget,
 ) -> Result<LayerStats> {
     let decompressed: Box<dyn Read> = match compression {
         Compression::None => Box::new(blob),
@@ -120,9 +142,11 @@ pub fn apply_layer(
         root: root.to_path_buf(),
         mode,
         opts,
+        image,
         written: HashSet::new(),
         dir_times: Vec::new(),
         entries: 0,
+        declared: 0,
     };
     let outcome = applier.apply_all(&mut stream);
     if stream_over_limit(&stream, opts) {
@@ -147,7 +171,14 @@ fn stream_over_limit<R: Read>(s: &HashingReader<R>, opts: &UnpackOptions) -> boo
     s.bytes_read() > opts.limits.max_bytes
 }
 
+/// A tar error; a layer cap the extension guard enforced is reported as such.
 fn malformed_tar(e: &io::Error) -> Error {
+    if let Some(l) = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<guard::TarLimit>())
+    {
+        return Error::LimitExceeded(l.to_string());
+    }
     Error::Malformed {
         what: "layer tar stream".into(),
         reason: e.to_string(),
@@ -164,65 +195,19 @@ fn numeric_field(raw: &[u8], parsed: io::Result<u64>) -> Result<u64> {
     }
 }
 
-fn unsafe_entry(entry: &str, reason: impl Into<String>) -> Error {
-    Error::UnsafeEntry {
-        entry: entry.to_string(),
-        reason: reason.into(),
-    }
-}
-
-/// The archive path made relative and clean; `..` and absolute paths are refused.
-fn clean_path(p: &Path, shown: &str) -> Result<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::CurDir => {}
-            Component::ParentDir => return Err(unsafe_entry(shown, "path contains '..'")),
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(unsafe_entry(shown, "absolute path"))
-            }
-        }
-    }
-    Ok(out)
-}
-
-enum Seg {
-    Root,
-    Up,
-    Name(OsString),
-}
-
-fn segments(p: &Path) -> impl DoubleEndedIterator<Item = Seg> + '_ {
-    p.components().filter_map(|c| match c {
-        Component::Normal(n) => Some(Seg::Name(n.to_os_string())),
-        Component::CurDir => None,
-        Component::ParentDir => Some(Seg::Up),
-        Component::RootDir | Component::Prefix(_) => Some(Seg::Root),
-    })
-}
-
-/// Removes whatever is at `p` (file, symlink, device, or a whole directory tree) without
-/// following symlinks.
-fn remove_any(p: &Path) -> Result<()> {
-    match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(p).at("cannot remove", p),
-        Ok(_) => fs::remove_file(p).at("cannot remove", p),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).at("cannot inspect", p),
-    }
-}
-
 struct Applier<'a> {
     root: PathBuf,
     mode: Whiteouts,
     opts: &'a UnpackOptions,
+    image: &'a ImageBudget,
     /// Root-relative resolved paths created by this layer (an opaque marker hides lower
     /// entries only).
     written: HashSet<PathBuf>,
     /// Directory mtimes are set last: creating entries inside changes them.
     dir_times: Vec<(PathBuf, i64)>,
     entries: u64,
+    /// File sizes the entries declared so far (sparse files at their expanded size).
+    declared: u64,
 }
 
 struct EntryMeta {
@@ -235,7 +220,7 @@ struct EntryMeta {
 
 impl Applier<'_> {
     fn apply_all<R: Read>(&mut self, stream: &mut R) -> Result<()> {
-        let mut archive = tar::Archive::new(stream);
+        let mut archive = tar::Archive::new(guard::ExtensionGuard::new(stream));
         for entry in archive.entries().map_err(|e| malformed_tar(&e))? {
             let mut entry = entry.map_err(|e| malformed_tar(&e))?;
             self.entries += 1;
@@ -259,7 +244,8 @@ impl Applier<'_> {
 
     fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let raw = entry.path().map_err(|e| malformed_tar(&e))?.into_owned();
-        let shown = raw.display().to_string();
+        // For errors and logs: the entry's name is the image's text, escaped.
+        let shown = escape_untrusted(raw.display());
         let kind = entry.header().entry_type();
         if matches!(
             kind,
@@ -303,6 +289,16 @@ impl Applier<'_> {
                 self.dir_times.push((target, meta.mtime));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                // What the entry will write (a sparse map expands to its full size), counted
+                // before a byte of it is written.
+                self.declared = self.declared.saturating_add(entry.size());
+                if self.declared > self.opts.limits.max_bytes {
+                    return Err(Error::LimitExceeded(format!(
+                        "its files declare more than {} bytes",
+                        self.opts.limits.max_bytes
+                    )));
+                }
+                self.image.charge(entry.size())?;
                 remove_any(&target)?;
                 let mut f = fs::OpenOptions::new()
                     .write(true)
@@ -574,11 +570,20 @@ impl Applier<'_> {
             // trusted.overlay.* from an image would forge whiteouts/redirects in our overlay.
             let allowed = name.starts_with("user.") || name == "security.capability";
             if !allowed {
-                debug!(path = %path.display(), xattr = %name, "ignoring xattr");
+                debug!(
+                    path = %escape_untrusted(path.display()),
+                    xattr = %escape_untrusted(name),
+                    "ignoring xattr"
+                );
                 continue;
             }
             if let Err(e) = sys::lsetxattr(path, name, value) {
-                debug!(path = %path.display(), xattr = %name, error = %e, "cannot set xattr");
+                debug!(
+                    path = %escape_untrusted(path.display()),
+                    xattr = %escape_untrusted(name),
+                    error = %e,
+                    "cannot set xattr"
+                );
             }
         }
         Ok(())

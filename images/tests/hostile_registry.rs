@@ -1,174 +1,75 @@
 //! A registry that lies: a tiny HTTP server in the test serves crafted manifests, configs and
 //! layers. Every lie must end in a clear error and leave the store without a trace.
 
+mod hostile;
+
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use hostile::{
+    config_route, image, reply, serve, Body, Greeting, Image, MANIFEST_ROUTE, OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+};
 use serde_json::json;
 use skiff_images::error::Error;
-use skiff_images::{Digest, ImageService, PullOptions};
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-#[derive(Clone)]
-struct Reply {
-    content_type: &'static str,
-    headers: Vec<(String, String)>,
-    body: Arc<Vec<u8>>,
-    /// Send only this many body bytes, then stall (true) or hang up (false).
-    cut: Option<(usize, bool)>,
-}
-
-fn reply(content_type: &'static str, body: Vec<u8>) -> Reply {
-    Reply {
-        content_type,
-        headers: Vec::new(),
-        body: Arc::new(body),
-        cut: None,
-    }
-}
-
-/// Serves fixed replies by request path (404 otherwise) on a free loopback port.
-fn serve(routes: HashMap<String, Reply>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let routes = routes.clone();
-            std::thread::spawn(move || {
-                // Like a real server, refuse a TLS hello at once (the client then falls back
-                // to plain HTTP).
-                let mut first_byte = [0u8; 1];
-                if conn.peek(&mut first_byte).is_err() || first_byte[0] == 0x16 {
-                    return;
-                }
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut first = String::new();
-                reader.read_line(&mut first).unwrap_or(0);
-                loop {
-                    let mut l = String::new();
-                    if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
-                        break;
-                    }
-                }
-                let path = first.split(' ').nth(1).unwrap_or("").to_string();
-                let (status, r) = match routes.get(&path) {
-                    Some(r) => ("200 OK", r.clone()),
-                    None => ("404 Not Found", reply("text/plain", b"not here".to_vec())),
-                };
-                let mut head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-                    r.content_type,
-                    r.body.len()
-                );
-                for (k, v) in &r.headers {
-                    head += &format!("{k}: {v}\r\n");
-                }
-                head += "\r\n";
-                let _ = conn.write_all(head.as_bytes());
-                match r.cut {
-                    None => {
-                        let _ = conn.write_all(&r.body);
-                    }
-                    Some((n, stall)) => {
-                        let _ = conn.write_all(&r.body[..n]);
-                        if stall {
-                            std::thread::sleep(std::time::Duration::from_secs(30));
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// An image: config + one gzip layer built from `tar`, served under /v2/evil/.
-struct Image {
-    routes: HashMap<String, Reply>,
-    manifest: serde_json::Value,
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(bytes).unwrap();
-    gz.finish().unwrap()
-}
-
-fn image(tar: &[u8]) -> Image {
-    let layer = gzip(tar);
-    let config = json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [Digest::of(tar).to_string()]},
-    })
-    .to_string()
-    .into_bytes();
-    let mut routes = HashMap::new();
-    let (cd, ld) = (Digest::of(&config), Digest::of(&layer));
-    let manifest = json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld.to_string(), "size": layer.len()}],
-    });
-    routes.insert(
-        format!("/v2/evil/blobs/{cd}"),
-        reply("application/octet-stream", config),
-    );
-    routes.insert(
-        format!("/v2/evil/blobs/{ld}"),
-        reply("application/octet-stream", layer),
-    );
-    Image { routes, manifest }
-}
+use skiff_images::{Digest, ImageService, PullOptions, RegistryTimeouts, StoreConfig};
 
 fn plain_tar() -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_ustar();
-    h.set_size(3);
-    h.set_mode(0o644);
-    b.append_data(&mut h, "hello.txt", &b"hi\n"[..]).unwrap();
-    b.into_inner().unwrap()
+    hostile::Tar::default()
+        .file("hello.txt", 0o644, b"hi\n")
+        .finish()
 }
 
-impl Image {
-    fn serve(mut self) -> String {
-        let body = self.manifest.to_string().into_bytes();
-        self.routes.insert(
-            "/v2/evil/manifests/latest".into(),
-            reply(OCI_MANIFEST, body),
-        );
-        serve(self.routes)
+/// A store whose registry timeouts are short enough for tests (1 s of silence).
+fn service(dir: &Path, config: StoreConfig) -> ImageService {
+    ImageService::open_with(&dir.join("images"), config).unwrap()
+}
+
+fn impatient() -> StoreConfig {
+    StoreConfig {
+        timeouts: RegistryTimeouts {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(1),
+        },
+        ..StoreConfig::default()
     }
 }
 
-async fn pull_err(addr: &str, dir: &Path) -> Error {
-    let svc = ImageService::open(&dir.join("images")).unwrap();
+async fn pull_err_with(addr: &str, dir: &Path, config: StoreConfig) -> Error {
+    let svc = service(dir, config);
     let err = svc
         .pull(&format!("{addr}/evil:latest"), &PullOptions::default())
         .await
         .unwrap_err();
-    // Nothing visible: no name, no layer directory, nothing left in tmp/.
+    // Nothing left: no name, no blob, no layer directory, nothing in tmp/.
     assert!(svc.list().unwrap().is_empty());
     let store = dir.join("images");
-    assert_eq!(
-        fs::read_dir(store.join("layers/sha256")).unwrap().count(),
-        0
-    );
-    assert_eq!(fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+    for sub in ["blobs/sha256", "layers/sha256", "tmp"] {
+        let left: Vec<_> = fs::read_dir(store.join(sub)).unwrap().collect();
+        assert!(left.is_empty(), "{sub} after a failed pull: {left:?}");
+    }
     err
+}
+
+async fn pull_err(addr: &str, dir: &Path) -> Error {
+    pull_err_with(addr, dir, impatient()).await
+}
+
+fn layer_route(img: &Image, i: usize) -> String {
+    format!(
+        "/v2/evil/blobs/{}",
+        img.manifest["layers"][i]["digest"].as_str().unwrap()
+    )
 }
 
 #[tokio::test]
 async fn sane_image_pulls() {
     let tmp = tempfile::tempdir().unwrap();
-    let addr = image(&plain_tar()).serve();
-    let svc = ImageService::open(&tmp.path().join("images")).unwrap();
+    let addr = image(&[&plain_tar()]).serve();
+    let svc = service(tmp.path(), impatient());
     let r = svc
         .pull(&format!("{addr}/evil:latest"), &PullOptions::default())
         .await
@@ -180,7 +81,7 @@ async fn sane_image_pulls() {
 async fn uncompressed_layer_pulls() {
     let tmp = tempfile::tempdir().unwrap();
     let tar = plain_tar();
-    let mut img = image(&tar);
+    let mut img = image(&[&tar]);
     let d = Digest::of(&tar);
     img.manifest["layers"][0] = json!({
         "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": tar.len(),
@@ -190,7 +91,7 @@ async fn uncompressed_layer_pulls() {
         reply("application/octet-stream", tar),
     );
     let addr = img.serve();
-    let svc = ImageService::open(&tmp.path().join("images")).unwrap();
+    let svc = service(tmp.path(), impatient());
     let name = format!("{addr}/evil:latest");
     svc.pull(&name, &PullOptions::default()).await.unwrap();
     let out = tmp.path().join("rootfs");
@@ -204,10 +105,7 @@ async fn enormous_manifest() {
     let mut routes = HashMap::new();
     let mut big = b"{\"schemaVersion\":2,\"x\":\"".to_vec();
     big.resize(5 << 20, b'a');
-    routes.insert(
-        "/v2/evil/manifests/latest".to_string(),
-        reply(OCI_MANIFEST, big),
-    );
+    routes.insert(MANIFEST_ROUTE.to_string(), reply(OCI_MANIFEST, big));
     let err = pull_err(&serve(routes), tmp.path()).await;
     assert!(matches!(err, Error::TooLarge { .. }), "{err}");
 }
@@ -217,7 +115,7 @@ async fn malformed_and_unknown_manifests() {
     let tmp = tempfile::tempdir().unwrap();
     let mut routes = HashMap::new();
     routes.insert(
-        "/v2/evil/manifests/latest".to_string(),
+        MANIFEST_ROUTE.to_string(),
         reply(
             OCI_MANIFEST,
             b"{\"schemaVersion\": 2, \"layers\": 7".to_vec(),
@@ -226,13 +124,13 @@ async fn malformed_and_unknown_manifests() {
     let err = pull_err(&serve(routes), tmp.path()).await;
     assert!(matches!(err, Error::Malformed { .. }), "{err}");
 
-    let mut img = image(&plain_tar());
+    let mut img = image(&[&plain_tar()]);
     img.manifest["mediaType"] = json!("application/vnd.example.thing+json");
     let err = pull_err(&img.serve(), tmp.path()).await;
     assert!(matches!(err, Error::UnsupportedMediaType { .. }), "{err}");
     assert!(err.to_string().contains("vnd.example.thing"), "{err}");
 
-    let mut img = image(&plain_tar());
+    let mut img = image(&[&plain_tar()]);
     img.manifest["layers"][0]["mediaType"] = json!("application/vnd.example.layer.v1.tar+lz4");
     let err = pull_err(&img.serve(), tmp.path()).await;
     assert!(matches!(err, Error::UnsupportedMediaType { .. }), "{err}");
@@ -241,15 +139,13 @@ async fn malformed_and_unknown_manifests() {
 #[tokio::test]
 async fn registry_digest_claim_must_match() {
     let tmp = tempfile::tempdir().unwrap();
-    let img = image(&plain_tar());
-    let body = img.manifest.to_string().into_bytes();
-    let mut routes = img.routes;
-    let mut r = reply(OCI_MANIFEST, body);
+    let (mut routes, manifest) = image(&[&plain_tar()]).without_manifest_route();
+    let mut r = reply(OCI_MANIFEST, manifest.to_string().into_bytes());
     r.headers.push((
         "Docker-Content-Digest".into(),
         Digest::of(b"other").to_string(),
     ));
-    routes.insert("/v2/evil/manifests/latest".into(), r);
+    routes.insert(MANIFEST_ROUTE.into(), r);
     let err = pull_err(&serve(routes), tmp.path()).await;
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
 }
@@ -257,16 +153,20 @@ async fn registry_digest_claim_must_match() {
 #[tokio::test]
 async fn oversized_config_descriptor() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut img = image(&plain_tar());
-    img.manifest["config"]["size"] = json!(1u64 << 30);
-    let err = pull_err(&img.serve(), tmp.path()).await;
+    let (mut routes, mut manifest) = image(&[&plain_tar()]).without_manifest_route();
+    manifest["config"]["size"] = json!(1u64 << 30);
+    routes.insert(
+        MANIFEST_ROUTE.into(),
+        reply(OCI_MANIFEST, manifest.to_string().into_bytes()),
+    );
+    let err = pull_err(&serve(routes), tmp.path()).await;
     assert!(matches!(err, Error::TooLarge { .. }), "{err}");
 }
 
 #[tokio::test]
 async fn layer_size_lie() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut img = image(&plain_tar());
+    let mut img = image(&[&plain_tar()]);
     let size = img.manifest["layers"][0]["size"].as_u64().unwrap();
     img.manifest["layers"][0]["size"] = json!(size - 10);
     let err = pull_err(&img.serve(), tmp.path()).await;
@@ -276,22 +176,8 @@ async fn layer_size_lie() {
 #[tokio::test]
 async fn diff_id_lie() {
     let tmp = tempfile::tempdir().unwrap();
-    let tar = plain_tar();
-    let img = image(&tar);
-    // Re-serve the config with a wrong diff_id (and the manifest pointing at it).
-    let config = json!({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": [Digest::of(b"not the tar").to_string()]},
-    })
-    .to_string()
-    .into_bytes();
-    let cd = Digest::of(&config);
-    let mut img = img;
-    img.manifest["config"] = json!({"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()});
-    img.routes.insert(
-        format!("/v2/evil/blobs/{cd}"),
-        reply("application/octet-stream", config),
-    );
+    let mut img = image(&[&plain_tar()]);
+    img.config["rootfs"]["diff_ids"] = json!([Digest::of(b"not the tar").to_string()]);
     let err = pull_err(&img.serve(), tmp.path()).await;
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
     assert!(err.to_string().contains("uncompressed layer"), "{err}");
@@ -300,16 +186,14 @@ async fn diff_id_lie() {
 #[tokio::test]
 async fn escaping_layer_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut b = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
     h.set_size(5);
     h.set_mode(0o644);
     let name = b"../../../escaped-by-layer";
     h.as_old_mut().name[..name.len()].copy_from_slice(name);
     h.set_cksum();
-    b.append(&h, &b"pwned"[..]).unwrap();
-    let tar = b.into_inner().unwrap();
-    let err = pull_err(&image(&tar).serve(), tmp.path()).await;
+    let tar = hostile::Tar::default().raw(h.as_bytes(), b"pwned").finish();
+    let err = pull_err(&image(&[&tar]).serve(), tmp.path()).await;
     assert!(matches!(err, Error::UnsafeEntry { .. }), "{err}");
     assert!(err.to_string().contains("'..'"), "{err}");
     for dir in [
@@ -321,41 +205,220 @@ async fn escaping_layer_is_refused() {
     }
 }
 
-/// A download that dies half-way (connection closed, or stalled and abandoned) leaves no blob
-/// and no temporary file.
+fn big_layer_image() -> Image {
+    let big: Vec<u8> = (0..2_000_000u64).map(|i| (i * 7919 % 251) as u8).collect();
+    let tar = hostile::Tar::default()
+        .file("big.bin", 0o644, &big)
+        .finish();
+    image(&[&tar])
+}
+
+/// A download that dies half-way (connection closed, or stalled) fails the pull and leaves no
+/// blob and no temporary file.
 #[tokio::test]
 async fn interrupted_downloads_leave_nothing() {
     for stall in [false, true] {
         let tmp = tempfile::tempdir().unwrap();
-        let big: Vec<u8> = (0..2_000_000u64).map(|i| (i * 7919 % 251) as u8).collect();
-        let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_ustar();
-        h.set_size(big.len() as u64);
-        h.set_mode(0o644);
-        b.append_data(&mut h, "big.bin", &big[..]).unwrap();
-        let mut img = image(&b.into_inner().unwrap());
-        let ld = img.manifest["layers"][0]["digest"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let route = format!("/v2/evil/blobs/{ld}");
+        let mut img = big_layer_image();
+        let route = layer_route(&img, 0);
         let r = img.routes.get_mut(&route).unwrap();
-        r.cut = Some((r.body.len() / 2, stall));
-        let addr = img.serve();
-        let svc = ImageService::open(&tmp.path().join("images")).unwrap();
-        let (name, opts) = (format!("{addr}/evil:latest"), PullOptions::default());
-        let pull = svc.pull(&name, &opts);
-        match tokio::time::timeout(std::time::Duration::from_secs(3), pull).await {
-            Ok(Ok(_)) => panic!("a truncated layer was accepted"),
-            Ok(Err(e)) => assert!(!stall && matches!(e, Error::Http { .. }), "{e}"),
-            Err(_elapsed) => assert!(stall, "hang-up was not noticed"),
+        let Body::Full(b) = r.body.clone() else {
+            unreachable!()
+        };
+        r.body = if stall {
+            Body::StallAfter(b.clone(), b.len() / 2)
+        } else {
+            Body::Full(Arc::new(b[..b.len() / 2].to_vec()))
+        };
+        let ld = route.rsplit('/').next().unwrap().to_string();
+        let err = pull_err(&img.serve(), tmp.path()).await;
+        if stall {
+            assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        } else {
+            assert!(matches!(err, Error::Http { .. }), "{err}");
         }
-        // Dropping the pull aborts its download tasks; aborted tasks are dropped (and their
-        // temporary files with them) the next time the runtime runs.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let store = tmp.path().join("images");
         assert!(!store.join("blobs/sha256").join(&ld[7..]).exists());
-        assert_eq!(fs::read_dir(store.join("tmp")).unwrap().count(), 0);
-        assert!(svc.list().unwrap().is_empty());
     }
+}
+
+/// Hole 4: a layer declaring a petabyte is refused before a byte is downloaded, whatever the
+/// blob route would send; so is an image whose layers together pass the image cap.
+#[tokio::test]
+async fn declared_sizes_are_capped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut img = image(&[&plain_tar()]);
+    let route = layer_route(&img, 0);
+    img.routes.get_mut(&route).unwrap().body = Body::Endless;
+    img.routes.get_mut(&route).unwrap().length = None;
+    img.manifest["layers"][0]["size"] = json!(10u64.pow(15));
+    let err = pull_err(&img.serve(), tmp.path()).await;
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("1000000000000000"), "{err}");
+
+    let tars = [
+        plain_tar(),
+        hostile::Tar::default().file("b", 0o644, b"b").finish(),
+    ];
+    let img = image(&[&tars[0], &tars[1]]);
+    let sizes: u64 = (0..2)
+        .map(|i| img.manifest["layers"][i]["size"].as_u64().unwrap())
+        .sum();
+    let config = StoreConfig {
+        max_image_bytes: sizes - 1,
+        ..impatient()
+    };
+    let err = pull_err_with(&img.serve(), tmp.path(), config).await;
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("image"), "{err}");
+}
+
+/// Hole 4: once the streaming unpacker has failed, the download stops: the error is the
+/// unpacker's (an endless garbage blob under a generous declared size would otherwise be
+/// downloaded to the end) and nothing stays in tmp/.
+#[tokio::test]
+async fn failed_unpack_stops_the_download() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut img = image(&[&plain_tar()]);
+    let route = layer_route(&img, 0);
+    let r = img.routes.get_mut(&route).unwrap();
+    r.body = Body::Endless;
+    r.length = None;
+    img.manifest["layers"][0]["size"] = json!(8u64 << 30);
+    img.manifest["layers"][0]["mediaType"] = json!(OCI_LAYER_GZIP);
+    let err = pull_err(&img.serve(), tmp.path()).await;
+    assert!(matches!(err, Error::Malformed { .. }), "{err}");
+    assert!(err.to_string().contains("gzip"), "{err}");
+}
+
+/// Hole 5: a registry that accepts the connection and says nothing, or stalls inside a
+/// manifest, config or layer body, fails the pull with an error naming it and the stage.
+#[tokio::test]
+async fn stalled_registry_times_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = image(&[&plain_tar()]).serve_with(Greeting::Silence);
+    let err = pull_err(&addr, tmp.path()).await;
+    let text = err.to_string();
+    assert!(matches!(err, Error::Timeout { .. }), "{text}");
+    assert!(
+        text.contains(&addr) && text.contains("manifest latest"),
+        "{text}"
+    );
+
+    // A token server that never answers (the registry asks for a bearer token).
+    let tmp = tempfile::tempdir().unwrap();
+    let token_server = hostile::serve_with(HashMap::new(), Greeting::Silence);
+    let mut challenge = reply("application/json", b"{}".to_vec());
+    challenge.status = "401 Unauthorized";
+    challenge.headers.push((
+        "WWW-Authenticate".into(),
+        format!("Bearer realm=\"http://{token_server}/token\",service=\"evil\""),
+    ));
+    let routes = HashMap::from([(MANIFEST_ROUTE.to_string(), challenge)]);
+    let err = pull_err(&serve(routes), tmp.path()).await;
+    let text = err.to_string();
+    assert!(matches!(err, Error::Timeout { .. }), "{text}");
+    assert!(text.contains("token"), "{text}");
+
+    for (what, stage) in [("manifest", "manifest latest"), ("config", "image config")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut routes, manifest) = image(&[&plain_tar()]).without_manifest_route();
+        routes.insert(
+            MANIFEST_ROUTE.into(),
+            reply(OCI_MANIFEST, manifest.to_string().into_bytes()),
+        );
+        let route = if what == "manifest" {
+            MANIFEST_ROUTE.to_string()
+        } else {
+            config_route(&manifest)
+        };
+        let r = routes.get_mut(&route).unwrap();
+        let Body::Full(b) = r.body.clone() else {
+            unreachable!()
+        };
+        r.body = Body::StallAfter(b.clone(), b.len() / 2);
+        let err = pull_err(&serve(routes), tmp.path()).await;
+        let text = err.to_string();
+        assert!(matches!(err, Error::Timeout { .. }), "{what}: {text}");
+        assert!(text.contains(stage), "{what}: {text}");
+    }
+}
+
+fn assert_no_controls(what: &str, text: &str) {
+    assert!(
+        !text.chars().any(|c| c.is_control()),
+        "{what} reaches the terminal raw: {text:?}"
+    );
+}
+
+/// Hole 8: registry error bodies, tar errors and an image config's os/architecture/created
+/// reach errors and image records with their control characters escaped.
+#[tokio::test]
+async fn untrusted_text_is_escaped() {
+    let clear = "\x1b[2J\x1b]0;pwned\x07\u{9b}31m";
+    let bodies = [
+        json!({"errors": [{"code": format!("DENIED{clear}"), "message": clear}]}).to_string(),
+        format!("<html>{clear}</html>"),
+    ];
+    for body in bodies {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut r = reply("application/json", body.into_bytes());
+        r.status = "500 Internal Server Error";
+        let routes = HashMap::from([(MANIFEST_ROUTE.to_string(), r)]);
+        let err = pull_err(&serve(routes), tmp.path()).await;
+        assert!(matches!(err, Error::Registry { .. }), "{err}");
+        let text = err.to_string();
+        assert_no_controls("registry error body", &text);
+        assert!(text.contains("\\x1b[2J"), "{text}");
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = hostile::Tar::default()
+        .file(&format!("../{clear}"), 0o644, b"x")
+        .finish();
+    let err = pull_err(&image(&[&tar]).serve(), tmp.path()).await;
+    assert_no_controls("tar entry name", &err.to_string());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut img = image(&[&plain_tar()]);
+    img.config["os"] = json!(format!("linux{clear}"));
+    img.config["architecture"] = json!(format!("amd64{clear}"));
+    img.config["created"] = json!(format!("2024-01-01{clear}"));
+    let addr = img.serve();
+    let svc = service(tmp.path(), impatient());
+    let report = svc
+        .pull(&format!("{addr}/evil:latest"), &PullOptions::default())
+        .await
+        .unwrap();
+    for rec in [report.image, svc.list().unwrap().remove(0)] {
+        assert_no_controls("platform", &rec.platform);
+        assert_no_controls("created", rec.created.as_deref().unwrap());
+    }
+}
+
+/// A failed pull takes back what it added: here the first layer and the config arrive and
+/// are unpacked, the second layer lies about its diff_id (pull_err checks the store).
+#[tokio::test]
+async fn failed_pull_leaves_no_orphans() {
+    let tmp = tempfile::tempdir().unwrap();
+    let second = hostile::Tar::default().file("b", 0o644, b"b").finish();
+    let mut img = image(&[&plain_tar(), &second]);
+    img.config["rootfs"]["diff_ids"][1] = json!(Digest::of(b"not the tar").to_string());
+    let err = pull_err(&img.serve(), tmp.path()).await;
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+}
+
+/// The per-image cap: each layer is within the per-layer limit, together they are not.
+#[tokio::test]
+async fn image_cap_counts_all_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let big = vec![b'z'; 600 << 10];
+    let tars = [
+        hostile::Tar::default().file("a", 0o644, &big).finish(),
+        hostile::Tar::default().file("b", 0o644, &big).finish(),
+    ];
+    let mut config = impatient();
+    config.unpack.limits.max_image_bytes = 1 << 20;
+    let err = pull_err_with(&image(&[&tars[0], &tars[1]]).serve(), tmp.path(), config).await;
+    assert!(matches!(err, Error::LimitExceeded(_)), "{err}");
 }

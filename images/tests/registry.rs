@@ -289,7 +289,7 @@ async fn auth_protected_registry() {
         username: common::USER.into(),
         password: "wrong".into(),
     };
-    let err = skiff_images::login(&reg.addr, wrong, false)
+    let err = skiff_images::login(&reg.addr, wrong, false, Default::default())
         .await
         .unwrap_err();
     assert!(matches!(err, Error::AuthFailed { .. }), "{err}");
@@ -299,7 +299,9 @@ async fn auth_protected_registry() {
         username: common::USER.into(),
         password: common::PASSWORD.into(),
     };
-    let path = skiff_images::login(&reg.addr, right, false).await.unwrap();
+    let path = skiff_images::login(&reg.addr, right, false, Default::default())
+        .await
+        .unwrap();
     assert_eq!(path, fx.docker_config.join("config.json"));
     let cfg: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
     assert!(cfg["auths"][&reg.addr]["auth"].is_string());
@@ -569,7 +571,9 @@ async fn bearer_token_with_credentials() {
         username: "robot".into(),
         password: "token-pw".into(),
     };
-    skiff_images::login(&reg.addr, creds, false).await.unwrap();
+    skiff_images::login(&reg.addr, creds, false, Default::default())
+        .await
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let svc = service(tmp.path());
     svc.pull(&format!("{}/whiteout:test", reg.addr), &opts())

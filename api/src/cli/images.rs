@@ -8,6 +8,7 @@ use crate::config::Config;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use skiff_images::auth::Credentials;
+use skiff_images::text::escape_untrusted;
 use skiff_images::{ImageRecord, Platform, PullOptions, Reference};
 
 #[derive(Debug, Subcommand)]
@@ -36,6 +37,7 @@ pub enum ImageCommand {
         file: Option<PathBuf>,
     },
     /// Write an image to an OCI archive (readable with `skopeo inspect oci-archive:FILE`).
+    /// A FIFO or device is written to, never replaced; `-` is standard output.
     Save {
         reference: String,
         /// Output file.
@@ -175,11 +177,17 @@ impl ImageCommand {
                 file,
             } => {
                 let path = output.or(file).context("no output file given")?;
-                config
-                    .images()?
-                    .save(&reference, &path)
-                    .await
-                    .with_context(|| format!("cannot save {reference}"))?;
+                let svc = config.images()?;
+                let saved = if path.as_os_str() == "-" {
+                    if std::io::stdout().is_terminal() {
+                        anyhow::bail!("refusing to write an archive to a terminal");
+                    }
+                    svc.save_to_writer(&reference, Box::new(std::io::stdout()))
+                        .await
+                } else {
+                    svc.save(&reference, &path).await
+                };
+                saved.with_context(|| format!("cannot save {reference}"))?;
                 Ok(0)
             }
             ImageCommand::Login {
@@ -200,9 +208,9 @@ impl ImageCommand {
                         line.trim_end_matches(['\r', '\n']).to_string()
                     }
                 };
-                let path =
-                    skiff_images::login(&registry, Credentials { username, password }, insecure)
-                        .await?;
+                let creds = Credentials { username, password };
+                let timeouts = skiff_images::RegistryTimeouts::default();
+                let path = skiff_images::login(&registry, creds, insecure, timeouts).await?;
                 println!("Login Succeeded (credentials saved in {})", path.display());
                 Ok(0)
             }
@@ -231,7 +239,7 @@ async fn pull(config: &Config, args: PullArgs) -> anyhow::Result<i32> {
     println!(
         "Pulled {} ({}): {} layers downloaded ({}), {} already present",
         img.name,
-        img.platform,
+        escape_untrusted(&img.platform),
         report.layers_downloaded,
         human_size(report.bytes_downloaded),
         report.layers_reused
@@ -300,8 +308,8 @@ fn list(config: &Config, args: ListArgs) -> anyhow::Result<i32> {
                         "id": rec.config_digest,
                         "digest": rec.index_digest.as_ref().unwrap_or(&rec.manifest_digest),
                         "manifest_digest": rec.manifest_digest,
-                        "platform": rec.platform,
-                        "created": rec.created,
+                        "platform": escape_untrusted(&rec.platform),
+                        "created": rec.created.as_deref().map(escape_untrusted),
                         "size": rec.size(),
                         "layers": rec.layers.len(),
                     })
@@ -321,14 +329,14 @@ fn list(config: &Config, args: ListArgs) -> anyhow::Result<i32> {
                     .created
                     .as_deref()
                     .and_then(|c| c.get(..10))
-                    .unwrap_or("-");
+                    .map_or_else(|| "-".to_string(), escape_untrusted);
                 println!(
                     "{:<40} {:<16} {:<14} {:<12} {:<14} {:>10}",
                     repository,
                     tag,
                     rec.config_digest.short(),
                     created,
-                    rec.platform,
+                    escape_untrusted(&rec.platform),
                     human_size(rec.size())
                 );
             }

@@ -197,18 +197,38 @@ pub async fn pull(inner: &Inner, opts: PullOptions) -> Result<BoxStream<'static,
     Ok(stream::iter([first]).chain(rest).boxed())
 }
 
+/// Holds off the store's clean-up of tmp/ (prune, or another process opening the store)
+/// while a spool file lives there.
+async fn writer_lock(inner: &Inner) -> Result<skiff_images::store::FileLock> {
+    let store = inner.images.store().clone();
+    tokio::task::spawn_blocking(move || store.gc_lock(false))
+        .await
+        .map_err(internal)?
+        .map_err(internal)
+}
+
 /// `load`: the request body is spooled to a private temporary file (the archive formats need
-/// random access), then loaded like `skiff load`.
+/// random access), then loaded like `skiff load`. The spool is capped at the store's image
+/// size cap, as a pull would be.
 pub async fn load(
     inner: &Inner,
     mut archive: ByteStream,
     _quiet: bool,
 ) -> Result<BoxStream<'static, ProgressMessage>> {
+    let _writer = writer_lock(inner).await?;
+    let cap = inner.images.store().config.max_image_bytes;
     let tmp = tempfile::NamedTempFile::new_in(inner.images.store().tmp_dir()).map_err(internal)?;
     let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(internal)?);
+    let mut spooled: u64 = 0;
     while let Some(chunk) = archive.next().await {
         let chunk = chunk
             .map_err(|e| BackendError::InvalidArgument(format!("reading the archive: {e}")))?;
+        spooled += chunk.len() as u64;
+        if spooled > cap {
+            return Err(BackendError::InvalidArgument(format!(
+                "the archive is larger than the image size cap ({cap} bytes)"
+            )));
+        }
         file.write_all(&chunk).await.map_err(internal)?;
     }
     file.flush().await.map_err(internal)?;
@@ -236,6 +256,7 @@ pub async fn save(inner: &Inner, names: Vec<String>) -> Result<ByteStream> {
         .images
         .resolve(name)
         .map_err(|_| no_such_image(name))?;
+    let _writer = writer_lock(inner).await?;
     let tmp = tempfile::NamedTempFile::new_in(inner.images.store().tmp_dir()).map_err(internal)?;
     inner
         .images

@@ -102,6 +102,7 @@ fn limited(max_bytes: u64, max_entries: u64) -> UnpackOptions {
         limits: UnpackLimits {
             max_bytes,
             max_entries,
+            max_image_bytes: u64::MAX,
         },
         devices: DevicePolicy::Skip,
     }
@@ -114,6 +115,7 @@ fn apply(tar: &[u8], root: &Path, mode: Whiteouts) -> Result<LayerStats> {
         root,
         mode,
         &UnpackOptions::default(),
+        &ImageBudget::new(&UnpackLimits::default()),
     )
 }
 
@@ -288,6 +290,7 @@ fn byte_and_entry_limits() {
         &s.root,
         Whiteouts::Overlay,
         &opts,
+        &ImageBudget::new(&UnpackLimits::default()),
     ));
     assert!(e.contains("limit") && e.contains("16384"), "{e}");
 
@@ -304,6 +307,7 @@ fn byte_and_entry_limits() {
         &root2,
         Whiteouts::Overlay,
         &opts,
+        &ImageBudget::new(&UnpackLimits::default()),
     ));
     assert!(e.contains("more than 10 entries"), "{e}");
 }
@@ -325,6 +329,7 @@ fn gzip_bomb_is_stopped() {
         &s.root,
         Whiteouts::Overlay,
         &opts,
+        &ImageBudget::new(&UnpackLimits::default()),
     ));
     assert!(e.contains("unpack limit"), "{e}");
 }
@@ -341,6 +346,7 @@ fn truncated_stream_is_an_error() {
         &s.root,
         Whiteouts::Overlay,
         &UnpackOptions::default(),
+        &ImageBudget::new(&UnpackLimits::default()),
     ));
     assert!(e.contains("malformed"), "{e}");
 }
@@ -443,9 +449,12 @@ fn device_nodes_follow_policy() {
         &s.root,
         Whiteouts::Overlay,
         &opts,
+        &ImageBudget::new(&UnpackLimits::default()),
     )
     .unwrap();
     let m = fs::symlink_metadata(s.root.join("dev/null")).unwrap();
     assert!(m.file_type().is_char_device());
     assert_eq!(m.rdev(), libc::makedev(1, 3));
 }
+
+mod oversized;
