@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use skiff_images::ImageService;
+use skiff_images::{ImageService, StoreConfig};
 
 /// State directory when `$SKIFF_ROOT` is unset.
 pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
@@ -31,6 +31,9 @@ pub struct Config {
     pub boot_timeout: Duration,
     /// Where the guest console goes, for debugging (`$SKIFF_CONSOLE`); discarded when unset.
     pub console: Option<PathBuf>,
+    /// The image store's caps and registry timeouts (`$SKIFF_UNPACK_*`, `$SKIFF_IMAGE_*`,
+    /// `$SKIFF_REGISTRY_*`; see `StoreConfig::from_env`).
+    pub images: StoreConfig,
 }
 
 impl Config {
@@ -49,12 +52,13 @@ impl Config {
                 .and_then(|s| s.to_str()?.parse().ok())
                 .map_or(DEFAULT_BOOT_TIMEOUT, Duration::from_secs),
             console: path("SKIFF_CONSOLE"),
+            images: StoreConfig::from_env(env),
         }
     }
 
     /// The image store under the state root.
     pub fn images(&self) -> anyhow::Result<ImageService> {
-        ImageService::open(&self.root.join("images"))
+        ImageService::open_with(&self.root.join("images"), self.images)
             .context("cannot open the image store (set SKIFF_ROOT to use another root)")
     }
 

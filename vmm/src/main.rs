@@ -12,15 +12,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use skiff_vmm::container::ContainerSession;
+use skiff_vmm::builder::attach_devices;
 use skiff_vmm::devices::serial::SerialOutput;
-use skiff_vmm::rootfs::Rootfs;
-use skiff_vmm::spec::{
-    RootfsSpec, VsockSpec, DEFAULT_CPUS, DEFAULT_GUEST_CID, DEFAULT_MEMORY_MIB, ROOTFS_TAG,
-};
-use skiff_vmm::virtio::fs::{FsDevice, Sharing};
-use skiff_vmm::virtio::rng::RngDevice;
-use skiff_vmm::virtio::vsock::VsockDevice;
+use skiff_vmm::spec::{RootfsSpec, VsockSpec, DEFAULT_CPUS, DEFAULT_GUEST_CID, DEFAULT_MEMORY_MIB};
 use skiff_vmm::{ExitNotifier, Vm, VmExit, VmSpec};
 
 /// How long a container session gets to write its exit file once the VM has stopped (the report
@@ -190,37 +184,11 @@ fn run(args: Args, stop_signals: libc::sigset_t) -> anyhow::Result<(VmExit, Vec<
     let spec = args.into_spec()?;
     let mut vm = Vm::new(&spec)?;
     spawn_signal_waiter(stop_signals, vm.exit_notifier())?;
-    // Keeps the merged root mounted for as long as the VM runs.
-    let _rootfs = match &spec.rootfs {
-        Some(root) => {
-            let rootfs = Rootfs::prepare(&root.layers, root.upper.as_deref())?;
-            let device = FsDevice::new(ROOTFS_TAG, rootfs.dir(), Sharing::Exclusive)?;
-            vm.add_virtio_device(Box::new(device))?;
-            Some(rootfs)
-        }
-        None => None,
-    };
-    for share in &spec.shares {
-        if share.read_only {
-            skiff_vmm::rootfs::bind_read_only(&share.source)?;
-        }
-        let device = FsDevice::new(&share.tag, &share.source, Sharing::Shared)
-            .with_context(|| format!("share {:?}", share.tag))?;
-        vm.add_virtio_device(Box::new(device))?;
-    }
-    let mut session = None;
-    if let Some(vsock) = &spec.vsock {
-        // Before the device exists: guest-init may connect as soon as the guest runs.
-        if let Some(container) = &spec.container {
-            session = Some(ContainerSession::start(container, &vsock.uds)?);
-        }
-        let device = VsockDevice::new(u64::from(vsock.guest_cid), &vsock.uds)?;
-        vm.add_virtio_device(Box::new(device))?;
-    }
-    vm.add_virtio_device(Box::new(RngDevice::new()))?;
+    // Keeps the merged root mounted and the container session served while the VM runs.
+    let devices = attach_devices(&mut vm, &spec)?;
     let tail = vm.console_tail();
     let exit = vm.run()?;
-    if let Some(session) = session {
+    if let Some(session) = devices.session {
         session.finish(SESSION_FINISH);
     }
     let tail = tail.lock().unwrap_or_else(|p| p.into_inner()).contents();

@@ -209,7 +209,7 @@ impl ImageCommand {
                     }
                 };
                 let creds = Credentials { username, password };
-                let timeouts = skiff_images::RegistryTimeouts::default();
+                let timeouts = config.images.timeouts;
                 let path = skiff_images::login(&registry, creds, insecure, timeouts).await?;
                 println!("Login Succeeded (credentials saved in {})", path.display());
                 Ok(0)

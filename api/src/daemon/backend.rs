@@ -141,8 +141,10 @@ pub trait ContainerBackend: Send + Sync + 'static {
     async fn volume_create(&self, _body: VolumeCreateBody) -> Result<Volume> {
         Err(BackendError::NotImplemented("volume create"))
     }
-    async fn volume_inspect(&self, _name: &str) -> Result<Volume> {
-        Err(BackendError::NotImplemented("volume inspect"))
+    /// An engine without volumes has none: `docker inspect NAME` asks for a volume of the name
+    /// after a container and an image, and must get a 404 to go on.
+    async fn volume_inspect(&self, name: &str) -> Result<Volume> {
+        Err(BackendError::NoSuchVolume(name.to_string()))
     }
     /// `Conflict` while a container uses it; `force` ignores a missing volume.
     async fn volume_remove(&self, _name: &str, _force: bool) -> Result<()> {

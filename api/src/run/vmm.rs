@@ -185,6 +185,7 @@ mod tests {
             init: "/bin/skiff-init".into(),
             boot_timeout: Duration::from_secs(1),
             console: Some("/tmp/console.log".into()),
+            images: Default::default(),
         };
         let options = RunOptions {
             root: Root::Dir("/layer".into()),

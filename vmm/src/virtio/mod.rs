@@ -19,6 +19,7 @@ pub mod rng;
 // Devices helper: devices and what they share.
 pub(crate) mod config_space;
 pub(crate) mod device_thread;
+pub(crate) mod event_loop;
 pub mod fs;
 pub(crate) mod queue_service;
 #[cfg(test)]

@@ -12,6 +12,7 @@ use vm_memory::{Address, Bytes};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::device_thread::DeviceThread;
+use super::event_loop::EventLoop;
 use super::queue_service::{accept_queues, notify_guest, serve_available};
 use super::{ActivateError, ActiveQueue, GuestMem, Interrupt, VirtioDevice};
 
@@ -78,38 +79,20 @@ fn serve(
     interrupt: &dyn Interrupt,
     stop: &EventFd,
 ) -> std::io::Result<()> {
-    loop {
-        // Also covers buffers made available before the first kick reached us.
+    let events = EventLoop::new(stop)?;
+    events.add(q.notify.as_raw_fd(), 0)?;
+    let serve_queue = |q: &mut ActiveQueue| {
         if serve_available(&mut q.queue, mem, |chain| fill_chain(mem, chain)) > 0 {
             notify_guest(&mut q.queue, mem, interrupt);
         }
-        let mut fds = [
-            libc::pollfd {
-                fd: stop.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: q.notify.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: `fds` is a valid array of two pollfd structs for the duration of the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if fds[0].revents != 0 {
-            return Ok(());
-        }
+    };
+    // Also covers buffers made available before the first kick reached us.
+    serve_queue(&mut q);
+    events.run(|_| {
         // A failed read only means the counter was already drained.
         let _ = q.notify.read();
-    }
+        serve_queue(&mut q);
+    })
 }
 
 /// Fills the chain's writable buffers with random bytes; returns how many were written.

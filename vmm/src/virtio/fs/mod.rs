@@ -11,11 +11,11 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
 use virtio_bindings::virtio_ids::VIRTIO_ID_FS;
 use virtio_queue::{DescriptorChain, Queue};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::config_space::read_config_bytes;
 use super::device_thread::DeviceThread;
+use super::event_loop::EventLoop;
 use super::queue_service::{accept_queues, notify_guest, serve_available};
 use super::{ActivateError, ActiveQueue, GuestMem, Interrupt, VirtioDevice};
 use shared_dir::SharedDirFs;
@@ -172,9 +172,6 @@ impl FsDevice {
     }
 }
 
-/// Epoll tokens of the worker's event sources.
-const TOKEN_STOP: u64 = u64::MAX;
-
 struct FsWorker {
     mem: GuestMem,
     interrupt: Arc<dyn Interrupt>,
@@ -190,42 +187,20 @@ impl FsWorker {
     }
 
     fn serve(&mut self, stop: &EventFd) -> std::io::Result<()> {
-        let epoll = Epoll::new()?;
-        epoll.ctl(
-            ControlOperation::Add,
-            stop.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, TOKEN_STOP),
-        )?;
+        let events = EventLoop::new(stop)?;
         for (index, q) in self.queues.iter().enumerate() {
-            epoll.ctl(
-                ControlOperation::Add,
-                q.notify.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, index as u64),
-            )?;
+            events.add(q.notify.as_raw_fd(), index as u64)?;
         }
         // Buffers may have been made available before the first kick reached us.
         for index in 0..self.queues.len() {
             self.serve_queue(index);
         }
-        let mut events = [EpollEvent::default(); 3];
-        loop {
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            for event in &events[..n] {
-                match event.data() {
-                    TOKEN_STOP => return Ok(()),
-                    index => {
-                        let index = index as usize;
-                        // A failed read only means the counter was already drained.
-                        let _ = self.queues[index].notify.read();
-                        self.serve_queue(index);
-                    }
-                }
-            }
-        }
+        events.run(|token| {
+            let index = token as usize;
+            // A failed read only means the counter was already drained.
+            let _ = self.queues[index].notify.read();
+            self.serve_queue(index);
+        })
     }
 
     fn serve_queue(&mut self, index: usize) {
