@@ -9,6 +9,7 @@
 mod common;
 
 use common::{check, text};
+use skiff_guest_init::exec_sessions::ExecSessions;
 use skiff_guest_init::reaper::Reaper;
 use skiff_guest_init::session;
 use skiff_protocol::CONTROL_PORT;
@@ -21,6 +22,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const FAKE_ARGS: &str = "SKIFF_FAKE_VMM_ARGS";
+/// The fake's open exec sessions.
+static EXECS: ExecSessions = ExecSessions::new();
 const FAKE_MODE: &str = "SKIFF_FAKE_VMM_MODE";
 
 /// The fake skiff-vmm; a no-op unless this binary was started as one.
@@ -55,7 +58,11 @@ fn fake_vmm() {
                 assert_eq!(line, "CONNECT 1025\n");
                 stream.write_all(b"OK 1073741824\n").unwrap();
                 let spec = session::accept_spec(&mut stream).unwrap();
+                // As guest-init: an exec open when the main process ends still reports.
+                let Some(_open) = EXECS.admit() else { return };
                 let _ = session::run(&mut stream, &spec, Reaper::global());
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                let _ = std::io::Read::read(&mut stream, &mut [0u8; 1]);
             });
         }
     });
@@ -63,6 +70,8 @@ fn fake_vmm() {
     let mut stream = UnixStream::connect(&control).unwrap();
     let spec = session::accept_spec(&mut stream).unwrap();
     let code = session::run(&mut stream, &spec, Reaper::global()).unwrap();
+    EXECS.close();
+    EXECS.wait_all_ended(Duration::from_secs(5));
     // Like guest-init: wait for the host to close, then "power off".
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let _ = std::io::Read::read(&mut stream, &mut [0u8; 1]);
