@@ -261,17 +261,9 @@ async fn attached(
         }
         return Err(e.into());
     }
-    let raw = run::raw_terminal(process)?;
     let keys = detach_keys::parse(None)?;
-    let streamed = stream(
-        hijacked,
-        stdin,
-        Some(keys),
-        Some((&mut signals, client, id)),
-    )
-    .await;
-    drop(raw);
-    if streamed? {
+    let container = Some((&mut signals, client, id));
+    if stream_raw(hijacked, process, stdin, keys, container).await? {
         // Detached: the container runs on, as docker leaves it.
         return Ok(0);
     }
@@ -282,25 +274,39 @@ async fn attached(
     Ok(i32::try_from(exit.status_code).unwrap_or(255))
 }
 
+/// `stream`, with our terminal raw while a TTY process is attached (restored before returning).
+async fn stream_raw(
+    hijacked: Hijacked,
+    process: &ProcessOptions,
+    stdin: bool,
+    detach_keys: Vec<u8>,
+    container: Option<(&mut Signals, &Client, &str)>,
+) -> anyhow::Result<bool> {
+    let raw = run::raw_terminal(process)?;
+    let streamed = stream(hijacked, stdin, detach_keys, container).await;
+    drop(raw);
+    streamed
+}
+
 /// Streams a hijacked connection: output to our stdout and stderr until it ends, our stdin to
-/// the process when `stdin`, and (with a container) the signals caught to it. With
-/// `detach_keys`, our stdin is watched for them as the daemon watches it: returns true when the
-/// stream ended because they were typed.
+/// the process when `stdin`, and (with a container) the signals caught to it. Our stdin is
+/// watched for `detach_keys` as the daemon watches it: returns true when the stream ended
+/// because they were typed.
 async fn stream(
     hijacked: Hijacked,
     stdin: bool,
-    detach_keys: Option<Vec<u8>>,
+    detach_keys: Vec<u8>,
     mut container: Option<(&mut Signals, &Client, &str)>,
 ) -> anyhow::Result<bool> {
     let (mut output, mut input) = hijacked.split();
     let detached = Arc::new(AtomicBool::new(false));
     let feeder = stdin.then(|| {
         let detached = detached.clone();
-        let mut scanner = detach_keys.map(Scanner::new);
+        let mut scanner = Scanner::new(detach_keys);
         tokio::spawn(async move {
             let mut chunks = forward_stdin();
             while let Some(bytes) = chunks.recv().await {
-                if let Some(Scanned::Detach(_)) = scanner.as_mut().map(|s| s.scan(&bytes)) {
+                if let Scanned::Detach(_) = scanner.scan(&bytes) {
                     detached.store(true, Ordering::SeqCst);
                 }
                 if input.write_all(&bytes).await.is_err() {
@@ -369,16 +375,8 @@ pub async fn attach(
         interactive: stdin,
         ..ProcessOptions::default()
     };
-    let raw = run::raw_terminal(&process)?;
-    let streamed = stream(
-        hijacked,
-        stdin,
-        Some(keys),
-        Some((&mut signals, client, id)),
-    )
-    .await;
-    drop(raw);
-    if streamed? {
+    let container = Some((&mut signals, client, id));
+    if stream_raw(hijacked, &process, stdin, keys, container).await? {
         return Ok(0);
     }
     let exit = client.wait(id, WaitCondition::NotRunning).await?;
@@ -425,11 +423,8 @@ async fn exec_session(
     };
     let exec_id = client.exec_create(&container, &body).await?;
     let hijacked = client.exec_start(&exec_id, process.tty, size).await?;
-    let raw = run::raw_terminal(&process)?;
     let keys = detach_keys::parse(None)?;
-    let streamed = stream(hijacked, stdin, Some(keys), None).await;
-    drop(raw);
-    if streamed? {
+    if stream_raw(hijacked, &process, stdin, keys, None).await? {
         return Ok(0);
     }
     // The output ends as the process does; its code may be recorded a moment later.
