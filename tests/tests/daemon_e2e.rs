@@ -9,10 +9,11 @@ use std::time::Duration;
 /// Builds `skiff-test/busybox:1` (busybox, Cmd `sh`) into `$1/share/image.tar`.
 const BUSYBOX_IMAGE: &str = include_str!("../images/busybox.sh");
 
-/// The story, in the test host. `d` is the docker CLI (28.x) on skiffd's socket; each command is
-/// cut off after 120 s (`dl`: 300 s) so a hang shows as a result instead of the whole run's
-/// timeout (-k: `docker run` passes a SIGTERM on to its container and goes on waiting).
-const STORY: &str = r#"
+/// What each story starts with, in the test host. `d` is the docker CLI (28.x) on skiffd's
+/// socket; each command is cut off after 120 s (`dl`: 300 s) so a hang shows as a result instead
+/// of the whole run's timeout (-k: `docker run` passes a SIGTERM on to its container and goes on
+/// waiting).
+const PRELUDE: &str = r#"
 export SKIFF_ROOT=/run/skiff
 mkdir -p $SKIFF_ROOT
 I=skiff-test/busybox:1
@@ -26,6 +27,10 @@ daemon() {
     echo daemon_up=no
 }
 daemon
+"#;
+
+/// The docker CLI's story: images, runs, errors, `kill -9 skiffd`, top, sizes, restarts, runs at once.
+const STORY: &str = r#"
 echo "api=$(d version --format '{{.Server.APIVersion}}')"
 echo "load=$(d load -i /testdata/img/image.tar)"
 d tag $I skiff-test/other:2
@@ -108,6 +113,31 @@ done
 echo "flaky=$(d inspect -f '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}' flaky)"
 echo "flaky_logs=$(d logs flaky | tr '\n' ',')"
 
+# 8 containers started at once, each a microVM booting under the test host's emulator (20 at
+# once pass too, but the emulator then triple-faults a guest in one round of two: see
+# tests/bench/daemon for 20). (Waiting for these alone: a bare `wait` would wait for skiffd too.)
+pids=
+for i in $(seq 8); do
+    (dl run --rm --memory 64m $I sh -c "exit $i"; echo "par$i=$?" >/tmp/par$i) &
+    pids="$pids $!"
+done
+wait $pids
+echo "par=$(cat /tmp/par* | sort -t= -k2 -n | tr '\n' ',')"
+
+d stop bg >/dev/null
+echo "stopped=$(d inspect -f '{{.State.Status}} {{.State.ExitCode}}' bg)"
+echo "stopped_logs=$(d logs bg | tr '\n' ',')"
+d rm bg shorter three flaky >/dev/null
+echo "left=$(d ps -a -q | wc -l)"
+kill $PID
+wait $PID
+echo "daemon_exit=$?"
+"#;
+
+/// Volumes through the docker CLI and skiff's: binds both ways, `:ro`, named volumes that outlive
+/// their containers, tmpfs, anonymous volumes.
+const VOLUMES: &str = r#"
+d load -i /testdata/img/image.tar >/dev/null
 # Volumes: a host directory both ways, read-only refused, a named volume that outlives its
 # containers and cannot be removed while one uses it, a tmpfs, an anonymous volume gone with --rm.
 mkdir -p /tmp/hostdir && echo from-host >/tmp/hostdir/in
@@ -135,45 +165,36 @@ echo "skiff_vol=$(timeout 120 /skiff/bin/skiff -H unix://$S run --rm -v skv:/v $
 echo "skiff_vol_ls=$(timeout 60 /skiff/bin/skiff -H unix://$S volume ls -q | tr '\n' ',')"
 timeout 60 /skiff/bin/skiff -H unix://$S volume rm skv >/dev/null; echo "skiff_volrm=$?"
 echo "volumes_left=$(d volume ls -q | wc -l)"
-
-# 8 containers started at once, each a microVM booting under the test host's emulator (20 at
-# once pass too, but the emulator then triple-faults a guest in one round of two: see
-# tests/bench/daemon for 20). (Waiting for these alone: a bare `wait` would wait for skiffd too.)
-pids=
-for i in $(seq 8); do
-    (dl run --rm --memory 64m $I sh -c "exit $i"; echo "par$i=$?" >/tmp/par$i) &
-    pids="$pids $!"
-done
-wait $pids
-echo "par=$(cat /tmp/par* | sort -t= -k2 -n | tr '\n' ',')"
-
-d stop bg >/dev/null
-echo "stopped=$(d inspect -f '{{.State.Status}} {{.State.ExitCode}}' bg)"
-echo "stopped_logs=$(d logs bg | tr '\n' ',')"
-d rm bg shorter three flaky >/dev/null
-echo "left=$(d ps -a -q | wc -l)"
 kill $PID
 wait $PID
-echo "daemon_exit=$?"
 "#;
 
 fn docker_cli() -> &'static Path {
     Path::new("/usr/local/bin/docker")
 }
 
-#[test]
-fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
+/// Runs `story` after the prelude in one test-host boot, with the image and the docker CLI.
+fn docker_story(
+    story: &str,
+    timeout_secs: u64,
+    mem_mib: u32,
+) -> skiff_tests::testhost::TestHostOutput {
     let work = tempfile::tempdir().expect("tempdir");
     skiff_tests::host_script(BUSYBOX_IMAGE, work.path());
     let cli_dir = work.path().join("docker");
     std::fs::create_dir(&cli_dir).expect("mkdir");
     std::fs::copy(docker_cli(), cli_dir.join("docker")).expect("the docker CLI (tests/setup)");
-    let out = TestHost::new()
-        .timeout(Duration::from_secs(900))
-        .mem_mib(4096)
+    TestHost::new()
+        .timeout(Duration::from_secs(timeout_secs))
+        .mem_mib(mem_mib)
         .data(work.path().join("share"), "img")
         .data(&cli_dir, "docker")
-        .run(&["sh", "-c", STORY]);
+        .run(&["sh", "-c", &format!("{PRELUDE}{story}")])
+}
+
+#[test]
+fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
+    let out = docker_story(STORY, 900, 4096);
     let r = out.results();
     assert!(!r.contains_key("daemon_up"), "{out}");
     out.expect_results(&[
@@ -229,6 +250,23 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
         ("events", "create,start,die,"),
         ("flaky", "exited 2 1"),
         ("flaky_logs", "try,try,try,"),
+        (
+            "par",
+            "par1=1,par2=2,par3=3,par4=4,par5=5,par6=6,par7=7,par8=8,",
+        ),
+        // stop: SIGTERM reached the trap, which exited 7.
+        ("stopped", "exited 7"),
+        ("stopped_logs", "start,got-term,"),
+        ("left", "0"),
+        ("daemon_exit", "0"),
+    ]);
+}
+
+#[test]
+fn volumes_bind_host_directories_and_keep_named_volumes() {
+    let out = docker_story(VOLUMES, 600, 2048);
+    assert!(!out.results().contains_key("daemon_up"), "{out}");
+    out.expect_results(&[
         ("bind_read", "from-host"),
         ("bind_write", "from-guest"),
         ("ro_code", "1"),
@@ -246,15 +284,6 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
         ("skiff_vol_ls", "skv,"),
         ("skiff_volrm", "0"),
         ("volumes_left", "0"),
-        (
-            "par",
-            "par1=1,par2=2,par3=3,par4=4,par5=5,par6=6,par7=7,par8=8,",
-        ),
-        // stop: SIGTERM reached the trap, which exited 7.
-        ("stopped", "exited 7"),
-        ("stopped_logs", "start,got-term,"),
-        ("left", "0"),
-        ("daemon_exit", "0"),
     ]);
 }
 

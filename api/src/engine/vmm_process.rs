@@ -55,8 +55,13 @@ impl ContainerPaths {
         self.run.join("attach.sock")
     }
 
-    /// Creates both directories (0700) and the upper layer's.
+    /// Creates both directories (0700) and the upper layer's, for a start. The socket directory
+    /// is made afresh: sockets a killed VMM left behind would make the next one's bind fail.
     pub fn create(&self) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(&self.run) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut builder = std::fs::DirBuilder::new();
         builder.mode(0o700).recursive(true);
         builder.create(&self.dir)?;
@@ -174,5 +179,23 @@ pub fn signal(process: &VmmProcess, signal: i32) {
     if alive(process) {
         // SAFETY: kill(2) on a PID we checked is still our VMM.
         unsafe { libc::kill(process.pid, signal) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_clears_what_a_killed_vmm_left_in_the_socket_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = ContainerPaths::new(root.path(), &"ab".repeat(32));
+        paths.create().unwrap();
+        std::fs::write(paths.attach(), b"stale").unwrap();
+        std::fs::write(paths.log(), b"kept").unwrap();
+        paths.create().unwrap();
+        assert!(!paths.attach().exists());
+        assert!(paths.run.is_dir() && paths.upper().is_dir());
+        assert_eq!(std::fs::read(paths.log()).unwrap(), b"kept");
     }
 }
