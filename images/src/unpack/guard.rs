@@ -182,9 +182,15 @@ impl<R: Read> ExtensionGuard<R> {
     }
 }
 
-/// Entry data of `size` bytes, padded to whole blocks.
+/// Entry data of `size` bytes, padded to whole blocks. A size whose padding overflows (a PAX
+/// `size` record may say anything) is the rest of the stream: no stream is that long, and the
+/// unpack limits refuse the entry itself (found by the fuzzer: the padding overflowed).
 fn data_state(size: u64, keep: bool) -> State {
-    match size.div_ceil(BLOCK as u64) * BLOCK as u64 {
+    let padded = size
+        .div_ceil(BLOCK as u64)
+        .checked_mul(BLOCK as u64)
+        .unwrap_or(u64::MAX);
+    match padded {
         0 => State::Header,
         left => State::Data { left, keep },
     }

@@ -237,6 +237,19 @@ fn pax_size_override_is_followed() {
 }
 
 #[test]
+fn a_pax_size_near_the_top_of_u64_is_refused_without_a_panic() {
+    // Found by the fuzzer: the guard's block padding of such a size overflowed.
+    for size in [u64::MAX, u64::MAX - 100] {
+        let rec = pax_line(&format!("size={size}"));
+        let pax = padded(extension(tar::EntryType::XHeader, rec.len() as u64, &rec));
+        let h = Layer::header(tar::EntryType::Regular, "f", 0, 0o644);
+        let sb = sandbox();
+        let tar = layer_of(&[pax, h.as_bytes().to_vec()]);
+        assert!(unpack_limited(&tar, &sb.root, 1 << 40).is_err());
+    }
+}
+
+#[test]
 fn layers_of_one_image_share_a_budget() {
     let limits = UnpackLimits {
         max_image_bytes: MIB,
