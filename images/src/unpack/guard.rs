@@ -186,10 +186,7 @@ impl<R: Read> ExtensionGuard<R> {
 /// `size` record may say anything) is the rest of the stream: no stream is that long, and the
 /// unpack limits refuse the entry itself (found by the fuzzer: the padding overflowed).
 fn data_state(size: u64, keep: bool) -> State {
-    let padded = size
-        .div_ceil(BLOCK as u64)
-        .checked_mul(BLOCK as u64)
-        .unwrap_or(u64::MAX);
+    let padded = size.div_ceil(BLOCK as u64).saturating_mul(BLOCK as u64);
     match padded {
         0 => State::Header,
         left => State::Data { left, keep },
