@@ -5,7 +5,7 @@ use hyper::Method;
 
 use super::model::{CreateResponse, IdResponse, SystemVersion};
 use super::stream::{Hijacked, JsonLines, OutputReader, PendingWait};
-use super::{flag, query, segment, Call, Client, ClientError, Result};
+use super::{filters_pair, flag, query, segment, Call, Client, ClientError, Result};
 use crate::daemon::create::body::CreateBody;
 use crate::daemon::handlers::exec::{ExecCreateBody, ExecStartBody};
 use crate::daemon::model::{
@@ -48,11 +48,7 @@ impl Client {
         if let Some(limit) = opts.limit {
             pairs.push(("limit", limit.to_string()));
         }
-        if !opts.filters.is_empty() {
-            let filters = serde_json::to_string(&opts.filters)
-                .map_err(|e| ClientError::Encode(e.to_string()))?;
-            pairs.push(("filters", filters));
-        }
+        pairs.extend(filters_pair(&opts.filters)?);
         let path = format!("/containers/json{}", query(pairs));
         self.json(Call::new(Method::GET, path)).await
     }

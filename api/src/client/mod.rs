@@ -212,6 +212,17 @@ fn query<'a>(pairs: impl IntoIterator<Item = (&'a str, String)>) -> String {
 }
 
 /// Docker's spelling of a boolean query parameter.
+/// The `filters` query pair Docker's API takes (JSON), none for no filters.
+fn filters_pair(
+    filters: &crate::daemon::options::Filters,
+) -> Result<Option<(&'static str, String)>> {
+    if filters.is_empty() {
+        return Ok(None);
+    }
+    let json = serde_json::to_string(filters).map_err(|e| ClientError::Encode(e.to_string()))?;
+    Ok(Some(("filters", json)))
+}
+
 fn flag(b: bool) -> String {
     if b { "1" } else { "0" }.to_string()
 }

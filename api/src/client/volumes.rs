@@ -2,16 +2,12 @@
 
 use hyper::Method;
 
-use super::{query, segment, Call, Client, ClientError, Result};
+use super::{filters_pair, query, segment, Call, Client, Result};
 use crate::daemon::model::{Volume, VolumeCreateBody, VolumeList, VolumePruneReport};
 use crate::daemon::options::Filters;
 
 fn filters_query(filters: &Filters) -> Result<String> {
-    if filters.is_empty() {
-        return Ok(String::new());
-    }
-    let json = serde_json::to_string(filters).map_err(|e| ClientError::Encode(e.to_string()))?;
-    Ok(query([("filters", json)]))
+    Ok(query(filters_pair(filters)?))
 }
 
 impl Client {
