@@ -61,6 +61,8 @@ pub const TIMED_OUT: i32 = 124;
 pub const HOST_FAILED: i32 = 125;
 /// How the test host's console line reporting an emulator fault starts.
 const EMULATOR_FAULT: &str = "EMULATOR-FAULT:";
+/// The script's announcement of a second boot after a machine froze before the command started.
+const BOOTED_AGAIN: &str = "testhost: booting the test host once more";
 
 /// What a command printed inside the test host, and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,8 +123,15 @@ impl TestHostOutput {
     /// host freezing before the command even started. Measured with `tests/testhost/stress`:
     /// about 1 boot in 100 in parallel rounds, none sequentially. Hangs and crashes without a
     /// sign are failures like any other.
+    ///
+    /// A machine that froze before the command started is booted once more by the script
+    /// itself; only what follows that second boot counts.
     pub fn emulator_fault(&self) -> Option<&str> {
-        self.stderr
+        let last_boot = self
+            .stderr
+            .rfind(BOOTED_AGAIN)
+            .map_or(&self.stderr[..], |at| &self.stderr[at..]);
+        last_boot
             .lines()
             .filter_map(|l| {
                 l.strip_prefix("testhost| ")
@@ -379,5 +388,15 @@ mod tests {
         let froze = "EMULATOR-FAULT: the test host froze before the command started";
         let said = format!("testhost: timed out after 600s; QEMU killed\ntesthost: {froze}\n");
         assert_eq!(output(TIMED_OUT, &said).emulator_fault(), Some(froze));
+        // The script booted a frozen machine once more: only the second boot's signs count.
+        let again = format!(
+            "testhost: {froze} (no start after 120s; QEMU killed)\n{BOOTED_AGAIN}: nothing of CMD ran\n"
+        );
+        assert_eq!(output(0, &again).emulator_fault(), None);
+        let twice = format!("{again}testhost: {froze} (no start after 120s; QEMU killed)\n");
+        assert_eq!(
+            output(TIMED_OUT, &twice).emulator_fault(),
+            Some(format!("{froze} (no start after 120s; QEMU killed)").as_str())
+        );
     }
 }

@@ -154,6 +154,35 @@ fn timeout_kills_the_machine_and_exits_124() {
     assert_nothing_left(tmpdir.path());
 }
 
+#[test]
+fn a_machine_that_never_starts_the_command_is_booted_once_more_then_reported() {
+    // A start limit shorter than any boot makes every machine look frozen before the command.
+    let tmpdir = tempfile::tempdir().unwrap();
+    let out = script_in(tmpdir.path(), &["--no-build", "--", "echo", "ran"])
+        .env("SKIFF_TESTHOST_START_LIMIT", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(testhost::TIMED_OUT),
+        "stderr: {stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "stderr: {stderr}");
+    let froze = "testhost: EMULATOR-FAULT: the test host froze before the command started (no start after 1s; QEMU killed)";
+    let said: Vec<&str> = stderr.lines().filter(|l| !l.contains("packing")).collect();
+    assert_eq!(
+        said,
+        [
+            froze,
+            "testhost: booting the test host once more: nothing of CMD ran in the frozen machine",
+            froze
+        ],
+        "stderr: {stderr}"
+    );
+    assert_nothing_left(tmpdir.path());
+}
+
 /// Starts `sleep 600` in the test host and returns once its first output line arrived.
 fn start_sleeper(tmpdir: &Path) -> Child {
     let mut child = script_in(tmpdir, &["--", "sh", "-c", "echo started; sleep 600"])
