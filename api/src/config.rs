@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use skiff_images::{ImageService, StoreConfig};
 
+use crate::engine::network::NetworkConfig;
+
 /// State directory when `$SKIFF_ROOT` is unset.
 pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
 /// Time from starting the VMM to guest-init's connection when `$SKIFF_BOOT_TIMEOUT` is unset.
@@ -34,6 +36,8 @@ pub struct Config {
     /// The image store's caps and registry timeouts (`$SKIFF_UNPACK_*`, `$SKIFF_IMAGE_*`,
     /// `$SKIFF_REGISTRY_*`; see `StoreConfig::from_env`).
     pub images: StoreConfig,
+    /// The default bridge network (skiffd's `--bridge-subnet`, the host's name servers).
+    pub network: NetworkConfig,
 }
 
 impl Config {
@@ -53,6 +57,7 @@ impl Config {
                 .map_or(DEFAULT_BOOT_TIMEOUT, Duration::from_secs),
             console: path("SKIFF_CONSOLE"),
             images: StoreConfig::from_env(env),
+            network: NetworkConfig::default(),
         }
     }
 

@@ -251,6 +251,13 @@ pub struct RuntimeConfig {
     pub stop_signal: Option<String>,
     #[serde(rename = "Labels", default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
+    /// `80/tcp`, … (the values are empty objects).
+    #[serde(
+        rename = "ExposedPorts",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 impl ImageConfigFile {

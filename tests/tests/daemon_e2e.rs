@@ -165,6 +165,54 @@ echo "skiff_vol=$(timeout 120 /skiff/bin/skiff -H unix://$S run --rm -v skv:/v $
 echo "skiff_vol_ls=$(timeout 60 /skiff/bin/skiff -H unix://$S volume ls -q | tr '\n' ',')"
 timeout 60 /skiff/bin/skiff -H unix://$S volume rm skv >/dev/null; echo "skiff_volrm=$?"
 echo "volumes_left=$(d volume ls -q | wc -l)"
+"#;
+
+/// Networks, after the volumes in the same boot: the default bridge, published ports from the
+/// test host's loopback, another of its addresses and another container, outbound NAT to a
+/// server in another network namespace, `--network none`, a taken port, a daemon killed with
+/// its published ports, and nothing left after removal.
+const NETWORKS: &str = r#"
+get() { for i in $(seq 50); do wget -q -T 5 -O- "$1" 2>/dev/null && return; sleep 0.3; done; echo unreachable; }
+d run -d --name web -p 8080:80 $I sh -c 'mkdir -p /www && echo hello-web >/www/index.html && exec httpd -f -p 80 -h /www' >/dev/null
+echo "pub_loopback=$(get http://127.0.0.1:8080/)"
+ip link add dummy0 type dummy && ip addr add 192.0.2.10/24 dev dummy0 && ip link set dummy0 up
+echo "pub_dummy=$(get http://192.0.2.10:8080/)"
+WEBIP=$(d inspect -f '{{.NetworkSettings.IPAddress}}' web)
+echo "web_ip=$WEBIP"
+echo "web_net=$(d inspect -f '{{.NetworkSettings.Gateway}} {{.NetworkSettings.MacAddress}} {{.HostConfig.NetworkMode}}' web)"
+echo "port=$(d port web 80 | head -n1)"
+echo "ps_ports=$(d ps --format '{{.Ports}}' -f name=web)"
+echo "skiff_ps_ports=$(timeout 60 /skiff/bin/skiff -H unix://$S ps | grep -c '0.0.0.0:8080->80/tcp')"
+echo "direct=$(d run --rm $I wget -q -T 10 -O- http://$WEBIP/)"
+echo "hairpin=$(d run --rm $I wget -q -T 10 -O- http://192.0.2.10:8080/)"
+echo "guest_if=$(d run --rm $I sh -c 'ip -4 -o addr show dev eth0 | grep -o "inet [0-9./]*"; ip link show eth0 | grep -o "mtu [0-9]*"; ip route | grep default' | sed 's/10\.88\.0\.[0-9]*\//ADDR\//' | tr '
+' ,)"
+echo "resolv=$(d run --rm $I cat /etc/resolv.conf | grep -c '^nameserver ')"
+echo "hosts=$(d run --rm --hostname box $I sh -c 'grep -c "^10\.88\.0\.[0-9]* box" /etc/hosts; hostname' | tr '
+' ,)"
+echo "none=$(d run --rm --network none $I ip -o link | cut -d: -f2 | tr -d ' ' | tr '
+' ,)"
+d run -d -p 8080:80 $I sleep 5 >/dev/null 2>/tmp/taken.err; echo "taken_code=$?"
+grep -q 'Bind for 0.0.0.0:8080 failed' /tmp/taken.err && echo taken_msg=ok
+unshare -n sleep 600 & NS=$!
+sleep 0.5
+ip link add vout type veth peer name vin && ip link set vin netns $NS
+ip addr add 198.51.100.1/24 dev vout && ip link set vout up
+mkdir -p /tmp/www/cgi-bin && printf '#!/bin/sh
+echo Content-Type: text/plain
+echo
+echo $REMOTE_ADDR
+' >/tmp/www/cgi-bin/ip && chmod +x /tmp/www/cgi-bin/ip
+nsenter -t $NS -n sh -c 'ip link set lo up; ip addr add 198.51.100.2/24 dev vin; ip link set vin up; httpd -p 80 -h /tmp/www'
+echo "nat_source=$(d run --rm $I wget -q -T 10 -O- http://198.51.100.2/cgi-bin/ip)"
+kill -9 $PID; wait $PID 2>/dev/null
+daemon
+echo "pub_after_restart=$(get http://127.0.0.1:8080/)"
+d rm -f web >/dev/null
+wget -q -T 3 -O- http://127.0.0.1:8080/ >/dev/null 2>&1 && echo pub_after_rm=open || echo pub_after_rm=closed
+echo "taps_left=$(ip -o link | grep -c skt)"
+echo "nft_table=$(nft list tables | grep -c 'inet skiff')"
+kill $NS
 kill $PID
 wait $PID
 "#;
@@ -263,8 +311,8 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
 }
 
 #[test]
-fn volumes_bind_host_directories_and_keep_named_volumes() {
-    let out = docker_story(VOLUMES, 600, 2048);
+fn volumes_keep_data_and_networks_serve_published_ports() {
+    let out = docker_story(&format!("{VOLUMES}{NETWORKS}"), 900, 2048);
     assert!(!out.results().contains_key("daemon_up"), "{out}");
     out.expect_results(&[
         ("bind_read", "from-host"),
@@ -284,6 +332,30 @@ fn volumes_bind_host_directories_and_keep_named_volumes() {
         ("skiff_vol_ls", "skv,"),
         ("skiff_volrm", "0"),
         ("volumes_left", "0"),
+        // Networks.
+        ("pub_loopback", "hello-web"),
+        ("pub_dummy", "hello-web"),
+        ("web_ip", "10.88.0.2"),
+        ("web_net", "10.88.0.1 02:42:0a:58:00:02 bridge"),
+        ("port", "0.0.0.0:8080"),
+        ("ps_ports", "0.0.0.0:8080->80/tcp"),
+        ("skiff_ps_ports", "1"),
+        ("direct", "hello-web"),
+        ("hairpin", "hello-web"),
+        (
+            "guest_if",
+            "inet ADDR/16,mtu 1500,default via 10.88.0.1 dev eth0 ,",
+        ),
+        ("resolv", "2"),
+        ("hosts", "1,box,"),
+        ("none", "lo,"),
+        ("taken_code", "125"),
+        ("taken_msg", "ok"),
+        ("nat_source", "198.51.100.1"),
+        ("pub_after_restart", "hello-web"),
+        ("pub_after_rm", "closed"),
+        ("taps_left", "0"),
+        ("nft_table", "1"),
     ]);
 }
 

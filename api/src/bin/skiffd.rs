@@ -13,7 +13,7 @@ use skiff_api::daemon::root_lock::RootLock;
 use skiff_api::daemon::server::{self, ListenAddr, DEFAULT_SOCKET};
 use skiff_api::daemon::tls::{self, TlsOptions};
 use skiff_api::daemon::Daemon;
-use skiff_api::engine::Engine;
+use skiff_api::engine::{network, Engine};
 
 /// How long in-flight requests may run on after SIGTERM/SIGINT before they are cut.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -54,6 +54,12 @@ struct Args {
     /// Server private key (PEM).
     #[arg(long, value_name = "FILE")]
     tlskey: Option<PathBuf>,
+    /// The default network's bridge; "none": containers get loopback only.
+    #[arg(short = 'b', long, value_name = "NAME", default_value = "skiff0")]
+    bridge: String,
+    /// The default network's subnet (its first address is the bridge's, the gateway).
+    #[arg(long, value_name = "CIDR", default_value = "10.88.0.0/16")]
+    bridge_subnet: String,
 }
 
 impl Args {
@@ -169,6 +175,18 @@ fn main() -> std::process::ExitCode {
         .unwrap_or_default();
     let mut config = Config::from_env(&|key| std::env::var_os(key), &exe_dir);
     config.root = std::path::absolute(&args.root).unwrap_or_else(|_| args.root.clone());
+    config.network = match config.network.with_subnet(&args.bridge_subnet) {
+        Ok(network) => network,
+        Err(e) => {
+            eprintln!("skiffd: --bridge-subnet: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    config.network.bridge = (args.bridge != "none").then(|| args.bridge.clone());
+    // Containers get the host's name servers, as with Docker.
+    config.network.dns = network::resolvers(
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

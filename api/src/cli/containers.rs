@@ -82,6 +82,15 @@ pub struct ContainerArgs {
     /// Mount a tmpfs: PATH[:OPTIONS] such as /scratch:size=64m (through skiffd only).
     #[arg(long, value_name = "PATH[:OPTIONS]")]
     pub(crate) tmpfs: Vec<String>,
+    /// Publish a container port on the host: [IP:][HOST:]CONTAINER[/tcp] (through skiffd only).
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub(crate) publish: Vec<String>,
+    /// Publish every port the image exposes on a free host port (through skiffd only).
+    #[arg(short = 'P', long = "publish-all")]
+    pub(crate) publish_all: bool,
+    /// The network: bridge (the default network, with outbound access) or none (loopback only).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) network: Option<String>,
     #[command(flatten)]
     pub(crate) process: ProcessArgs,
 }
@@ -308,6 +317,15 @@ async fn in_process(
     }
     if !container.volumes.is_empty() || !container.tmpfs.is_empty() {
         anyhow::bail!("-v and --tmpfs need skiffd, and none answers at {host}");
+    }
+    if !container.publish.is_empty() || container.publish_all {
+        anyhow::bail!("-p and -P need skiffd, and none answers at {host}");
+    }
+    if container.network.as_deref().is_some_and(|n| n != "none") {
+        anyhow::bail!(
+            "a run without skiffd has no network yet (its VM has loopback only): \
+             --network none, or start skiffd"
+        );
     }
     let mut process = ProcessOptions::from(container.process);
     let root = match rootfs {

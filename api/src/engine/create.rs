@@ -126,7 +126,7 @@ fn caller(size: Option<(u32, u32)>) -> Caller<'static> {
 }
 
 /// `POST /containers/create`: the image must be in the store (Docker's 404 makes the CLI pull).
-pub async fn create(inner: &Inner, req: CreateRequest) -> Result<ContainerRecord> {
+pub async fn create(inner: &Inner, mut req: CreateRequest) -> Result<ContainerRecord> {
     if let Some(name) = &req.name {
         check_name(name)?;
     }
@@ -139,6 +139,17 @@ pub async fn create(inner: &Inner, req: CreateRequest) -> Result<ContainerRecord
         .ensure(&req.image, &skiff_images::PullOptions::default())
         .await
         .map_err(|e| internal(format!("image {}: {e:#}", req.image)))?;
+    // The image's exposed ports are the container's too; `-P` publishes them all.
+    let image_ports = image.config.exposed_ports.as_ref();
+    for port in image_ports.into_iter().flat_map(|p| p.keys()) {
+        if !req.exposed_ports.contains(port) {
+            req.exposed_ports.push(port.clone());
+        }
+    }
+    if req.publish_all {
+        crate::daemon::create::ports::publish_all(&mut req.ports, &req.exposed_ports)
+            .map_err(|e| BackendError::InvalidArgument(e.to_string()))?;
+    }
     let (entrypoint, command) = split_entrypoint(&req);
     let asked = ProcessOptions {
         command,

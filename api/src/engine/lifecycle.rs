@@ -16,7 +16,8 @@ use tokio::net::UnixStream;
 use super::record::{ContainerRecord, RunState, Status};
 use super::vmm_process::{self, ContainerPaths};
 use super::{internal, now_unix, Inner, Result};
-use crate::daemon::create::RestartPolicy;
+use super::network::{guest_net, Endpoint, NetworkError};
+use crate::daemon::create::{NetworkMode, RestartPolicy};
 use crate::daemon::timefmt::rfc3339;
 use crate::daemon::BackendError;
 
@@ -48,11 +49,36 @@ pub(super) async fn start(inner: &Arc<Inner>, id: &str) -> Result<()> {
         .get(id)
         .copied()
         .unwrap_or(0);
-    let spec = vm_spec(inner, &record, &paths, waiting > 0);
-    let json = spec.to_json().map_err(internal)?;
-    std::fs::write(paths.vm_spec(), json).map_err(internal)?;
-    let process = vmm_process::spawn(&inner.config.vmm, &paths)
-        .map_err(|e| internal(format!("starting {}: {e}", inner.config.vmm.display())))?;
+    let attachment = match record.request.network {
+        NetworkMode::Default if inner.networks.enabled() => Some(
+            inner
+                .networks
+                .attach(id, &record.request.ports)
+                .await
+                .map_err(|e| match e {
+                    NetworkError::Bind(e) => BackendError::InvalidArgument(e.to_string()),
+                    e => internal(format!("connecting to the default network: {e}")),
+                })?,
+        ),
+        NetworkMode::Default | NetworkMode::None => None,
+    };
+    let endpoint = attachment.as_ref().map(|a| a.endpoint.clone());
+    let spec = vm_spec(inner, &record, &paths, waiting > 0, endpoint.as_ref());
+    let spawned = spec
+        .to_json()
+        .map_err(internal)
+        .and_then(|json| std::fs::write(paths.vm_spec(), json).map_err(internal))
+        .and_then(|()| {
+            vmm_process::spawn(
+                &inner.config.vmm,
+                &paths,
+                attachment.as_ref().map(|a| &a.tap),
+            )
+            .map_err(|e| internal(format!("starting {}: {e}", inner.config.vmm.display())))
+        });
+    // The VMM holds the tap now (or nobody does, and it is gone).
+    drop(attachment);
+    let process = spawned.inspect_err(|_| inner.networks.detach(id))?;
     let now = std::time::SystemTime::now();
     record.state = RunState {
         status: Status::Running,
@@ -65,6 +91,7 @@ pub(super) async fn start(inner: &Arc<Inner>, id: &str) -> Result<()> {
         stopped_by_user: false,
         started_unix: now_unix(),
         finished_unix: record.state.finished_unix,
+        endpoint,
     };
     inner.save(&record)?;
     inner.phase(id).send_modify(|p| {
@@ -76,7 +103,13 @@ pub(super) async fn start(inner: &Arc<Inner>, id: &str) -> Result<()> {
     Ok(())
 }
 
-fn vm_spec(inner: &Inner, record: &ContainerRecord, paths: &ContainerPaths, wait: bool) -> VmSpec {
+fn vm_spec(
+    inner: &Inner,
+    record: &ContainerRecord,
+    paths: &ContainerPaths,
+    wait: bool,
+    endpoint: Option<&Endpoint>,
+) -> VmSpec {
     let req = &record.request;
     let default = skiff_logfile::writer::LogLimits::default();
     let log_limits = skiff_logfile::writer::LogLimits {
@@ -96,8 +129,9 @@ fn vm_spec(inner: &Inner, record: &ContainerRecord, paths: &ContainerPaths, wait
             uds: paths.vsock(),
         }),
         shares: super::volumes::vm_mounts(&record.mounts).0,
+        net: endpoint.map(guest_net::nic).into_iter().collect(),
         container: Some(ContainerSpec {
-            process: record.process.clone(),
+            process: guest_net::with_network(&record.process, endpoint, &inner.config.network.dns),
             log: paths.log(),
             log_limits,
             exit_file: paths.exit_file(),
@@ -147,6 +181,8 @@ async fn ended(inner: &Arc<Inner>, id: &str) -> Result<()> {
         let now = std::time::SystemTime::now();
         record.state.status = Status::Exited;
         record.state.vmm = None;
+        record.state.endpoint = None;
+        inner.networks.detach(id);
         record.state.exit_code = code;
         record.state.error = error;
         record.state.finished_at = rfc3339(now);
@@ -345,6 +381,9 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> anyhow::Result<()> {
         match &record.state.vmm {
             Some(process) if record.running() && vmm_process::alive(process) => {
                 tracing::info!(id, pid = process.pid, "re-attached to a running container");
+                if let Some(endpoint) = &record.state.endpoint {
+                    inner.networks.adopt(&id, endpoint).await;
+                }
                 inner.phase(&id).send_modify(|p| p.running = true);
                 watch(inner.clone(), record);
             }

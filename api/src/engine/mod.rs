@@ -19,6 +19,7 @@ mod exec;
 mod images;
 mod lifecycle;
 mod logs;
+pub mod network;
 pub mod record;
 mod stats;
 pub mod store;
@@ -59,6 +60,7 @@ struct Inner {
     config: Config,
     store: Store,
     images: ImageService,
+    networks: network::Networks,
     phases: Mutex<HashMap<String, watch::Sender<Phase>>>,
     /// Attach clients waiting for a container to start (`docker run` attaches before start).
     waiting_attach: Mutex<HashMap<String, usize>>,
@@ -81,6 +83,7 @@ impl Engine {
         let (events, _) = broadcast::channel(256);
         let engine = Engine {
             inner: Arc::new(Inner {
+                networks: network::Networks::new(config.network.clone()),
                 config,
                 store,
                 images,

@@ -12,8 +12,9 @@ use crate::daemon::create::mounts::MountKind;
 use crate::daemon::create::{CreateRequest, NetworkMode, RestartPolicy};
 use crate::daemon::model::{
     ContainerInspect, ContainerState, ContainerSummary, InspectConfig, InspectHostConfig,
-    LogConfigJson, MountPoint, RestartPolicyJson, SummaryHostConfig,
+    LogConfigJson, MountPoint, RestartPolicyJson, SummaryHostConfig, SummaryNetworkSettings,
 };
+use super::network::views;
 use crate::daemon::timefmt::ZERO_TIME;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +64,9 @@ pub struct RunState {
     /// Unix seconds of the last start, for `ps`'s "Up …".
     pub started_unix: i64,
     pub finished_unix: i64,
+    /// Its place on the default network while it runs.
+    #[serde(default)]
+    pub endpoint: Option<super::network::Endpoint>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +137,10 @@ impl ContainerRecord {
                 network_mode: self.network_mode().into(),
             },
             mounts: self.mount_points(),
+            ports: views::summary_ports(self.state.endpoint.as_ref()),
+            network_settings: SummaryNetworkSettings {
+                networks: views::networks(self.state.endpoint.as_ref()),
+            },
             ..ContainerSummary::default()
         }
     }
@@ -208,6 +216,11 @@ impl ContainerRecord {
                 ..InspectConfig::default()
             },
             mounts: self.mount_points(),
+            network_settings: views::inspect_settings(
+                self.state.endpoint.as_ref(),
+                &req.exposed_ports,
+                &req.ports,
+            ),
             ..ContainerInspect::default()
         }
     }

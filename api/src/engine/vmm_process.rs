@@ -2,7 +2,7 @@
 //! survives the daemon's death), finding it again after a daemon restart, and waiting for its end
 //! whether or not the daemon is its parent (a pidfd either way).
 
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use std::process::Stdio;
 use skiff_vmm::container::ContainerExit;
 use tokio::io::unix::AsyncFd;
 
+use super::network::guest_net::TAP_FD;
 use super::record::VmmProcess;
 
 /// Unix socket paths longer than this do not fit `sockaddr_un`.
@@ -108,19 +109,39 @@ impl ContainerPaths {
 
 /// Starts `skiff-vmm --spec FILE` in a process group of its own, its stdio away from the
 /// daemon's (a dead daemon's closed pipe must not kill it).
-pub fn spawn(vmm: &Path, paths: &ContainerPaths) -> std::io::Result<VmmProcess> {
+/// `tap`, when given, is inherited as fd [`TAP_FD`] (the number the spec names).
+pub fn spawn(vmm: &Path, paths: &ContainerPaths, tap: Option<&OwnedFd>) -> std::io::Result<VmmProcess> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(paths.vmm_log())?;
-    let child = std::process::Command::new(vmm)
+    let mut command = std::process::Command::new(vmm);
+    command
         .arg("--spec")
         .arg(paths.vm_spec())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .process_group(0)
-        .spawn()?;
+        .process_group(0);
+    if let Some(tap) = tap {
+        let raw = tap.as_raw_fd();
+        // SAFETY: the closure runs in the child between fork and exec and calls only dup2 and
+        // fcntl, which are async-signal-safe; `raw` stays open in the parent until spawn returns.
+        unsafe {
+            command.pre_exec(move || {
+                if raw == TAP_FD {
+                    // dup2 onto itself keeps close-on-exec: clear it instead.
+                    if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(raw, TAP_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+    }
+    let child = command.spawn()?;
     let pid = child.id() as i32;
     // The child is reaped by `wait_for_end` (waitpid after its pidfd fires), not by `Child`.
     drop(child);

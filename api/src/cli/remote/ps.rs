@@ -189,8 +189,7 @@ pub fn row(c: &ContainerSummary, now: SystemTime, trunc: bool) -> PsRow {
     }
 }
 
-/// docker's table: `CONTAINER ID`, IMAGE, COMMAND, CREATED, STATUS, NAMES (no PORTS: skiff
-/// publishes none yet).
+/// docker's table: `CONTAINER ID`, IMAGE, COMMAND, CREATED, STATUS, PORTS, NAMES.
 pub fn table(rows: &[PsRow]) -> String {
     let header = [
         "CONTAINER ID",
@@ -198,6 +197,7 @@ pub fn table(rows: &[PsRow]) -> String {
         "COMMAND",
         "CREATED",
         "STATUS",
+        "PORTS",
         "NAMES",
     ]
     .map(String::from)
@@ -210,6 +210,7 @@ pub fn table(rows: &[PsRow]) -> String {
                 r.command.clone(),
                 r.running_for.clone(),
                 r.status.clone(),
+                r.ports.clone(),
                 r.names.clone(),
             ]
         }))

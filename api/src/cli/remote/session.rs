@@ -14,7 +14,8 @@ use super::{answers, code};
 use crate::cli::containers::{ContainerArgs, ProcessArgs};
 use crate::client::stream::write_chunk;
 use crate::client::{Client, Hijacked};
-use crate::daemon::create::body::{CreateBody, HostConfig};
+use crate::daemon::create::body::{CreateBody, HostConfig, PortBinding};
+use crate::daemon::create::ports::parse_publish;
 use crate::daemon::create::Stdio;
 use crate::daemon::handlers::exec::ExecCreateBody;
 use crate::daemon::options::{AttachOptions, RemoveOptions, WaitCondition};
@@ -78,7 +79,19 @@ fn new_container(
             None => (t.clone(), String::new()),
         })
         .collect();
+    let mut port_bindings: BTreeMap<String, Option<Vec<PortBinding>>> = BTreeMap::new();
+    for spec in &args.publish {
+        let (key, binding) = parse_publish(spec).map_err(anyhow::Error::msg)?;
+        port_bindings
+            .entry(key)
+            .or_default()
+            .get_or_insert_with(Vec::new)
+            .push(binding);
+    }
     let host_config = HostConfig {
+        port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+        publish_all_ports: args.publish_all.then_some(true),
+        network_mode: args.network.clone(),
         binds: (!binds.is_empty()).then_some(binds),
         tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
         auto_remove: Some(args.rm),

@@ -67,6 +67,8 @@ const HONOURED_HOST: &[&str] = &[
     "Binds",
     "Mounts",
     "Tmpfs",
+    "PortBindings",
+    "PublishAllPorts",
 ];
 
 /// HostConfig fields whose "unset" value is -1 rather than 0.
@@ -149,6 +151,17 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
         _ if network_disabled => NetworkMode::None,
         _ => NetworkMode::Default,
     };
+    let exposed_ports: Vec<String> = body.exposed_ports.unwrap_or_default().into_keys().collect();
+    let mut ports = super::ports::decode_ports(&host.port_bindings.unwrap_or_default())?;
+    let publish_all = host.publish_all_ports.unwrap_or(false);
+    if publish_all {
+        super::ports::publish_all(&mut ports, &exposed_ports)?;
+    }
+    if network == NetworkMode::None && (!ports.is_empty() || publish_all) {
+        return Err(CreateError::Invalid(
+            "conflicting options: port publishing and the container type network mode".into(),
+        ));
+    }
     Ok(CreateRequest {
         name,
         image,
@@ -170,7 +183,9 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
         },
         stop_signal: body.stop_signal.filter(|s| !s.is_empty()),
         stop_timeout: body.stop_timeout,
-        exposed_ports: body.exposed_ports.unwrap_or_default().into_keys().collect(),
+        exposed_ports,
+        ports,
+        publish_all,
         nano_cpus: positive("HostConfig.NanoCpus", host.nano_cpus)?,
         memory_bytes: decode_memory(host.memory)?,
         restart_policy,

@@ -3,6 +3,7 @@
 pub mod body;
 pub mod decode;
 pub mod mounts;
+pub mod ports;
 pub mod request;
 
 pub use decode::{decode_create, parse_size, CreateError, RUNTIME_NAME};

@@ -25,8 +25,14 @@ pub struct CreateRequest {
     pub stop_signal: Option<String>,
     /// Seconds; None: Docker's default of 10.
     pub stop_timeout: Option<i64>,
-    /// `80/tcp`, … as declared (metadata only: nothing is published).
+    /// `80/tcp`, … as declared (published only with `publish_all`).
     pub exposed_ports: Vec<String>,
+    /// Container ports published on the host (`-p`; `-P` adds the exposed ones).
+    #[serde(default)]
+    pub ports: Vec<super::ports::PortRequest>,
+    /// `-P`: the image's exposed ports are published too (the engine adds them at create).
+    #[serde(default)]
+    pub publish_all: bool,
     /// None: skiff's default vCPU count. In billionths of a CPU, as Docker's `NanoCpus`.
     pub nano_cpus: Option<u64>,
     /// None: skiff's default guest memory. Bytes.
