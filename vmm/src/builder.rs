@@ -1,5 +1,11 @@
 //! One builder attaches every device a [`VmSpec`] lists, in a fixed order (root share, volume
-//! shares, vsock, entropy), so the same spec always gives the guest the same device layout.
+//! shares, network interfaces, vsock, entropy), so the same spec always gives the guest the same
+//! device layout. Each takes one virtio-mmio slot and interrupt line: at most
+//! [`MAX_VIRTIO_DEVICES`](crate::layout::MAX_VIRTIO_DEVICES) in all, which the spec's validation
+//! checks.
+//!
+//! The taps are opened first, inherited descriptors before named taps: a descriptor the host was
+//! to pass but did not must not turn out to be one this process opened itself.
 //!
 //! Mounts for the shares (the root overlay, read-only binds) are made in the VMM's private mount
 //! namespace, which belongs to the calling thread: call this on the thread that then runs the
@@ -7,8 +13,9 @@
 
 use crate::container::{ContainerError, ContainerSession};
 use crate::rootfs::{bind_read_only, Rootfs, RootfsError};
-use crate::spec::{VmSpec, ROOTFS_TAG};
+use crate::spec::{NetSpec, SpecError, VmSpec, ROOTFS_TAG};
 use crate::virtio::fs::{FsDevice, FsError, Sharing};
+use crate::virtio::net::{MacAddr, NetDevice, NetError, Tap};
 use crate::virtio::rng::RngDevice;
 use crate::virtio::vsock::{VsockDevice, VsockError};
 use crate::vm::{Vm, VmError};
@@ -16,12 +23,20 @@ use crate::vm::{Vm, VmError};
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
     Rootfs(#[from] RootfsError),
     #[error("share {tag:?}: {source}")]
     Share {
         tag: String,
         #[source]
         source: FsError,
+    },
+    #[error("net[{index}]: {source}")]
+    Net {
+        index: usize,
+        #[source]
+        source: NetError,
     },
     #[error(transparent)]
     Vsock(#[from] VsockError),
@@ -39,6 +54,9 @@ pub struct Devices {
 
 /// Attaches the devices of `spec` to `vm`.
 pub fn attach_devices(vm: &mut Vm, spec: &VmSpec) -> Result<Devices, BuildError> {
+    // Checked again here: an inherited tap descriptor named twice must not be owned twice.
+    spec.validate()?;
+    let nets = net_devices(&spec.net)?;
     let share = |tag: &str, dir: &std::path::Path, sharing| {
         FsDevice::new(tag, dir, sharing).map_err(|source| BuildError::Share {
             tag: tag.to_string(),
@@ -60,6 +78,9 @@ pub fn attach_devices(vm: &mut Vm, spec: &VmSpec) -> Result<Devices, BuildError>
         }
         vm.add_virtio_device(Box::new(share(&s.tag, &s.source, Sharing::Shared)?))?;
     }
+    for net in nets {
+        vm.add_virtio_device(Box::new(net))?;
+    }
     let mut session = None;
     if let Some(vsock) = &spec.vsock {
         // Before the device exists: guest-init may connect as soon as the guest runs.
@@ -71,4 +92,77 @@ pub fn attach_devices(vm: &mut Vm, spec: &VmSpec) -> Result<Devices, BuildError>
     }
     vm.add_virtio_device(Box::new(RngDevice::new()))?;
     Ok(Devices { rootfs, session })
+}
+
+/// The network devices of `nets`, in list order; inherited descriptors are taken over first.
+fn net_devices(nets: &[NetSpec]) -> Result<Vec<NetDevice>, BuildError> {
+    let mut taps: Vec<Option<Tap>> = nets.iter().map(|_| None).collect();
+    let by_fd_first = (0..nets.len()).filter(|&i| nets[i].fd.is_some());
+    let by_name = (0..nets.len()).filter(|&i| nets[i].fd.is_none());
+    for index in by_fd_first.chain(by_name) {
+        let net = &nets[index];
+        let tap = NetDevice::open_tap(net.tap.as_deref(), net.fd)
+            .map_err(|source| BuildError::Net { index, source })?;
+        taps[index] = Some(tap);
+    }
+    let mut devices = Vec::with_capacity(nets.len());
+    for (index, (net, tap)) in nets.iter().zip(taps).enumerate() {
+        let fail = |source| BuildError::Net { index, source };
+        let tap = tap.ok_or(NetError::Backend).map_err(fail)?;
+        let mac = net
+            .mac
+            .as_deref()
+            .map(MacAddr::parse)
+            .transpose()
+            .map_err(fail)?;
+        let name = tap.name().to_string();
+        let device = NetDevice::new(tap, mac, net.mtu).map_err(fail)?;
+        tracing::debug!("net[{index}]: MAC {} on tap {name}", device.mac());
+        devices.push(device);
+    }
+    Ok(devices)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    #[test]
+    fn net_entries_that_name_no_tap_are_refused_naming_the_entry() {
+        let dev_null = std::fs::File::open("/dev/null").unwrap();
+        let fd = dev_null.as_raw_fd();
+        let cases = [
+            (NetSpec::default(), "net[0]: give exactly one of tap"),
+            (
+                NetSpec {
+                    fd: Some(1_000_000),
+                    ..NetSpec::default()
+                },
+                "net[0]: fd 1000000: not an open file descriptor",
+            ),
+            (
+                NetSpec {
+                    fd: Some(fd),
+                    ..NetSpec::default()
+                },
+                "net[0]: fd",
+            ),
+            (
+                NetSpec {
+                    tap: Some("skiff-none0".into()),
+                    ..NetSpec::default()
+                },
+                "net[0]: tap \"skiff-none0\": no such network interface",
+            ),
+        ];
+        for (net, expected) in cases {
+            let err = net_devices(&[net]).err().expect("refused").to_string();
+            assert!(err.starts_with(expected), "{err:?}");
+        }
+        // A descriptor that is not a tap is left alone, not closed.
+        // SAFETY: F_GETFD only queries the descriptor table.
+        assert!(unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0);
+    }
 }

@@ -37,6 +37,8 @@ pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// virtio-mmio interrupts: GSI 5 for the first device, then up. The I/O APIC has 24 pins.
 pub const VIRTIO_FIRST_IRQ: u32 = 5;
 pub const IOAPIC_PINS: u32 = 24;
+/// How many virtio devices a VM can have: one interrupt line each, GSI 5 to 23.
+pub const MAX_VIRTIO_DEVICES: usize = (IOAPIC_PINS - VIRTIO_FIRST_IRQ) as usize;
 /// 8250 console at the COM1 port with its legacy interrupt.
 pub const SERIAL_PORT: u16 = 0x3f8;
 pub const SERIAL_IRQ: u32 = 4;
@@ -89,5 +91,7 @@ mod tests {
         assert_eq!(virtio_slot(2), Some((0xd000_2000, 7)));
         assert_eq!(virtio_slot(18), Some((0xd001_2000, 23)));
         assert_eq!(virtio_slot(19), None);
+        assert!(virtio_slot(MAX_VIRTIO_DEVICES - 1).is_some());
+        assert_eq!(virtio_slot(MAX_VIRTIO_DEVICES), None);
     }
 }

@@ -1,8 +1,9 @@
 //! skiff's virtual machine monitor.
 //!
 //! One process runs one KVM microVM: it loads the shared guest kernel, gives it memory, vCPUs, a
-//! serial console and virtio-mmio devices (virtio-fs root, vsock control channel, entropy), and
-//! reports how the guest ended. A crash or an exploit stays confined to that one process.
+//! serial console and virtio-mmio devices (virtio-fs root and volumes, virtio-net on host taps,
+//! vsock control channel, entropy), and reports how the guest ended. A crash or an exploit stays
+//! confined to that one process.
 
 // VMM core: the machine.
 pub mod boot;

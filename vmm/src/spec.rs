@@ -11,11 +11,17 @@
 //!   "init": "/usr/lib/skiff/skiff-init", "cmdline_extra": "", "serial": "discard",
 //!   "rootfs": { "layers": ["/layers/top", "/layers/base"], "upper": "/run/skiff/ab12/rootfs" },
 //!   "vsock": { "guest_cid": 3, "uds": "/run/skiff/ab12/vsock.sock" },
-//!   "shares": [], "net": [], "disks": []
+//!   "shares": [], "disks": [],
+//!   "net": [{ "fd": 5, "mac": "02:5f:00:00:00:02", "mtu": 1500 }, { "tap": "tap-dev0" }]
 //! }
 //! ```
 //! `serial` is `"discard"`, `"stdout"` or `{"file": "/path"}`. Fields that are lists, options or
 //! `cmdline_extra`/`serial` may be left out (empty, none, `""`, `"discard"`).
+//!
+//! A `net` entry names its tap by exactly one of `tap` (an existing tap device's name, which the
+//! VMM attaches to) and `fd` (a tap descriptor the host opened with
+//! `IFF_TAP|IFF_NO_PI|IFF_VNET_HDR` and left open across the exec of `skiff-vmm`: not
+//! close-on-exec, not 0 to 2).
 
 use std::path::{Path, PathBuf};
 
@@ -24,7 +30,9 @@ use serde::{Deserialize, Serialize};
 use crate::boot::mptable::MAX_CPUS;
 pub use crate::container::ContainerSpec;
 use crate::devices::serial::SerialOutput;
+use crate::layout;
 use crate::memory::{self, MemoryError};
+use crate::virtio::net::{check_name, MacAddr, NetError, TapError, MIN_MTU};
 
 /// vCPUs of a VM when nobody says otherwise.
 pub const DEFAULT_CPUS: u8 = 1;
@@ -63,7 +71,7 @@ pub struct VmSpec {
     /// VMM's mount namespace, so the host kernel refuses every write whatever the guest sends.
     #[serde(default)]
     pub shares: Vec<ShareSpec>,
-    /// Network interfaces. Not supported yet: must be empty.
+    /// Network interfaces, each a virtio-net device on a host tap, in this order.
     #[serde(default)]
     pub net: Vec<NetSpec>,
     /// Block devices. Not supported yet: must be empty.
@@ -107,14 +115,24 @@ pub struct ShareSpec {
     pub read_only: bool,
 }
 
-/// A virtio-net interface backed by a host tap device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A virtio-net interface backed by a host tap device: exactly one of `tap` and `fd`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetSpec {
-    /// The host tap device's name.
-    pub tap: String,
-    /// The guest's MAC address (`aa:bb:cc:dd:ee:ff`); chosen by the VMM when absent.
+    /// The name of an existing tap device to attach to.
+    #[serde(default)]
+    pub tap: Option<String>,
+    /// A tap descriptor inherited from the parent (opened with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR;
+    /// the VMM takes it over and makes it close-on-exec and non-blocking).
+    #[serde(default)]
+    pub fd: Option<i32>,
+    /// The guest's MAC address (`aa:bb:cc:dd:ee:ff`, unicast); a random locally administered one
+    /// when absent.
+    #[serde(default)]
     pub mac: Option<String>,
+    /// The MTU offered to the guest (VIRTIO_NET_F_MTU); the guest's default (1500) when absent.
+    #[serde(default)]
+    pub mtu: Option<u16>,
 }
 
 /// A virtio-blk disk backed by a host file or block device.
@@ -147,6 +165,16 @@ pub enum SpecError {
     ContainerWithoutVsock,
     #[error("not supported yet: {field} ({count} given; the list must be empty)")]
     Unsupported { field: &'static str, count: usize },
+    #[error("net[{index}]: {source}")]
+    Net {
+        index: usize,
+        #[source]
+        source: NetError,
+    },
+    #[error("net[{index}].fd: {fd} is taken by net[{other}]")]
+    DuplicateNetFd { index: usize, fd: i32, other: usize },
+    #[error("too many devices: {count} virtio devices (root, shares, net, vsock, entropy), at most {max} fit the interrupt lines", max = layout::MAX_VIRTIO_DEVICES)]
+    TooManyDevices { count: usize },
     #[error("shares[{index}].tag: {tag:?} must be 1 to {max} bytes long", max = crate::virtio::fs::MAX_TAG_LEN)]
     ShareTag { index: usize, tag: String },
     #[error("shares[{index}].tag: {tag:?} is taken (by the root or another share)")]
@@ -232,10 +260,52 @@ impl VmSpec {
             tags.push(tag);
             absolute(&format!("shares[{index}].source"), &share.source)?;
         }
-        for (field, count) in [("net", self.net.len()), ("disks", self.disks.len())] {
-            if count > 0 {
-                return Err(SpecError::Unsupported { field, count });
+        for (index, net) in self.net.iter().enumerate() {
+            net.validate()
+                .map_err(|source| SpecError::Net { index, source })?;
+            if let Some(fd) = net.fd {
+                if let Some(other) = self.net[..index].iter().position(|n| n.fd == Some(fd)) {
+                    return Err(SpecError::DuplicateNetFd { index, fd, other });
+                }
             }
+        }
+        if !self.disks.is_empty() {
+            return Err(SpecError::Unsupported {
+                field: "disks",
+                count: self.disks.len(),
+            });
+        }
+        let count = self.virtio_device_count();
+        if count > layout::MAX_VIRTIO_DEVICES {
+            return Err(SpecError::TooManyDevices { count });
+        }
+        Ok(())
+    }
+
+    /// The virtio devices the builder attaches for this spec (the entropy device always).
+    pub fn virtio_device_count(&self) -> usize {
+        usize::from(self.rootfs.is_some())
+            + self.shares.len()
+            + self.net.len()
+            + usize::from(self.vsock.is_some())
+            + 1
+    }
+}
+
+impl NetSpec {
+    /// Checks the fields on their own (the fd's number against the others is the spec's job).
+    fn validate(&self) -> Result<(), NetError> {
+        match (&self.tap, self.fd) {
+            (Some(name), None) => check_name(name)?,
+            (None, Some(fd)) if fd < 3 => return Err(TapError::FdStdio(fd).into()),
+            (None, Some(_)) => {}
+            _ => return Err(NetError::Backend),
+        }
+        if let Some(mac) = &self.mac {
+            MacAddr::parse(mac)?;
+        }
+        if let Some(mtu) = self.mtu.filter(|&m| m < MIN_MTU) {
+            return Err(NetError::Mtu(mtu));
         }
         Ok(())
     }
@@ -298,6 +368,18 @@ mod tests {
                     tag: "logs".into(),
                     source: "/srv/logs".into(),
                     read_only: true,
+                },
+            ],
+            net: vec![
+                NetSpec {
+                    fd: Some(5),
+                    mac: Some("02:5f:00:00:00:02".into()),
+                    mtu: Some(1500),
+                    ..NetSpec::default()
+                },
+                NetSpec {
+                    tap: Some("tap-dev0".into()),
+                    ..NetSpec::default()
                 },
             ],
             ..VmSpec::new("/k")
@@ -416,13 +498,57 @@ mod tests {
                 "shares[1].source: \"logs\" is not an absolute",
             ),
             (
+                |s| s.net[0].tap = Some("tap0".into()),
+                "net[0]: give exactly one of tap (a tap's name) and fd",
+            ),
+            (
+                |s| s.net[1].tap = None,
+                "net[1]: give exactly one of tap (a tap's name) and fd",
+            ),
+            (
+                |s| s.net[1].tap = Some("a/b".into()),
+                "net[1]: tap \"a/b\": not a valid",
+            ),
+            (
+                |s| s.net[1].tap = Some("sixteen-chars-xx".into()),
+                "net[1]: tap \"sixteen-chars-xx\": not a valid",
+            ),
+            (
+                |s| s.net[0].fd = Some(1),
+                "net[0]: fd 1: 0 to 2 are standard",
+            ),
+            (
+                |s| s.net[0].fd = Some(-1),
+                "net[0]: fd -1: 0 to 2 are standard",
+            ),
+            (
+                |s| s.net[0].mac = Some("02:00:00:00:00".into()),
+                "net[0]: mac: \"02:00:00:00:00\" is not a unicast MAC",
+            ),
+            (
+                |s| s.net[1].mac = Some("01:00:5e:00:00:01".into()),
+                "net[1]: mac: \"01:00:5e:00:00:01\" is not a unicast MAC",
+            ),
+            (
+                |s| s.net[1].mac = Some("02:00:00:00:00:0g".into()),
+                "net[1]: mac: \"02:00:00:00:00:0g\"",
+            ),
+            (|s| s.net[0].mtu = Some(67), "net[0]: mtu: 67 is below"),
+            (
+                |s| s.net.push(s.net[0].clone()),
+                "net[2].fd: 5 is taken by net[0]",
+            ),
+            (
                 |s| {
-                    s.net.push(NetSpec {
-                        tap: "tap0".into(),
-                        mac: None,
-                    })
+                    for i in 0..15 {
+                        s.shares.push(ShareSpec {
+                            tag: format!("v{i}"),
+                            source: "/v".into(),
+                            read_only: false,
+                        });
+                    }
                 },
-                "not supported yet: net",
+                "too many devices: 22 virtio devices",
             ),
             (
                 |s| {
@@ -443,6 +569,31 @@ mod tests {
                 "{err:?} should start with {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn net_entries_as_hosts_write_them() {
+        let spec = parse(
+            r#"{"kernel": "/k", "cpus": 1, "memory_mib": 128, "net": [
+                {"fd": 5, "mac": "02:5F:00:00:00:02", "mtu": 1500}, {"tap": "tap-dev0"}]}"#,
+        )
+        .unwrap();
+        assert!(spec.validate().is_ok());
+        assert_eq!(spec.net[0].fd, Some(5));
+        assert_eq!(spec.net[1].tap.as_deref(), Some("tap-dev0"));
+        assert_eq!((spec.net[1].mac.as_ref(), spec.net[1].mtu), (None, None));
+        let err = parse(
+            r#"{"kernel": "/k", "cpus": 1, "memory_mib": 128, "net": [{"tap": "t", "ip": "x"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `ip`"), "{err}");
+        let err = parse(r#"{"kernel": "/k", "cpus": 1, "memory_mib": 128, "net": [{}]}"#)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("net[0]: give exactly one of tap"), "{err}");
     }
 
     #[test]

@@ -38,6 +38,12 @@ impl EventLoop {
         )
     }
 
+    /// Stops watching `fd`.
+    pub(crate) fn remove(&self, fd: RawFd) -> io::Result<()> {
+        self.epoll
+            .ctl(ControlOperation::Delete, fd, EpollEvent::default())
+    }
+
     /// Waits and dispatches until stop fires (Ok) or waiting fails (Err).
     pub(crate) fn run(&self, mut handle: impl FnMut(u64)) -> io::Result<()> {
         let mut events = [EpollEvent::default(); BATCH];

@@ -21,6 +21,7 @@ pub(crate) mod config_space;
 pub(crate) mod device_thread;
 pub(crate) mod event_loop;
 pub mod fs;
+pub mod net;
 pub(crate) mod queue_service;
 #[cfg(test)]
 pub(crate) mod test_driver;

@@ -129,7 +129,8 @@ fn fill_chain(mem: &GuestMem, chain: DescriptorChain<&GuestMem>) -> u32 {
     written
 }
 
-fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+/// Fills `buf` from the kernel's random pool.
+pub(crate) fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
     let mut filled = 0;
     while filled < buf.len() {
         let rest = &mut buf[filled..];

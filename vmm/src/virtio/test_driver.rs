@@ -165,6 +165,19 @@ impl<'a> DriverQueue<'a> {
         self.next_desc = first + descs.len() as u16;
     }
 
+    /// The device's `avail_event` (EVENT_IDX): the driver kicks once its avail index passes it.
+    pub(crate) fn avail_event(&self) -> u16 {
+        let at = self.vq.used_addr().0 + 4 + 8 * u64::from(self.size);
+        self.mem
+            .read_obj(GuestAddress(at))
+            .expect("read avail_event")
+    }
+
+    /// How many chains the driver has made available so far (its avail index).
+    pub(crate) fn avail_idx(&self) -> u16 {
+        self.vq.avail().idx().load()
+    }
+
     pub(crate) fn kick(&self) {
         self.notify.write(1).expect("kick");
     }
