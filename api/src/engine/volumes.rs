@@ -16,10 +16,10 @@ use crate::daemon::options::Filters;
 use crate::daemon::timefmt::rfc3339;
 use crate::daemon::BackendError;
 
-/// Shares a VM can take besides its root: the interrupt lines left after the root, the vsock
-/// and the entropy devices.
+/// Shares a VM can take besides its root: the interrupt lines left after the root, the vsock,
+/// the entropy and the network devices.
 pub const MAX_SHARES: usize =
-    (skiff_vmm::layout::IOAPIC_PINS - skiff_vmm::layout::VIRTIO_FIRST_IRQ) as usize - 3;
+    (skiff_vmm::layout::IOAPIC_PINS - skiff_vmm::layout::VIRTIO_FIRST_IRQ) as usize - 4;
 
 /// A volume as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

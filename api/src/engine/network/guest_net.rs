@@ -17,7 +17,7 @@ pub fn nic(endpoint: &Endpoint) -> NetSpec {
         tap: None,
         fd: Some(TAP_FD),
         mac: Some(endpoint.mac.clone()),
-        mtu: Some(endpoint.mtu),
+        mtu: u16::try_from(endpoint.mtu).ok(),
     }
 }
 
