@@ -6,7 +6,9 @@
 //! stream) so it can be tested. The host<->guest control protocol lives in its own crate,
 //! `skiff-protocol` (`guest-init/protocol/`), so the host does not depend on PID 1.
 
+pub mod etc_files;
 pub mod exec_sessions;
+pub mod network;
 pub mod process;
 pub mod processes;
 /// The host<->guest protocol, under the name guest-init's modules have always used for it.

@@ -1,14 +1,18 @@
 //! `skiff-init`: PID 1 of a skiff microVM.
 //!
-//! Boot: switch from the initramfs into the virtio-fs container root, mount the pseudo file
-//! systems, bring up loopback, connect to the host on vsock port 1024, receive the spec, start the
+//! Boot: mount the staging tmpfs for the container's `/etc` files in the initramfs, switch into
+//! the virtio-fs container root, mount the pseudo file systems, bring up loopback, connect to the
+//! host on vsock port 1024, receive the spec, configure the network, mount the volumes, provide
+//! `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (when the spec has a network), start the
 //! container process and serve it; serve `exec` sessions (and `top`'s process lists) on vsock
-//! port 1025 meanwhile. When the
-//! main process exits: kill what is left (exec'd processes too, as Docker stops a container), let
-//! every open exec session report its status, report the main status, sync and power the VM off. Any failure (a panic too)
-//! also ends in a power-off, after telling the host over vsock when the connection is up.
+//! port 1025 meanwhile. When the main process exits: kill what is left (exec'd processes too, as
+//! Docker stops a container), let every open exec session report its status, report the main
+//! status, sync and power the VM off. Any failure (a panic too) also ends in a power-off, after
+//! telling the host over vsock when the connection is up.
 
+use skiff_guest_init::etc_files::Staging;
 use skiff_guest_init::exec_sessions::ExecSessions;
+use skiff_guest_init::network::NetworkPlan;
 use skiff_guest_init::protocol::{self, Message, CONTROL_PORT, EXEC_PORT};
 use skiff_guest_init::reaper::Reaper;
 use skiff_guest_init::session::Request;
@@ -31,6 +35,10 @@ const INIT_FAILURE: i32 = 125;
 /// How long killed exec sessions get to report their status before the power-off (each waits up
 /// to GOODBYE_TIMEOUT_MS for its host to close).
 const EXEC_REPORT_PATIENCE: Duration = Duration::from_secs(3);
+
+/// Where the staging tmpfs for the container's `/etc` files is mounted in the initramfs, hidden
+/// under the container root once that is `/`.
+const ETC_STAGING: &std::ffi::CStr = c"/skiff-etc";
 
 /// The open exec sessions.
 static EXEC_SESSIONS: ExecSessions = ExecSessions::new();
@@ -75,6 +83,8 @@ fn main() {
 
 /// Everything up to the end of the main process; returns the code for the power-off byte.
 fn boot_and_serve() -> i32 {
+    // Needed only when the spec has a network; a failure is reported then.
+    let staging = Staging::prepare(ETC_STAGING);
     let prepared = system::switch_to_container_root().and_then(|()| {
         system::mount_container_filesystems()?;
         if let Err(e) = system::loopback_up() {
@@ -112,19 +122,46 @@ fn boot_and_serve() -> i32 {
             return INIT_FAILURE;
         }
     };
-    if let Some(name) = spec.hostname.as_deref().filter(|n| !n.is_empty()) {
+    let hostname = spec.hostname.as_deref().filter(|n| !n.is_empty());
+    if let Some(name) = hostname {
         if let Err(e) = system::set_hostname(name) {
             log(&e.to_string());
         }
     }
+    let network = match spec.network.as_ref() {
+        None => None,
+        Some(network) => match NetworkPlan::new(network, hostname) {
+            Ok(plan) => Some(plan),
+            Err(e) => return fail_start(&mut control, format!("the container's network: {e}")),
+        },
+    };
+    if let Some(Err(e)) = network.as_ref().map(NetworkPlan::configure_links) {
+        return fail_start(
+            &mut control,
+            format!("configuring the container's network: {e}"),
+        );
+    }
     // A volume that cannot be mounted fails the start, as in Docker (never a silent empty dir).
     if let Err(e) = volumes::mount_all(&spec.mounts) {
-        let message = format!("mounting the container's volumes: {e}");
-        log(&message);
-        session::report_error(&mut control, message, INIT_FAILURE);
-        goodbye(&control);
-        return INIT_FAILURE;
+        return fail_start(
+            &mut control,
+            format!("mounting the container's volumes: {e}"),
+        );
     }
+    // After the volumes, as Docker mounts by path order: a volume on /etc gets the files too.
+    if let Some(plan) = &network {
+        let provided = match &staging {
+            Ok(staging) => staging
+                .provide(&plan.etc, Path::new("/etc"))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = provided {
+            let message = format!("providing /etc/hosts, /etc/hostname and /etc/resolv.conf: {e}");
+            return fail_start(&mut control, message);
+        }
+    }
+    drop(staging);
     start_exec_server();
     let code = match session::run(&mut control, &spec, Reaper::global()) {
         Ok(code) => code,
@@ -138,6 +175,14 @@ fn boot_and_serve() -> i32 {
     unsafe { libc::sync() };
     goodbye(&control);
     code
+}
+
+/// Reports a failure before the container's process started; the start fails with it.
+fn fail_start(control: &mut File, message: String) -> i32 {
+    log(&message);
+    session::report_error(control, message, INIT_FAILURE);
+    goodbye(control);
+    INIT_FAILURE
 }
 
 /// The container stops with its main process: everything else dies, and each open exec session

@@ -184,9 +184,8 @@ fn main() -> std::process::ExitCode {
     };
     config.network.bridge = (args.bridge != "none").then(|| args.bridge.clone());
     // Containers get the host's name servers, as with Docker.
-    config.network.dns = network::resolvers(
-        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-    );
+    config.network.dns =
+        network::resolvers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -13,10 +13,10 @@ use skiff_vmm::VmSpec;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
+use super::network::{guest_net, Endpoint, NetworkError};
 use super::record::{ContainerRecord, RunState, Status};
 use super::vmm_process::{self, ContainerPaths};
 use super::{internal, now_unix, Inner, Result};
-use super::network::{guest_net, Endpoint, NetworkError};
 use crate::daemon::create::{NetworkMode, RestartPolicy};
 use crate::daemon::timefmt::rfc3339;
 use crate::daemon::BackendError;

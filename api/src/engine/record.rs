@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use skiff_protocol::ProcessSpec;
 
+use super::network::views;
 use super::volumes::ResolvedMount;
 use crate::daemon::create::mounts::MountKind;
 use crate::daemon::create::{CreateRequest, NetworkMode, RestartPolicy};
@@ -14,7 +15,6 @@ use crate::daemon::model::{
     ContainerInspect, ContainerState, ContainerSummary, InspectConfig, InspectHostConfig,
     LogConfigJson, MountPoint, RestartPolicyJson, SummaryHostConfig, SummaryNetworkSettings,
 };
-use super::network::views;
 use crate::daemon::timefmt::ZERO_TIME;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

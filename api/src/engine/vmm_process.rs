@@ -110,7 +110,11 @@ impl ContainerPaths {
 /// Starts `skiff-vmm --spec FILE` in a process group of its own, its stdio away from the
 /// daemon's (a dead daemon's closed pipe must not kill it).
 /// `tap`, when given, is inherited as fd [`TAP_FD`] (the number the spec names).
-pub fn spawn(vmm: &Path, paths: &ContainerPaths, tap: Option<&OwnedFd>) -> std::io::Result<VmmProcess> {
+pub fn spawn(
+    vmm: &Path,
+    paths: &ContainerPaths,
+    tap: Option<&OwnedFd>,
+) -> std::io::Result<VmmProcess> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

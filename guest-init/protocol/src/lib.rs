@@ -52,7 +52,9 @@
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::io::{self, Read, Write};
 
+mod network;
 mod processes;
+pub use network::{GuestInterface, GuestNetwork, HostEntry};
 pub use processes::{ProcessInfo, ProcessList};
 
 /// Version spoken by this build. Bump on any incompatible change of frames or messages.
@@ -169,6 +171,10 @@ pub struct ProcessSpec {
     /// (exec shares the VM's).
     #[serde(default)]
     pub mounts: Vec<GuestMount>,
+    /// Links to configure and the `/etc` files that go with them; for the main process only.
+    /// Boxed: a spec travels in enums (`Message`, the session requests) that clippy wants small.
+    #[serde(default)]
+    pub network: Option<Box<GuestNetwork>>,
 }
 
 /// A file system guest-init mounts in the container: a virtio-fs share (a volume) or a tmpfs.
@@ -205,6 +211,7 @@ impl ProcessSpec {
             tty: false,
             terminal_size: None,
             mounts: Vec::new(),
+            network: None,
         }
     }
 }

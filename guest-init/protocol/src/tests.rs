@@ -31,6 +31,22 @@ fn all_messages() -> Vec<Message> {
             read_only: false,
         },
     ];
+    spec.network = Some(Box::new(GuestNetwork {
+        interfaces: vec![GuestInterface {
+            mac: "02:42:0a:58:00:02".into(),
+            name: "eth0".into(),
+            addresses: vec!["10.88.0.2/16".into(), "fd00::2/64".into()],
+            gateway: Some("10.88.0.1".into()),
+            mtu: Some(1500),
+        }],
+        hosts: vec![HostEntry {
+            ip: "10.0.0.9".into(),
+            names: vec!["db".into(), "db.local".into()],
+        }],
+        dns: vec!["10.88.0.1".into()],
+        dns_search: vec!["example.com".into()],
+        dns_options: vec!["ndots:2".into()],
+    }));
     vec![
         Message::Hello(Hello::ours("test")),
         Message::Spec(spec),
@@ -103,6 +119,51 @@ fn every_message_round_trips_incrementally_byte_by_byte() {
 fn spec_defaults_fill_missing_fields() {
     let m = Message::decode(frame_type::SPEC, br#"{"args":["true"]}"#).unwrap();
     assert_eq!(m, Message::Spec(ProcessSpec::new(vec!["true".into()])));
+}
+
+#[test]
+fn network_defaults_fill_missing_fields() {
+    let m = Message::decode(
+        frame_type::SPEC,
+        br#"{"args":["true"],"network":{"interfaces":[{"mac":"02:00:00:00:00:01","name":"eth0"}]}}"#,
+    )
+    .unwrap();
+    let Message::Spec(spec) = m else {
+        panic!("not a spec: {m:?}")
+    };
+    let network = spec.network.unwrap();
+    assert_eq!(
+        *network,
+        GuestNetwork {
+            interfaces: vec![GuestInterface {
+                mac: "02:00:00:00:00:01".into(),
+                name: "eth0".into(),
+                ..GuestInterface::default()
+            }],
+            ..GuestNetwork::default()
+        }
+    );
+    let m = Message::decode(frame_type::SPEC, br#"{"args":["true"],"network":{}}"#).unwrap();
+    let Message::Spec(spec) = m else {
+        panic!("not a spec: {m:?}")
+    };
+    assert_eq!(spec.network, Some(Box::default()));
+}
+
+#[test]
+fn network_interface_needs_mac_and_name() {
+    for json in [
+        &br#"{"args":["true"],"network":{"interfaces":[{"name":"eth0"}]}}"#[..],
+        br#"{"args":["true"],"network":{"interfaces":[{"mac":"02:00:00:00:00:01"}]}}"#,
+        br#"{"args":["true"],"network":{"hosts":[{"ip":"10.0.0.1"}]}}"#,
+        br#"{"args":["true"],"network":{"interfaces":[{"mac":"x","name":"e","mtu":-1}]}}"#,
+    ] {
+        let err = Message::decode(frame_type::SPEC, json).unwrap_err();
+        assert!(
+            matches!(err, ProtocolError::BadJson { kind: "Spec", .. }),
+            "{err}"
+        );
+    }
 }
 
 #[test]

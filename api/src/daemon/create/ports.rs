@@ -24,11 +24,10 @@ pub struct PortRequest {
 /// `80/tcp` (or `80`, tcp by default) as (port, proto).
 pub fn parse_port_key(key: &str) -> Result<(u16, String), CreateError> {
     let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
-    let port: u16 = port
-        .parse()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| CreateError::Invalid(format!("invalid port specification: \"{key}\"")))?;
+    let port: u16 =
+        port.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
+            CreateError::Invalid(format!("invalid port specification: \"{key}\""))
+        })?;
     match proto {
         "tcp" => Ok((port, proto.to_string())),
         "udp" | "sctp" => Err(CreateError::Refused(vec![format!(
@@ -157,7 +156,10 @@ mod tests {
             p("127.0.0.1::80"),
             ("80/tcp".into(), Some("127.0.0.1".into()), "".into())
         );
-        assert_eq!(p("[::1]:9000:90"), ("90/tcp".into(), Some("::1".into()), "9000".into()));
+        assert_eq!(
+            p("[::1]:9000:90"),
+            ("90/tcp".into(), Some("::1".into()), "9000".into())
+        );
         assert_eq!(p("53:53/udp").0, "53/udp");
         for bad in ["", "a:b", "1:2:3:4", "8080:", "[::1:80"] {
             assert!(parse_publish(bad).is_err(), "{bad}");
@@ -211,9 +213,21 @@ mod tests {
             ("x/tcp", binding("", "1"), "invalid port specification"),
             ("0/tcp", binding("", "1"), "invalid port specification"),
             ("80/tcpx", binding("", "1"), "invalid proto"),
-            ("80/udp", binding("", "1"), "udp ports (80/udp) is not supported"),
-            ("80/tcp", binding("nope", "1"), "invalid host IP address \"nope\""),
-            ("80/tcp", binding("", "70000"), "invalid host port \"70000\""),
+            (
+                "80/udp",
+                binding("", "1"),
+                "udp ports (80/udp) is not supported",
+            ),
+            (
+                "80/tcp",
+                binding("nope", "1"),
+                "invalid host IP address \"nope\"",
+            ),
+            (
+                "80/tcp",
+                binding("", "70000"),
+                "invalid host port \"70000\"",
+            ),
             ("80/tcp", binding("", "80-90"), "host port ranges"),
         ] {
             let mut map = BTreeMap::new();

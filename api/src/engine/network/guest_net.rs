@@ -22,20 +22,26 @@ pub fn nic(endpoint: &Endpoint) -> NetSpec {
 }
 
 /// The container's process spec with its network settings (none without an endpoint).
-pub fn with_network(process: &ProcessSpec, endpoint: Option<&Endpoint>, dns: &[String]) -> ProcessSpec {
+pub fn with_network(
+    process: &ProcessSpec,
+    endpoint: Option<&Endpoint>,
+    dns: &[String],
+) -> ProcessSpec {
     let mut process = process.clone();
-    process.network = endpoint.map(|e| GuestNetwork {
-        interfaces: vec![GuestInterface {
-            mac: e.mac.clone(),
-            name: GUEST_IFACE.into(),
-            addresses: vec![format!("{}/{}", e.ip, e.prefix)],
-            gateway: Some(e.gateway.to_string()),
-            mtu: Some(e.mtu),
-        }],
-        hosts: Vec::new(),
-        dns: dns.to_vec(),
-        dns_search: Vec::new(),
-        dns_options: Vec::new(),
+    process.network = endpoint.map(|e| {
+        Box::new(GuestNetwork {
+            interfaces: vec![GuestInterface {
+                mac: e.mac.clone(),
+                name: GUEST_IFACE.into(),
+                addresses: vec![format!("{}/{}", e.ip, e.prefix)],
+                gateway: Some(e.gateway.to_string()),
+                mtu: Some(e.mtu),
+            }],
+            hosts: Vec::new(),
+            dns: dns.to_vec(),
+            dns_search: Vec::new(),
+            dns_options: Vec::new(),
+        })
     });
     process
 }

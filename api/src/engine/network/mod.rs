@@ -172,7 +172,11 @@ impl Networks {
     }
 
     /// Gives container `id` an address, a tap on the bridge and its published ports.
-    pub async fn attach(&self, id: &str, ports: &[PortRequest]) -> Result<Attachment, NetworkError> {
+    pub async fn attach(
+        &self,
+        id: &str,
+        ports: &[PortRequest],
+    ) -> Result<Attachment, NetworkError> {
         let bridge = self.bridge().await?;
         let ip = self.take_address(id)?;
         let attached = async {
@@ -263,7 +267,9 @@ mod tests {
 
     #[test]
     fn subnets_addresses_and_names() {
-        let c = NetworkConfig::default().with_subnet("172.20.5.9/24").unwrap();
+        let c = NetworkConfig::default()
+            .with_subnet("172.20.5.9/24")
+            .unwrap();
         assert_eq!((c.subnet, c.prefix), (Ipv4Addr::new(172, 20, 5, 0), 24));
         assert_eq!(c.gateway(), Ipv4Addr::new(172, 20, 5, 1));
         let hosts: Vec<_> = c.hosts().collect();
@@ -279,7 +285,8 @@ mod tests {
 
     #[test]
     fn resolvers_leave_out_loopback_and_fall_back_to_dockers() {
-        let conf = "# x\nnameserver 127.0.0.53\nnameserver 192.168.1.1\nnameserver ::1\nsearch lan\n";
+        let conf =
+            "# x\nnameserver 127.0.0.53\nnameserver 192.168.1.1\nnameserver ::1\nsearch lan\n";
         assert_eq!(resolvers(conf), ["192.168.1.1"]);
         assert_eq!(resolvers("nameserver 127.0.0.1\n"), FALLBACK_DNS);
         assert_eq!(resolvers(""), FALLBACK_DNS);
@@ -289,7 +296,10 @@ mod tests {
     fn addresses_are_handed_out_lowest_first_and_given_back() {
         let nets = Networks::new(NetworkConfig::default().with_subnet("10.9.0.0/30").unwrap());
         assert_eq!(nets.take_address("a").unwrap(), Ipv4Addr::new(10, 9, 0, 2));
-        assert!(matches!(nets.take_address("b"), Err(NetworkError::Full(..))));
+        assert!(matches!(
+            nets.take_address("b"),
+            Err(NetworkError::Full(..))
+        ));
         nets.detach("a");
         assert_eq!(nets.take_address("b").unwrap(), Ipv4Addr::new(10, 9, 0, 2));
     }

@@ -140,7 +140,9 @@ mod tests {
             let (mut s, _) = server.accept().await.unwrap();
             let mut buf = [0u8; 5];
             s.read_exact(&mut buf).await.unwrap();
-            s.write_all(&buf.map(|b| b.to_ascii_uppercase())).await.unwrap();
+            s.write_all(&buf.map(|b| b.to_ascii_uppercase()))
+                .await
+                .unwrap();
         });
         let (bound, relays) = publish(&[request(port)], Ipv4Addr::LOCALHOST)
             .await

@@ -52,7 +52,9 @@ pub fn apply(rules: &str) -> Result<(), RulesError> {
         .spawn()
         .map_err(RulesError::Spawn)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(rules.as_bytes()).map_err(RulesError::Spawn)?;
+        stdin
+            .write_all(rules.as_bytes())
+            .map_err(RulesError::Spawn)?;
     }
     let out = child.wait_with_output().map_err(RulesError::Spawn)?;
     if !out.status.success() {

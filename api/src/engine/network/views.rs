@@ -65,7 +65,8 @@ pub fn inspect_settings(
             .entry(format!("{}/{}", p.container_port, p.proto))
             .or_insert(None)
             .get_or_insert_with(Vec::new);
-        bindings.push(json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()}));
+        bindings
+            .push(json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()}));
     }
     InspectNetworkSettings {
         bridge: String::new(),
@@ -116,7 +117,10 @@ mod tests {
         let ps = summary_ports(Some(&endpoint));
         assert_eq!((ps[0].private_port, ps[0].public_port), (80, Some(8080)));
         let stopped = inspect_settings(None, &["80/tcp".into()], &[]);
-        assert_eq!(serde_json::to_value(&stopped.ports).unwrap(), json!({"80/tcp": null}));
+        assert_eq!(
+            serde_json::to_value(&stopped.ports).unwrap(),
+            json!({"80/tcp": null})
+        );
         assert!(stopped.networks.is_empty() && summary_ports(None).is_empty());
     }
 }
