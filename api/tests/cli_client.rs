@@ -73,7 +73,7 @@ fn ps_lists_as_a_table_json_lines_and_ids() {
     check(
         &skiff(h, &["ps"]),
         0,
-        "CONTAINER ID   IMAGE     COMMAND   CREATED   STATUS    NAMES\n",
+        "CONTAINER ID   IMAGE     COMMAND   CREATED   STATUS    PORTS     NAMES\n",
     );
     let web = run_detached(
         h,
@@ -89,7 +89,11 @@ fn ps_lists_as_a_table_json_lines_and_ids() {
         "{}",
         lines[0]
     );
-    assert!(lines[0].ends_with("   STATUS    NAMES"), "{}", lines[0]);
+    assert!(
+        lines[0].ends_with("   STATUS    PORTS     NAMES"),
+        "{}",
+        lines[0]
+    );
     let cells: Vec<&str> = lines[1]
         .split("   ")
         .map(str::trim)

@@ -3,6 +3,7 @@
 //! typed values, or refused naming the right fields.
 
 use skiff_api::daemon::create::mounts::{MountKind, MountRequest};
+use skiff_api::daemon::create::ports::PortRequest;
 use skiff_api::daemon::create::{
     decode_create, CreateError, CreateRequest, JsonFileLog, NetworkMode, RestartPolicy, Stdio,
 };
@@ -127,11 +128,18 @@ fn docker_py_requests() {
 }
 
 #[test]
-fn published_ports_are_refused_by_name_and_binds_decoded() {
+fn published_ports_and_binds_are_decoded() {
+    let r = decode("cli-run-publish-80").unwrap();
     assert_eq!(
-        refused("cli-run-publish-80"),
-        ["HostConfig.PortBindings is not supported by skiff yet"]
+        r.ports,
+        [PortRequest {
+            container_port: 80,
+            proto: "tcp".into(),
+            host_ip: None,
+            host_port: 80,
+        }]
     );
+    assert_eq!(r.exposed_ports, ["80/tcp"]);
     let mounts = decode("cli-run-bind-mount").unwrap().mounts;
     assert_eq!(
         mounts,
@@ -154,7 +162,6 @@ fn every_unsupported_field_is_named() {
         "HostConfig.Devices",
         "HostConfig.PidsLimit",
         "HostConfig.Privileged",
-        "HostConfig.PublishAllPorts",
         "HostConfig.SecurityOpt",
         "HostConfig.Ulimits",
         "HostConfig.NetworkMode \"host\"",

@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     #[command(flatten)]
-    Container(ContainerCommand),
+    Container(Box<ContainerCommand>),
     #[command(flatten)]
     Image(ImageCommand),
     /// Manage volumes (through skiffd).

@@ -186,6 +186,7 @@ mod tests {
             boot_timeout: Duration::from_secs(1),
             console: Some("/tmp/console.log".into()),
             images: Default::default(),
+            network: Default::default(),
         };
         let options = RunOptions {
             root: Root::Dir("/layer".into()),

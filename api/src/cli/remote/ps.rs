@@ -263,6 +263,12 @@ mod tests {
             network_settings: SummaryNetworkSettings {
                 networks: [("bridge".to_string(), Default::default())].into(),
             },
+            ports: vec![crate::daemon::model::PortSummary {
+                ip: Some("0.0.0.0".into()),
+                private_port: 80,
+                public_port: Some(8080),
+                kind: "tcp".into(),
+            }],
             ..ContainerSummary::default()
         }
     }
@@ -308,11 +314,11 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines[0],
-            "CONTAINER ID   IMAGE     COMMAND                  CREATED         STATUS         NAMES"
+            "CONTAINER ID   IMAGE     COMMAND                  CREATED         STATUS         PORTS                  NAMES"
         );
         assert_eq!(
             lines[1],
-            "0123456789ab   busybox   \"sh -c 'while true; …\"   5 minutes ago   Up 5 minutes   web"
+            "0123456789ab   busybox   \"sh -c 'while true; …\"   5 minutes ago   Up 5 minutes   0.0.0.0:8080->80/tcp   web"
         );
     }
 }
