@@ -224,8 +224,8 @@ fn ifreq(name: &str) -> libc::ifreq {
     req
 }
 
-/// TUNGETIFF: the flags of the tun/tap device `fd` is attached to.
-pub(super) fn tap_flags(fd: BorrowedFd<'_>) -> io::Result<c_int> {
+/// TUNGETIFF: the name and flags of the tun/tap device `fd` is attached to.
+fn tun_get_iff(fd: BorrowedFd<'_>) -> io::Result<libc::ifreq> {
     let mut req = ifreq("");
     // SAFETY: TUNGETIFF writes an ifreq into `req`, which is valid and large enough.
     if unsafe {
@@ -238,24 +238,19 @@ pub(super) fn tap_flags(fd: BorrowedFd<'_>) -> io::Result<c_int> {
     {
         return Err(io::Error::last_os_error());
     }
+    Ok(req)
+}
+
+/// The flags of the tun/tap device `fd` is attached to.
+pub(super) fn tap_flags(fd: BorrowedFd<'_>) -> io::Result<c_int> {
+    let req = tun_get_iff(fd)?;
     // SAFETY: TUNGETIFF filled in the flags member of the union.
     Ok(c_int::from(unsafe { req.ifr_ifru.ifru_flags }) & 0xffff)
 }
 
-/// TUNGETIFF: the name of the interface `fd` is attached to.
+/// The name of the interface `fd` is attached to.
 fn interface_name(fd: BorrowedFd<'_>) -> io::Result<String> {
-    let mut req = ifreq("");
-    // SAFETY: as in `tap_flags`.
-    if unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            libc::TUNGETIFF,
-            &mut req as *mut libc::ifreq,
-        )
-    } < 0
-    {
-        return Err(io::Error::last_os_error());
-    }
+    let req = tun_get_iff(fd)?;
     let bytes: Vec<u8> = req
         .ifr_name
         .iter()
