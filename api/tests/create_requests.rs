@@ -163,7 +163,6 @@ fn every_unsupported_field_is_named() {
         "HostConfig.PidsLimit",
         "HostConfig.Privileged",
         "HostConfig.SecurityOpt",
-        "HostConfig.Ulimits",
         "HostConfig.NetworkMode \"host\"",
         "HostConfig.Runtime \"runc\"",
         "HostConfig.LogConfig.Type \"syslog\"",

@@ -165,6 +165,8 @@ echo "skiff_vol=$(timeout 120 /skiff/bin/skiff -H unix://$S run --rm -v skv:/v $
 echo "skiff_vol_ls=$(timeout 60 /skiff/bin/skiff -H unix://$S volume ls -q | tr '\n' ',')"
 timeout 60 /skiff/bin/skiff -H unix://$S volume rm skv >/dev/null; echo "skiff_volrm=$?"
 echo "volumes_left=$(d volume ls -q | wc -l)"
+echo "ulimit=$(d run --rm --ulimit nofile=100:200 $I sh -c 'ulimit -n; ulimit -Hn' | tr '\n' ,)"
+d run --rm --ulimit bogus=1 $I true 2>/tmp/ulimit.err; echo "ulimit_bad_code=$?"
 "#;
 
 /// Networks, after the volumes in the same boot: the default bridge, published ports from the
@@ -332,6 +334,8 @@ fn volumes_keep_data_and_networks_serve_published_ports() {
         ("skiff_vol_ls", "skv,"),
         ("skiff_volrm", "0"),
         ("volumes_left", "0"),
+        ("ulimit", "100,200,"),
+        ("ulimit_bad_code", "125"),
         // Networks.
         ("pub_loopback", "hello-web"),
         ("pub_dummy", "hello-web"),

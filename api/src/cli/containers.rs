@@ -88,6 +88,10 @@ pub struct ContainerArgs {
     /// Publish every port the image exposes on a free host port (through skiffd only).
     #[arg(short = 'P', long = "publish-all")]
     pub(crate) publish_all: bool,
+    /// A resource limit of the container's processes: NAME=SOFT[:HARD], e.g. nofile=1024:2048
+    /// (through skiffd only).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub(crate) ulimit: Vec<String>,
     /// The network: bridge (the default network, with outbound access) or none (loopback only).
     #[arg(long, value_name = "NAME")]
     pub(crate) network: Option<String>,
@@ -318,8 +322,8 @@ async fn in_process(
     if !container.volumes.is_empty() || !container.tmpfs.is_empty() {
         anyhow::bail!("-v and --tmpfs need skiffd, and none answers at {host}");
     }
-    if !container.publish.is_empty() || container.publish_all {
-        anyhow::bail!("-p and -P need skiffd, and none answers at {host}");
+    if !container.publish.is_empty() || container.publish_all || !container.ulimit.is_empty() {
+        anyhow::bail!("-p, -P and --ulimit need skiffd, and none answers at {host}");
     }
     if container.network.as_deref().is_some_and(|n| n != "none") {
         anyhow::bail!(

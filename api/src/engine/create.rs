@@ -171,6 +171,7 @@ pub async fn create(inner: &Inner, mut req: CreateRequest) -> Result<ContainerRe
     let hostname = req.hostname.clone().unwrap_or_else(|| id[..12].to_string());
     let mut spec: ProcessSpec = build_spec(&process, Some(&hostname), &caller(req.console_size))
         .map_err(|e| BackendError::InvalidArgument(format!("{e:#}")))?;
+    spec.rlimits = req.ulimits.clone();
     let mounts = volumes::resolve(inner, &req.mounts)?;
     spec.mounts = volumes::vm_mounts(&mounts).1;
     let now = std::time::SystemTime::now();
@@ -253,6 +254,8 @@ pub fn exec_spec(record: &ContainerRecord, config: &ExecConfig) -> Result<Proces
     if config.user.is_none() {
         spec.additional_gids = base.additional_gids.clone();
     }
+    // The container's ulimits hold for exec'd processes too, as in Docker.
+    spec.rlimits = base.rlimits.clone();
     Ok(spec)
 }
 

@@ -45,6 +45,16 @@ fn console_size(tty: bool, caller: &Caller) -> Option<(u32, u32)> {
     Some((u32::from(size.rows), u32::from(size.cols)))
 }
 
+/// `--ulimit NAME=SOFT[:HARD]` as the API's `Ulimits` entry (the daemon checks the name).
+fn parse_ulimit(spec: &str) -> anyhow::Result<serde_json::Value> {
+    let bad = || anyhow::anyhow!("invalid --ulimit {spec:?}: want NAME=SOFT[:HARD]");
+    let (name, limits) = spec.split_once('=').ok_or_else(bad)?;
+    let (soft, hard) = limits.split_once(':').unwrap_or((limits, limits));
+    let soft: i64 = soft.parse().map_err(|_| bad())?;
+    let hard: i64 = hard.parse().map_err(|_| bad())?;
+    Ok(serde_json::json!({"Name": name, "Soft": soft, "Hard": hard}))
+}
+
 /// A container to create: its name and the request.
 struct NewContainer {
     name: Option<String>,
@@ -88,7 +98,13 @@ fn new_container(
             .get_or_insert_with(Vec::new)
             .push(binding);
     }
+    let ulimits = args
+        .ulimit
+        .iter()
+        .map(|u| parse_ulimit(u))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let host_config = HostConfig {
+        ulimits: (!ulimits.is_empty()).then_some(ulimits),
         port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
         publish_all_ports: args.publish_all.then_some(true),
         network_mode: args.network.clone(),

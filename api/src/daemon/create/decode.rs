@@ -69,6 +69,7 @@ const HONOURED_HOST: &[&str] = &[
     "Tmpfs",
     "PortBindings",
     "PublishAllPorts",
+    "Ulimits",
 ];
 
 /// HostConfig fields whose "unset" value is -1 rather than 0.
@@ -153,6 +154,7 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
     };
     let exposed_ports: Vec<String> = body.exposed_ports.unwrap_or_default().into_keys().collect();
     let mut ports = super::ports::decode_ports(&host.port_bindings.unwrap_or_default())?;
+    let ulimits = super::ulimits::decode_ulimits(host.ulimits.as_deref().unwrap_or_default())?;
     let publish_all = host.publish_all_ports.unwrap_or(false);
     if publish_all {
         super::ports::publish_all(&mut ports, &exposed_ports)?;
@@ -186,6 +188,7 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
         exposed_ports,
         ports,
         publish_all,
+        ulimits,
         nano_cpus: positive("HostConfig.NanoCpus", host.nano_cpus)?,
         memory_bytes: decode_memory(host.memory)?,
         restart_policy,

@@ -33,6 +33,9 @@ pub struct CreateRequest {
     /// `-P`: the image's exposed ports are published too (the engine adds them at create).
     #[serde(default)]
     pub publish_all: bool,
+    /// Resource limits of the container's processes (`--ulimit`).
+    #[serde(default)]
+    pub ulimits: Vec<skiff_protocol::Rlimit>,
     /// None: skiff's default vCPU count. In billionths of a CPU, as Docker's `NanoCpus`.
     pub nano_cpus: Option<u64>,
     /// None: skiff's default guest memory. Bytes.
