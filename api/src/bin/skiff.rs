@@ -1,7 +1,10 @@
 //! `skiff`: the command-line client. Works with or without a running `skiffd`.
 
 use clap::{Parser, Subcommand};
-use skiff_api::cli::{containers::ContainerCommand, images::ImageCommand, volumes::VolumeCommand};
+use skiff_api::cli::{
+    containers::ContainerCommand, images::ImageCommand, networks::NetworkCommand,
+    volumes::VolumeCommand,
+};
 use skiff_api::client::Host;
 use skiff_api::config::Config;
 use skiff_api::daemon::server::DEFAULT_SOCKET;
@@ -32,6 +35,9 @@ enum Command {
     /// Manage volumes (through skiffd).
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Manage networks (through skiffd).
+    #[command(subcommand)]
+    Network(NetworkCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -71,6 +77,7 @@ fn main() -> std::process::ExitCode {
             Command::Container(c) => c.run(&config, &cli.host, &caller_env).await,
             Command::Image(c) => c.run(&config).await,
             Command::Volume(c) => c.run(&cli.host).await,
+            Command::Network(c) => c.run(&cli.host).await,
         }
     });
     match result {

@@ -92,9 +92,13 @@ pub struct ContainerArgs {
     /// (through skiffd only).
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
     pub(crate) ulimit: Vec<String>,
-    /// The network: bridge (the default network, with outbound access) or none (loopback only).
+    /// The network: bridge (the default network, with outbound access), none (loopback only)
+    /// or a user-defined network's name (through skiffd only).
     #[arg(long, value_name = "NAME")]
     pub(crate) network: Option<String>,
+    /// More names the container is found by on a user-defined network.
+    #[arg(long = "network-alias", value_name = "NAME")]
+    pub(crate) network_aliases: Vec<String>,
     #[command(flatten)]
     pub(crate) process: ProcessArgs,
 }

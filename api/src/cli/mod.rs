@@ -2,5 +2,28 @@
 
 pub mod containers;
 pub mod images;
+pub mod networks;
 pub mod remote;
 pub mod volumes;
+
+/// Calls `call` for each of `names` in order, printing each failure on stderr as docker does;
+/// returns what succeeded and the exit code (1 when any failed).
+pub(crate) async fn each<T, E, F, Fut>(names: &[String], mut call: F) -> (Vec<T>, i32)
+where
+    E: std::fmt::Display,
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut done = Vec::new();
+    let mut code = 0;
+    for name in names {
+        match call(name.clone()).await {
+            Ok(t) => done.push(t),
+            Err(e) => {
+                eprintln!("{e}");
+                code = 1;
+            }
+        }
+    }
+    (done, code)
+}

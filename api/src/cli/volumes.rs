@@ -102,32 +102,18 @@ impl VolumeCommand {
                 Ok(0)
             }
             VolumeCommand::Inspect { names } => {
-                let mut found = Vec::new();
-                let mut failed = false;
-                for name in &names {
-                    match client.volume_inspect(name).await {
-                        Ok(v) => found.push(v),
-                        Err(e) => {
-                            eprintln!("{e}");
-                            failed = true;
-                        }
-                    }
-                }
+                let (found, code) =
+                    super::each(&names, |n| async move { client.volume_inspect(&n).await }).await;
                 println!("{}", serde_json::to_string_pretty(&found)?);
-                Ok(i32::from(failed))
+                Ok(code)
             }
             VolumeCommand::Rm { force, names } => {
-                let mut failed = false;
-                for name in &names {
-                    match client.volume_remove(name, force).await {
-                        Ok(()) => println!("{name}"),
-                        Err(e) => {
-                            eprintln!("{e}");
-                            failed = true;
-                        }
-                    }
-                }
-                Ok(i32::from(failed))
+                let (gone, code) = super::each(&names, |n| async move {
+                    client.volume_remove(&n, force).await.map(|()| n)
+                })
+                .await;
+                gone.iter().for_each(|n| println!("{n}"));
+                Ok(code)
             }
             VolumeCommand::Prune { all } => {
                 let mut filters = Filters::default();

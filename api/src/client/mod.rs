@@ -13,6 +13,7 @@
 pub mod containers;
 pub mod error;
 pub mod model;
+pub mod networks;
 pub mod stream;
 pub mod volumes;
 

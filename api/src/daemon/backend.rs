@@ -8,8 +8,9 @@ use super::create::CreateRequest;
 use super::error::BackendError;
 use super::model::{
     ContainerInspect, ContainerStats, ContainerSummary, DiskUsage, Event, ExecInspect,
-    ImageDeleteItem, ImageInspect, ImageSummary, ProgressMessage, TopResponse, Volume,
-    VolumeCreateBody, VolumeList, VolumePruneReport,
+    ImageDeleteItem, ImageInspect, ImageSummary, Network, NetworkCreateBody, NetworkCreated,
+    NetworkPruneReport, ProgressMessage, TopResponse, Volume, VolumeCreateBody, VolumeList,
+    VolumePruneReport,
 };
 use super::options::{
     AttachOptions, AttachStreams, ByteStream, EventsOptions, ExecConfig, ExecStartOptions, Filters,
@@ -152,6 +153,23 @@ pub trait ContainerBackend: Send + Sync + 'static {
     }
     async fn volume_prune(&self, _filters: Filters) -> Result<VolumePruneReport> {
         Err(BackendError::NotImplemented("volume prune"))
+    }
+
+    async fn network_list(&self, _filters: Filters) -> Result<Vec<Network>> {
+        Err(BackendError::NotImplemented("network list"))
+    }
+    async fn network_create(&self, _body: NetworkCreateBody) -> Result<NetworkCreated> {
+        Err(BackendError::NotImplemented("network create"))
+    }
+    /// An engine without networks has none: `docker inspect NAME` may ask for one.
+    async fn network_inspect(&self, name: &str) -> Result<Network> {
+        Err(BackendError::NoSuchNetwork(name.to_string()))
+    }
+    async fn network_remove(&self, _name: &str) -> Result<()> {
+        Err(BackendError::NotImplemented("network remove"))
+    }
+    async fn network_prune(&self, _filters: Filters) -> Result<NetworkPruneReport> {
+        Err(BackendError::NotImplemented("network prune"))
     }
 
     /// Progress lines; a failure after the stream began is a line with `error` set.

@@ -17,6 +17,12 @@ pub enum BackendError {
     /// 404, with Docker's wording.
     #[error("get {0}: no such volume")]
     NoSuchVolume(String),
+    /// 404, with Docker's wording.
+    #[error("network {0} not found")]
+    NoSuchNetwork(String),
+    /// 403, as Docker answers removing a network in use or a predefined one.
+    #[error("{0}")]
+    Forbidden(String),
     /// 409: a name in use, a running container removed without force, …
     #[error("{0}")]
     Conflict(String),
@@ -40,7 +46,9 @@ impl BackendError {
             BackendError::NoSuchContainer(_)
             | BackendError::NoSuchExec(_)
             | BackendError::NoSuchImage(_)
-            | BackendError::NoSuchVolume(_) => StatusCode::NOT_FOUND,
+            | BackendError::NoSuchVolume(_)
+            | BackendError::NoSuchNetwork(_) => StatusCode::NOT_FOUND,
+            BackendError::Forbidden(_) => StatusCode::FORBIDDEN,
             BackendError::Conflict(_) => StatusCode::CONFLICT,
             BackendError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             BackendError::NotModified => StatusCode::NOT_MODIFIED,

@@ -11,7 +11,7 @@ use hyper::{Method, Request};
 use super::backend::ContainerBackend;
 use super::body::{self, Resp};
 use super::error::ApiError;
-use super::handlers::{containers, exec, images, system, volumes};
+use super::handlers::{containers, exec, images, networks, system, volumes};
 use super::host::HostFacts;
 use super::query::Query;
 
@@ -133,6 +133,14 @@ async fn route(d: &Daemon, req: Request<Incoming>) -> Result<Resp, ApiError> {
         (&Method::GET, ["exec", id, "json"]) => exec::inspect(d, id).await,
         (&Method::POST, ["exec", id, "resize"]) => exec::resize(d, id, &q).await,
 
+        (&Method::GET, ["networks"]) => networks::list(d, &q).await,
+        (&Method::POST, ["networks", "create"]) => networks::create(d, req).await,
+        (&Method::POST, ["networks", "prune"]) => networks::prune(d, &q).await,
+        (&Method::GET, ["networks", name]) => networks::inspect(d, name).await,
+        (&Method::DELETE, ["networks", name]) => networks::remove(d, name).await,
+        (&Method::POST, ["networks", _, action @ ("connect" | "disconnect")]) => {
+            networks::refused(action)
+        }
         (&Method::GET, ["volumes"]) => volumes::list(d, &q).await,
         (&Method::POST, ["volumes", "create"]) => volumes::create(d, req).await,
         (&Method::POST, ["volumes", "prune"]) => volumes::prune(d, &q).await,

@@ -11,12 +11,13 @@ use super::images;
 use super::lifecycle;
 use super::record::Status;
 use super::streams::StdinPlan;
-use super::{detach_keys, disk_usage, internal, now_unix, top, volumes, Engine, Result};
+use super::{detach_keys, disk_usage, internal, networks, now_unix, top, volumes, Engine, Result};
 use crate::daemon::create::CreateRequest;
 use crate::daemon::model::{
     ContainerInspect, ContainerStats, ContainerSummary, DiskUsage, Event, ExecInspect,
-    ImageDeleteItem, ImageInspect, ImageSummary, ProgressMessage, TopResponse, Volume,
-    VolumeCreateBody, VolumeList, VolumePruneReport, WaitResponse,
+    ImageDeleteItem, ImageInspect, ImageSummary, Network, NetworkCreateBody, NetworkCreated,
+    NetworkPruneReport, ProgressMessage, TopResponse, Volume, VolumeCreateBody, VolumeList,
+    VolumePruneReport, WaitResponse,
 };
 use crate::daemon::options::{
     AttachOptions, AttachStreams, ByteStream, EventsOptions, ExecConfig, ExecStartOptions, Filters,
@@ -311,6 +312,26 @@ impl ContainerBackend for Engine {
 
     async fn volume_prune(&self, filters: Filters) -> Result<VolumePruneReport> {
         volumes::prune(&self.inner, &filters)
+    }
+
+    async fn network_list(&self, filters: Filters) -> Result<Vec<Network>> {
+        networks::list(&self.inner, &filters)
+    }
+
+    async fn network_create(&self, body: NetworkCreateBody) -> Result<NetworkCreated> {
+        networks::create(&self.inner, body).await
+    }
+
+    async fn network_inspect(&self, name: &str) -> Result<Network> {
+        networks::inspect(&self.inner, name)
+    }
+
+    async fn network_remove(&self, name: &str) -> Result<()> {
+        networks::remove(&self.inner, name).await
+    }
+
+    async fn network_prune(&self, filters: Filters) -> Result<NetworkPruneReport> {
+        networks::prune(&self.inner, &filters).await
     }
 
     async fn image_list(&self, opts: ImageListOptions) -> Result<Vec<ImageSummary>> {

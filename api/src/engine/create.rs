@@ -130,6 +130,7 @@ pub async fn create(inner: &Inner, mut req: CreateRequest) -> Result<ContainerRe
     if let Some(name) = &req.name {
         check_name(name)?;
     }
+    super::networks::check_mode(inner, &req.network)?;
     if inner.images.resolve(&req.image).is_err() {
         return Err(BackendError::NoSuchImage(req.image.clone()));
     }

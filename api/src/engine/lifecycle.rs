@@ -13,11 +13,11 @@ use skiff_vmm::VmSpec;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
-use super::network::{guest_net, Endpoint, NetworkError};
+use super::network::{guest_net, Endpoint};
 use super::record::{ContainerRecord, RunState, Status};
 use super::vmm_process::{self, ContainerPaths};
 use super::{internal, now_unix, Inner, Result};
-use crate::daemon::create::{NetworkMode, RestartPolicy};
+use crate::daemon::create::RestartPolicy;
 use crate::daemon::timefmt::rfc3339;
 use crate::daemon::BackendError;
 
@@ -49,19 +49,7 @@ pub(super) async fn start(inner: &Arc<Inner>, id: &str) -> Result<()> {
         .get(id)
         .copied()
         .unwrap_or(0);
-    let attachment = match record.request.network {
-        NetworkMode::Default if inner.networks.enabled() => Some(
-            inner
-                .networks
-                .attach(id, &record.request.ports)
-                .await
-                .map_err(|e| match e {
-                    NetworkError::Bind(e) => BackendError::InvalidArgument(e.to_string()),
-                    e => internal(format!("connecting to the default network: {e}")),
-                })?,
-        ),
-        NetworkMode::Default | NetworkMode::None => None,
-    };
+    let attachment = super::networks::attach(inner, &record).await?;
     let endpoint = attachment.as_ref().map(|a| a.endpoint.clone());
     let spec = vm_spec(inner, &record, &paths, waiting > 0, endpoint.as_ref());
     let spawned = spec
@@ -131,7 +119,13 @@ fn vm_spec(
         shares: super::volumes::vm_mounts(&record.mounts).0,
         net: endpoint.map(guest_net::nic).into_iter().collect(),
         container: Some(ContainerSpec {
-            process: guest_net::with_network(&record.process, endpoint, &inner.config.network.dns),
+            process: guest_net::with_network(
+                &record.process,
+                endpoint,
+                &endpoint
+                    .map(|e| inner.networks.dns_for(e))
+                    .unwrap_or_default(),
+            ),
             log: paths.log(),
             log_limits,
             exit_file: paths.exit_file(),
@@ -382,7 +376,8 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> anyhow::Result<()> {
             Some(process) if record.running() && vmm_process::alive(process) => {
                 tracing::info!(id, pid = process.pid, "re-attached to a running container");
                 if let Some(endpoint) = &record.state.endpoint {
-                    inner.networks.adopt(&id, endpoint).await;
+                    let all = super::networks::all(inner).unwrap_or_default();
+                    inner.networks.adopt(&id, endpoint, &all).await;
                 }
                 inner.phase(&id).send_modify(|p| p.running = true);
                 watch(inner.clone(), record);

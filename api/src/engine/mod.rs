@@ -20,6 +20,7 @@ mod images;
 mod lifecycle;
 mod logs;
 pub mod network;
+mod networks;
 pub mod record;
 mod stats;
 pub mod store;

@@ -115,10 +115,11 @@ impl ContainerRecord {
         }
     }
 
-    fn network_mode(&self) -> &'static str {
-        match self.request.network {
+    fn network_mode(&self) -> &str {
+        match &self.request.network {
             NetworkMode::Default => "bridge",
             NetworkMode::None => "none",
+            NetworkMode::Named(name) => name,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The engine's persistent state: SQLite (WAL) under the state root. Containers are rows keyed by
 //! ID with a unique name and their record as JSON; exec sessions are rows of their container;
-//! volumes are rows by name;
+//! volumes and user-defined networks are rows by name;
 //! events are appended with a sequence number.
 //!
 //! One connection behind a mutex: the daemon's writes are few and small, and SQLite serialises
@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::exec::ExecRecord;
+use super::network::NetworkRecord;
 use super::record::ContainerRecord;
 use super::volumes::VolumeRecord;
 
@@ -60,6 +61,10 @@ impl Store {
                  record TEXT NOT NULL
              );
              CREATE TABLE IF NOT EXISTS volumes (
+                 name TEXT PRIMARY KEY,
+                 record TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS networks (
                  name TEXT PRIMARY KEY,
                  record TEXT NOT NULL
              );
@@ -241,6 +246,33 @@ impl Store {
     pub fn delete_volume(&self, name: &str) -> Result<()> {
         self.db()
             .execute("DELETE FROM volumes WHERE name = ?1", params![name])?;
+        Ok(())
+    }
+
+    /// Adds a user-defined network; false when one of that name exists already.
+    pub fn insert_network(&self, record: &NetworkRecord) -> Result<bool> {
+        let json = serde_json::to_string(record)?;
+        let added = self.db().execute(
+            "INSERT OR IGNORE INTO networks (name, record) VALUES (?1, ?2)",
+            params![record.name, json],
+        )?;
+        Ok(added == 1)
+    }
+
+    pub fn networks(&self) -> Result<Vec<NetworkRecord>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT record FROM networks ORDER BY name")?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for json in rows {
+            out.push(serde_json::from_str(&json?)?);
+        }
+        Ok(out)
+    }
+
+    pub fn delete_network(&self, name: &str) -> Result<()> {
+        self.db()
+            .execute("DELETE FROM networks WHERE name = ?1", params![name])?;
         Ok(())
     }
 

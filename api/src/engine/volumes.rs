@@ -2,6 +2,7 @@
 //! `local` driver), recorded in the state database; and a container's mounts resolved to what
 //! its VM gets: one virtio-fs share per host directory, tmpfs mounts made by guest-init.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -165,12 +166,7 @@ pub(super) fn list(inner: &Inner, filters: &Filters) -> Result<VolumeList> {
         let named = filters
             .get("name")
             .is_none_or(|names| names.iter().any(|n| v.name.contains(n.as_str())));
-        let labelled = filters.get("label").is_none_or(|labels| {
-            labels.iter().all(|l| match l.split_once('=') {
-                Some((k, val)) => v.labels.get(k).is_some_and(|x| x == val),
-                None => v.labels.contains_key(l.as_str()),
-            })
-        });
+        let labelled = labels_match(filters, &v.labels);
         let dangling_ok = match filters.get("dangling").and_then(|d| d.first()) {
             None => true,
             Some(d) => (d == "true" || d == "1") == users(inner, &v.name)?.is_empty(),
@@ -182,6 +178,16 @@ pub(super) fn list(inner: &Inner, filters: &Filters) -> Result<VolumeList> {
     Ok(VolumeList {
         volumes,
         warnings: Vec::new(),
+    })
+}
+
+/// Docker's `label` filter: every `KEY` or `KEY=VALUE` given is among `labels`.
+pub(super) fn labels_match(filters: &Filters, labels: &BTreeMap<String, String>) -> bool {
+    filters.get("label").is_none_or(|wanted| {
+        wanted.iter().all(|l| match l.split_once('=') {
+            Some((k, val)) => labels.get(k).is_some_and(|x| x == val),
+            None => labels.contains_key(l.as_str()),
+        })
     })
 }
 

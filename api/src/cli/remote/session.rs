@@ -14,7 +14,9 @@ use super::{answers, code};
 use crate::cli::containers::{ContainerArgs, ProcessArgs};
 use crate::client::stream::write_chunk;
 use crate::client::{Client, Hijacked};
-use crate::daemon::create::body::{CreateBody, HostConfig, PortBinding};
+use crate::daemon::create::body::{
+    CreateBody, EndpointConfig, HostConfig, NetworkingConfig, PortBinding,
+};
 use crate::daemon::create::ports::parse_publish;
 use crate::daemon::create::Stdio;
 use crate::daemon::handlers::exec::ExecCreateBody;
@@ -43,6 +45,18 @@ fn resolve_env(env: &[String], caller: &Caller) -> anyhow::Result<Vec<String>> {
 fn console_size(tty: bool, caller: &Caller) -> Option<(u32, u32)> {
     let size = caller.terminal_size.filter(|_| tty)?;
     Some((u32::from(size.rows), u32::from(size.cols)))
+}
+
+/// `--network-alias`es as the docker CLI sends them: the endpoint of the container's network.
+fn network_aliases(network: &Option<String>, aliases: &[String]) -> Option<NetworkingConfig> {
+    let network = network.clone().filter(|_| !aliases.is_empty())?;
+    let endpoint = EndpointConfig {
+        aliases: Some(aliases.to_vec()),
+        ..EndpointConfig::default()
+    };
+    Some(NetworkingConfig {
+        endpoints_config: Some([(network, Some(endpoint))].into()),
+    })
 }
 
 /// `--ulimit NAME=SOFT[:HARD]` as the API's `Ulimits` entry (the daemon checks the name).
@@ -131,6 +145,7 @@ fn new_container(
         attach_stdout: Some(stdio.attach_stdout),
         attach_stderr: Some(stdio.attach_stderr),
         host_config: Some(host_config),
+        networking_config: network_aliases(&args.network, &args.network_aliases),
         volumes: (!anonymous.is_empty()).then(|| {
             anonymous
                 .into_iter()

@@ -150,8 +150,10 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
     let network = match host.network_mode.as_deref() {
         Some("none") => NetworkMode::None,
         _ if network_disabled => NetworkMode::None,
-        _ => NetworkMode::Default,
+        None | Some("" | "default" | "bridge") => NetworkMode::Default,
+        Some(name) => NetworkMode::Named(name.to_string()),
     };
+    let aliases = decode_aliases(body.networking_config.as_ref(), &network)?;
     let exposed_ports: Vec<String> = body.exposed_ports.unwrap_or_default().into_keys().collect();
     let mut ports = super::ports::decode_ports(&host.port_bindings.unwrap_or_default())?;
     let ulimits = super::ulimits::decode_ulimits(host.ulimits.as_deref().unwrap_or_default())?;
@@ -196,6 +198,7 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
         log,
         init: host.init.unwrap_or(false),
         network,
+        aliases,
         console_size: decode_console_size(host.console_size.as_deref())?,
         mounts,
     })
@@ -249,7 +252,8 @@ fn unhonoured_fields(raw: &Value) -> Vec<String> {
         .and_then(Value::as_object);
     for (network, settings) in endpoints.into_iter().flatten() {
         for (k, v) in settings.as_object().into_iter().flatten() {
-            if !is_default(v) {
+            // Aliases are honoured (on user-defined networks; see `decode_aliases`).
+            if k != "Aliases" && !is_default(v) {
                 out.push(not_supported(&format!(
                     "NetworkingConfig.EndpointsConfig.{network}.{k}"
                 )));
@@ -272,9 +276,9 @@ fn check_host_specials(host: &HostConfig, refused: &mut Vec<String>) {
             "HostConfig.NetworkMode \"{m}\" is not supported by skiff: each container is a \
              microVM and cannot share another container's network stack"
         )),
+        m if valid_network_name(m) => {}
         m => refused.push(format!(
-            "HostConfig.NetworkMode \"{m}\" is not supported by skiff yet (user-defined \
-             networks); use \"bridge\" or \"none\""
+            "HostConfig.NetworkMode \"{m}\" is not a network name skiff takes"
         )),
     }
     match host.runtime.as_deref().unwrap_or("") {
@@ -291,6 +295,58 @@ fn check_host_specials(host: &HostConfig, refused: &mut Vec<String>) {
             "HostConfig.Isolation \"{i}\" is not supported by skiff (every container is a microVM)"
         )),
     }
+}
+
+/// Docker's rule for network names, also used for aliases: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at
+/// most 253 bytes (a DNS name).
+pub fn valid_network_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    name.len() <= 253
+        && bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// The aliases of the one network a container joins. Endpoints of other networks are refused
+/// (a skiff container has one network interface); aliases are for user-defined networks only,
+/// as in Docker.
+fn decode_aliases(
+    config: Option<&super::body::NetworkingConfig>,
+    network: &NetworkMode,
+) -> Result<Vec<String>, CreateError> {
+    let mut aliases = Vec::new();
+    let endpoints = config.and_then(|c| c.endpoints_config.as_ref());
+    for (name, endpoint) in endpoints.into_iter().flatten() {
+        let joined = match network {
+            NetworkMode::Named(n) => n == name,
+            NetworkMode::Default => name == "bridge" || name == "default",
+            NetworkMode::None => name == "none",
+        };
+        if !joined {
+            return Err(CreateError::Refused(vec![format!(
+                "NetworkingConfig.EndpointsConfig.{name}: a skiff container joins one network \
+                 (its NetworkMode's); connect to more is not supported"
+            )]));
+        }
+        let asked = endpoint
+            .as_ref()
+            .and_then(|e| e.aliases.clone())
+            .unwrap_or_default();
+        if !asked.is_empty() && !matches!(network, NetworkMode::Named(_)) {
+            return Err(CreateError::Invalid(
+                "network-scoped alias is supported only for containers in user defined networks"
+                    .into(),
+            ));
+        }
+        for alias in asked {
+            if !valid_network_name(&alias) {
+                return Err(CreateError::Invalid(format!(
+                    "invalid network alias {alias:?}"
+                )));
+            }
+            aliases.push(alias);
+        }
+    }
+    Ok(aliases)
 }
 
 /// `LogConfig`: json-file (or the default, "") with `max-size` and `max-file`.

@@ -46,6 +46,10 @@ pub struct CreateRequest {
     /// `--init`: recorded only, since skiff's guest-init is always PID 1 and reaps orphans.
     pub init: bool,
     pub network: NetworkMode,
+    /// More names the container is found by on a user-defined network
+    /// (`NetworkingConfig.EndpointsConfig.NET.Aliases`, `--network-alias`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// The terminal's initial size (height, width) when the client sent one.
     pub console_size: Option<(u32, u32)>,
     /// Binds, volumes and tmpfs mounts, in Docker's order (see `mounts::decode_mounts`).
@@ -85,11 +89,13 @@ pub struct JsonFileLog {
     pub max_file: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NetworkMode {
     /// `default` or `bridge`: the engine's default network.
     #[default]
     Default,
     /// `none`, or `NetworkDisabled`: a loopback-only guest.
     None,
+    /// A user-defined network, by name or ID as the request gave it.
+    Named(String),
 }

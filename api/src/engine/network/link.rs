@@ -96,6 +96,18 @@ pub async fn ensure_bridge(
     Ok(index)
 }
 
+/// Deletes the link `name` (a user-defined network's bridge); one already gone is fine.
+pub async fn delete_link(name: &str) -> Result<(), LinkError> {
+    let handle = handle()?;
+    let Some(index) = index_of(&handle, name).await? else {
+        return Ok(());
+    };
+    match handle.link().del(index).execute().await {
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 /// Opens a new tap `name` (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`: frames with virtio-net's
 /// header, the form the VMM's device speaks), puts it in `bridge` and brings it up.
 pub async fn create_tap(name: &str, bridge: u32, mtu: u32) -> Result<OwnedFd, LinkError> {

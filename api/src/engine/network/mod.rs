@@ -1,13 +1,17 @@
-//! Container networking on the host: the default bridge network (Docker's `bridge`), each
-//! container's address on it, its tap, and its published ports.
+//! Container networking on the host: the default bridge network (Docker's `bridge`) and
+//! user-defined networks, each container's address on one of them, its tap, its published
+//! ports, and the name server of each user-defined network.
 //!
-//! - `link`: the bridge and the taps (netlink, TUNSETIFF); `rules`: NAT and forwarding
-//!   (nftables' `inet skiff` table); `ports`: the published ports' relays.
+//! - `defs`: what a network is; `link`: bridges and taps (netlink, TUNSETIFF); `rules`: NAT,
+//!   forwarding and isolation (nftables' `inet skiff` table); `ports`: the published ports'
+//!   relays; `dns`: the name server on a user-defined network's gateway; `views`: Docker's views.
 //!
 //! Addresses are handed out when a container starts and given back when its VM ends; the
 //! engine records each running container's endpoint, and `adopt` takes them up again after a
 //! daemon restart.
 
+pub mod defs;
+pub mod dns;
 pub mod guest_net;
 pub mod link;
 pub mod ports;
@@ -15,95 +19,24 @@ pub mod rules;
 pub mod views;
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::OwnedFd;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use crate::daemon::create::ports::PortRequest;
+pub use defs::{resolvers, NetworkConfig, NetworkRecord, DEFAULT_NETWORK};
 use ports::{BoundPort, Relays};
 
-/// The default network's settings (from the daemon's configuration).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkConfig {
-    /// The host bridge's name; None: no default network (skiffd's `--bridge none`), containers
-    /// get loopback only.
-    pub bridge: Option<String>,
-    /// The subnet's first address; the bridge (gateway) takes the next one.
-    pub subnet: Ipv4Addr,
-    pub prefix: u8,
-    pub mtu: u32,
-    /// The name servers containers are given (from the host's resolv.conf, see `resolvers`).
-    pub dns: Vec<String>,
-}
-
-impl Default for NetworkConfig {
-    fn default() -> Self {
-        NetworkConfig {
-            bridge: Some("skiff0".into()),
-            subnet: Ipv4Addr::new(10, 88, 0, 0),
-            prefix: 16,
-            mtu: 1500,
-            dns: FALLBACK_DNS.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-}
-
-/// Docker's name servers for containers when the host has only local ones.
-const FALLBACK_DNS: [&str; 2] = ["8.8.8.8", "8.8.4.4"];
-
-/// The name servers of a host's `resolv.conf` that a container can reach: loopback ones (a
-/// local caching resolver) are left out, as Docker does; none left gives Docker's fallback.
-pub fn resolvers(resolv_conf: &str) -> Vec<String> {
-    let found: Vec<String> = resolv_conf
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .filter_map(|rest| rest.trim().parse::<std::net::IpAddr>().ok())
-        .filter(|ip| !ip.is_loopback())
-        .map(|ip| ip.to_string())
-        .collect();
-    if found.is_empty() {
-        FALLBACK_DNS.iter().map(|s| s.to_string()).collect()
-    } else {
-        found
-    }
-}
-
-impl NetworkConfig {
-    /// `A.B.C.D/N` for the subnet (`$SKIFF_BRIDGE_SUBNET`); N from 8 to 30.
-    pub fn with_subnet(mut self, cidr: &str) -> Result<NetworkConfig, String> {
-        let bad = || format!("not an IPv4 subnet A.B.C.D/N (N 8 to 30): {cidr:?}");
-        let (ip, prefix) = cidr.split_once('/').ok_or_else(bad)?;
-        let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
-        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
-        if !(8..=30).contains(&prefix) {
-            return Err(bad());
-        }
-        self.subnet = Ipv4Addr::from(u32::from(ip) & mask(prefix));
-        self.prefix = prefix;
-        Ok(self)
-    }
-
-    pub fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.subnet) + 1)
-    }
-
-    /// The addresses containers may get: after the gateway, before the broadcast address.
-    fn hosts(&self) -> impl Iterator<Item = Ipv4Addr> {
-        let first = u32::from(self.subnet) + 2;
-        let broadcast = u32::from(self.subnet) | !mask(self.prefix);
-        (first..broadcast).map(Ipv4Addr::from)
-    }
-}
-
-fn mask(prefix: u8) -> u32 {
-    u32::MAX << (32 - u32::from(prefix))
-}
-
-/// A running container's place on the network, kept in its record.
+/// A running container's place on its network, kept in its record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
+    /// The network's name and ID.
+    #[serde(default = "default_network_name")]
+    pub network: String,
+    #[serde(default)]
+    pub network_id: String,
     pub ip: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
@@ -111,20 +44,31 @@ pub struct Endpoint {
     pub mtu: u32,
     #[serde(default)]
     pub ports: Vec<BoundPort>,
+    /// The names other containers of a user-defined network resolve it by.
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+fn default_network_name() -> String {
+    DEFAULT_NETWORK.into()
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
-    #[error("skiffd runs without a default network (--bridge none)")]
-    Disabled,
-    #[error("the default network has no free address left (subnet {0}/{1})")]
-    Full(Ipv4Addr, u8),
+    #[error("network {0} has no free address left")]
+    Full(String),
     #[error(transparent)]
     Link(#[from] link::LinkError),
     #[error(transparent)]
     Rules(#[from] rules::RulesError),
     #[error(transparent)]
     Bind(#[from] ports::BindError),
+    #[error("serving DNS on {addr}: {source}")]
+    Dns {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What a start gets: the endpoint to record and to tell the guest, and the tap for the VMM.
@@ -133,12 +77,36 @@ pub struct Attachment {
     pub tap: OwnedFd,
 }
 
+/// A container on a network, as address allocation and name resolution see it.
+struct Member {
+    network: String,
+    ip: Ipv4Addr,
+    names: Vec<String>,
+}
+
+type Members = Arc<Mutex<HashMap<String, Member>>>;
+
+/// A bridge that is set up, with its name server (user-defined networks).
+struct Up {
+    dns: Option<tokio::task::JoinHandle<()>>,
+    index: u32,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(dns) = &self.dns {
+            dns.abort();
+        }
+    }
+}
+
 pub struct Networks {
     config: NetworkConfig,
-    /// The bridge's index once it is set up (and the rules applied), for this daemon's life.
-    bridge: tokio::sync::Mutex<Option<u32>>,
-    /// Addresses in use, by container ID.
-    addresses: Mutex<HashMap<String, Ipv4Addr>>,
+    /// The bridges set up in this daemon's life, by network name; the lock also orders rule
+    /// updates.
+    up: tokio::sync::Mutex<HashMap<String, Up>>,
+    /// Containers with an address, by container ID.
+    members: Members,
     relays: Mutex<HashMap<String, Relays>>,
 }
 
@@ -146,39 +114,107 @@ impl Networks {
     pub fn new(config: NetworkConfig) -> Networks {
         Networks {
             config,
-            bridge: tokio::sync::Mutex::new(None),
-            addresses: Mutex::default(),
+            up: tokio::sync::Mutex::default(),
+            members: Members::default(),
             relays: Mutex::default(),
         }
     }
 
-    /// Whether containers of the default network mode get a network at all.
-    pub fn enabled(&self) -> bool {
-        self.config.bridge.is_some()
+    /// The default network, unless skiffd runs without one.
+    pub fn default_network(&self) -> Option<NetworkRecord> {
+        self.config.default_network()
     }
 
-    /// The bridge, set up on first use: its link and address, then the rules.
-    async fn bridge(&self) -> Result<u32, NetworkError> {
-        let mut bridge = self.bridge.lock().await;
-        if let Some(index) = *bridge {
-            return Ok(index);
+    /// The name servers a container at `endpoint` is given: its network's own on a
+    /// user-defined network, the host's on the default one.
+    pub fn dns_for(&self, endpoint: &Endpoint) -> Vec<String> {
+        if endpoint.network == DEFAULT_NETWORK {
+            self.config.dns.clone()
+        } else {
+            vec![endpoint.gateway.to_string()]
         }
-        let c = &self.config;
-        let name = c.bridge.as_deref().ok_or(NetworkError::Disabled)?;
-        let index = link::ensure_bridge(name, c.gateway(), c.prefix, c.mtu).await?;
-        rules::apply(&rules::ruleset(name, c.subnet, c.prefix))?;
-        *bridge = Some(index);
+    }
+
+    /// Sets up `network`'s bridge (and name server) if this daemon has not yet, with the rules
+    /// for `all` networks. Returns the bridge's index.
+    async fn ensure_up(
+        &self,
+        network: &NetworkRecord,
+        all: &[NetworkRecord],
+    ) -> Result<u32, NetworkError> {
+        let mut up = self.up.lock().await;
+        if let Some(u) = up.get(&network.name) {
+            return Ok(u.index);
+        }
+        let index = link::ensure_bridge(
+            &network.bridge,
+            network.gateway(),
+            network.prefix,
+            self.config.mtu,
+        )
+        .await?;
+        rules::apply(&rules::ruleset(all))?;
+        let dns = if network.user_defined() {
+            Some(self.serve_dns(network).await?)
+        } else {
+            None
+        };
+        up.insert(network.name.clone(), Up { dns, index });
         Ok(index)
     }
 
-    /// Gives container `id` an address, a tap on the bridge and its published ports.
+    async fn serve_dns(
+        &self,
+        network: &NetworkRecord,
+    ) -> Result<tokio::task::JoinHandle<()>, NetworkError> {
+        let addr = SocketAddr::new(network.gateway().into(), 53);
+        let socket = tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(|source| NetworkError::Dns { addr, source })?;
+        let upstream = self
+            .config
+            .dns
+            .iter()
+            .filter_map(|s| s.parse::<std::net::IpAddr>().ok())
+            .map(|ip| SocketAddr::new(ip, 53))
+            .collect();
+        let names = Arc::new(NetworkNames {
+            network: network.name.clone(),
+            members: self.members.clone(),
+        });
+        Ok(dns::serve(socket, names, upstream))
+    }
+
+    /// Rewrites the rules for `all` networks and takes down the bridges of networks not among
+    /// them (after `network rm`).
+    pub async fn reconcile(
+        &self,
+        all: &[NetworkRecord],
+        removed: Option<&NetworkRecord>,
+    ) -> Result<(), NetworkError> {
+        let mut up = self.up.lock().await;
+        if let Some(gone) = removed {
+            up.remove(&gone.name);
+            link::delete_link(&gone.bridge).await?;
+        }
+        if !up.is_empty() || removed.is_some() {
+            rules::apply(&rules::ruleset(all))?;
+        }
+        Ok(())
+    }
+
+    /// Gives container `id` an address on `network`, a tap on its bridge and its published
+    /// ports; `names` are what other containers resolve it by.
     pub async fn attach(
         &self,
         id: &str,
+        network: &NetworkRecord,
+        all: &[NetworkRecord],
+        names: Vec<String>,
         ports: &[PortRequest],
     ) -> Result<Attachment, NetworkError> {
-        let bridge = self.bridge().await?;
-        let ip = self.take_address(id)?;
+        let bridge = self.ensure_up(network, all).await?;
+        let ip = self.take_address(id, network, names.clone())?;
         let attached = async {
             let tap = link::create_tap(&tap_name(id), bridge, self.config.mtu).await?;
             let (bound, relays) = ports::publish(ports, ip).await?;
@@ -195,27 +231,39 @@ impl Networks {
         self.lock_relays().insert(id.to_string(), relays);
         Ok(Attachment {
             endpoint: Endpoint {
+                network: network.name.clone(),
+                network_id: network.id.clone(),
                 ip,
-                prefix: self.config.prefix,
-                gateway: self.config.gateway(),
+                prefix: network.prefix,
+                gateway: network.gateway(),
                 mac: mac_of(ip),
                 mtu: self.config.mtu,
                 ports: bound,
+                names,
             },
             tap,
         })
     }
 
-    /// Takes up the endpoint of a container whose VM outlived the last daemon: its address and
-    /// its published ports (a port taken meanwhile is reported and left unpublished).
-    pub async fn adopt(&self, id: &str, endpoint: &Endpoint) {
-        if let Err(e) = self.bridge().await {
-            tracing::warn!(id, "setting up the default network again: {e}");
+    /// Takes up the endpoint of a container whose VM outlived the last daemon: its address,
+    /// names and published ports (a port taken meanwhile is reported and left unpublished).
+    pub async fn adopt(&self, id: &str, endpoint: &Endpoint, all: &[NetworkRecord]) {
+        match all.iter().find(|n| n.name == endpoint.network) {
+            Some(network) => {
+                if let Err(e) = self.ensure_up(network, all).await {
+                    tracing::warn!(id, "setting up network {} again: {e}", network.name);
+                }
+            }
+            None => tracing::warn!(id, "its network {} is gone", endpoint.network),
         }
-        self.addresses
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), endpoint.ip);
+        self.lock_members().insert(
+            id.to_string(),
+            Member {
+                network: endpoint.network.clone(),
+                ip: endpoint.ip,
+                names: endpoint.names.clone(),
+            },
+        );
         match ports::republish(&endpoint.ports, endpoint.ip).await {
             Ok(relays) => {
                 self.lock_relays().insert(id.to_string(), relays);
@@ -227,26 +275,62 @@ impl Networks {
     /// Gives back the address and closes the published ports of `id` (its VM has ended; the tap
     /// went with it).
     pub fn detach(&self, id: &str) {
-        self.addresses
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.lock_members().remove(id);
         self.lock_relays().remove(id);
     }
 
-    fn take_address(&self, id: &str) -> Result<Ipv4Addr, NetworkError> {
-        let mut addresses = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
-        let ip = self
-            .config
+    fn take_address(
+        &self,
+        id: &str,
+        network: &NetworkRecord,
+        names: Vec<String>,
+    ) -> Result<Ipv4Addr, NetworkError> {
+        let mut members = self.lock_members();
+        let used = |ip: &Ipv4Addr| {
+            members
+                .values()
+                .any(|m| m.network == network.name && m.ip == *ip)
+        };
+        let ip = network
             .hosts()
-            .find(|ip| !addresses.values().any(|used| used == ip))
-            .ok_or(NetworkError::Full(self.config.subnet, self.config.prefix))?;
-        addresses.insert(id.to_string(), ip);
+            .find(|ip| !used(ip))
+            .ok_or_else(|| NetworkError::Full(network.name.clone()))?;
+        members.insert(
+            id.to_string(),
+            Member {
+                network: network.name.clone(),
+                ip,
+                names,
+            },
+        );
         Ok(ip)
+    }
+
+    fn lock_members(&self) -> std::sync::MutexGuard<'_, HashMap<String, Member>> {
+        self.members.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_relays(&self) -> std::sync::MutexGuard<'_, HashMap<String, Relays>> {
         self.relays.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One network's names, for its name server.
+struct NetworkNames {
+    network: String,
+    members: Members,
+}
+
+impl dns::NameTable for NetworkNames {
+    fn lookup(&self, name: &str) -> Vec<Ipv4Addr> {
+        let members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        members
+            .values()
+            .filter(|m| {
+                m.network == self.network && m.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+            })
+            .map(|m| m.ip)
+            .collect()
     }
 }
 
@@ -264,43 +348,61 @@ fn mac_of(ip: Ipv4Addr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dns::NameTable;
+
+    fn network(name: &str, cidr: &str) -> NetworkRecord {
+        let (subnet, prefix) = defs::parse_subnet(cidr).unwrap();
+        NetworkRecord {
+            id: name.repeat(8),
+            name: name.into(),
+            bridge: format!("br-{name}"),
+            subnet,
+            prefix,
+            internal: false,
+            labels: Default::default(),
+            created: String::new(),
+        }
+    }
 
     #[test]
-    fn subnets_addresses_and_names() {
-        let c = NetworkConfig::default()
-            .with_subnet("172.20.5.9/24")
-            .unwrap();
-        assert_eq!((c.subnet, c.prefix), (Ipv4Addr::new(172, 20, 5, 0), 24));
-        assert_eq!(c.gateway(), Ipv4Addr::new(172, 20, 5, 1));
-        let hosts: Vec<_> = c.hosts().collect();
-        assert_eq!(hosts.len(), 253);
-        assert_eq!(hosts[0], Ipv4Addr::new(172, 20, 5, 2));
-        assert_eq!(hosts[252], Ipv4Addr::new(172, 20, 5, 254));
-        for bad in ["10.0.0.0", "10.0.0.0/31", "10.0.0/8", "x/8", "10.0.0.0/7"] {
-            assert!(NetworkConfig::default().with_subnet(bad).is_err(), "{bad}");
-        }
+    fn addresses_are_per_network_lowest_first_and_given_back() {
+        let nets = Networks::new(NetworkConfig::default());
+        let (a, b) = (network("a", "10.9.0.0/30"), network("b", "10.9.1.0/30"));
+        assert_eq!(
+            nets.take_address("c1", &a, vec![]).unwrap(),
+            Ipv4Addr::new(10, 9, 0, 2)
+        );
+        assert!(matches!(
+            nets.take_address("c2", &a, vec![]),
+            Err(NetworkError::Full(_))
+        ));
+        assert_eq!(
+            nets.take_address("c2", &b, vec![]).unwrap(),
+            Ipv4Addr::new(10, 9, 1, 2)
+        );
+        nets.detach("c1");
+        assert_eq!(
+            nets.take_address("c3", &a, vec![]).unwrap(),
+            Ipv4Addr::new(10, 9, 0, 2)
+        );
         assert_eq!(mac_of(Ipv4Addr::new(10, 88, 0, 2)), "02:42:0a:58:00:02");
         assert_eq!(tap_name(&"ab".repeat(32)), "sktabababababab");
     }
 
     #[test]
-    fn resolvers_leave_out_loopback_and_fall_back_to_dockers() {
-        let conf =
-            "# x\nnameserver 127.0.0.53\nnameserver 192.168.1.1\nnameserver ::1\nsearch lan\n";
-        assert_eq!(resolvers(conf), ["192.168.1.1"]);
-        assert_eq!(resolvers("nameserver 127.0.0.1\n"), FALLBACK_DNS);
-        assert_eq!(resolvers(""), FALLBACK_DNS);
-    }
-
-    #[test]
-    fn addresses_are_handed_out_lowest_first_and_given_back() {
-        let nets = Networks::new(NetworkConfig::default().with_subnet("10.9.0.0/30").unwrap());
-        assert_eq!(nets.take_address("a").unwrap(), Ipv4Addr::new(10, 9, 0, 2));
-        assert!(matches!(
-            nets.take_address("b"),
-            Err(NetworkError::Full(..))
-        ));
-        nets.detach("a");
-        assert_eq!(nets.take_address("b").unwrap(), Ipv4Addr::new(10, 9, 0, 2));
+    fn names_resolve_only_on_their_own_network() {
+        let nets = Networks::new(NetworkConfig::default());
+        let (a, b) = (network("a", "10.9.0.0/24"), network("b", "10.9.1.0/24"));
+        nets.take_address("web", &a, vec!["web".into(), "www".into()])
+            .unwrap();
+        nets.take_address("other", &b, vec!["db".into()]).unwrap();
+        let names = NetworkNames {
+            network: "a".into(),
+            members: nets.members.clone(),
+        };
+        assert_eq!(names.lookup("WWW"), [Ipv4Addr::new(10, 9, 0, 2)]);
+        assert!(names.lookup("db").is_empty());
+        nets.detach("web");
+        assert!(names.lookup("web").is_empty());
     }
 }

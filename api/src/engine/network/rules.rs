@@ -1,10 +1,11 @@
 //! The host's packet rules for container networks, in nftables' own table `inet skiff`: outbound
-//! NAT for the bridge's subnet, and forwarding only for what containers start (replies come back
-//! through conntrack). Written whole with `nft -f -` each time, so the table always matches the
+//! NAT for each network's subnet, forwarding only for what containers start (replies come back
+//! through conntrack), no forwarding between networks. Written whole with `nft -f -` each time, so the table always matches the
 //! engine's state and nothing of an older daemon is left over; other tables are never touched.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+
+use super::defs::NetworkRecord;
 use std::process::{Command, Stdio};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,22 +21,58 @@ pub enum RulesError {
 /// The table name, in the `inet` family.
 pub const TABLE: &str = "skiff";
 
-/// The ruleset for one bridge and its subnet.
-pub fn ruleset(bridge: &str, subnet: Ipv4Addr, prefix: u8) -> String {
+/// The ruleset for `networks`: each subnet's traffic out is masqueraded (not an internal
+/// network's), containers may start connections out of their bridge but not into another
+/// network's, only replies come in, and a user-defined network's name server answers only its
+/// own bridge.
+pub fn ruleset(networks: &[NetworkRecord]) -> String {
+    let mut nat = String::new();
+    let mut forward = String::new();
+    let mut input = String::new();
+    for n in networks {
+        let (bridge, subnet, prefix) = (&n.bridge, n.subnet, n.prefix);
+        let others: Vec<String> = networks
+            .iter()
+            .filter(|o| o.bridge != n.bridge)
+            .map(|o| format!("\"{}\"", o.bridge))
+            .collect();
+        if !others.is_empty() {
+            forward.push_str(&format!(
+                "        iifname \"{bridge}\" oifname {{ {} }} drop\n",
+                others.join(", ")
+            ));
+        }
+        if n.internal {
+            forward.push_str(&format!("        iifname \"{bridge}\" drop\n"));
+        } else {
+            nat.push_str(&format!(
+                "        ip saddr {subnet}/{prefix} oifname != \"{bridge}\" masquerade\n"
+            ));
+            forward.push_str(&format!("        iifname \"{bridge}\" accept\n"));
+        }
+        forward.push_str(&format!(
+            "        oifname \"{bridge}\" ct state established,related accept\n        oifname \"{bridge}\" drop\n"
+        ));
+        if n.user_defined() {
+            input.push_str(&format!(
+                "        ip daddr {} meta l4proto {{ tcp, udp }} th dport 53 iifname != \"{bridge}\" drop\n",
+                n.gateway()
+            ));
+        }
+    }
     format!(
         "table inet {TABLE}
 delete table inet {TABLE}
 table inet {TABLE} {{
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
-        ip saddr {subnet}/{prefix} oifname != \"{bridge}\" masquerade
-    }}
+{nat}    }}
     chain forward {{
         type filter hook forward priority filter; policy accept;
-        iifname \"{bridge}\" accept
-        oifname \"{bridge}\" ct state established,related accept
-        oifname \"{bridge}\" drop
-    }}
+{forward}    }}
+    chain input {{
+        type filter hook input priority filter; policy accept;
+{input}    }}
 }}
 "
     )
@@ -68,13 +105,71 @@ pub fn apply(rules: &str) -> Result<(), RulesError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::network::defs::{parse_subnet, NetworkConfig};
 
     #[test]
-    fn the_ruleset_replaces_only_its_own_table() {
-        let rules = ruleset("skiff0", Ipv4Addr::new(10, 88, 0, 0), 16);
+    fn the_ruleset_replaces_only_its_own_table_and_isolates_networks() {
+        let default = NetworkConfig::default().default_network().unwrap();
+        let (subnet, prefix) = parse_subnet("10.89.1.0/24").unwrap();
+        let user = NetworkRecord {
+            id: "1".repeat(64),
+            name: "back".into(),
+            bridge: "skb111111111111".into(),
+            subnet,
+            prefix,
+            internal: true,
+            labels: Default::default(),
+            created: String::new(),
+        };
+        let rules = ruleset(&[default, user]);
         assert!(rules.starts_with("table inet skiff\ndelete table inet skiff\n"));
         assert!(rules.contains("ip saddr 10.88.0.0/16 oifname != \"skiff0\" masquerade"));
+        assert!(
+            !rules.contains("10.89.1.0/24 oifname"),
+            "internal: no NAT\n{rules}"
+        );
+        assert!(rules.contains("iifname \"skiff0\" oifname { \"skb111111111111\" } drop"));
+        assert!(rules.contains("iifname \"skb111111111111\" oifname { \"skiff0\" } drop"));
+        assert!(rules.contains("iifname \"skb111111111111\" drop"));
         assert!(rules.contains("oifname \"skiff0\" drop"));
+        assert!(rules.contains("ip daddr 10.89.1.1 meta l4proto { tcp, udp } th dport 53 iifname != \"skb111111111111\" drop"));
         assert_eq!(rules.matches("table ").count(), 3);
+        assert!(ruleset(&[]).contains("chain forward"));
+    }
+
+    /// nft itself accepts what `ruleset` writes (`nft -c`: checked, not applied). Skipped where
+    /// nft is not installed or may not talk to the kernel.
+    #[test]
+    fn nft_accepts_the_ruleset() {
+        let default = NetworkConfig::default().default_network().unwrap();
+        let (subnet, prefix) = parse_subnet("10.89.1.0/24").unwrap();
+        let user = NetworkRecord {
+            id: "1".repeat(64),
+            name: "back".into(),
+            bridge: "skb111111111111".into(),
+            subnet,
+            prefix,
+            internal: false,
+            labels: Default::default(),
+            created: String::new(),
+        };
+        let Ok(mut child) = Command::new("nft")
+            .args(["-c", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("nft is not installed: skipped");
+            return;
+        };
+        let rules = ruleset(&[default, user]);
+        child.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("Operation not permitted") {
+            eprintln!("nft may not talk to the kernel here: skipped");
+            return;
+        }
+        assert!(out.status.success(), "{err}\n{rules}");
     }
 }

@@ -8,9 +8,6 @@ use super::Endpoint;
 use crate::daemon::create::ports::PortRequest;
 use crate::daemon::model::{EndpointSettings, InspectNetworkSettings, PortSummary};
 
-/// The default network's name and ID, as Docker names its own.
-pub const DEFAULT_NETWORK: &str = "bridge";
-
 /// `Ports` of `ps`: each published port as bound; without an endpoint (not running), nothing.
 pub fn summary_ports(endpoint: Option<&Endpoint>) -> Vec<PortSummary> {
     endpoint
@@ -27,7 +24,7 @@ pub fn summary_ports(endpoint: Option<&Endpoint>) -> Vec<PortSummary> {
 
 fn endpoint_settings(endpoint: &Endpoint) -> EndpointSettings {
     EndpointSettings {
-        network_id: DEFAULT_NETWORK.into(),
+        network_id: endpoint.network_id.clone(),
         endpoint_id: endpoint.mac.replace(':', ""),
         gateway: endpoint.gateway.to_string(),
         ip_address: endpoint.ip.to_string(),
@@ -39,7 +36,7 @@ fn endpoint_settings(endpoint: &Endpoint) -> EndpointSettings {
 /// `Networks` of `ps` and inspect: the default network while the container runs on it.
 pub fn networks(endpoint: Option<&Endpoint>) -> BTreeMap<String, EndpointSettings> {
     endpoint
-        .map(|e| (DEFAULT_NETWORK.to_string(), endpoint_settings(e)))
+        .map(|e| (e.network.clone(), endpoint_settings(e)))
         .into_iter()
         .collect()
 }
@@ -95,6 +92,9 @@ mod tests {
     #[test]
     fn ports_show_their_bindings_while_running() {
         let endpoint = Endpoint {
+            network: "bridge".into(),
+            network_id: "b".repeat(64),
+            names: Vec::new(),
             ip: "10.88.0.2".parse().unwrap(),
             prefix: 16,
             gateway: "10.88.0.1".parse().unwrap(),

@@ -1,0 +1,366 @@
+//! Networks as the engine serves them: the default `bridge` (from skiffd's configuration), the
+//! built-in `none`, and user-defined bridge networks kept in the state database; which network
+//! a container joins, and its attachment when it starts.
+
+use std::net::Ipv4Addr;
+
+use super::network::defs::parse_subnet;
+use super::network::{Attachment, NetworkError, NetworkRecord, DEFAULT_NETWORK};
+use super::record::ContainerRecord;
+use super::volumes::labels_match;
+use super::{create, internal, Inner, Result};
+use crate::daemon::create::decode::valid_network_name;
+use crate::daemon::create::NetworkMode;
+use crate::daemon::model::{
+    Ipam, IpamConfig, Network, NetworkContainer, NetworkCreateBody, NetworkCreated,
+    NetworkPruneReport,
+};
+use crate::daemon::options::Filters;
+use crate::daemon::timefmt::rfc3339;
+use crate::daemon::BackendError;
+
+/// Where subnets for user-defined networks are taken from when the request names none:
+/// `10.89.0.0/24`, `10.89.1.0/24`, … (as podman's default pool).
+const POOL_FIRST: Ipv4Addr = Ipv4Addr::new(10, 89, 0, 0);
+const POOL_SUBNETS: u32 = 256;
+
+/// Every network containers can join now: the default one (unless disabled), then the stored.
+pub(super) fn all(inner: &Inner) -> Result<Vec<NetworkRecord>> {
+    let mut out: Vec<NetworkRecord> = inner.networks.default_network().into_iter().collect();
+    out.extend(inner.store.networks().map_err(internal)?);
+    Ok(out)
+}
+
+/// A network by name, full ID or unique ID prefix.
+pub(super) fn find(inner: &Inner, key: &str) -> Result<NetworkRecord> {
+    let all = all(inner)?;
+    if let Some(n) = all.iter().find(|n| n.name == key || n.id == key) {
+        return Ok(n.clone());
+    }
+    let by_prefix: Vec<&NetworkRecord> = all.iter().filter(|n| n.id.starts_with(key)).collect();
+    match by_prefix.as_slice() {
+        [one] if !key.is_empty() => Ok((*one).clone()),
+        [] | [_] => Err(BackendError::NoSuchNetwork(key.to_string())),
+        _ => Err(BackendError::InvalidArgument(format!(
+            "network {key} is ambiguous ({} matches found based on ID prefix)",
+            by_prefix.len()
+        ))),
+    }
+}
+
+/// Checks at create that the container's network exists (Docker answers 404 then).
+pub(super) fn check_mode(inner: &Inner, mode: &NetworkMode) -> Result<()> {
+    match mode {
+        NetworkMode::Named(name) => find(inner, name).map(|_| ()),
+        NetworkMode::Default | NetworkMode::None => Ok(()),
+    }
+}
+
+/// Connects a starting container to its network: None for `none`, or without a default network.
+pub(super) async fn attach(inner: &Inner, record: &ContainerRecord) -> Result<Option<Attachment>> {
+    let network = match &record.request.network {
+        NetworkMode::None => return Ok(None),
+        NetworkMode::Default => match inner.networks.default_network() {
+            Some(n) => n,
+            None => return Ok(None),
+        },
+        NetworkMode::Named(name) => find(inner, name)?,
+    };
+    let mut names = Vec::new();
+    if network.user_defined() {
+        // Docker's: the name, the short ID, the aliases.
+        names.push(record.name.clone());
+        names.push(record.id[..12.min(record.id.len())].to_string());
+        names.extend(record.request.aliases.iter().cloned());
+    }
+    let all = all(inner)?;
+    inner
+        .networks
+        .attach(&record.id, &network, &all, names, &record.request.ports)
+        .await
+        .map(Some)
+        .map_err(|e| match e {
+            NetworkError::Bind(e) => BackendError::InvalidArgument(e.to_string()),
+            e => internal(format!("connecting to network {}: {e}", network.name)),
+        })
+}
+
+/// `network create`: the `bridge` driver with one IPv4 subnet (given, or the next free one of
+/// the pool); every option skiff cannot honour is refused by name.
+pub(super) async fn create(inner: &Inner, body: NetworkCreateBody) -> Result<NetworkCreated> {
+    let mut refused = Vec::new();
+    if !matches!(body.driver.as_str(), "" | "bridge") {
+        refused.push(format!("driver \"{}\" (only bridge)", body.driver));
+    }
+    if body.enable_ipv6 == Some(true) {
+        refused.push("EnableIPv6".to_string());
+    }
+    if body.enable_ipv4 == Some(false) {
+        refused.push("EnableIPv4 false".to_string());
+    }
+    for (field, set) in [
+        ("Attachable", body.attachable),
+        ("Ingress", body.ingress),
+        ("ConfigOnly", body.config_only),
+        ("ConfigFrom", body.config_from.is_some()),
+        ("Options", !body.options.is_empty()),
+        ("Scope", !matches!(body.scope.as_str(), "" | "local")),
+    ] {
+        if set {
+            refused.push(field.to_string());
+        }
+    }
+    let ipam = body.ipam.clone().unwrap_or_default();
+    if !matches!(ipam.driver.as_str(), "" | "default") || !ipam.options.is_empty() {
+        refused.push("IPAM.Driver/Options (only the default)".to_string());
+    }
+    let configs = &ipam.config;
+    if configs.len() > 1 {
+        refused.push("IPAM.Config with more than one subnet".to_string());
+    }
+    if configs.iter().any(|c| !c.ip_range.is_empty()) {
+        refused.push("IPAM.Config.IPRange".to_string());
+    }
+    if !refused.is_empty() {
+        return Err(BackendError::InvalidArgument(format!(
+            "network create: not supported by skiff yet: {}",
+            refused.join(", ")
+        )));
+    }
+    if !valid_network_name(&body.name) {
+        return Err(BackendError::InvalidArgument(format!(
+            "invalid network name {:?}: [a-zA-Z0-9][a-zA-Z0-9_.-]*",
+            body.name
+        )));
+    }
+    if matches!(body.name.as_str(), "host" | "none" | "default") || body.name == DEFAULT_NETWORK {
+        return Err(BackendError::Forbidden(format!(
+            "{} is a pre-defined network and cannot be created",
+            body.name
+        )));
+    }
+    let existing = all(inner)?;
+    if existing.iter().any(|n| n.name == body.name) {
+        return Err(BackendError::Conflict(format!(
+            "network with name {} already exists",
+            body.name
+        )));
+    }
+    let (subnet, prefix) = match configs.first().filter(|c| !c.subnet.is_empty()) {
+        Some(c) => {
+            let (subnet, prefix) =
+                parse_subnet(&c.subnet).map_err(BackendError::InvalidArgument)?;
+            let gateway = Ipv4Addr::from(u32::from(subnet) + 1).to_string();
+            if !c.gateway.is_empty() && c.gateway != gateway {
+                return Err(BackendError::InvalidArgument(format!(
+                    "IPAM.Config.Gateway {}: skiff's gateway is the subnet's first address, {gateway}",
+                    c.gateway
+                )));
+            }
+            if let Some(n) = existing.iter().find(|n| n.overlaps(subnet, prefix)) {
+                return Err(BackendError::Forbidden(format!(
+                    "Pool overlaps with other one on this address space (network {})",
+                    n.name
+                )));
+            }
+            (subnet, prefix)
+        }
+        None => (0..POOL_SUBNETS)
+            .map(|i| Ipv4Addr::from(u32::from(POOL_FIRST) + (i << 8)))
+            .find(|s| !existing.iter().any(|n| n.overlaps(*s, 24)))
+            .map(|s| (s, 24))
+            .ok_or_else(|| {
+                BackendError::Forbidden(
+                    "could not find an available, non-overlapping IPv4 address pool among the \
+                     defaults to assign to the network"
+                        .into(),
+                )
+            })?,
+    };
+    let id = create::new_id()?;
+    let record = NetworkRecord {
+        bridge: format!("skb{}", &id[..12]),
+        id: id.clone(),
+        name: body.name.clone(),
+        subnet,
+        prefix,
+        internal: body.internal,
+        labels: body.labels.clone(),
+        created: rfc3339(std::time::SystemTime::now()),
+    };
+    if !inner.store.insert_network(&record).map_err(internal)? {
+        return Err(BackendError::Conflict(format!(
+            "network with name {} already exists",
+            body.name
+        )));
+    }
+    Ok(NetworkCreated {
+        id,
+        warning: String::new(),
+    })
+}
+
+/// Containers (running or not) that name `network` as theirs.
+fn users(inner: &Inner, network: &NetworkRecord) -> Result<Vec<ContainerRecord>> {
+    let records = inner.store.all().map_err(internal)?;
+    Ok(records
+        .into_iter()
+        .filter(|r| match &r.request.network {
+            NetworkMode::Named(key) => key == &network.name || network.id.starts_with(key.as_str()),
+            NetworkMode::Default => !network.user_defined(),
+            NetworkMode::None => false,
+        })
+        .collect())
+}
+
+/// `network rm`: refused for the predefined ones and while containers use it; its bridge goes.
+pub(super) async fn remove(inner: &Inner, key: &str) -> Result<()> {
+    if key == "none" || key == "host" {
+        return Err(BackendError::Forbidden(format!(
+            "{key} is a pre-defined network and cannot be removed"
+        )));
+    }
+    let network = find(inner, key)?;
+    if !network.user_defined() {
+        return Err(BackendError::Forbidden(format!(
+            "{} is a pre-defined network and cannot be removed",
+            network.name
+        )));
+    }
+    let used: Vec<String> = users(inner, &network)?
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    if !used.is_empty() {
+        return Err(BackendError::Forbidden(format!(
+            "error while removing network: network {} id {} has active endpoints ({})",
+            network.name,
+            network.id,
+            used.join(", ")
+        )));
+    }
+    inner
+        .store
+        .delete_network(&network.name)
+        .map_err(internal)?;
+    let remaining = all(inner)?;
+    inner
+        .networks
+        .reconcile(&remaining, Some(&network))
+        .await
+        .map_err(|e| internal(format!("removing network {}: {e}", network.name)))
+}
+
+/// `network prune`: every user-defined network no container uses.
+pub(super) async fn prune(inner: &Inner, filters: &Filters) -> Result<NetworkPruneReport> {
+    check_filters(filters, &["label"])?;
+    let mut deleted = Vec::new();
+    for network in inner.store.networks().map_err(internal)? {
+        if labels_match(filters, &network.labels) && users(inner, &network)?.is_empty() {
+            remove(inner, &network.id).await?;
+            deleted.push(network.name);
+        }
+    }
+    Ok(NetworkPruneReport {
+        networks_deleted: deleted,
+    })
+}
+
+fn check_filters(filters: &Filters, known: &[&str]) -> Result<()> {
+    match filters.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(key) => Err(BackendError::InvalidArgument(format!(
+            "invalid filter '{key}'"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `network ls`: the default network, `none`, and the user-defined ones.
+pub(super) fn list(inner: &Inner, filters: &Filters) -> Result<Vec<Network>> {
+    check_filters(filters, &["name", "id", "label", "driver", "type"])?;
+    let mut out = Vec::new();
+    let mut networks: Vec<Network> = all(inner)?.iter().map(|n| api_network(inner, n)).collect();
+    networks.push(none_network());
+    for n in networks {
+        let any = |key: &str, ok: &dyn Fn(&str) -> bool| {
+            filters
+                .get(key)
+                .is_none_or(|vals| vals.iter().any(|v| ok(v)))
+        };
+        let builtin = n.name == DEFAULT_NETWORK || n.name == "none";
+        let keep = any("name", &|v| n.name.contains(v))
+            && any("id", &|v| n.id.starts_with(v))
+            && any("driver", &|v| v == n.driver)
+            && any("type", &|v| {
+                (v == "builtin") == builtin && matches!(v, "builtin" | "custom")
+            })
+            && labels_match(filters, &n.labels);
+        if keep {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// `network inspect`.
+pub(super) fn inspect(inner: &Inner, key: &str) -> Result<Network> {
+    if key == "none" {
+        return Ok(none_network());
+    }
+    Ok(api_network(inner, &find(inner, key)?))
+}
+
+fn none_network() -> Network {
+    Network {
+        name: "none".into(),
+        id: "0".repeat(64),
+        scope: "local".into(),
+        driver: "null".into(),
+        ..Network::default()
+    }
+}
+
+fn api_network(inner: &Inner, n: &NetworkRecord) -> Network {
+    let containers = users(inner, n)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| {
+            let e = r.state.endpoint.clone().filter(|e| e.network == n.name)?;
+            Some((
+                r.id.clone(),
+                NetworkContainer {
+                    name: r.name.clone(),
+                    endpoint_id: e.mac.replace(':', ""),
+                    mac_address: e.mac.clone(),
+                    ipv4_address: format!("{}/{}", e.ip, e.prefix),
+                    ipv6_address: String::new(),
+                },
+            ))
+        })
+        .collect();
+    Network {
+        name: n.name.clone(),
+        id: n.id.clone(),
+        created: n.created.clone(),
+        scope: "local".into(),
+        driver: "bridge".into(),
+        ipam: Ipam {
+            driver: "default".into(),
+            config: vec![IpamConfig {
+                subnet: format!("{}/{}", n.subnet, n.prefix),
+                gateway: n.gateway().to_string(),
+                ip_range: String::new(),
+            }],
+            options: Default::default(),
+        },
+        internal: n.internal,
+        containers,
+        options: [(
+            "com.docker.network.bridge.name".to_string(),
+            n.bridge.clone(),
+        )]
+        .into(),
+        labels: n.labels.clone(),
+        ..Network::default()
+    }
+}
