@@ -8,6 +8,7 @@
 //! engine records each running container's endpoint, and `adopt` takes them up again after a
 //! daemon restart.
 
+pub mod dns;
 pub mod guest_net;
 pub mod link;
 pub mod ports;
