@@ -174,45 +174,66 @@ d run --rm --ulimit bogus=1 $I true 2>/tmp/ulimit.err; echo "ulimit_bad_code=$?"
 /// server in another network namespace, `--network none`, a taken port, a daemon killed with
 /// its published ports, and nothing left after removal.
 const NETWORKS: &str = r#"
-get() { for i in $(seq 50); do wget -q -T 5 -O- "$1" 2>/dev/null && return; sleep 0.3; done; echo unreachable; }
-d run -d --name web -p 8080:80 $I sh -c 'mkdir -p /www && echo hello-web >/www/index.html && exec httpd -f -p 80 -h /www' >/dev/null
-echo "pub_loopback=$(get http://127.0.0.1:8080/)"
+# HTTP through busybox nc (its wget crashes in a static build: NSS). get IP PORT retries while
+# the server boots.
+get1() { printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 "$1" "$2" 2>/dev/null | tail -n1; }
+get() { for i in $(seq 60); do r=$(get1 "$1" "$2"); [ -n "$r" ] && { echo "$r"; return; }; sleep 0.5; done; echo unreachable; }
+WEB='mkdir -p /www && echo hello-web >/www/index.html && exec httpd -f -p 80 -h /www'
+d run -d --name web -p 8080:80 $I sh -c "$WEB" >/dev/null
+echo "pub_loopback=$(get 127.0.0.1 8080)"
 ip link add dummy0 type dummy && ip addr add 192.0.2.10/24 dev dummy0 && ip link set dummy0 up
-echo "pub_dummy=$(get http://192.0.2.10:8080/)"
+echo "pub_dummy=$(get 192.0.2.10 8080)"
 WEBIP=$(d inspect -f '{{.NetworkSettings.IPAddress}}' web)
 echo "web_ip=$WEBIP"
 echo "web_net=$(d inspect -f '{{.NetworkSettings.Gateway}} {{.NetworkSettings.MacAddress}} {{.HostConfig.NetworkMode}}' web)"
 echo "port=$(d port web 80 | head -n1)"
 echo "ps_ports=$(d ps --format '{{.Ports}}' -f name=web)"
 echo "skiff_ps_ports=$(timeout 60 /skiff/bin/skiff -H unix://$S ps | grep -c '0.0.0.0:8080->80/tcp')"
-echo "direct=$(d run --rm $I wget -q -T 10 -O- http://$WEBIP/)"
-echo "hairpin=$(d run --rm $I wget -q -T 10 -O- http://192.0.2.10:8080/)"
-echo "guest_if=$(d run --rm $I sh -c 'ip -4 -o addr show dev eth0 | grep -o "inet [0-9./]*"; ip link show eth0 | grep -o "mtu [0-9]*"; ip route | grep default' | sed 's/10\.88\.0\.[0-9]*\//ADDR\//' | tr '
-' ,)"
+C='printf "GET / HTTP/1.0\r\n\r\n" | nc -w 5 $0 $1 | tail -n1'
+echo "direct=$(d run --rm $I sh -c "$C" $WEBIP 80)"
+echo "hairpin=$(d run --rm $I sh -c "$C" 192.0.2.10 8080)"
+echo "guest_if=$(d run --rm $I sh -c 'ip -4 -o addr show dev eth0 | grep -o "inet [0-9./]*"; ip link show eth0 | grep -o "mtu [0-9]*"; ip route | grep default' | sed 's/10\.88\.0\.[0-9]*\//ADDR\//; s/ *$//' | tr '\n' ,)"
 echo "resolv=$(d run --rm $I cat /etc/resolv.conf | grep -c '^nameserver ')"
-echo "hosts=$(d run --rm --hostname box $I sh -c 'grep -c "^10\.88\.0\.[0-9]* box" /etc/hosts; hostname' | tr '
-' ,)"
-echo "none=$(d run --rm --network none $I ip -o link | cut -d: -f2 | tr -d ' ' | tr '
-' ,)"
+echo "hosts=$(d run --rm --hostname box $I sh -c 'grep -c "^10\.88\.0\.[0-9]*.box" /etc/hosts; hostname' | tr '\n' ,)"
+echo "none=$(d run --rm --network none $I ip -o link | cut -d: -f2 | tr -d ' ' | tr '\n' ,)"
 d run -d -p 8080:80 $I sleep 5 >/dev/null 2>/tmp/taken.err; echo "taken_code=$?"
 grep -q 'Bind for 0.0.0.0:8080 failed' /tmp/taken.err && echo taken_msg=ok
+# A user-defined network: names and aliases resolve on it, other networks cannot reach it.
+d network create front >/dev/null; echo "net_create=$?"
+echo "net_ls=$(d network ls --format '{{.Name}}' | tr '\n' ,)"
+d run -d --name api --network front --network-alias www $I sh -c "$WEB" >/dev/null
+R='nslookup $0 | grep "^Address" | tail -n1 | cut -d" " -f2'
+echo "dns_name=$(d run --rm --network front $I sh -c "$R" api)"
+echo "dns_alias=$(d run --rm --network front $I sh -c "$R" www)"
+echo "dns_unknown=$(d run --rm --network front $I sh -c 'nslookup nothere >/dev/null 2>&1; echo $?')"
+APIIP=$(d inspect -f '{{.NetworkSettings.Networks.front.IPAddress}}' api)
+echo "api_ip=$APIIP"
+for i in $(seq 60); do [ -n "$(d run --rm --network front $I sh -c "$C" $APIIP 80)" ] && break; sleep 0.5; done
+echo "same_net=$(d run --rm --network front $I sh -c "$C" $APIIP 80)"
+echo "other_net=$(d run --rm $I sh -c "$C" $APIIP 80 2>&1 | grep -c hello-web)"
+echo "net_inspect=$(d network inspect -f '{{range .Containers}}{{.Name}}{{end}} {{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}' front)"
+d network rm front >/dev/null 2>/tmp/netrm.err; echo "net_rm_used=$?"
+grep -q 'has active endpoints' /tmp/netrm.err && echo net_rm_used_msg=ok
+d rm -f api >/dev/null
+d network rm front >/dev/null; echo "net_rm=$?"
+echo "skiff_net=$(timeout 60 /skiff/bin/skiff -H unix://$S network create back >/dev/null && timeout 60 /skiff/bin/skiff -H unix://$S network ls | grep -c ' back ')"
+timeout 60 /skiff/bin/skiff -H unix://$S network rm back >/dev/null; echo "skiff_net_rm=$?"
+# Outbound NAT: a server in another network namespace behind a veth sees the host's address.
 unshare -n sleep 600 & NS=$!
 sleep 0.5
 ip link add vout type veth peer name vin && ip link set vin netns $NS
 ip addr add 198.51.100.1/24 dev vout && ip link set vout up
-mkdir -p /tmp/www/cgi-bin && printf '#!/bin/sh
-echo Content-Type: text/plain
-echo
-echo $REMOTE_ADDR
-' >/tmp/www/cgi-bin/ip && chmod +x /tmp/www/cgi-bin/ip
+mkdir -p /tmp/www/cgi-bin && printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho $REMOTE_ADDR\n' >/tmp/www/cgi-bin/ip && chmod +x /tmp/www/cgi-bin/ip
 nsenter -t $NS -n sh -c 'ip link set lo up; ip addr add 198.51.100.2/24 dev vin; ip link set vin up; httpd -p 80 -h /tmp/www'
-echo "nat_source=$(d run --rm $I wget -q -T 10 -O- http://198.51.100.2/cgi-bin/ip)"
+echo "nat_source=$(d run --rm $I sh -c 'printf "GET /cgi-bin/ip HTTP/1.0\r\n\r\n" | nc -w 5 198.51.100.2 80 | tail -n1')"
+# kill -9 skiffd: web keeps serving; the new daemon publishes its port again.
 kill -9 $PID; wait $PID 2>/dev/null
 daemon
-echo "pub_after_restart=$(get http://127.0.0.1:8080/)"
+echo "pub_after_restart=$(get 127.0.0.1 8080)"
 d rm -f web >/dev/null
-wget -q -T 3 -O- http://127.0.0.1:8080/ >/dev/null 2>&1 && echo pub_after_rm=open || echo pub_after_rm=closed
+echo "pub_after_rm=$(get1 127.0.0.1 8080 | grep -c hello)"
 echo "taps_left=$(ip -o link | grep -c skt)"
+echo "bridges=$(ip -o link | grep -c -e skiff0 -e skb)"
 echo "nft_table=$(nft list tables | grep -c 'inet skiff')"
 kill $NS
 kill $PID
@@ -348,17 +369,32 @@ fn volumes_keep_data_and_networks_serve_published_ports() {
         ("hairpin", "hello-web"),
         (
             "guest_if",
-            "inet ADDR/16,mtu 1500,default via 10.88.0.1 dev eth0 ,",
+            "inet ADDR/16,mtu 1500,default via 10.88.0.1 dev eth0,",
         ),
         ("resolv", "2"),
         ("hosts", "1,box,"),
         ("none", "lo,"),
         ("taken_code", "125"),
         ("taken_msg", "ok"),
+        ("net_create", "0"),
+        ("net_ls", "bridge,front,none,"),
+        ("dns_name", "10.89.0.2"),
+        ("dns_alias", "10.89.0.2"),
+        ("dns_unknown", "1"),
+        ("api_ip", "10.89.0.2"),
+        ("same_net", "hello-web"),
+        ("other_net", "0"),
+        ("net_inspect", "api 10.89.0.0/24 10.89.0.1"),
+        ("net_rm_used", "1"),
+        ("net_rm_used_msg", "ok"),
+        ("net_rm", "0"),
+        ("skiff_net", "1"),
+        ("skiff_net_rm", "0"),
         ("nat_source", "198.51.100.1"),
         ("pub_after_restart", "hello-web"),
-        ("pub_after_rm", "closed"),
+        ("pub_after_rm", "0"),
         ("taps_left", "0"),
+        ("bridges", "1"),
         ("nft_table", "1"),
     ]);
 }

@@ -16,7 +16,7 @@ use crate::daemon::model::{
     NetworkPruneReport,
 };
 use crate::daemon::options::Filters;
-use crate::daemon::timefmt::rfc3339;
+use crate::daemon::timefmt::{rfc3339, ZERO_TIME};
 use crate::daemon::BackendError;
 
 /// Where subnets for user-defined networks are taken from when the request names none:
@@ -314,6 +314,7 @@ fn none_network() -> Network {
     Network {
         name: "none".into(),
         id: "0".repeat(64),
+        created: ZERO_TIME.into(),
         scope: "local".into(),
         driver: "null".into(),
         ..Network::default()
@@ -321,6 +322,12 @@ fn none_network() -> Network {
 }
 
 fn api_network(inner: &Inner, n: &NetworkRecord) -> Network {
+    // The default network has no creation time of its own: Go's zero time parses.
+    let created = if n.created.is_empty() {
+        ZERO_TIME.to_string()
+    } else {
+        n.created.clone()
+    };
     let containers = users(inner, n)
         .unwrap_or_default()
         .into_iter()
@@ -341,7 +348,7 @@ fn api_network(inner: &Inner, n: &NetworkRecord) -> Network {
     Network {
         name: n.name.clone(),
         id: n.id.clone(),
-        created: n.created.clone(),
+        created,
         scope: "local".into(),
         driver: "bridge".into(),
         ipam: Ipam {

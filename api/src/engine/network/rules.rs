@@ -163,7 +163,12 @@ mod tests {
             return;
         };
         let rules = ruleset(&[default, user]);
-        child.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(rules.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         if err.contains("Operation not permitted") {
