@@ -107,9 +107,8 @@ mod tests {
     use super::*;
     use crate::engine::network::defs::{parse_subnet, NetworkConfig};
 
-    #[test]
-    fn the_ruleset_replaces_only_its_own_table_and_isolates_networks() {
-        let default = NetworkConfig::default().default_network().unwrap();
+    /// The default network and a user-defined one, `back`.
+    fn networks(internal: bool) -> [NetworkRecord; 2] {
         let (subnet, prefix) = parse_subnet("10.89.1.0/24").unwrap();
         let user = NetworkRecord {
             id: "1".repeat(64),
@@ -117,11 +116,16 @@ mod tests {
             bridge: "skb111111111111".into(),
             subnet,
             prefix,
-            internal: true,
+            internal,
             labels: Default::default(),
             created: String::new(),
         };
-        let rules = ruleset(&[default, user]);
+        [NetworkConfig::default().default_network().unwrap(), user]
+    }
+
+    #[test]
+    fn the_ruleset_replaces_only_its_own_table_and_isolates_networks() {
+        let rules = ruleset(&networks(true));
         assert!(rules.starts_with("table inet skiff\ndelete table inet skiff\n"));
         assert!(rules.contains("ip saddr 10.88.0.0/16 oifname != \"skiff0\" masquerade"));
         assert!(
@@ -141,18 +145,6 @@ mod tests {
     /// nft is not installed or may not talk to the kernel.
     #[test]
     fn nft_accepts_the_ruleset() {
-        let default = NetworkConfig::default().default_network().unwrap();
-        let (subnet, prefix) = parse_subnet("10.89.1.0/24").unwrap();
-        let user = NetworkRecord {
-            id: "1".repeat(64),
-            name: "back".into(),
-            bridge: "skb111111111111".into(),
-            subnet,
-            prefix,
-            internal: false,
-            labels: Default::default(),
-            created: String::new(),
-        };
         let Ok(mut child) = Command::new("nft")
             .args(["-c", "-f", "-"])
             .stdin(Stdio::piped())
@@ -162,7 +154,7 @@ mod tests {
             eprintln!("nft is not installed: skipped");
             return;
         };
-        let rules = ruleset(&[default, user]);
+        let rules = ruleset(&networks(false));
         child
             .stdin
             .take()

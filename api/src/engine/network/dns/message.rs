@@ -302,14 +302,7 @@ mod tests {
 
     #[test]
     fn too_many_addresses_are_cut_and_tc_set() {
-        let long = [
-            b"a".repeat(63),
-            b"b".repeat(63),
-            b"c".repeat(63),
-            b"d".repeat(61),
-        ];
-        let labels: Vec<&[u8]> = long.iter().map(|l| l.as_slice()).collect();
-        let q = parse_query(&query(&labels, TYPE_A, CLASS_IN)).unwrap();
+        let q = parse_query(&long_query(61)).unwrap();
         let addrs: Vec<Ipv4Addr> = (0..40).map(|i| Ipv4Addr::new(10, 0, 0, i)).collect();
         let reply = answer(&q, &addrs);
         assert!(reply.len() <= MAX_REPLY);
@@ -397,25 +390,20 @@ mod tests {
     #[test]
     fn the_longest_name_is_taken() {
         // 3 × 63 + 61 bytes of labels, 4 length bytes and the root: 255.
+        assert!(parse_query(&long_query(61)).is_ok());
+        assert_eq!(parse_query(&long_query(62)), Err(DnsError::NameTooLong));
+    }
+
+    /// An A query for a name of three 63-byte labels and one of `last` bytes.
+    fn long_query(last: usize) -> Vec<u8> {
         let long = [
             b"a".repeat(63),
             b"b".repeat(63),
             b"c".repeat(63),
-            b"d".repeat(61),
+            b"d".repeat(last),
         ];
         let labels: Vec<&[u8]> = long.iter().map(|l| l.as_slice()).collect();
-        assert!(parse_query(&query(&labels, TYPE_A, CLASS_IN)).is_ok());
-        let long = [
-            b"a".repeat(63),
-            b"b".repeat(63),
-            b"c".repeat(63),
-            b"d".repeat(62),
-        ];
-        let labels: Vec<&[u8]> = long.iter().map(|l| l.as_slice()).collect();
-        assert_eq!(
-            parse_query(&query(&labels, TYPE_A, CLASS_IN)),
-            Err(DnsError::NameTooLong)
-        );
+        query(&labels, TYPE_A, CLASS_IN)
     }
 
     #[test]
