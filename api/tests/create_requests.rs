@@ -215,12 +215,57 @@ fn network_modes() {
     };
     assert_eq!(mode("bridge").unwrap().network, NetworkMode::Default);
     assert_eq!(mode("none").unwrap().network, NetworkMode::None);
-    for m in ["host", "container:abc", "mynet"] {
+    assert_eq!(
+        mode("mynet").unwrap().network,
+        NetworkMode::Named("mynet".into())
+    );
+    for m in ["host", "container:abc", "-bad", "a b"] {
         assert!(mode(m)
             .unwrap_err()
             .to_string()
             .contains("HostConfig.NetworkMode"));
     }
+}
+
+#[test]
+fn aliases_only_for_the_containers_own_user_defined_network() {
+    let create = |mode: &str, net: &str, aliases: &str| {
+        let body = format!(
+            r#"{{"Image":"b","HostConfig":{{"NetworkMode":"{mode}"}},
+                "NetworkingConfig":{{"EndpointsConfig":{{"{net}":{{"Aliases":{aliases}}}}}}}}}"#
+        );
+        decode_create(None, body.as_bytes())
+    };
+    assert_eq!(
+        create("front", "front", r#"["www","api.v1"]"#)
+            .unwrap()
+            .aliases,
+        ["www", "api.v1"]
+    );
+    let e = create("front", "back", "null").unwrap_err().to_string();
+    assert!(
+        e.contains("EndpointsConfig.back: a skiff container joins one network"),
+        "{e}"
+    );
+    let e = create("bridge", "bridge", r#"["www"]"#)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("only for containers in user defined networks"),
+        "{e}"
+    );
+    let e = create("front", "front", r#"["bad name"]"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("invalid network alias"), "{e}");
+    // Other endpoint settings are still refused by name.
+    let body = br#"{"Image":"b","HostConfig":{"NetworkMode":"front"},
+        "NetworkingConfig":{"EndpointsConfig":{"front":{"IPAMConfig":{"IPv4Address":"10.0.0.9"}}}}}"#;
+    let e = decode_create(None, body).unwrap_err().to_string();
+    assert!(
+        e.contains("NetworkingConfig.EndpointsConfig.front.IPAMConfig"),
+        "{e}"
+    );
 }
 
 #[test]
