@@ -288,7 +288,11 @@ fn concurrent_runs_build_one_cold_cache_without_leftovers() {
         .collect();
     names.sort();
     // One of each archive, the unpacked kernel package and its record; no temp dirs or parts.
-    assert_eq!(names, ["base", "kernel", "linux", "skiff"], "{names:?}");
+    assert_eq!(
+        names,
+        ["base", "kernel", "linux", "net", "skiff"],
+        "{names:?}"
+    );
 }
 
 #[test]
