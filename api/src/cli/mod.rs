@@ -6,6 +6,17 @@ pub mod networks;
 pub mod remote;
 pub mod volumes;
 
+/// `--label KEY=VALUE` flags as a map (a bare `KEY` has an empty value, as docker's).
+pub(crate) fn labels_map(labels: &[String]) -> std::collections::BTreeMap<String, String> {
+    labels
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
 /// Calls `call` for each of `names` in order, printing each failure on stderr as docker does;
 /// returns what succeeded and the exit code (1 when any failed).
 pub(crate) async fn each<T, E, F, Fut>(names: &[String], mut call: F) -> (Vec<T>, i32)

@@ -69,13 +69,7 @@ impl NetworkCommand {
                     name,
                     driver: "bridge".into(),
                     internal,
-                    labels: labels
-                        .iter()
-                        .map(|l| {
-                            let (k, v) = l.split_once('=').unwrap_or((l, ""));
-                            (k.to_string(), v.to_string())
-                        })
-                        .collect(),
+                    labels: super::labels_map(&labels),
                     ipam: subnet.map(|subnet| Ipam {
                         config: vec![IpamConfig {
                             subnet,

@@ -60,13 +60,7 @@ impl VolumeCommand {
     async fn call(self, client: &Client) -> anyhow::Result<i32> {
         match self {
             VolumeCommand::Create { labels, name } => {
-                let labels = labels
-                    .iter()
-                    .map(|l| {
-                        let (k, v) = l.split_once('=').unwrap_or((l, ""));
-                        (k.to_string(), v.to_string())
-                    })
-                    .collect();
+                let labels = super::labels_map(&labels);
                 let body = VolumeCreateBody {
                     name: name.unwrap_or_default(),
                     labels,

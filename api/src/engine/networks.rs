@@ -279,7 +279,11 @@ fn check_filters(filters: &Filters, known: &[&str]) -> Result<()> {
 pub(super) fn list(inner: &Inner, filters: &Filters) -> Result<Vec<Network>> {
     check_filters(filters, &["name", "id", "label", "driver", "type"])?;
     let mut out = Vec::new();
-    let mut networks: Vec<Network> = all(inner)?.iter().map(|n| api_network(inner, n)).collect();
+    let records = inner.store.all().map_err(internal)?;
+    let mut networks: Vec<Network> = all(inner)?
+        .iter()
+        .map(|n| api_network(n, &records))
+        .collect();
     networks.push(none_network());
     for n in networks {
         let any = |key: &str, ok: &dyn Fn(&str) -> bool| {
@@ -307,7 +311,8 @@ pub(super) fn inspect(inner: &Inner, key: &str) -> Result<Network> {
     if key == "none" {
         return Ok(none_network());
     }
-    Ok(api_network(inner, &find(inner, key)?))
+    let records = inner.store.all().map_err(internal)?;
+    Ok(api_network(&find(inner, key)?, &records))
 }
 
 fn none_network() -> Network {
@@ -321,23 +326,23 @@ fn none_network() -> Network {
     }
 }
 
-fn api_network(inner: &Inner, n: &NetworkRecord) -> Network {
+/// `n` as Docker shows it; its containers are those of `records` running on it.
+fn api_network(n: &NetworkRecord, records: &[ContainerRecord]) -> Network {
     // The default network has no creation time of its own: Go's zero time parses.
     let created = if n.created.is_empty() {
         ZERO_TIME.to_string()
     } else {
         n.created.clone()
     };
-    let containers = users(inner, n)
-        .unwrap_or_default()
-        .into_iter()
+    let containers = records
+        .iter()
         .filter_map(|r| {
-            let e = r.state.endpoint.clone().filter(|e| e.network == n.name)?;
+            let e = r.state.endpoint.as_ref().filter(|e| e.network == n.name)?;
             Some((
                 r.id.clone(),
                 NetworkContainer {
                     name: r.name.clone(),
-                    endpoint_id: e.mac.replace(':', ""),
+                    endpoint_id: e.endpoint_id(),
                     mac_address: e.mac.clone(),
                     ipv4_address: format!("{}/{}", e.ip, e.prefix),
                     ipv6_address: String::new(),

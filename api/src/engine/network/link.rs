@@ -58,12 +58,9 @@ pub async fn ensure_bridge(
             .execute()
             .await;
         // Another daemon (or a racing start) may have made it meanwhile.
-        if let Err(rtnetlink::Error::NetlinkError(e)) = &created {
-            if e.raw_code() != -libc::EEXIST {
-                created?;
-            }
-        } else {
-            created?;
+        match created {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+            other => other?,
         }
     }
     let index = index_of(&handle, name)

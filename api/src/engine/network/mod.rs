@@ -49,6 +49,13 @@ pub struct Endpoint {
     pub names: Vec<String>,
 }
 
+impl Endpoint {
+    /// Docker's `EndpointID` for it: the MAC's hex digits (unique while it runs).
+    pub fn endpoint_id(&self) -> String {
+        self.mac.replace(':', "")
+    }
+}
+
 fn default_network_name() -> String {
     DEFAULT_NETWORK.into()
 }

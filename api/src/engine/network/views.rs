@@ -25,7 +25,7 @@ pub fn summary_ports(endpoint: Option<&Endpoint>) -> Vec<PortSummary> {
 fn endpoint_settings(endpoint: &Endpoint) -> EndpointSettings {
     EndpointSettings {
         network_id: endpoint.network_id.clone(),
-        endpoint_id: endpoint.mac.replace(':', ""),
+        endpoint_id: endpoint.endpoint_id(),
         gateway: endpoint.gateway.to_string(),
         ip_address: endpoint.ip.to_string(),
         ip_prefix_len: endpoint.prefix,

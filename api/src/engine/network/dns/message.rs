@@ -233,21 +233,28 @@ pub fn is_reply_to(reply: &[u8], id: u16) -> bool {
         && word(reply, 2).is_some_and(|flags| flags & QR != 0)
 }
 
+/// A query packet for the tests: `labels`, RD set, one question of `qtype` and `qclass`.
+#[cfg(test)]
+pub(super) fn test_query(id: u16, labels: &[&[u8]], qtype: u16, qclass: u16) -> Vec<u8> {
+    let mut out = id.to_be_bytes().to_vec();
+    out.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in labels {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label);
+    }
+    out.push(0);
+    out.extend_from_slice(&qtype.to_be_bytes());
+    out.extend_from_slice(&qclass.to_be_bytes());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A query for `labels` with id 0x1234, RD set, and the given type and class.
+    /// A query for `labels` with id 0x1234.
     fn query(labels: &[&[u8]], qtype: u16, qclass: u16) -> Vec<u8> {
-        let mut out = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        for label in labels {
-            out.push(label.len() as u8);
-            out.extend_from_slice(label);
-        }
-        out.push(0);
-        out.extend_from_slice(&qtype.to_be_bytes());
-        out.extend_from_slice(&qclass.to_be_bytes());
-        out
+        test_query(0x1234, labels, qtype, qclass)
     }
 
     #[test]

@@ -177,14 +177,8 @@ mod tests {
     }
 
     fn query(id: u16, labels: &[&str], qtype: u16) -> Vec<u8> {
-        let mut out = id.to_be_bytes().to_vec();
-        out.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-        for label in labels {
-            out.push(label.len() as u8);
-            out.extend_from_slice(label.as_bytes());
-        }
-        out.extend_from_slice(&[0, 0, qtype as u8, 0, 1]);
-        out
+        let labels: Vec<&[u8]> = labels.iter().map(|l| l.as_bytes()).collect();
+        message::test_query(id, &labels, qtype, message::CLASS_IN)
     }
 
     /// A fake upstream answering anything with `canned`, the query's id put in.
