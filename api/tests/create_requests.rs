@@ -160,7 +160,6 @@ fn every_unsupported_field_is_named() {
     for expected in [
         "HostConfig.CapAdd",
         "HostConfig.Devices",
-        "HostConfig.PidsLimit",
         "HostConfig.Privileged",
         "HostConfig.SecurityOpt",
         "HostConfig.NetworkMode \"host\"",
@@ -173,6 +172,21 @@ fn every_unsupported_field_is_named() {
             "{expected} not named in {fields:?}"
         );
     }
+}
+
+#[test]
+fn a_pids_limit_is_decoded_and_zero_or_minus_one_mean_none() {
+    let limit = |v: &str| {
+        let body = format!(r#"{{"Image":"b","HostConfig":{{"PidsLimit":{v}}}}}"#);
+        decode_create(None, body.as_bytes()).map(|r| r.pids_limit)
+    };
+    assert_eq!(limit("5").unwrap(), Some(5));
+    assert_eq!(limit("0").unwrap(), None);
+    assert_eq!(limit("-1").unwrap(), None);
+    assert_eq!(limit("null").unwrap(), None);
+    let err = limit("-2").unwrap_err().to_string();
+    assert!(err.contains("HostConfig.PidsLimit"), "{err}");
+    assert_eq!(decode("cli-create").unwrap().pids_limit, None);
 }
 
 #[test]

@@ -159,10 +159,10 @@ fn detached_container_ps_inspect_exec_logs_rm() {
 fn refused_options_name_the_field() {
     let Some(cli) = docker_cli() else { return };
     let d = fake();
-    let out = d.docker(&cli, &["run", "-p", "53:53/udp", "busybox"]);
+    let out = d.docker(&cli, &["run", "-p", "53:53/sctp", "busybox"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(
-        text(&out.stderr).contains("publishing udp ports (53/udp) is not supported by skiff yet"),
+        text(&out.stderr).contains("publishing sctp ports (53/sctp) is not supported by skiff yet"),
         "{}",
         text(&out.stderr)
     );

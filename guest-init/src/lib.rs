@@ -6,6 +6,7 @@
 //! stream) so it can be tested. The host<->guest control protocol lives in its own crate,
 //! `skiff-protocol` (`guest-init/protocol/`), so the host does not depend on PID 1.
 
+pub mod cgroup;
 pub mod etc_files;
 pub mod exec_sessions;
 pub mod network;

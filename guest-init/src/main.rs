@@ -16,7 +16,7 @@ use skiff_guest_init::network::NetworkPlan;
 use skiff_guest_init::protocol::{self, Message, CONTROL_PORT, EXEC_PORT};
 use skiff_guest_init::reaper::Reaper;
 use skiff_guest_init::session::Request;
-use skiff_guest_init::{processes, session, system, volumes, vsock};
+use skiff_guest_init::{cgroup, processes, session, system, volumes, vsock};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -140,6 +140,13 @@ fn boot_and_serve() -> i32 {
             &mut control,
             format!("configuring the container's network: {e}"),
         );
+    }
+    // Before the volumes: a limit that cannot be set fails the start, never a silent no-limit.
+    if let Err(e) = cgroup::create(spec.pids_limit) {
+        if spec.pids_limit.is_some() {
+            return fail_start(&mut control, format!("the container's pids limit: {e}"));
+        }
+        log(&format!("the container's cgroup: {e}"));
     }
     // A volume that cannot be mounted fails the start, as in Docker (never a silent empty dir).
     if let Err(e) = volumes::mount_all(&spec.mounts) {

@@ -208,6 +208,7 @@ impl Prepared {
 #[repr(u8)]
 enum Stage {
     Stdio = 1,
+    Cgroup,
     Rlimit,
     Groups,
     Gid,
@@ -299,6 +300,9 @@ unsafe fn child_exec(p: &Prepared, stdio: [libc::c_int; 3], tty: bool, report: l
     let mut empty: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut empty);
     libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    if !crate::cgroup::join_from_child() {
+        fail(Stage::Cgroup);
+    }
     for (resource, limit) in &p.rlimits {
         if libc::setrlimit(*resource, limit) != 0 {
             fail(Stage::Rlimit);
@@ -416,6 +420,7 @@ fn child_failure(
     let program = OsStr::from_bytes(prepared.program.as_bytes()).to_string_lossy();
     let message = match stage {
         s if s == Stage::Stdio as u8 => format!("set up stdio: {err}"),
+        s if s == Stage::Cgroup as u8 => format!("join the container's cgroup: {err}"),
         s if s == Stage::Rlimit as u8 => format!("setrlimit: {err}"),
         s if s == Stage::Groups as u8 => format!("setgroups {:?}: {err}", spec.additional_gids),
         s if s == Stage::Gid as u8 => format!("setgid {}: {err}", spec.gid),

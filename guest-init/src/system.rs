@@ -104,6 +104,7 @@ struct Mount {
 }
 
 const NOSUID_NODEV: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
+pub(crate) const NOSUID_NODEV_NOEXEC: libc::c_ulong = NOSUID_NODEV | libc::MS_NOEXEC;
 
 /// In mount order. `/tmp` and `/run` are fresh tmpfs in every container.
 const MOUNTS: &[Mount] = &[
@@ -111,14 +112,14 @@ const MOUNTS: &[Mount] = &[
         fstype: c"proc",
         target: c"/proc",
         mode: 0o555,
-        flags: NOSUID_NODEV | libc::MS_NOEXEC,
+        flags: NOSUID_NODEV_NOEXEC,
         data: c"",
     },
     Mount {
         fstype: c"sysfs",
         target: c"/sys",
         mode: 0o555,
-        flags: NOSUID_NODEV | libc::MS_NOEXEC,
+        flags: NOSUID_NODEV_NOEXEC,
         data: c"",
     },
     Mount {

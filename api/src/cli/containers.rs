@@ -82,7 +82,7 @@ pub struct ContainerArgs {
     /// Mount a tmpfs: PATH[:OPTIONS] such as /scratch:size=64m (through skiffd only).
     #[arg(long, value_name = "PATH[:OPTIONS]")]
     pub(crate) tmpfs: Vec<String>,
-    /// Publish a container port on the host: [IP:][HOST:]CONTAINER[/tcp] (through skiffd only).
+    /// Publish a container port on the host: [IP:][HOST:]CONTAINER[/tcp|udp] (through skiffd only).
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     pub(crate) publish: Vec<String>,
     /// Publish every port the image exposes on a free host port (through skiffd only).
@@ -92,6 +92,9 @@ pub struct ContainerArgs {
     /// (through skiffd only).
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
     pub(crate) ulimit: Vec<String>,
+    /// The most processes the container may have at once (-1: no limit; through skiffd only).
+    #[arg(long = "pids-limit", value_name = "N", allow_negative_numbers = true)]
+    pub(crate) pids_limit: Option<i64>,
     /// The network: bridge (the default network, with outbound access), none (loopback only)
     /// or a user-defined network's name (through skiffd only).
     #[arg(long, value_name = "NAME")]
@@ -326,8 +329,12 @@ async fn in_process(
     if !container.volumes.is_empty() || !container.tmpfs.is_empty() {
         anyhow::bail!("-v and --tmpfs need skiffd, and none answers at {host}");
     }
-    if !container.publish.is_empty() || container.publish_all || !container.ulimit.is_empty() {
-        anyhow::bail!("-p, -P and --ulimit need skiffd, and none answers at {host}");
+    if !container.publish.is_empty()
+        || container.publish_all
+        || !container.ulimit.is_empty()
+        || container.pids_limit.is_some()
+    {
+        anyhow::bail!("-p, -P, --ulimit and --pids-limit need skiffd, and none answers at {host}");
     }
     if container.network.as_deref().is_some_and(|n| n != "none") {
         anyhow::bail!(

@@ -173,6 +173,7 @@ pub async fn create(inner: &Inner, mut req: CreateRequest) -> Result<ContainerRe
     let mut spec: ProcessSpec = build_spec(&process, Some(&hostname), &caller(req.console_size))
         .map_err(|e| BackendError::InvalidArgument(format!("{e:#}")))?;
     spec.rlimits = req.ulimits.clone();
+    spec.pids_limit = req.pids_limit;
     let mounts = volumes::resolve(inner, &req.mounts)?;
     spec.mounts = volumes::vm_mounts(&mounts).1;
     let now = std::time::SystemTime::now();

@@ -193,6 +193,7 @@ impl ContainerRecord {
                 runtime: "skiff".into(),
                 memory: req.memory_bytes.map_or(0, |m| m as i64),
                 nano_cpus: req.nano_cpus.map_or(0, |n| n as i64),
+                pids_limit: req.pids_limit.map(|n| n as i64),
                 init: req.init.then_some(true),
                 ..InspectHostConfig::default()
             },

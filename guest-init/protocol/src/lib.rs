@@ -162,6 +162,10 @@ pub struct ProcessSpec {
     pub hostname: Option<String>,
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,
+    /// The most processes (and threads) the container may have at once, its execs included
+    /// (`--pids-limit`); for the main process only. None: no limit.
+    #[serde(default)]
+    pub pids_limit: Option<u64>,
     /// Run on a pseudo terminal (stdout and stderr merged) instead of three pipes.
     #[serde(default)]
     pub tty: bool,
@@ -208,6 +212,7 @@ impl ProcessSpec {
             additional_gids: Vec::new(),
             hostname: None,
             rlimits: Vec::new(),
+            pids_limit: None,
             tty: false,
             terminal_size: None,
             mounts: Vec::new(),

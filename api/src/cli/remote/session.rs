@@ -119,6 +119,7 @@ fn new_container(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let host_config = HostConfig {
         ulimits: (!ulimits.is_empty()).then_some(ulimits),
+        pids_limit: args.pids_limit,
         port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
         publish_all_ports: args.publish_all.then_some(true),
         network_mode: args.network.clone(),

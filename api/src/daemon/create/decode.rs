@@ -70,6 +70,7 @@ const HONOURED_HOST: &[&str] = &[
     "PortBindings",
     "PublishAllPorts",
     "Ulimits",
+    "PidsLimit",
 ];
 
 /// HostConfig fields whose "unset" value is -1 rather than 0.
@@ -80,6 +81,15 @@ pub const RUNTIME_NAME: &str = "skiff-vm";
 
 /// Docker's floor for a memory limit.
 const MIN_MEMORY: i64 = 6 * 1024 * 1024;
+
+/// `PidsLimit`: 0 and -1 mean no limit, as in Docker.
+fn decode_pids_limit(limit: Option<i64>) -> Result<Option<u64>, CreateError> {
+    match limit {
+        None | Some(0 | -1) => Ok(None),
+        Some(n) if n > 0 => Ok(Some(n as u64)),
+        Some(n) => Err(invalid("HostConfig.PidsLimit", &format!("{n} is below -1"))),
+    }
+}
 
 /// Decodes and checks a create request. `name` is the `?name=` query parameter.
 pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, CreateError> {
@@ -157,6 +167,7 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
     let exposed_ports: Vec<String> = body.exposed_ports.unwrap_or_default().into_keys().collect();
     let mut ports = super::ports::decode_ports(&host.port_bindings.unwrap_or_default())?;
     let ulimits = super::ulimits::decode_ulimits(host.ulimits.as_deref().unwrap_or_default())?;
+    let pids_limit = decode_pids_limit(host.pids_limit)?;
     let publish_all = host.publish_all_ports.unwrap_or(false);
     if publish_all {
         super::ports::publish_all(&mut ports, &exposed_ports)?;
@@ -191,6 +202,7 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
         ports,
         publish_all,
         ulimits,
+        pids_limit,
         nano_cpus: positive("HostConfig.NanoCpus", host.nano_cpus)?,
         memory_bytes: decode_memory(host.memory)?,
         restart_policy,

@@ -13,7 +13,7 @@ use super::decode::CreateError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortRequest {
     pub container_port: u16,
-    /// Only `tcp` is published by skiff so far; others are refused at create.
+    /// `tcp` or `udp` (sctp is refused at create).
     pub proto: String,
     /// None: every host address (`0.0.0.0`).
     pub host_ip: Option<IpAddr>,
@@ -29,9 +29,9 @@ pub fn parse_port_key(key: &str) -> Result<(u16, String), CreateError> {
             CreateError::Invalid(format!("invalid port specification: \"{key}\""))
         })?;
     match proto {
-        "tcp" => Ok((port, proto.to_string())),
-        "udp" | "sctp" => Err(CreateError::Refused(vec![format!(
-            "publishing {proto} ports ({key}) is not supported by skiff yet; only tcp"
+        "tcp" | "udp" => Ok((port, proto.to_string())),
+        "sctp" => Err(CreateError::Refused(vec![format!(
+            "publishing sctp ports ({key}) is not supported by skiff yet; only tcp and udp"
         )])),
         _ => Err(CreateError::Invalid(format!(
             "invalid proto \"{proto}\" in port specification \"{key}\""
@@ -214,9 +214,9 @@ mod tests {
             ("0/tcp", binding("", "1"), "invalid port specification"),
             ("80/tcpx", binding("", "1"), "invalid proto"),
             (
-                "80/udp",
+                "80/sctp",
                 binding("", "1"),
-                "udp ports (80/udp) is not supported",
+                "publishing sctp ports (80/sctp) is not supported",
             ),
             (
                 "80/tcp",

@@ -36,6 +36,9 @@ pub struct CreateRequest {
     /// Resource limits of the container's processes (`--ulimit`).
     #[serde(default)]
     pub ulimits: Vec<skiff_protocol::Rlimit>,
+    /// The most processes the container may have at once (`--pids-limit`); None: no limit.
+    #[serde(default)]
+    pub pids_limit: Option<u64>,
     /// None: skiff's default vCPU count. In billionths of a CPU, as Docker's `NanoCpus`.
     pub nano_cpus: Option<u64>,
     /// None: skiff's default guest memory. Bytes.

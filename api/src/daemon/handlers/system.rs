@@ -116,7 +116,7 @@ pub async fn info(d: &Daemon) -> Result<Resp, ApiError> {
             "CpuCfsQuota": false,
             "CPUShares": false,
             "CPUSet": false,
-            "PidsLimit": false,
+            "PidsLimit": true,
             "OomKillDisable": false,
             "IPv4Forwarding": true,
             "Debug": false,

@@ -158,6 +158,7 @@ pub struct InspectHostConfig {
     pub runtime: String,
     pub memory: i64,
     pub nano_cpus: i64,
+    pub pids_limit: Option<i64>,
     pub init: Option<bool>,
     pub binds: Option<Vec<String>>,
     pub port_bindings: BTreeMap<String, Vec<serde_json::Value>>,

@@ -4,7 +4,7 @@
 //!
 //! - `defs`: what a network is; `link`: bridges and taps (netlink, TUNSETIFF); `rules`: NAT,
 //!   forwarding and isolation (nftables' `inet skiff` table); `ports`: the published ports'
-//!   relays; `dns`: the name server on a user-defined network's gateway; `views`: Docker's views.
+//!   relays (`udp_relay` for udp); `dns`: the name server on a user-defined network's gateway; `views`: Docker's views.
 //!
 //! Addresses are handed out when a container starts and given back when its VM ends; the
 //! engine records each running container's endpoint, and `adopt` takes them up again after a
@@ -16,6 +16,7 @@ pub mod guest_net;
 pub mod link;
 pub mod ports;
 pub mod rules;
+pub mod udp_relay;
 pub mod views;
 
 use std::collections::HashMap;

@@ -1,14 +1,16 @@
 //! Published ports: a listener on the host address and port for each, relaying every connection
-//! to the container's address (Docker's userland proxy). One mechanism serves clients on other
+//! (tcp) or flow of datagrams (udp, `udp_relay`) to the container's address (Docker's userland
+//! proxy). One mechanism serves clients on other
 //! machines, on the host's own loopback and in other containers (hairpin) alike, and a port that
 //! is taken fails the start with the kernel's answer instead of being shadowed.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
+use super::udp_relay;
 use crate::daemon::create::ports::PortRequest;
 
 /// A published port as it was bound.
@@ -52,12 +54,20 @@ pub async fn publish(
     for request in requests {
         let ip = request.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let addr = SocketAddr::new(ip, request.host_port);
-        let listener = bind(addr).await?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| BindError { addr, source })?;
         let to = SocketAddr::new(IpAddr::V4(target), request.container_port);
-        relays.tasks.push(tokio::spawn(relay(listener, to)));
+        let fail = |source| BindError { addr, source };
+        let local = if request.proto == "udp" {
+            let socket = UdpSocket::bind(addr).await.map_err(fail)?;
+            let local = socket.local_addr().map_err(fail)?;
+            let relay = udp_relay::relay(socket, to, udp_relay::IDLE);
+            relays.tasks.push(tokio::spawn(relay));
+            local
+        } else {
+            let listener = bind(addr).await?;
+            let local = listener.local_addr().map_err(fail)?;
+            relays.tasks.push(tokio::spawn(relay(listener, to)));
+            local
+        };
         bound.push(BoundPort {
             container_port: request.container_port,
             proto: request.proto.clone(),
