@@ -7,6 +7,7 @@
 //! `skiff-protocol` (`guest-init/protocol/`), so the host does not depend on PID 1.
 
 pub mod cgroup;
+pub mod copy_up;
 pub mod etc_files;
 pub mod exec_sessions;
 pub mod network;

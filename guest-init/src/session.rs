@@ -36,14 +36,15 @@ pub enum SessionError {
 /// What the host asks for on a new stream.
 #[derive(Debug)]
 pub enum Request {
-    Run(ProcessSpec),
+    /// Boxed: a spec is large and the other request carries nothing.
+    Run(Box<ProcessSpec>),
     ListProcesses,
 }
 
 /// Exchanges `Hello`s and reads the spec.
 pub fn accept_spec<S: Read + Write>(stream: &mut S) -> Result<ProcessSpec, ProtocolError> {
     match accept_request(stream)? {
-        Request::Run(spec) => Ok(spec),
+        Request::Run(spec) => Ok(*spec),
         Request::ListProcesses => Err(ProtocolError::Unexpected {
             expected: "Spec",
             got: "ListProcesses",
@@ -56,7 +57,7 @@ pub fn accept_request<S: Read + Write>(stream: &mut S) -> Result<Request, Protoc
     write_message(stream, &Message::Hello(Hello::ours(AGENT)))?;
     check_hello(expect_message(stream, "Hello")?)?;
     match expect_message(stream, "Spec")? {
-        Message::Spec(spec) => Ok(Request::Run(spec)),
+        Message::Spec(spec) => Ok(Request::Run(Box::new(spec))),
         Message::ListProcesses => Ok(Request::ListProcesses),
         other => Err(ProtocolError::Unexpected {
             expected: "Spec",

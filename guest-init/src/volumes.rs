@@ -38,7 +38,21 @@ pub fn mount_all(mounts: &[GuestMount]) -> Result<(), SystemError> {
         match &m.source {
             MountSource::Share { tag } => {
                 let tag = c_string("share tag", tag)?;
+                // The image's directory, still reachable once the volume covers it.
+                let image_dir = if m.copy_up {
+                    Some(
+                        std::fs::File::open(&m.target).map_err(|source| SystemError {
+                            what: format!("opening {} for the volume's first copy", m.target),
+                            source,
+                        })?,
+                    )
+                } else {
+                    None
+                };
                 mount(&tag, &target, c"virtiofs", read_only, c"")?;
+                if let Some(dir) = image_dir {
+                    fill_new_volume(&dir, &m.target)?;
+                }
             }
             MountSource::Tmpfs { options } => {
                 let options = c_string("tmpfs options", options)?;
@@ -55,6 +69,21 @@ pub fn mount_all(mounts: &[GuestMount]) -> Result<(), SystemError> {
     Ok(())
 }
 
+/// Copies the image's files into the volume now mounted at `target` when it is empty.
+fn fill_new_volume(image_dir: &std::fs::File, target: &str) -> Result<(), SystemError> {
+    use std::os::fd::AsRawFd;
+    let fail = |source| SystemError {
+        what: format!("copying the image's files into the volume at {target}"),
+        source,
+    };
+    let volume = std::path::Path::new(target);
+    if !crate::copy_up::is_empty(volume).map_err(fail)? {
+        return Ok(());
+    }
+    let from = format!("/proc/self/fd/{}", image_dir.as_raw_fd());
+    crate::copy_up::copy_tree(std::path::Path::new(&from), volume).map_err(fail)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +94,7 @@ mod tests {
             source: MountSource::Share { tag: "vol0".into() },
             target: "data".into(),
             read_only: false,
+            copy_up: false,
         };
         let err = mount_all(&[relative]).unwrap_err().to_string();
         assert_eq!(err, "mount target \"data\": not an absolute path");
@@ -74,6 +104,7 @@ mod tests {
             },
             target: "/tmp/skiff-volume-test\0x".into(),
             read_only: false,
+            copy_up: false,
         };
         assert!(mount_all(&[nul]).is_err());
     }

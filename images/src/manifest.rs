@@ -258,6 +258,9 @@ pub struct RuntimeConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    /// `/data`, … (the values are empty objects): each becomes an anonymous volume.
+    #[serde(rename = "Volumes", default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 impl ImageConfigFile {

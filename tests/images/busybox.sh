@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds, on the host, a one-layer OCI archive of busybox tagged skiff-test/busybox:1 (Cmd sh,
 # PATH=/bin) at DIR/share/image.tar, for tests and benchmarks: tests/images/busybox.sh DIR
+# Also DIR/share/image-vol.tar, skiff-test/busybox:vol: the same plus a layer with /seed/file
+# (owner 7:8, mode 0640) and the config's VOLUME /seed.
 set -eu
 W=$1
 mkdir -p "$W/root/bin" "$W/root/etc" "$W/root/tmp" "$W/share"
@@ -13,3 +15,9 @@ umoci new --image "$W/oci:t"
 umoci raw add-layer --image "$W/oci:t" "$W/l.tar"
 umoci config --image "$W/oci:t" --config.env PATH=/bin --config.cmd sh --config.exposedports 80/tcp
 skopeo copy -q --insecure-policy "oci:$W/oci:t" "oci-archive:$W/share/image.tar:skiff-test/busybox:1"
+mkdir -p "$W/vol/seed"
+echo seeded >"$W/vol/seed/file" && chmod 0640 "$W/vol/seed/file"
+tar -C "$W/vol" --numeric-owner --owner=7 --group=8 --mtime=2024-01-01 -cf "$W/v.tar" .
+umoci raw add-layer --image "$W/oci:t" --tag v "$W/v.tar"
+umoci config --image "$W/oci:v" --config.volume /seed
+skopeo copy -q --insecure-policy "oci:$W/oci:v" "oci-archive:$W/share/image-vol.tar:skiff-test/busybox:vol"

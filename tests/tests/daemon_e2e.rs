@@ -164,7 +164,19 @@ timeout 120 /skiff/bin/skiff -H unix://$S volume create skv >/dev/null
 echo "skiff_vol=$(timeout 120 /skiff/bin/skiff -H unix://$S run --rm -v skv:/v $I sh -c 'echo sk >/v/f; cat /v/f')"
 echo "skiff_vol_ls=$(timeout 60 /skiff/bin/skiff -H unix://$S volume ls -q | tr '\n' ',')"
 timeout 60 /skiff/bin/skiff -H unix://$S volume rm skv >/dev/null; echo "skiff_volrm=$?"
+# The image's VOLUME: an anonymous volume filled with the image's files (owner and mode kept),
+# a new named volume filled too, one that holds data left as it is.
+d load -i /testdata/img/image-vol.tar >/dev/null
+V=skiff-test/busybox:vol
+echo "seed_anon=$(d run --rm $V sh -c 'cat /seed/file; ls -ln /seed | tail -n1 | tr -s " " | cut -d" " -f1,3,4; grep -c " /seed " /proc/mounts' | tr '\n' ,)"
+echo "seed_named=$( (d run --rm -v seeded:/seed $V sh -c 'cat /seed/file; echo mine >/seed/file'; d run --rm -v seeded:/seed $V cat /seed/file) | tr '\n' ,)"
+d volume rm seeded >/dev/null
+d create --name keepsvol $V true >/dev/null
+echo "seed_kept=$(d volume ls -q | wc -l)"
+d rm -v keepsvol >/dev/null
 echo "volumes_left=$(d volume ls -q | wc -l)"
+echo "pids=$(d run --rm --pids-limit 5 $I sh -c 'cat /sys/fs/cgroup/container/pids.max; for i in $(seq 8); do sleep 2 & done 2>/tmp/e; wait; grep -q "can.t fork" /tmp/e && echo refused' | tr '\n' ,)"
+echo "pids_default=$(d run --rm $I cat /sys/fs/cgroup/container/pids.max)"
 echo "ulimit=$(d run --rm --ulimit nofile=100:200 $I sh -c 'ulimit -n; ulimit -Hn' | tr '\n' ,)"
 d run --rm --ulimit bogus=1 $I true 2>/tmp/ulimit.err; echo "ulimit_bad_code=$?"
 "#;
@@ -190,6 +202,12 @@ echo "web_ip=$WEBIP"
 echo "web_net=$(d inspect -f '{{.NetworkSettings.Gateway}} {{.NetworkSettings.MacAddress}} {{.HostConfig.NetworkMode}}' web)"
 echo "port=$(d port web 80 | head -n1)"
 echo "ps_ports=$(d ps --format '{{.Ports}}' -f name=web)"
+# A published udp port (busybox's nc has no udp: the test host's static udp-echo, bound in).
+d run -d --name udp -p 9053:7/udp -v /skiff/bin:/x:ro $I /x/udp-echo serve 7 >/dev/null
+for i in $(seq 60); do u=$(udp-echo ask 127.0.0.1:9053 ping 2>/dev/null) && break; sleep 0.5; done
+echo "udp=$u"
+echo "udp_port=$(d port udp)"
+d rm -f udp >/dev/null
 echo "skiff_ps_ports=$(timeout 60 /skiff/bin/skiff -H unix://$S ps | grep -c '0.0.0.0:8080->80/tcp')"
 C='printf "GET / HTTP/1.0\r\n\r\n" | nc -w 5 $0 $1 | tail -n1'
 echo "direct=$(d run --rm $I sh -c "$C" $WEBIP 80)"
@@ -356,7 +374,12 @@ fn volumes_keep_data_and_networks_serve_published_ports() {
         ("skiff_vol", "sk"),
         ("skiff_vol_ls", "skv,"),
         ("skiff_volrm", "0"),
+        ("seed_anon", "seeded,-rw-r----- 7 8,1,"),
+        ("seed_named", "seeded,mine,"),
+        ("seed_kept", "1"),
         ("volumes_left", "0"),
+        ("pids", "5,refused,"),
+        ("pids_default", "max"),
         ("ulimit", "100,200,"),
         ("ulimit_bad_code", "125"),
         // Networks.
@@ -367,6 +390,8 @@ fn volumes_keep_data_and_networks_serve_published_ports() {
         ("port", "0.0.0.0:8080"),
         ("ps_ports", "0.0.0.0:8080->80/tcp"),
         ("skiff_ps_ports", "1"),
+        ("udp", "PING"),
+        ("udp_port", "7/udp -> 0.0.0.0:9053"),
         ("direct", "hello-web"),
         ("hairpin", "hello-web"),
         (

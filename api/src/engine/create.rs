@@ -6,11 +6,13 @@ use skiff_protocol::{ProcessSpec, TerminalSize};
 use super::lifecycle::holder;
 use super::record::{ContainerRecord, RunState};
 use super::{internal, now_unix, volumes, Inner, Result};
+use crate::daemon::create::mounts::{check_target, MountKind, MountRequest};
 use crate::daemon::create::CreateRequest;
 use crate::daemon::options::ExecConfig;
 use crate::daemon::timefmt::rfc3339;
 use crate::daemon::BackendError;
 use crate::run::{build_spec, image, Caller, ProcessOptions};
+use skiff_images::manifest::RuntimeConfig;
 
 /// A fresh random 64-hex ID.
 pub fn new_id() -> Result<String> {
@@ -147,6 +149,7 @@ pub async fn create(inner: &Inner, mut req: CreateRequest) -> Result<ContainerRe
             req.exposed_ports.push(port.clone());
         }
     }
+    add_image_volumes(&mut req.mounts, &image.config)?;
     if req.publish_all {
         crate::daemon::create::ports::publish_all(&mut req.ports, &req.exposed_ports)
             .map_err(|e| BackendError::InvalidArgument(e.to_string()))?;
@@ -259,6 +262,24 @@ pub fn exec_spec(record: &ContainerRecord, config: &ExecConfig) -> Result<Proces
     // The container's ulimits hold for exec'd processes too, as in Docker.
     spec.rlimits = base.rlimits.clone();
     Ok(spec)
+}
+
+/// The image's `Volumes` become anonymous volumes, unless the request mounts something there.
+fn add_image_volumes(mounts: &mut Vec<MountRequest>, config: &RuntimeConfig) -> Result<()> {
+    for path in config.volumes.iter().flat_map(|v| v.keys()) {
+        check_target(path).map_err(|e| {
+            BackendError::InvalidArgument(format!("the image's volume {path:?}: {e}"))
+        })?;
+        let clean = |p: &str| p.trim_end_matches('/').to_string();
+        if !mounts.iter().any(|m| clean(&m.target) == clean(path)) {
+            mounts.push(MountRequest {
+                kind: MountKind::Volume { name: None },
+                target: clean(path),
+                read_only: false,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A signal as the API sends it: `SIGKILL`, `KILL`, `kill` or `9`.

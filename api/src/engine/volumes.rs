@@ -324,10 +324,14 @@ pub fn vm_mounts(mounts: &[ResolvedMount]) -> (Vec<ShareSpec>, Vec<GuestMount>) 
             }
             (_, None) => continue,
         };
+        // Docker fills an empty volume with the image's files at its path; never a bind or a
+        // read-only volume (the VMM refuses writes to those).
+        let copy_up = m.volume.is_some() && !m.request.read_only;
         guest.push(GuestMount {
             source,
             target: m.request.target.clone(),
             read_only: m.request.read_only,
+            copy_up,
         });
     }
     (shares, guest)

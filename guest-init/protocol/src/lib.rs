@@ -189,6 +189,10 @@ pub struct GuestMount {
     pub target: String,
     #[serde(default)]
     pub read_only: bool,
+    /// A volume's first mount: when the share is empty, the image's files at `target` are copied
+    /// into it first (Docker's copy of image content into a new volume).
+    #[serde(default)]
+    pub copy_up: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,12 +16,14 @@ fn all_messages() -> Vec<Message> {
         hard: 4096,
     }];
     spec.tty = true;
+    spec.pids_limit = Some(64);
     spec.terminal_size = Some(TerminalSize { rows: 24, cols: 80 });
     spec.mounts = vec![
         GuestMount {
             source: MountSource::Share { tag: "vol0".into() },
             target: "/data".into(),
             read_only: true,
+            copy_up: false,
         },
         GuestMount {
             source: MountSource::Tmpfs {
@@ -29,6 +31,7 @@ fn all_messages() -> Vec<Message> {
             },
             target: "/scratch".into(),
             read_only: false,
+            copy_up: true,
         },
     ];
     spec.network = Some(Box::new(GuestNetwork {

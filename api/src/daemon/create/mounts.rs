@@ -83,7 +83,7 @@ pub fn decode_mounts(
     Ok(out)
 }
 
-fn check_target(target: &str) -> Result<(), CreateError> {
+pub fn check_target(target: &str) -> Result<(), CreateError> {
     if !target.starts_with('/') {
         return Err(CreateError::Invalid(format!(
             "invalid mount config: mount path must be absolute: {target:?}"
