@@ -175,7 +175,7 @@ d create --name keepsvol $V true >/dev/null
 echo "seed_kept=$(d volume ls -q | wc -l)"
 d rm -v keepsvol >/dev/null
 echo "volumes_left=$(d volume ls -q | wc -l)"
-echo "pids=$(d run --rm --pids-limit 5 $I sh -c 'cat /sys/fs/cgroup/container/pids.max; for i in $(seq 8); do sleep 2 & done 2>/tmp/e; wait; grep -q "can.t fork" /tmp/e && echo refused' | tr '\n' ,)"
+echo "pids=$(d run --rm --pids-limit 5 $I sh -c 'cat /sys/fs/cgroup/container/pids.max; (for i in $(seq 8); do sleep 2 & done) 2>/tmp/e; grep -q "can.t fork" /tmp/e && echo refused' | tr '\n' ,)"
 echo "pids_default=$(d run --rm $I cat /sys/fs/cgroup/container/pids.max)"
 echo "ulimit=$(d run --rm --ulimit nofile=100:200 $I sh -c 'ulimit -n; ulimit -Hn' | tr '\n' ,)"
 d run --rm --ulimit bogus=1 $I true 2>/tmp/ulimit.err; echo "ulimit_bad_code=$?"
