@@ -5,7 +5,8 @@
 use skiff_api::daemon::create::mounts::{MountKind, MountRequest};
 use skiff_api::daemon::create::ports::PortRequest;
 use skiff_api::daemon::create::{
-    decode_create, CreateError, CreateRequest, JsonFileLog, NetworkMode, RestartPolicy, Stdio,
+    decode_create, CreateError, CreateRequest, JsonFileLog, NetworkJoin, NetworkMode,
+    RestartPolicy, Stdio,
 };
 
 /// The fixture's recorded request: its `?name=` and its body.
@@ -242,7 +243,7 @@ fn network_modes() {
 }
 
 #[test]
-fn aliases_only_for_the_containers_own_user_defined_network() {
+fn aliases_on_user_defined_networks_and_more_networks_joined() {
     let create = |mode: &str, net: &str, aliases: &str| {
         let body = format!(
             r#"{{"Image":"b","HostConfig":{{"NetworkMode":"{mode}"}},
@@ -256,9 +257,25 @@ fn aliases_only_for_the_containers_own_user_defined_network() {
             .aliases,
         ["www", "api.v1"]
     );
-    let e = create("front", "back", "null").unwrap_err().to_string();
+    // Another network's endpoint: the container joins it too, with its aliases there.
+    let r = create("front", "back", r#"["db"]"#).unwrap();
+    assert_eq!(r.network, NetworkMode::Named("front".into()));
+    assert_eq!(
+        r.more_networks,
+        [NetworkJoin {
+            network: "back".into(),
+            aliases: vec!["db".into()]
+        }]
+    );
+    let e = create("none", "back", "null").unwrap_err().to_string();
+    assert!(e.contains("network mode none"), "{e}");
+    let e = create("front", "none", "null").unwrap_err().to_string();
+    assert!(e.contains("network mode none"), "{e}");
+    let e = create("front", "bridge", r#"["www"]"#)
+        .unwrap_err()
+        .to_string();
     assert!(
-        e.contains("EndpointsConfig.back: a skiff container joins one network"),
+        e.contains("only for containers in user defined networks"),
         "{e}"
     );
     let e = create("bridge", "bridge", r#"["www"]"#)

@@ -171,6 +171,8 @@ V=skiff-test/busybox:vol
 echo "seed_anon=$(d run --rm $V sh -c 'cat /seed/file; ls -ln /seed | tail -n1 | tr -s " " | cut -d" " -f1,3,4; grep -c " /seed " /proc/mounts' | tr '\n' ,)"
 echo "seed_named=$( (d run --rm -v seeded:/seed $V sh -c 'cat /seed/file; echo mine >/seed/file'; d run --rm -v seeded:/seed $V cat /seed/file) | tr '\n' ,)"
 d volume rm seeded >/dev/null
+echo "seed_nocopy=$(d run --rm -v nc:/seed:nocopy $V ls /seed | wc -l)"
+d volume rm nc >/dev/null
 d create --name keepsvol $V true >/dev/null
 echo "seed_kept=$(d volume ls -q | wc -l)"
 d rm -v keepsvol >/dev/null
@@ -232,6 +234,26 @@ for i in $(seq 60); do [ -n "$(d run --rm --network front $I sh -c "$C" $APIIP 8
 echo "same_net=$(d run --rm --network front $I sh -c "$C" $APIIP 80)"
 echo "other_net=$(d run --rm $I sh -c "$C" $APIIP 80 2>&1 | grep -c hello-web)"
 echo "net_inspect=$(d network inspect -f '{{range .Containers}}{{.Name}}{{end}} {{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}' front)"
+# Several networks: one NIC each, names of every joined network resolve (through the first
+# network's name server); connect and disconnect of a container that is not running.
+d network create side >/dev/null
+d run -d --name db --network side $I sh -c "$WEB" >/dev/null
+M='ls /sys/class/net | grep eth | tr "\n" " "; for n in api db; do printf "GET / HTTP/1.0\r\n\r\n" | nc -w 5 $(nslookup $n | grep "^Address" | tail -n1 | cut -d" " -f2) 80 | tail -n1; done'
+for i in $(seq 60); do [ -n "$(d run --rm --network side $I sh -c "$C" $(d inspect -f '{{.NetworkSettings.IPAddress}}' db) 80)" ] && break; sleep 0.5; done
+echo "multi=$(d run --rm --network front --network side $I sh -c "$M" | tr '\n' ,)"
+echo "multi_inspect=$(d run -d --name twonets --network front --network side $I sleep 600 >/dev/null; d inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' twonets)"
+d network connect bridge twonets 2>/tmp/conn.err; echo "connect_running=$?"
+grep -q 'is running and cannot be connected' /tmp/conn.err && echo connect_running_msg=ok
+d rm -f twonets >/dev/null
+d create --name late --network front $I sh -c 'ls /sys/class/net | grep eth; nslookup later | grep -c "^Address"' >/dev/null
+d network connect --alias later side late; echo "connect=$?"
+echo "late=$(d start -a late | tr '\n' ,)"
+d network disconnect front late; echo "disconnect=$?"
+echo "late_after=$(d start -a late | tr '\n' ,)"
+d network disconnect side late
+echo "late_none=$(d start -a late | tr '\n' ,)"
+d rm -f late db >/dev/null
+d network rm side >/dev/null; echo "side_rm=$?"
 d network rm front >/dev/null 2>/tmp/netrm.err; echo "net_rm_used=$?"
 grep -q 'has active endpoints' /tmp/netrm.err && echo net_rm_used_msg=ok
 d rm -f api >/dev/null
@@ -376,6 +398,7 @@ fn volumes_keep_data_and_networks_serve_published_ports() {
         ("skiff_volrm", "0"),
         ("seed_anon", "seeded,-rw-r----- 7 8,1,"),
         ("seed_named", "seeded,mine,"),
+        ("seed_nocopy", "0"),
         ("seed_kept", "1"),
         ("volumes_left", "0"),
         ("pids", "5,refused,"),
@@ -412,6 +435,16 @@ fn volumes_keep_data_and_networks_serve_published_ports() {
         ("same_net", "hello-web"),
         ("other_net", "0"),
         ("net_inspect", "api 10.89.0.0/24 10.89.0.1"),
+        ("multi", "eth0 eth1 hello-web,hello-web,"),
+        ("multi_inspect", "front side "),
+        ("connect_running", "1"),
+        ("connect_running_msg", "ok"),
+        ("connect", "0"),
+        ("late", "eth0,eth1,2,"),
+        ("disconnect", "0"),
+        ("late_after", "eth0,2,"),
+        ("late_none", "0,"),
+        ("side_rm", "0"),
         ("net_rm_used", "1"),
         ("net_rm_used_msg", "ok"),
         ("net_rm", "0"),

@@ -96,9 +96,10 @@ pub struct ContainerArgs {
     #[arg(long = "pids-limit", value_name = "N", allow_negative_numbers = true)]
     pub(crate) pids_limit: Option<i64>,
     /// The network: bridge (the default network, with outbound access), none (loopback only)
-    /// or a user-defined network's name (through skiffd only).
+    /// or a user-defined network's name; repeat it to join several, each an interface of the
+    /// VM (through skiffd only).
     #[arg(long, value_name = "NAME")]
-    pub(crate) network: Option<String>,
+    pub(crate) network: Vec<String>,
     /// More names the container is found by on a user-defined network.
     #[arg(long = "network-alias", value_name = "NAME")]
     pub(crate) network_aliases: Vec<String>,
@@ -336,7 +337,7 @@ async fn in_process(
     {
         anyhow::bail!("-p, -P, --ulimit and --pids-limit need skiffd, and none answers at {host}");
     }
-    if container.network.as_deref().is_some_and(|n| n != "none") {
+    if container.network.iter().any(|n| n != "none") {
         anyhow::bail!(
             "a run without skiffd has no network yet (its VM has loopback only): \
              --network none, or start skiffd"

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use super::images::ListFormat;
 use super::remote::ps::columns;
 use crate::client::{Client, Host};
-use crate::daemon::model::{Ipam, IpamConfig, NetworkCreateBody};
+use crate::daemon::model::{Ipam, IpamConfig, NetworkConnectBody, NetworkCreateBody};
 use crate::daemon::options::Filters;
 
 #[derive(Debug, Subcommand)]
@@ -44,6 +44,16 @@ pub enum NetworkCommand {
     },
     /// Remove the user-defined networks no container uses.
     Prune,
+    /// Connect a container that is not running to a network (from its next start).
+    Connect {
+        /// A name the container is found by on the network (repeatable).
+        #[arg(long = "alias", value_name = "NAME")]
+        aliases: Vec<String>,
+        network: String,
+        container: String,
+    },
+    /// Disconnect a container that is not running from a network.
+    Disconnect { network: String, container: String },
 }
 
 impl NetworkCommand {
@@ -125,6 +135,31 @@ impl NetworkCommand {
                 .await;
                 gone.iter().for_each(|n| println!("{n}"));
                 Ok(code)
+            }
+            NetworkCommand::Connect {
+                aliases,
+                network,
+                container,
+            } => {
+                let body = NetworkConnectBody {
+                    container,
+                    endpoint_config: serde_json::json!({ "Aliases": aliases }),
+                    force: false,
+                };
+                client
+                    .network_connection(&network, "connect", &body)
+                    .await?;
+                Ok(0)
+            }
+            NetworkCommand::Disconnect { network, container } => {
+                let body = NetworkConnectBody {
+                    container,
+                    ..NetworkConnectBody::default()
+                };
+                client
+                    .network_connection(&network, "disconnect", &body)
+                    .await?;
+                Ok(0)
             }
             NetworkCommand::Prune => {
                 let report = client.network_prune().await?;

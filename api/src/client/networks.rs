@@ -3,7 +3,9 @@
 use hyper::Method;
 
 use super::{filters_pair, query, segment, Call, Client, Result};
-use crate::daemon::model::{Network, NetworkCreateBody, NetworkCreated, NetworkPruneReport};
+use crate::daemon::model::{
+    Network, NetworkConnectBody, NetworkCreateBody, NetworkCreated, NetworkPruneReport,
+};
 use crate::daemon::options::Filters;
 
 impl Client {
@@ -30,5 +32,16 @@ impl Client {
     pub async fn network_prune(&self) -> Result<NetworkPruneReport> {
         self.json(Call::new(Method::POST, "/networks/prune".into()))
             .await
+    }
+
+    /// `connect` or `disconnect` (`action`) of `body.container` and network `name`.
+    pub async fn network_connection(
+        &self,
+        name: &str,
+        action: &str,
+        body: &NetworkConnectBody,
+    ) -> Result<()> {
+        let path = format!("/networks/{}/{action}", segment(name));
+        self.unit(Call::new(Method::POST, path).json(body)?).await
     }
 }

@@ -171,6 +171,18 @@ pub trait ContainerBackend: Send + Sync + 'static {
     async fn network_prune(&self, _filters: Filters) -> Result<NetworkPruneReport> {
         Err(BackendError::NotImplemented("network prune"))
     }
+    /// `container` joins `network` with `aliases` there (from its next start).
+    async fn network_connect(
+        &self,
+        _network: &str,
+        _container: &str,
+        _aliases: Vec<String>,
+    ) -> Result<()> {
+        Err(BackendError::NotImplemented("network connect"))
+    }
+    async fn network_disconnect(&self, _network: &str, _container: &str) -> Result<()> {
+        Err(BackendError::NotImplemented("network disconnect"))
+    }
 
     /// Progress lines; a failure after the stream began is a line with `error` set.
     async fn image_pull(&self, _opts: PullOptions) -> Result<BoxStream<'static, ProgressMessage>> {

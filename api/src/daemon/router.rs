@@ -138,8 +138,9 @@ async fn route(d: &Daemon, req: Request<Incoming>) -> Result<Resp, ApiError> {
         (&Method::POST, ["networks", "prune"]) => networks::prune(d, &q).await,
         (&Method::GET, ["networks", name]) => networks::inspect(d, name).await,
         (&Method::DELETE, ["networks", name]) => networks::remove(d, name).await,
-        (&Method::POST, ["networks", _, action @ ("connect" | "disconnect")]) => {
-            networks::refused(action)
+        (&Method::POST, ["networks", name, "connect"]) => networks::connect(d, name, req).await,
+        (&Method::POST, ["networks", name, "disconnect"]) => {
+            networks::disconnect(d, name, req).await
         }
         (&Method::GET, ["volumes"]) => volumes::list(d, &q).await,
         (&Method::POST, ["volumes", "create"]) => volumes::create(d, req).await,

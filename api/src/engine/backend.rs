@@ -9,7 +9,6 @@ use super::create::{self, parse_signal};
 use super::exec::{self, not_running};
 use super::images;
 use super::lifecycle;
-use super::record::Status;
 use super::streams::StdinPlan;
 use super::{detach_keys, disk_usage, internal, networks, now_unix, top, volumes, Engine, Result};
 use crate::daemon::create::CreateRequest;
@@ -91,11 +90,8 @@ impl ContainerBackend for Engine {
     async fn attach(&self, id: &str, opts: AttachOptions) -> Result<AttachStreams> {
         let id = self.inner.resolve(id)?;
         let record = self.inner.record(&id)?;
-        if !record.running() && record.state.status != Status::Created {
-            return Err(BackendError::Conflict(
-                "You cannot attach to a stopped container, start it first".into(),
-            ));
-        }
+        // A container that is not running is attached from its next start, as Docker does it
+        // (`docker start -a` attaches first; `docker attach` itself refuses stopped ones).
         let tty = record.request.stdio.tty;
         let stdin_plan = if opts.stdin && record.request.stdio.open_stdin {
             StdinPlan::Forward {
@@ -332,6 +328,29 @@ impl ContainerBackend for Engine {
 
     async fn network_prune(&self, filters: Filters) -> Result<NetworkPruneReport> {
         networks::prune(&self.inner, &filters).await
+    }
+
+    async fn network_connect(
+        &self,
+        network: &str,
+        container: &str,
+        aliases: Vec<String>,
+    ) -> Result<()> {
+        let id = self.inner.resolve(container)?;
+        let lock = self.inner.op_lock(&id);
+        let _guard = lock.lock().await;
+        let mut record = self.inner.record(&id)?;
+        networks::connect(&self.inner, &mut record, network, aliases)?;
+        self.inner.save(&record)
+    }
+
+    async fn network_disconnect(&self, network: &str, container: &str) -> Result<()> {
+        let id = self.inner.resolve(container)?;
+        let lock = self.inner.op_lock(&id);
+        let _guard = lock.lock().await;
+        let mut record = self.inner.record(&id)?;
+        networks::disconnect(&self.inner, &mut record, network)?;
+        self.inner.save(&record)
     }
 
     async fn image_list(&self, opts: ImageListOptions) -> Result<Vec<ImageSummary>> {

@@ -132,7 +132,7 @@ pub async fn create(inner: &Inner, mut req: CreateRequest) -> Result<ContainerRe
     if let Some(name) = &req.name {
         check_name(name)?;
     }
-    super::networks::check_mode(inner, &req.network)?;
+    super::networks::check_networks(inner, &req.network, &mut req.more_networks)?;
     if inner.images.resolve(&req.image).is_err() {
         return Err(BackendError::NoSuchImage(req.image.clone()));
     }
@@ -177,7 +177,8 @@ pub async fn create(inner: &Inner, mut req: CreateRequest) -> Result<ContainerRe
         .map_err(|e| BackendError::InvalidArgument(format!("{e:#}")))?;
     spec.rlimits = req.ulimits.clone();
     spec.pids_limit = req.pids_limit;
-    let mounts = volumes::resolve(inner, &req.mounts)?;
+    let nics = super::networks::joined_count(&req);
+    let mounts = volumes::resolve(inner, &req.mounts, nics)?;
     spec.mounts = volumes::vm_mounts(&mounts).1;
     let now = std::time::SystemTime::now();
     let mut record = ContainerRecord {
@@ -273,7 +274,10 @@ fn add_image_volumes(mounts: &mut Vec<MountRequest>, config: &RuntimeConfig) -> 
         let clean = |p: &str| p.trim_end_matches('/').to_string();
         if !mounts.iter().any(|m| clean(&m.target) == clean(path)) {
             mounts.push(MountRequest {
-                kind: MountKind::Volume { name: None },
+                kind: MountKind::Volume {
+                    name: None,
+                    no_copy: false,
+                },
                 target: clean(path),
                 read_only: false,
             });

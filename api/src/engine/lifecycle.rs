@@ -3,6 +3,7 @@
 //! stop/kill (through the VMM's attach socket, then the VMM itself), remove, and recovery when
 //! the daemon starts.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,23 +50,21 @@ pub(super) async fn start(inner: &Arc<Inner>, id: &str) -> Result<()> {
         .get(id)
         .copied()
         .unwrap_or(0);
-    let attachment = super::networks::attach(inner, &record).await?;
-    let endpoint = attachment.as_ref().map(|a| a.endpoint.clone());
-    let spec = vm_spec(inner, &record, &paths, waiting > 0, endpoint.as_ref());
+    let attachments = super::networks::attach(inner, &record).await?;
+    let endpoints: Vec<Endpoint> = attachments.iter().map(|a| a.endpoint.clone()).collect();
+    let taps: Vec<&OwnedFd> = attachments.iter().map(|a| &a.tap).collect();
+    let spec = vm_spec(inner, &record, &paths, waiting > 0, &endpoints);
     let spawned = spec
         .to_json()
         .map_err(internal)
         .and_then(|json| std::fs::write(paths.vm_spec(), json).map_err(internal))
         .and_then(|()| {
-            vmm_process::spawn(
-                &inner.config.vmm,
-                &paths,
-                attachment.as_ref().map(|a| &a.tap),
-            )
-            .map_err(|e| internal(format!("starting {}: {e}", inner.config.vmm.display())))
+            vmm_process::spawn(&inner.config.vmm, &paths, &taps)
+                .map_err(|e| internal(format!("starting {}: {e}", inner.config.vmm.display())))
         });
-    // The VMM holds the tap now (or nobody does, and it is gone).
-    drop(attachment);
+    // The VMM holds the taps now (or nobody does, and they are gone).
+    drop(taps);
+    drop(attachments);
     let process = spawned.inspect_err(|_| inner.networks.detach(id))?;
     let now = std::time::SystemTime::now();
     record.state = RunState {
@@ -79,7 +78,7 @@ pub(super) async fn start(inner: &Arc<Inner>, id: &str) -> Result<()> {
         stopped_by_user: false,
         started_unix: now_unix(),
         finished_unix: record.state.finished_unix,
-        endpoint,
+        endpoints,
     };
     inner.save(&record)?;
     inner.phase(id).send_modify(|p| {
@@ -96,7 +95,7 @@ fn vm_spec(
     record: &ContainerRecord,
     paths: &ContainerPaths,
     wait: bool,
-    endpoint: Option<&Endpoint>,
+    endpoints: &[Endpoint],
 ) -> VmSpec {
     let req = &record.request;
     let default = skiff_logfile::writer::LogLimits::default();
@@ -117,12 +116,13 @@ fn vm_spec(
             uds: paths.vsock(),
         }),
         shares: super::volumes::vm_mounts(&record.mounts).0,
-        net: endpoint.map(guest_net::nic).into_iter().collect(),
+        net: guest_net::nics(endpoints),
         container: Some(ContainerSpec {
             process: guest_net::with_network(
                 &record.process,
-                endpoint,
-                &endpoint
+                endpoints,
+                &endpoints
+                    .first()
                     .map(|e| inner.networks.dns_for(e))
                     .unwrap_or_default(),
             ),
@@ -175,7 +175,7 @@ async fn ended(inner: &Arc<Inner>, id: &str) -> Result<()> {
         let now = std::time::SystemTime::now();
         record.state.status = Status::Exited;
         record.state.vmm = None;
-        record.state.endpoint = None;
+        record.state.endpoints.clear();
         inner.networks.detach(id);
         record.state.exit_code = code;
         record.state.error = error;
@@ -375,8 +375,8 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> anyhow::Result<()> {
         match &record.state.vmm {
             Some(process) if record.running() && vmm_process::alive(process) => {
                 tracing::info!(id, pid = process.pid, "re-attached to a running container");
-                if let Some(endpoint) = &record.state.endpoint {
-                    let all = super::networks::all(inner).unwrap_or_default();
+                let all = super::networks::all(inner).unwrap_or_default();
+                for endpoint in &record.state.endpoints {
                     inner.networks.adopt(&id, endpoint, &all).await;
                 }
                 inner.phase(&id).send_modify(|p| p.running = true);

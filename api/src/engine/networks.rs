@@ -10,7 +10,8 @@ use super::record::ContainerRecord;
 use super::volumes::labels_match;
 use super::{create, internal, Inner, Result};
 use crate::daemon::create::decode::valid_network_name;
-use crate::daemon::create::NetworkMode;
+use crate::daemon::create::ports::PortRequest;
+use crate::daemon::create::{NetworkJoin, NetworkMode};
 use crate::daemon::model::{
     Ipam, IpamConfig, Network, NetworkContainer, NetworkCreateBody, NetworkCreated,
     NetworkPruneReport,
@@ -48,41 +49,190 @@ pub(super) fn find(inner: &Inner, key: &str) -> Result<NetworkRecord> {
     }
 }
 
-/// Checks at create that the container's network exists (Docker answers 404 then).
-pub(super) fn check_mode(inner: &Inner, mode: &NetworkMode) -> Result<()> {
-    match mode {
-        NetworkMode::Named(name) => find(inner, name).map(|_| ()),
-        NetworkMode::Default | NetworkMode::None => Ok(()),
+/// The most networks a container joins: each is a NIC of its VM, on an interrupt line that
+/// volumes' shares use too (see `devices_fit`).
+pub const MAX_NETWORKS: usize = 4;
+
+/// Checks at create that the container's networks exist (Docker answers 404 then) and names
+/// its further networks by their names; at most [`MAX_NETWORKS`], each once.
+pub(super) fn check_networks(
+    inner: &Inner,
+    mode: &NetworkMode,
+    more: &mut [NetworkJoin],
+) -> Result<()> {
+    let primary = match mode {
+        NetworkMode::Named(name) => Some(find(inner, name)?.name),
+        NetworkMode::Default => Some(DEFAULT_NETWORK.to_string()),
+        NetworkMode::None => None,
+    };
+    let mut seen: Vec<String> = primary.into_iter().collect();
+    for join in more.iter_mut() {
+        join.network = find(inner, &join.network)?.name;
+        if seen.contains(&join.network) {
+            return Err(BackendError::InvalidArgument(format!(
+                "the container joins network {} twice",
+                join.network
+            )));
+        }
+        seen.push(join.network.clone());
     }
+    if seen.len() > MAX_NETWORKS {
+        return Err(BackendError::InvalidArgument(format!(
+            "a skiff container joins at most {MAX_NETWORKS} networks (one NIC of its VM each); \
+             {} asked for",
+            seen.len()
+        )));
+    }
+    Ok(())
 }
 
-/// Connects a starting container to its network: None for `none`, or without a default network.
-pub(super) async fn attach(inner: &Inner, record: &ContainerRecord) -> Result<Option<Attachment>> {
-    let network = match &record.request.network {
-        NetworkMode::None => return Ok(None),
-        NetworkMode::Default => match inner.networks.default_network() {
-            Some(n) => n,
-            None => return Ok(None),
-        },
-        NetworkMode::Named(name) => find(inner, name)?,
-    };
-    let mut names = Vec::new();
-    if network.user_defined() {
-        // Docker's: the name, the short ID, the aliases.
-        names.push(record.name.clone());
-        names.push(record.id[..12.min(record.id.len())].to_string());
-        names.extend(record.request.aliases.iter().cloned());
+/// The networks a container joins when it starts, its NetworkMode's first, with its aliases
+/// on each (none without a default network, for `none`).
+fn joined(inner: &Inner, record: &ContainerRecord) -> Result<Vec<(NetworkRecord, Vec<String>)>> {
+    let mut out = Vec::new();
+    match &record.request.network {
+        NetworkMode::None => return Ok(out),
+        NetworkMode::Default => {
+            if let Some(n) = inner.networks.default_network() {
+                out.push((n, Vec::new()));
+            }
+        }
+        NetworkMode::Named(name) => out.push((find(inner, name)?, record.request.aliases.clone())),
     }
+    for join in &record.request.more_networks {
+        out.push((find(inner, &join.network)?, join.aliases.clone()));
+    }
+    Ok(out)
+}
+
+/// Connects a starting container to its networks, one NIC each; the published ports go to its
+/// first network's address.
+pub(super) async fn attach(inner: &Inner, record: &ContainerRecord) -> Result<Vec<Attachment>> {
     let all = all(inner)?;
-    inner
-        .networks
-        .attach(&record.id, &network, &all, names, &record.request.ports)
-        .await
-        .map(Some)
-        .map_err(|e| match e {
-            NetworkError::Bind(e) => BackendError::InvalidArgument(e.to_string()),
-            e => internal(format!("connecting to network {}: {e}", network.name)),
-        })
+    let mut attachments = Vec::new();
+    for (nic, (network, aliases)) in joined(inner, record)?.into_iter().enumerate() {
+        let mut names = Vec::new();
+        if network.user_defined() {
+            // Docker's: the name, the short ID, the aliases.
+            names.push(record.name.clone());
+            names.push(record.id[..12.min(record.id.len())].to_string());
+            names.extend(aliases);
+        }
+        let ports: &[PortRequest] = if nic == 0 { &record.request.ports } else { &[] };
+        let attached = inner
+            .networks
+            .attach(&record.id, nic, &network, &all, names, ports)
+            .await
+            .map_err(|e| match e {
+                NetworkError::Bind(e) => BackendError::InvalidArgument(e.to_string()),
+                e => internal(format!("connecting to network {}: {e}", network.name)),
+            })?;
+        attachments.push(attached);
+    }
+    Ok(attachments)
+}
+
+/// `network connect`: the container joins `key` when it next starts. A running VM's NICs are
+/// fixed (virtio-mmio has no hotplug), so a running container is refused, naming why.
+pub(super) fn connect(
+    inner: &Inner,
+    record: &mut ContainerRecord,
+    key: &str,
+    aliases: Vec<String>,
+) -> Result<()> {
+    let network = find(inner, key)?;
+    refuse_while_running(record, "connected to", &network.name)?;
+    let req = &mut record.request;
+    if req.network == NetworkMode::None {
+        return Err(BackendError::InvalidArgument(format!(
+            "container {} has the network mode none (loopback only) and joins no network",
+            record.name
+        )));
+    }
+    if network_names(req).contains(&network.name) {
+        return Err(BackendError::Forbidden(format!(
+            "endpoint with name {} already exists in network {}",
+            record.name, network.name
+        )));
+    }
+    if !aliases.is_empty() && !network.user_defined() {
+        return Err(BackendError::InvalidArgument(
+            "network-scoped alias is supported only for containers in user defined networks".into(),
+        ));
+    }
+    req.more_networks.push(NetworkJoin {
+        network: network.name,
+        aliases,
+    });
+    let shares = super::volumes::shares_of(record.mounts.iter().map(|m| &m.request));
+    check_networks(inner, &req.network.clone(), &mut req.more_networks)
+        .and_then(|()| super::volumes::check_device_lines(shares, joined_count(req)))
+        .inspect_err(|_| drop(req.more_networks.pop()))
+}
+
+/// `network disconnect`: the container leaves `key` (from its next start). Leaving its
+/// NetworkMode's network makes the next one its first, or leaves it on loopback only.
+pub(super) fn disconnect(inner: &Inner, record: &mut ContainerRecord, key: &str) -> Result<()> {
+    let network = find(inner, key)?;
+    refuse_while_running(record, "disconnected from", &network.name)?;
+    let req = &mut record.request;
+    if let Some(i) = req
+        .more_networks
+        .iter()
+        .position(|j| j.network == network.name)
+    {
+        req.more_networks.remove(i);
+        return Ok(());
+    }
+    if network_names(req).first() != Some(&network.name) {
+        return Err(BackendError::Forbidden(format!(
+            "container {} is not connected to network {}",
+            record.name, network.name
+        )));
+    }
+    if req.more_networks.is_empty() {
+        req.network = NetworkMode::None;
+        req.aliases.clear();
+    } else {
+        let next = req.more_networks.remove(0);
+        req.network = if next.network == DEFAULT_NETWORK {
+            NetworkMode::Default
+        } else {
+            NetworkMode::Named(next.network)
+        };
+        req.aliases = next.aliases;
+    }
+    Ok(())
+}
+
+fn refuse_while_running(record: &ContainerRecord, what: &str, network: &str) -> Result<()> {
+    if record.running() {
+        return Err(BackendError::Conflict(format!(
+            "container {} is running and cannot be {what} network {network}: a skiff VM's \
+             network interfaces are fixed when it starts; stop it first (the change takes \
+             effect at its next start)",
+            record.name
+        )));
+    }
+    Ok(())
+}
+
+/// How many networks (NICs) a request joins.
+pub(super) fn joined_count(req: &crate::daemon::create::CreateRequest) -> usize {
+    network_names(req).len()
+}
+
+/// The names of the networks a request joins, its NetworkMode's first.
+fn network_names(req: &crate::daemon::create::CreateRequest) -> Vec<String> {
+    let primary = match &req.network {
+        NetworkMode::None => None,
+        NetworkMode::Default => Some(DEFAULT_NETWORK.to_string()),
+        NetworkMode::Named(name) => Some(name.clone()),
+    };
+    primary
+        .into_iter()
+        .chain(req.more_networks.iter().map(|j| j.network.clone()))
+        .collect()
 }
 
 /// `network create`: the `bridge` driver with one IPv4 subnet (given, or the next free one of
@@ -205,10 +355,19 @@ fn users(inner: &Inner, network: &NetworkRecord) -> Result<Vec<ContainerRecord>>
     let records = inner.store.all().map_err(internal)?;
     Ok(records
         .into_iter()
-        .filter(|r| match &r.request.network {
-            NetworkMode::Named(key) => key == &network.name || network.id.starts_with(key.as_str()),
-            NetworkMode::Default => !network.user_defined(),
-            NetworkMode::None => false,
+        .filter(|r| {
+            let primary = match &r.request.network {
+                NetworkMode::Named(key) => {
+                    key == &network.name || network.id.starts_with(key.as_str())
+                }
+                NetworkMode::Default => !network.user_defined(),
+                NetworkMode::None => false,
+            };
+            primary
+                || r.request
+                    .more_networks
+                    .iter()
+                    .any(|j| j.network == network.name)
         })
         .collect())
 }
@@ -337,7 +496,7 @@ fn api_network(n: &NetworkRecord, records: &[ContainerRecord]) -> Network {
     let containers = records
         .iter()
         .filter_map(|r| {
-            let e = r.state.endpoint.as_ref().filter(|e| e.network == n.name)?;
+            let e = r.state.endpoints.iter().find(|e| e.network == n.name)?;
             Some((
                 r.id.clone(),
                 NetworkContainer {

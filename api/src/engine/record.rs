@@ -64,9 +64,26 @@ pub struct RunState {
     /// Unix seconds of the last start, for `ps`'s "Up …".
     pub started_unix: i64,
     pub finished_unix: i64,
-    /// Its place on the default network while it runs.
-    #[serde(default)]
-    pub endpoint: Option<super::network::Endpoint>,
+    /// Its places on its networks while it runs, its NetworkMode's first (`eth0`, `eth1`, …).
+    /// Records of earlier daemons hold one `endpoint`.
+    #[serde(default, alias = "endpoint", deserialize_with = "one_or_many")]
+    pub endpoints: Vec<super::network::Endpoint>,
+}
+
+/// `null`, one endpoint or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<super::network::Endpoint>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Many(Vec<super::network::Endpoint>),
+        One(Option<super::network::Endpoint>),
+    }
+    Ok(match Stored::deserialize(d)? {
+        Stored::Many(list) => list,
+        Stored::One(one) => one.into_iter().collect(),
+    })
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,9 +155,9 @@ impl ContainerRecord {
                 network_mode: self.network_mode().into(),
             },
             mounts: self.mount_points(),
-            ports: views::summary_ports(self.state.endpoint.as_ref()),
+            ports: views::summary_ports(&self.state.endpoints),
             network_settings: SummaryNetworkSettings {
-                networks: views::networks(self.state.endpoint.as_ref()),
+                networks: views::networks(&self.state.endpoints),
             },
             ..ContainerSummary::default()
         }
@@ -219,7 +236,7 @@ impl ContainerRecord {
             },
             mounts: self.mount_points(),
             network_settings: views::inspect_settings(
-                self.state.endpoint.as_ref(),
+                &self.state.endpoints,
                 &req.exposed_ports,
                 &req.ports,
             ),

@@ -109,12 +109,8 @@ impl ContainerPaths {
 
 /// Starts `skiff-vmm --spec FILE` in a process group of its own, its stdio away from the
 /// daemon's (a dead daemon's closed pipe must not kill it).
-/// `tap`, when given, is inherited as fd [`TAP_FD`] (the number the spec names).
-pub fn spawn(
-    vmm: &Path,
-    paths: &ContainerPaths,
-    tap: Option<&OwnedFd>,
-) -> std::io::Result<VmmProcess> {
+/// `taps` are inherited as fds [`TAP_FD`], `TAP_FD + 1`, … (the numbers the spec names).
+pub fn spawn(vmm: &Path, paths: &ContainerPaths, taps: &[&OwnedFd]) -> std::io::Result<VmmProcess> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -127,19 +123,37 @@ pub fn spawn(
         .stdout(log.try_clone()?)
         .stderr(log)
         .process_group(0);
-    if let Some(tap) = tap {
-        let raw = tap.as_raw_fd();
-        // SAFETY: the closure runs in the child between fork and exec and calls only dup2 and
-        // fcntl, which are async-signal-safe; `raw` stays open in the parent until spawn returns.
+    if taps.len() > MAX_TAPS {
+        return Err(std::io::Error::other(format!(
+            "{} network interfaces, at most {MAX_TAPS}",
+            taps.len()
+        )));
+    }
+    let mut raw = [-1; MAX_TAPS];
+    for (slot, tap) in raw.iter_mut().zip(taps) {
+        *slot = tap.as_raw_fd();
+    }
+    let count = taps.len();
+    if count > 0 {
+        // SAFETY: the closure runs in the child between fork and exec and calls only fcntl and
+        // dup2, which are async-signal-safe, on a fixed array (no allocation); the taps stay
+        // open in the parent until spawn returns.
         unsafe {
             command.pre_exec(move || {
-                if raw == TAP_FD {
-                    // dup2 onto itself keeps close-on-exec: clear it instead.
-                    if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                // First above every target number, so that no tap is overwritten before it is
+                // moved (a tap may sit on another's target), then into place; the high copies
+                // close at exec, dup2's new descriptors stay open.
+                let mut high = [-1; MAX_TAPS];
+                for i in 0..count {
+                    high[i] = libc::fcntl(raw[i], libc::F_DUPFD_CLOEXEC, TAP_FD + 64);
+                    if high[i] < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                } else if libc::dup2(raw, TAP_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
+                }
+                for (i, fd) in high.iter().enumerate().take(count) {
+                    if libc::dup2(*fd, TAP_FD + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             })
@@ -154,6 +168,9 @@ pub fn spawn(
         start_ticks: start_ticks(pid).unwrap_or(0),
     })
 }
+
+/// The most taps a VMM inherits (more than any container's networks).
+const MAX_TAPS: usize = 8;
 
 /// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks since boot.
 fn start_ticks(pid: i32) -> Option<u64> {

@@ -17,10 +17,30 @@ use crate::daemon::options::Filters;
 use crate::daemon::timefmt::rfc3339;
 use crate::daemon::BackendError;
 
-/// Shares a VM can take besides its root: the interrupt lines left after the root, the vsock,
-/// the entropy and the network devices.
-pub const MAX_SHARES: usize =
-    (skiff_vmm::layout::IOAPIC_PINS - skiff_vmm::layout::VIRTIO_FIRST_IRQ) as usize - 4;
+/// Shares and network interfaces a VM can take in all: the interrupt lines left after the root,
+/// the vsock and the entropy devices.
+pub const DEVICE_LINES: usize =
+    (skiff_vmm::layout::IOAPIC_PINS - skiff_vmm::layout::VIRTIO_FIRST_IRQ) as usize - 3;
+
+/// Refuses a container whose `shares` (binds and volumes) and `nics` (networks) need more
+/// devices than its VM has interrupt lines for.
+pub(super) fn check_device_lines(shares: usize, nics: usize) -> Result<()> {
+    if shares + nics > DEVICE_LINES {
+        return Err(BackendError::InvalidArgument(format!(
+            "{shares} bind mounts and volumes and {nics} networks asked for; a skiff container \
+             takes at most {DEVICE_LINES} in all (each is a virtio device of its VM)"
+        )));
+    }
+    Ok(())
+}
+
+/// How many of `mounts` are shares (not tmpfs).
+pub(super) fn shares_of<'a>(mounts: impl IntoIterator<Item = &'a MountRequest>) -> usize {
+    mounts
+        .into_iter()
+        .filter(|m| !matches!(m.kind, MountKind::Tmpfs { .. }))
+        .count()
+}
 
 /// A volume as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,18 +267,14 @@ pub(super) fn prune(inner: &Inner, filters: &Filters) -> Result<VolumePruneRepor
 }
 
 /// Resolves a create request's mounts: host directories checked (or made, for `-v`), volumes
-/// created when missing (anonymous ones with a fresh name).
-pub(super) fn resolve(inner: &Inner, requests: &[MountRequest]) -> Result<Vec<ResolvedMount>> {
-    let shares = requests
-        .iter()
-        .filter(|m| !matches!(m.kind, MountKind::Tmpfs { .. }))
-        .count();
-    if shares > MAX_SHARES {
-        return Err(BackendError::InvalidArgument(format!(
-            "{shares} bind mounts and volumes asked for; a skiff container takes at most \
-             {MAX_SHARES} (each is a virtio-fs device of its VM)"
-        )));
-    }
+/// created when missing (anonymous ones with a fresh name); `nics` network interfaces share
+/// the VM's interrupt lines with them.
+pub(super) fn resolve(
+    inner: &Inner,
+    requests: &[MountRequest],
+    nics: usize,
+) -> Result<Vec<ResolvedMount>> {
+    check_device_lines(shares_of(requests), nics)?;
     let mut out = Vec::new();
     for m in requests {
         let (source, volume) = match &m.kind {
@@ -284,7 +300,7 @@ pub(super) fn resolve(inner: &Inner, requests: &[MountRequest]) -> Result<Vec<Re
                 }
                 (Some(path), None)
             }
-            MountKind::Volume { name } => {
+            MountKind::Volume { name, .. } => {
                 let (name, anonymous) = match name {
                     Some(n) => (n.clone(), false),
                     None => (create::new_id()?, true),
@@ -324,9 +340,10 @@ pub fn vm_mounts(mounts: &[ResolvedMount]) -> (Vec<ShareSpec>, Vec<GuestMount>) 
             }
             (_, None) => continue,
         };
-        // Docker fills an empty volume with the image's files at its path; never a bind or a
-        // read-only volume (the VMM refuses writes to those).
-        let copy_up = m.volume.is_some() && !m.request.read_only;
+        // Docker fills an empty volume with the image's files at its path (unless `nocopy`);
+        // never a bind or a read-only volume (the VMM refuses writes to those).
+        let no_copy = matches!(m.request.kind, MountKind::Volume { no_copy: true, .. });
+        let copy_up = m.volume.is_some() && !m.request.read_only && !no_copy;
         guest.push(GuestMount {
             source,
             target: m.request.target.clone(),
@@ -365,6 +382,7 @@ mod tests {
         read_only: bool,
         source: Option<&str>,
     ) -> ResolvedMount {
+        let volume = matches!(kind, MountKind::Volume { .. }).then(|| "x".to_string());
         ResolvedMount {
             request: MountRequest {
                 kind,
@@ -372,7 +390,7 @@ mod tests {
                 read_only,
             },
             source: source.map(PathBuf::from),
-            volume: None,
+            volume,
         }
     }
 
@@ -397,10 +415,22 @@ mod tests {
                 None,
             ),
             mount(
-                MountKind::Volume { name: None },
+                MountKind::Volume {
+                    name: None,
+                    no_copy: false,
+                },
                 "/v",
                 false,
                 Some("/root/volumes/x/_data"),
+            ),
+            mount(
+                MountKind::Volume {
+                    name: None,
+                    no_copy: true,
+                },
+                "/w",
+                false,
+                Some("/root/volumes/y/_data"),
             ),
         ];
         let (shares, guest) = vm_mounts(&mounts);
@@ -417,9 +447,14 @@ mod tests {
                     source: "/root/volumes/x/_data".into(),
                     read_only: false
                 },
+                ShareSpec {
+                    tag: "vol2".into(),
+                    source: "/root/volumes/y/_data".into(),
+                    read_only: false
+                },
             ]
         );
-        assert_eq!(guest.len(), 3);
+        assert_eq!(guest.len(), 4);
         assert_eq!(
             guest[1].source,
             MountSource::Tmpfs {
@@ -428,5 +463,8 @@ mod tests {
         );
         assert_eq!(guest[2].source, MountSource::Share { tag: "vol1".into() });
         assert!(guest[0].read_only);
+        // Only a volume is filled with the image's files, and not with nocopy.
+        let copies: Vec<bool> = guest.iter().map(|g| g.copy_up).collect();
+        assert_eq!(copies, [false, false, true, false]);
     }
 }

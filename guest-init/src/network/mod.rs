@@ -180,15 +180,42 @@ impl LinkPlan {
         })
     }
 
+    fn find<'a>(&self, links: &'a [Link]) -> Result<&'a Link, NetworkError> {
+        links
+            .iter()
+            .find(|l| l.mac == self.mac)
+            .ok_or_else(|| NetworkError::NoSuchLink {
+                mac: self.mac_text.clone(),
+                name: self.name.clone(),
+            })
+    }
+
+    /// Renames `link` to `to`; the kernel renames only links that are down (they are, after
+    /// boot).
+    fn rename(&self, socket: &mut Socket, link: &Link, to: &str) -> Result<(), NetworkError> {
+        let fail = |step: String| {
+            move |source| NetworkError::Step {
+                name: self.name.clone(),
+                mac: self.mac_text.clone(),
+                step,
+                source,
+            }
+        };
+        let down = format!("bringing {} down to rename it", link.name);
+        socket
+            .execute(&netlink::set_up(link.index, false))
+            .map_err(fail(down))?;
+        let rename = format!("renaming {} to {to}", link.name);
+        socket
+            .execute(&netlink::rename(link.index, to))
+            .map_err(fail(rename))
+    }
+
     fn configure(&self, socket: &mut Socket, links: &[Link]) -> Result<(), NetworkError> {
-        let link =
-            links
-                .iter()
-                .find(|l| l.mac == self.mac)
-                .ok_or_else(|| NetworkError::NoSuchLink {
-                    mac: self.mac_text.clone(),
-                    name: self.name.clone(),
-                })?;
+        let link = self.find(links)?;
+        if link.name != self.name {
+            self.rename(socket, link, &self.name)?;
+        }
         let index = link.index;
         let mut step = |step: String, request: netlink::Request| {
             socket
@@ -200,17 +227,6 @@ impl LinkPlan {
                     source,
                 })
         };
-        if link.name != self.name {
-            // The kernel renames only links that are down (they are, after boot).
-            step(
-                format!("bringing {} down to rename it", link.name),
-                netlink::set_up(index, false),
-            )?;
-            step(
-                format!("renaming {} to {}", link.name, self.name),
-                netlink::rename(index, &self.name),
-            )?;
-        }
         if let Some(mtu) = self.mtu.filter(|m| link.mtu != Some(*m)) {
             step(format!("setting MTU {mtu}"), netlink::set_mtu(index, mtu))?;
         }
@@ -281,7 +297,20 @@ impl NetworkPlan {
             return Ok(());
         }
         let mut socket = Socket::open().map_err(NetworkError::Socket)?;
-        let links = socket.links().map_err(NetworkError::List)?;
+        let mut links = socket.links().map_err(NetworkError::List)?;
+        // The kernel may have named the links in another order than the spec's (eth1 where
+        // eth0 is wanted): every link to rename first takes a name of its own.
+        let mut moved = false;
+        for (n, plan) in self.links.iter().enumerate() {
+            let link = plan.find(&links)?;
+            if link.name != plan.name {
+                plan.rename(&mut socket, link, &format!("skiff-tmp{n}"))?;
+                moved = true;
+            }
+        }
+        if moved {
+            links = socket.links().map_err(NetworkError::List)?;
+        }
         for plan in &self.links {
             plan.configure(&mut socket, &links)?;
         }

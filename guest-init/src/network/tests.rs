@@ -193,17 +193,40 @@ fn no_interfaces_configure_nothing() {
 
 const TEST_MAC: [u8; 6] = [0x02, 0x5c, 0x1f, 0, 0, 7];
 
-/// Creates a bridge (built into most kernels, unlike `dummy`) with `TEST_MAC`: a link the plan can
-/// find by MAC, rename, address and route through.
-fn create_test_link(socket: &mut Socket) -> Result<(), NetlinkError> {
+/// Creates a bridge (built into most kernels, unlike `dummy`) named `name` with `mac`: a link
+/// the plan can find by MAC, rename, address and route through.
+fn create_test_link(socket: &mut Socket, name: &str, mac: [u8; 6]) -> Result<(), NetlinkError> {
     let mut r = Request::new(netlink::RTM_NEWLINK, 0x4 | 0x400 | 0x200);
     r.ifinfomsg(0, 0, 0)
-        .attr_str(IFLA_IFNAME, "skiff-test0")
-        .attr(IFLA_ADDRESS, &TEST_MAC)
+        .attr_str(IFLA_IFNAME, name)
+        .attr(IFLA_ADDRESS, &mac)
         .nested(IFLA_LINKINFO, |r| {
             r.attr_str(IFLA_INFO_KIND, "bridge");
         });
     socket.execute(&r)
+}
+
+/// Runs `test` on a thread of its own in a new network namespace (namespaces are per thread):
+/// the namespace, its links and routes go away with the thread. Skipped without the privilege.
+fn in_fresh_network_namespace(
+    test: impl FnOnce(&mut Socket) -> Result<(), String> + Send + 'static,
+) {
+    let outcome = std::thread::spawn(|| -> Result<(), String> {
+        // SAFETY: unshare(2) moves only this thread into a new, empty network namespace; nothing
+        // else in the process shares it, and it is destroyed when the thread ends.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("skip: unshare: {}", io::Error::last_os_error()));
+        }
+        let mut socket = Socket::open().map_err(|e| e.to_string())?;
+        test(&mut socket)
+    })
+    .join()
+    .expect("the namespace thread panicked");
+    match outcome {
+        Ok(()) => {}
+        Err(skip) if skip.starts_with("skip: ") => eprintln!("{skip}"),
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// The source address the kernel picks to reach `to`: proves the addresses and routes are in.
@@ -218,18 +241,10 @@ fn source_for(to: &str) -> io::Result<IpAddr> {
     Ok(socket.local_addr()?.ip())
 }
 
-/// Runs on a thread of its own in a new network namespace (namespaces are per thread): the
-/// namespace, its links and routes go away with the thread. Skipped without the privilege.
 #[test]
 fn configures_a_link_in_a_fresh_network_namespace() {
-    let outcome = std::thread::spawn(|| -> Result<(), String> {
-        // SAFETY: unshare(2) moves only this thread into a new, empty network namespace; nothing
-        // else in the process shares it, and it is destroyed when the thread ends.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            return Err(format!("skip: unshare: {}", io::Error::last_os_error()));
-        }
-        let mut socket = Socket::open().map_err(|e| e.to_string())?;
-        if let Err(e) = create_test_link(&mut socket) {
+    in_fresh_network_namespace(|socket| {
+        if let Err(e) = create_test_link(socket, "skiff-test0", TEST_MAC) {
             return Err(format!("skip: cannot create a bridge: {e}"));
         }
         let mut spec = network(vec![GuestInterface {
@@ -275,12 +290,30 @@ fn configures_a_link_in_a_fresh_network_namespace() {
             "{err}"
         );
         Ok(())
-    })
-    .join()
-    .expect("the namespace thread panicked");
-    match outcome {
-        Ok(()) => {}
-        Err(skip) if skip.starts_with("skip: ") => eprintln!("{skip}"),
-        Err(e) => panic!("{e}"),
-    }
+    });
+}
+
+/// The kernel named the links the other way round: eth0 where the spec wants eth1 and back.
+#[test]
+fn links_named_in_another_order_swap_names() {
+    in_fresh_network_namespace(|socket| {
+        let other_mac = [0x02, 0x5c, 0x1f, 0, 0, 8];
+        for (name, mac) in [("eth0", other_mac), ("eth1", TEST_MAC)] {
+            if let Err(e) = create_test_link(socket, name, mac) {
+                return Err(format!("skip: cannot create a bridge: {e}"));
+            }
+        }
+        let spec = network(vec![
+            interface("02:5c:1f:00:00:07", "eth0"),
+            interface("02:5c:1f:00:00:08", "eth1"),
+        ]);
+        let plan = NetworkPlan::new(&spec, None).map_err(|e| e.to_string())?;
+        plan.configure_links()
+            .map_err(|e| format!("configure: {e}"))?;
+        let links = socket.links().map_err(|e| e.to_string())?;
+        let name_of = |mac| links.iter().find(|l| l.mac == mac).map(|l| l.name.clone());
+        assert_eq!(name_of(TEST_MAC).as_deref(), Some("eth0"));
+        assert_eq!(name_of(other_mac).as_deref(), Some("eth1"));
+        Ok(())
+    });
 }

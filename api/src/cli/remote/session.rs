@@ -47,15 +47,28 @@ fn console_size(tty: bool, caller: &Caller) -> Option<(u32, u32)> {
     Some((u32::from(size.rows), u32::from(size.cols)))
 }
 
-/// `--network-alias`es as the docker CLI sends them: the endpoint of the container's network.
-fn network_aliases(network: &Option<String>, aliases: &[String]) -> Option<NetworkingConfig> {
-    let network = network.clone().filter(|_| !aliases.is_empty())?;
-    let endpoint = EndpointConfig {
-        aliases: Some(aliases.to_vec()),
-        ..EndpointConfig::default()
+/// `--network`s and `--network-alias`es as the docker CLI sends them: an endpoint for each
+/// network, the aliases on the first.
+fn network_endpoints(networks: &[String], aliases: &[String]) -> Option<NetworkingConfig> {
+    if networks.len() < 2 && aliases.is_empty() {
+        return None;
+    }
+    // Aliases without a network land on the default one, which refuses them as Docker does.
+    let default = ["default".to_string()];
+    let networks = if networks.is_empty() {
+        &default[..]
+    } else {
+        networks
     };
+    let endpoints = networks.iter().enumerate().map(|(i, network)| {
+        let endpoint = EndpointConfig {
+            aliases: (i == 0 && !aliases.is_empty()).then(|| aliases.to_vec()),
+            ..EndpointConfig::default()
+        };
+        (network.clone(), Some(endpoint))
+    });
     Some(NetworkingConfig {
-        endpoints_config: Some([(network, Some(endpoint))].into()),
+        endpoints_config: Some(endpoints.collect()),
     })
 }
 
@@ -122,7 +135,7 @@ fn new_container(
         pids_limit: args.pids_limit,
         port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
         publish_all_ports: args.publish_all.then_some(true),
-        network_mode: args.network.clone(),
+        network_mode: args.network.first().cloned(),
         binds: (!binds.is_empty()).then_some(binds),
         tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
         auto_remove: Some(args.rm),
@@ -146,7 +159,7 @@ fn new_container(
         attach_stdout: Some(stdio.attach_stdout),
         attach_stderr: Some(stdio.attach_stderr),
         host_config: Some(host_config),
-        networking_config: network_aliases(&args.network, &args.network_aliases),
+        networking_config: network_endpoints(&args.network, &args.network_aliases),
         volumes: (!anonymous.is_empty()).then(|| {
             anonymous
                 .into_iter()

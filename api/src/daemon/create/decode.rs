@@ -6,7 +6,7 @@
 
 use super::body::{CreateBody, HostConfig, LogConfig};
 use super::mounts::decode_mounts;
-use super::request::{CreateRequest, JsonFileLog, NetworkMode, RestartPolicy, Stdio};
+use super::request::{CreateRequest, JsonFileLog, NetworkJoin, NetworkMode, RestartPolicy, Stdio};
 use serde_json::Value;
 
 /// Why a create request was refused; every case is Docker's 400.
@@ -163,7 +163,7 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
         None | Some("" | "default" | "bridge") => NetworkMode::Default,
         Some(name) => NetworkMode::Named(name.to_string()),
     };
-    let aliases = decode_aliases(body.networking_config.as_ref(), &network)?;
+    let (aliases, more_networks) = decode_endpoints(body.networking_config.as_ref(), &network)?;
     let exposed_ports: Vec<String> = body.exposed_ports.unwrap_or_default().into_keys().collect();
     let mut ports = super::ports::decode_ports(&host.port_bindings.unwrap_or_default())?;
     let ulimits = super::ulimits::decode_ulimits(host.ulimits.as_deref().unwrap_or_default())?;
@@ -211,6 +211,7 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
         init: host.init.unwrap_or(false),
         network,
         aliases,
+        more_networks,
         console_size: decode_console_size(host.console_size.as_deref())?,
         mounts,
     })
@@ -263,16 +264,21 @@ fn unhonoured_fields(raw: &Value) -> Vec<String> {
         .and_then(|n| n.get("EndpointsConfig"))
         .and_then(Value::as_object);
     for (network, settings) in endpoints.into_iter().flatten() {
-        for (k, v) in settings.as_object().into_iter().flatten() {
-            // Aliases are honoured (on user-defined networks; see `decode_aliases`).
-            if k != "Aliases" && !is_default(v) {
-                out.push(not_supported(&format!(
-                    "NetworkingConfig.EndpointsConfig.{network}.{k}"
-                )));
-            }
-        }
+        let path = format!("NetworkingConfig.EndpointsConfig.{network}");
+        out.extend(unhonoured_endpoint_fields(&path, settings));
     }
     out
+}
+
+/// The fields of an endpoint's settings (`EndpointsConfig.NET`, `network connect`'s
+/// `EndpointConfig`) skiff cannot honour, set to something else than their default, by name.
+/// Aliases are honoured (on user-defined networks; see `decode_endpoints`).
+pub fn unhonoured_endpoint_fields(path: &str, settings: &Value) -> Vec<String> {
+    let fields = settings.as_object().into_iter().flatten();
+    fields
+        .filter(|(k, v)| *k != "Aliases" && !is_default(v))
+        .map(|(k, _)| not_supported(&format!("{path}.{k}")))
+        .collect()
 }
 
 /// The honoured HostConfig fields that only some values of are honoured.
@@ -321,44 +327,57 @@ pub fn valid_network_name(name: &str) -> bool {
 /// The aliases of the one network a container joins. Endpoints of other networks are refused
 /// (a skiff container has one network interface); aliases are for user-defined networks only,
 /// as in Docker.
-fn decode_aliases(
+fn decode_endpoints(
     config: Option<&super::body::NetworkingConfig>,
     network: &NetworkMode,
-) -> Result<Vec<String>, CreateError> {
+) -> Result<(Vec<String>, Vec<NetworkJoin>), CreateError> {
     let mut aliases = Vec::new();
+    let mut more = Vec::new();
     let endpoints = config.and_then(|c| c.endpoints_config.as_ref());
     for (name, endpoint) in endpoints.into_iter().flatten() {
-        let joined = match network {
+        let primary = match network {
             NetworkMode::Named(n) => n == name,
             NetworkMode::Default => name == "bridge" || name == "default",
             NetworkMode::None => name == "none",
         };
-        if !joined {
-            return Err(CreateError::Refused(vec![format!(
-                "NetworkingConfig.EndpointsConfig.{name}: a skiff container joins one network \
-                 (its NetworkMode's); connect to more is not supported"
-            )]));
+        if !primary && (*network == NetworkMode::None || name == "none") {
+            return Err(CreateError::Invalid(format!(
+                "container cannot be connected to network {name}: the network mode none                  (loopback only) joins no other network"
+            )));
         }
         let asked = endpoint
             .as_ref()
             .and_then(|e| e.aliases.clone())
             .unwrap_or_default();
-        if !asked.is_empty() && !matches!(network, NetworkMode::Named(_)) {
+        let user_defined = !matches!(name.as_str(), "bridge" | "default" | "none");
+        if !asked.is_empty() && !user_defined {
             return Err(CreateError::Invalid(
                 "network-scoped alias is supported only for containers in user defined networks"
                     .into(),
             ));
         }
-        for alias in asked {
-            if !valid_network_name(&alias) {
+        for alias in &asked {
+            if !valid_network_name(alias) {
                 return Err(CreateError::Invalid(format!(
                     "invalid network alias {alias:?}"
                 )));
             }
-            aliases.push(alias);
+        }
+        if primary {
+            aliases.extend(asked);
+        } else {
+            if !valid_network_name(name) {
+                return Err(CreateError::Invalid(format!(
+                    "invalid network name {name:?}"
+                )));
+            }
+            more.push(NetworkJoin {
+                network: name.clone(),
+                aliases: asked,
+            });
         }
     }
-    Ok(aliases)
+    Ok((aliases, more))
 }
 
 /// `LogConfig`: json-file (or the default, "") with `max-size` and `max-file`.

@@ -8,4 +8,4 @@ pub mod request;
 pub mod ulimits;
 
 pub use decode::{decode_create, parse_size, CreateError, RUNTIME_NAME};
-pub use request::{CreateRequest, JsonFileLog, NetworkMode, RestartPolicy, Stdio};
+pub use request::{CreateRequest, JsonFileLog, NetworkJoin, NetworkMode, RestartPolicy, Stdio};

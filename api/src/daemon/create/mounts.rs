@@ -22,8 +22,13 @@ pub struct MountRequest {
 pub enum MountKind {
     /// A host directory. `create`: made when missing (`-v` does so, `--mount` refuses).
     Bind { source: String, create: bool },
-    /// A volume of the engine's: named (created when missing) or, None, anonymous.
-    Volume { name: Option<String> },
+    /// A volume of the engine's: named (created when missing) or, None, anonymous. `no_copy`:
+    /// the image's files at the target are not copied into it when it is empty.
+    Volume {
+        name: Option<String>,
+        #[serde(default)]
+        no_copy: bool,
+    },
     /// A tmpfs, with options tmpfs takes (`size=…,mode=…`).
     Tmpfs { options: String },
 }
@@ -63,7 +68,10 @@ pub fn decode_mounts(
         // Docker: a mount asked for explicitly wins over the anonymous volume at its path.
         if !out.iter().any(|m| m.target == *target) {
             out.push(MountRequest {
-                kind: MountKind::Volume { name: None },
+                kind: MountKind::Volume {
+                    name: None,
+                    no_copy: false,
+                },
                 target: target.clone(),
                 read_only: false,
             });
@@ -121,12 +129,15 @@ fn decode_bind(
         }
     };
     let mut read_only = false;
+    let mut no_copy = false;
     for option in mode.split(',').filter(|o| !o.is_empty()) {
         match option {
             "ro" => read_only = true,
             "rw" | "rprivate" => {}
+            "nocopy" if !source.starts_with('/') => no_copy = true,
             other => refused.push(format!(
-                "{path}: the mode {other:?} is not supported by skiff (ro and rw are)"
+                "{path}: the mode {other:?} is not supported by skiff (ro and rw are, and \
+                 nocopy for volumes)"
             )),
         }
     }
@@ -138,6 +149,7 @@ fn decode_bind(
     } else if valid_volume_name(source) {
         MountKind::Volume {
             name: Some(source.to_string()),
+            no_copy,
         }
     } else {
         return Err(CreateError::Invalid(format!(
@@ -220,8 +232,14 @@ fn decode_mount(
                     "invalid mount config for type \"volume\": invalid volume name {source:?}"
                 )));
             }
+            let no_copy = fields
+                .get("VolumeOptions")
+                .and_then(|o| o.get("NoCopy"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             MountKind::Volume {
                 name: (!source.is_empty()).then_some(source),
+                no_copy,
             }
         }
         "tmpfs" => {
@@ -251,8 +269,8 @@ fn decode_mount(
     }))
 }
 
-/// `VolumeOptions` skiff honours: none set, or only `NoCopy` (skiff never copies an image's
-/// files into a new volume, so NoCopy is what it does anyway).
+/// `VolumeOptions` skiff honours: none set, or only `NoCopy` (the image's files are not copied
+/// into the new volume).
 fn volume_options_default(value: &Value) -> bool {
     match value {
         Value::Object(o) => o
@@ -394,7 +412,8 @@ mod tests {
             out[1],
             MountRequest {
                 kind: MountKind::Volume {
-                    name: Some("cache".into())
+                    name: Some("cache".into()),
+                    no_copy: false,
                 },
                 target: "/cache".into(),
                 read_only: true,
@@ -402,7 +421,13 @@ mod tests {
         );
         assert_eq!(out[2], bind("/srv/x", true, "/x", false));
         assert_eq!(out[3], bind("/etc", false, "/host-etc", true));
-        assert_eq!(out[4].kind, MountKind::Volume { name: None });
+        assert_eq!(
+            out[4].kind,
+            MountKind::Volume {
+                name: None,
+                no_copy: true
+            }
+        );
         assert_eq!(
             out[5].kind,
             MountKind::Tmpfs {
@@ -418,7 +443,13 @@ mod tests {
         // Config.Volumes: /data is bound already; /declared becomes an anonymous volume.
         assert_eq!(out.len(), 8);
         assert_eq!(out[7].target, "/declared");
-        assert_eq!(out[7].kind, MountKind::Volume { name: None });
+        assert_eq!(
+            out[7].kind,
+            MountKind::Volume {
+                name: None,
+                no_copy: false
+            }
+        );
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub struct CreateRequest {
     /// (`NetworkingConfig.EndpointsConfig.NET.Aliases`, `--network-alias`).
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// The networks the container joins besides its NetworkMode's (more entries of
+    /// `EndpointsConfig`, `network connect`), each with its own interface in the VM.
+    #[serde(default)]
+    pub more_networks: Vec<NetworkJoin>,
     /// The terminal's initial size (height, width) when the client sent one.
     pub console_size: Option<(u32, u32)>,
     /// Binds, volumes and tmpfs mounts, in Docker's order (see `mounts::decode_mounts`).
@@ -90,6 +94,14 @@ pub struct JsonFileLog {
     pub max_size: Option<u64>,
     /// Files kept when rotating (Docker's default 1).
     pub max_file: Option<u32>,
+}
+
+/// A further network a container joins, by the network's name, with its aliases there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkJoin {
+    pub network: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -98,3 +98,13 @@ pub struct NetworkCreated {
 pub struct NetworkPruneReport {
     pub networks_deleted: Vec<String>,
 }
+
+/// `POST /networks/{id}/connect` (`EndpointConfig`: only `Aliases` is honoured, the handler
+/// refuses the others by name) and `/disconnect` (`Force`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct NetworkConnectBody {
+    pub container: String,
+    pub endpoint_config: serde_json::Value,
+    pub force: bool,
+}

@@ -6,37 +6,41 @@ use skiff_vmm::spec::NetSpec;
 
 use super::Endpoint;
 
-/// The fd number the VMM inherits the tap under (see `vmm_process::spawn`).
+/// The fd number the VMM inherits the first tap under, the next ones follow (see
+/// `vmm_process::spawn`).
 pub const TAP_FD: i32 = 3;
-/// The name the guest's interface gets, as in a Docker container.
-const GUEST_IFACE: &str = "eth0";
 
-/// The VMM's virtio-net device for `endpoint`.
-pub fn nic(endpoint: &Endpoint) -> NetSpec {
-    NetSpec {
-        tap: None,
-        fd: Some(TAP_FD),
-        mac: Some(endpoint.mac.clone()),
-        mtu: u16::try_from(endpoint.mtu).ok(),
-    }
+/// The VMM's virtio-net devices for `endpoints`, in order.
+pub fn nics(endpoints: &[Endpoint]) -> Vec<NetSpec> {
+    (TAP_FD..)
+        .zip(endpoints)
+        .map(|(fd, endpoint)| NetSpec {
+            tap: None,
+            fd: Some(fd),
+            mac: Some(endpoint.mac.clone()),
+            mtu: u16::try_from(endpoint.mtu).ok(),
+        })
+        .collect()
 }
 
-/// The container's process spec with its network settings (none without an endpoint).
-pub fn with_network(
-    process: &ProcessSpec,
-    endpoint: Option<&Endpoint>,
-    dns: &[String],
-) -> ProcessSpec {
+/// The container's process spec with its network settings (none without an endpoint): the
+/// interfaces `eth0`, `eth1`, … as in a Docker container, the default route through the
+/// first network's gateway.
+pub fn with_network(process: &ProcessSpec, endpoints: &[Endpoint], dns: &[String]) -> ProcessSpec {
     let mut process = process.clone();
-    process.network = endpoint.map(|e| {
+    process.network = (!endpoints.is_empty()).then(|| {
         Box::new(GuestNetwork {
-            interfaces: vec![GuestInterface {
-                mac: e.mac.clone(),
-                name: GUEST_IFACE.into(),
-                addresses: vec![format!("{}/{}", e.ip, e.prefix)],
-                gateway: Some(e.gateway.to_string()),
-                mtu: Some(e.mtu),
-            }],
+            interfaces: endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| GuestInterface {
+                    mac: e.mac.clone(),
+                    name: format!("eth{i}"),
+                    addresses: vec![format!("{}/{}", e.ip, e.prefix)],
+                    gateway: (i == 0).then(|| e.gateway.to_string()),
+                    mtu: Some(e.mtu),
+                })
+                .collect(),
             hosts: Vec::new(),
             dns: dns.to_vec(),
             dns_search: Vec::new(),

@@ -20,7 +20,7 @@ pub mod udp_relay;
 pub mod views;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
@@ -87,12 +87,12 @@ pub struct Attachment {
 
 /// A container on a network, as address allocation and name resolution see it.
 struct Member {
-    network: String,
     ip: Ipv4Addr,
     names: Vec<String>,
 }
 
-type Members = Arc<Mutex<HashMap<String, Member>>>;
+/// Keyed by container ID and network name: a container may be on several networks.
+type Members = Arc<Mutex<HashMap<(String, String), Member>>>;
 
 /// A bridge that is set up, with its name server (user-defined networks).
 struct Up {
@@ -211,32 +211,36 @@ impl Networks {
         Ok(())
     }
 
-    /// Gives container `id` an address on `network`, a tap on its bridge and its published
-    /// ports; `names` are what other containers resolve it by.
+    /// Gives container `id` an address on `network`, a tap on its bridge (its `nic`-th
+    /// interface) and `ports` published to that address; `names` are what other containers
+    /// resolve it by. On failure everything of `id` is given back.
     pub async fn attach(
         &self,
         id: &str,
+        nic: usize,
         network: &NetworkRecord,
         all: &[NetworkRecord],
         names: Vec<String>,
         ports: &[PortRequest],
     ) -> Result<Attachment, NetworkError> {
-        let bridge = self.ensure_up(network, all).await?;
-        let ip = self.take_address(id, network, names.clone())?;
         let attached = async {
-            let tap = link::create_tap(&tap_name(id), bridge, self.config.mtu).await?;
+            let bridge = self.ensure_up(network, all).await?;
+            let ip = self.take_address(id, network, names.clone())?;
+            let tap = link::create_tap(&tap_name(id, nic), bridge, self.config.mtu).await?;
             let (bound, relays) = ports::publish(ports, ip).await?;
-            Ok::<_, NetworkError>((tap, bound, relays))
+            Ok::<_, NetworkError>((ip, tap, bound, relays))
         }
         .await;
-        let (tap, bound, relays) = match attached {
+        let (ip, tap, bound, relays) = match attached {
             Ok(a) => a,
             Err(e) => {
                 self.detach(id);
                 return Err(e);
             }
         };
-        self.lock_relays().insert(id.to_string(), relays);
+        if !bound.is_empty() {
+            self.lock_relays().insert(id.to_string(), relays);
+        }
         Ok(Attachment {
             endpoint: Endpoint {
                 network: network.name.clone(),
@@ -265,13 +269,15 @@ impl Networks {
             None => tracing::warn!(id, "its network {} is gone", endpoint.network),
         }
         self.lock_members().insert(
-            id.to_string(),
+            (id.to_string(), endpoint.network.clone()),
             Member {
-                network: endpoint.network.clone(),
                 ip: endpoint.ip,
                 names: endpoint.names.clone(),
             },
         );
+        if endpoint.ports.is_empty() {
+            return;
+        }
         match ports::republish(&endpoint.ports, endpoint.ip).await {
             Ok(relays) => {
                 self.lock_relays().insert(id.to_string(), relays);
@@ -280,10 +286,10 @@ impl Networks {
         }
     }
 
-    /// Gives back the address and closes the published ports of `id` (its VM has ended; the tap
-    /// went with it).
+    /// Gives back the addresses and closes the published ports of `id` (its VM has ended; the
+    /// taps went with it).
     pub fn detach(&self, id: &str) {
-        self.lock_members().remove(id);
+        self.lock_members().retain(|(member, _), _| member != id);
         self.lock_relays().remove(id);
     }
 
@@ -296,25 +302,18 @@ impl Networks {
         let mut members = self.lock_members();
         let used = |ip: &Ipv4Addr| {
             members
-                .values()
-                .any(|m| m.network == network.name && m.ip == *ip)
+                .iter()
+                .any(|((_, net), m)| *net == network.name && m.ip == *ip)
         };
         let ip = network
             .hosts()
             .find(|ip| !used(ip))
             .ok_or_else(|| NetworkError::Full(network.name.clone()))?;
-        members.insert(
-            id.to_string(),
-            Member {
-                network: network.name.clone(),
-                ip,
-                names,
-            },
-        );
+        members.insert((id.to_string(), network.name.clone()), Member { ip, names });
         Ok(ip)
     }
 
-    fn lock_members(&self) -> std::sync::MutexGuard<'_, HashMap<String, Member>> {
+    fn lock_members(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Member>> {
         self.members.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -330,21 +329,47 @@ struct NetworkNames {
 }
 
 impl dns::NameTable for NetworkNames {
-    fn lookup(&self, name: &str) -> Vec<Ipv4Addr> {
+    /// Docker's embedded DNS: names on this network, else on another network the asking
+    /// container is on too (at its address there).
+    fn lookup(&self, name: &str, client: IpAddr) -> Vec<Ipv4Addr> {
         let members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        let named = |m: &Member| m.names.iter().any(|n| n.eq_ignore_ascii_case(name));
+        let here: Vec<Ipv4Addr> = members
+            .iter()
+            .filter(|((_, net), m)| *net == self.network && named(m))
+            .map(|(_, m)| m.ip)
+            .collect();
+        if !here.is_empty() {
+            return here;
+        }
+        let asker = members
+            .iter()
+            .find(|((_, net), m)| *net == self.network && IpAddr::V4(m.ip) == client)
+            .map(|((id, _), _)| id.clone());
+        let Some(asker) = asker else {
+            return Vec::new();
+        };
+        let shared: Vec<&String> = members
+            .keys()
+            .filter(|(id, _)| *id == asker)
+            .map(|(_, net)| net)
+            .collect();
         members
-            .values()
-            .filter(|m| {
-                m.network == self.network && m.names.iter().any(|n| n.eq_ignore_ascii_case(name))
-            })
-            .map(|m| m.ip)
+            .iter()
+            .filter(|((_, net), m)| shared.contains(&net) && named(m))
+            .map(|(_, m)| m.ip)
             .collect()
     }
 }
 
-/// A container's tap: `skt` and the ID's first 12 characters (15, the longest name Linux takes).
-fn tap_name(id: &str) -> String {
-    format!("skt{}", &id[..12.min(id.len())])
+/// A container's tap: `skt` (first interface) or `sk1`, `sk2`, … and the ID's first 12
+/// characters (15, the longest name Linux takes).
+fn tap_name(id: &str, nic: usize) -> String {
+    let short = &id[..12.min(id.len())];
+    match nic {
+        0 => format!("skt{short}"),
+        n => format!("sk{n}{short}"),
+    }
 }
 
 /// Docker's scheme: `02:42` and the four bytes of the address (locally administered, unicast).
@@ -394,7 +419,8 @@ mod tests {
             Ipv4Addr::new(10, 9, 0, 2)
         );
         assert_eq!(mac_of(Ipv4Addr::new(10, 88, 0, 2)), "02:42:0a:58:00:02");
-        assert_eq!(tap_name(&"ab".repeat(32)), "sktabababababab");
+        assert_eq!(tap_name(&"ab".repeat(32), 0), "sktabababababab");
+        assert_eq!(tap_name(&"ab".repeat(32), 2), "sk2abababababab");
     }
 
     #[test]
@@ -408,9 +434,18 @@ mod tests {
             network: "a".into(),
             members: nets.members.clone(),
         };
-        assert_eq!(names.lookup("WWW"), [Ipv4Addr::new(10, 9, 0, 2)]);
-        assert!(names.lookup("db").is_empty());
+        let web = IpAddr::V4(Ipv4Addr::new(10, 9, 0, 2));
+        assert_eq!(names.lookup("WWW", web), [Ipv4Addr::new(10, 9, 0, 2)]);
+        assert!(names.lookup("db", web).is_empty());
+        // A container on a and b finds b's names through a's server, at their b address.
+        nets.take_address("both", &a, vec!["both".into()]).unwrap();
+        nets.take_address("both", &b, vec!["both".into()]).unwrap();
+        let both = IpAddr::V4(Ipv4Addr::new(10, 9, 0, 3));
+        assert_eq!(names.lookup("db", both), [Ipv4Addr::new(10, 9, 1, 2)]);
+        assert!(names.lookup("db", web).is_empty());
         nets.detach("web");
-        assert!(names.lookup("web").is_empty());
+        assert!(names.lookup("web", both).is_empty());
+        nets.detach("both");
+        assert!(names.lookup("db", both).is_empty());
     }
 }

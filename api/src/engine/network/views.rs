@@ -9,9 +9,9 @@ use crate::daemon::create::ports::PortRequest;
 use crate::daemon::model::{EndpointSettings, InspectNetworkSettings, PortSummary};
 
 /// `Ports` of `ps`: each published port as bound; without an endpoint (not running), nothing.
-pub fn summary_ports(endpoint: Option<&Endpoint>) -> Vec<PortSummary> {
-    endpoint
-        .into_iter()
+pub fn summary_ports(endpoints: &[Endpoint]) -> Vec<PortSummary> {
+    endpoints
+        .iter()
         .flat_map(|e| &e.ports)
         .map(|p| PortSummary {
             ip: Some(p.host_ip.to_string()),
@@ -33,18 +33,19 @@ fn endpoint_settings(endpoint: &Endpoint) -> EndpointSettings {
     }
 }
 
-/// `Networks` of `ps` and inspect: the default network while the container runs on it.
-pub fn networks(endpoint: Option<&Endpoint>) -> BTreeMap<String, EndpointSettings> {
-    endpoint
+/// `Networks` of `ps` and inspect: the networks the container is on while it runs.
+pub fn networks(endpoints: &[Endpoint]) -> BTreeMap<String, EndpointSettings> {
+    endpoints
+        .iter()
         .map(|e| (e.network.clone(), endpoint_settings(e)))
-        .into_iter()
         .collect()
 }
 
 /// inspect's `NetworkSettings`: `Ports` lists the exposed and requested ports, each with its
-/// host bindings while running (`docker port` reads it).
+/// host bindings while running (`docker port` reads it); the top-level address is the first
+/// network's, as Docker's.
 pub fn inspect_settings(
-    endpoint: Option<&Endpoint>,
+    endpoints: &[Endpoint],
     exposed: &[String],
     requested: &[PortRequest],
 ) -> InspectNetworkSettings {
@@ -57,7 +58,7 @@ pub fn inspect_settings(
                 .map(|p| (format!("{}/{}", p.container_port, p.proto), None)),
         )
         .collect();
-    for p in endpoint.into_iter().flat_map(|e| &e.ports) {
+    for p in endpoints.iter().flat_map(|e| &e.ports) {
         let bindings = ports
             .entry(format!("{}/{}", p.container_port, p.proto))
             .or_insert(None)
@@ -65,6 +66,7 @@ pub fn inspect_settings(
         bindings
             .push(json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()}));
     }
+    let endpoint = endpoints.first();
     InspectNetworkSettings {
         bridge: String::new(),
         sandbox_id: String::new(),
@@ -72,7 +74,7 @@ pub fn inspect_settings(
         ip_address: endpoint.map(|e| e.ip.to_string()).unwrap_or_default(),
         gateway: endpoint.map(|e| e.gateway.to_string()).unwrap_or_default(),
         mac_address: endpoint.map(|e| e.mac.clone()).unwrap_or_default(),
-        networks: networks(endpoint),
+        networks: networks(endpoints),
     }
 }
 
@@ -107,20 +109,26 @@ mod tests {
                 host_port: 8080,
             }],
         };
-        let s = inspect_settings(Some(&endpoint), &["80/tcp".into(), "443".into()], &[]);
+        let mut second = endpoint.clone();
+        second.network = "front".into();
+        second.ip = "10.89.0.2".parse().unwrap();
+        second.ports.clear();
+        let endpoints = [endpoint, second];
+        let s = inspect_settings(&endpoints, &["80/tcp".into(), "443".into()], &[]);
         assert_eq!(
             serde_json::to_value(&s.ports).unwrap(),
             json!({"443/tcp": null, "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]})
         );
         assert_eq!(s.ip_address, "10.88.0.2");
         assert_eq!(s.networks["bridge"].ip_prefix_len, 16);
-        let ps = summary_ports(Some(&endpoint));
+        assert_eq!(s.networks["front"].ip_address, "10.89.0.2");
+        let ps = summary_ports(&endpoints);
         assert_eq!((ps[0].private_port, ps[0].public_port), (80, Some(8080)));
-        let stopped = inspect_settings(None, &["80/tcp".into()], &[]);
+        let stopped = inspect_settings(&[], &["80/tcp".into()], &[]);
         assert_eq!(
             serde_json::to_value(&stopped.ports).unwrap(),
             json!({"80/tcp": null})
         );
-        assert!(stopped.networks.is_empty() && summary_ports(None).is_empty());
+        assert!(stopped.networks.is_empty() && summary_ports(&[]).is_empty());
     }
 }

@@ -24,8 +24,9 @@ use message::{Query, CLASS_IN};
 
 /// Answers the names of one network's containers; everything else goes to `upstream`.
 pub trait NameTable: Send + Sync + 'static {
-    /// IPv4 addresses of `name` (lower-case, no trailing dot) on this network; empty: unknown.
-    fn lookup(&self, name: &str) -> Vec<std::net::Ipv4Addr>;
+    /// IPv4 addresses of `name` (lower-case, no trailing dot) as `client` reaches it; empty:
+    /// unknown.
+    fn lookup(&self, name: &str, client: std::net::IpAddr) -> Vec<std::net::Ipv4Addr>;
 }
 
 /// How long each upstream has to answer a forwarded query.
@@ -72,7 +73,7 @@ async fn run(socket: Arc<UdpSocket>, names: Arc<dyn NameTable>, upstream: Arc<Ve
             }
         };
         if query.qclass == CLASS_IN {
-            let addrs = names.lookup(&query.name);
+            let addrs = names.lookup(&query.name, client.ip());
             if !addrs.is_empty() {
                 send(&socket, &message::answer(&query, &addrs), client).await;
                 continue;
@@ -165,7 +166,7 @@ mod tests {
     struct Table(HashMap<String, Vec<Ipv4Addr>>);
 
     impl NameTable for Table {
-        fn lookup(&self, name: &str) -> Vec<Ipv4Addr> {
+        fn lookup(&self, name: &str, _client: std::net::IpAddr) -> Vec<Ipv4Addr> {
             self.0.get(name).cloned().unwrap_or_default()
         }
     }
