@@ -16,6 +16,7 @@ pub fn nic(endpoint: &Endpoint) -> NetSpec {
     NetSpec {
         tap: None,
         fd: Some(TAP_FD),
+        stream: None,
         mac: Some(endpoint.mac.clone()),
         mtu: u16::try_from(endpoint.mtu).ok(),
     }
