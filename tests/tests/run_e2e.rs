@@ -93,9 +93,46 @@ skiff run --rootfs $R -t -- sh -c 'echo "tty=$(tty)"; echo "term=$TERM"' | tr -d
 echo "leftover_run_dirs=$(ls /run/skiff/run | wc -l)"
 "#;
 
+/// Rootless, after the stories above (it changes /dev/kvm's group): an unprivileged user runs a
+/// container with passt as its network, serving a published port and reaching the test host.
+const ROOTLESS: &str = r#"
+# An unprivileged user (uid 4321) whose group may open /dev/kvm, and a root of its own.
+echo 'rl:x:4321:4321::/tmp:/bin/sh' >> /etc/passwd
+echo 'rl:x:4321:' >> /etc/group
+chown root:4321 /dev/kvm && chmod 660 /dev/kvm
+mkdir -p /tmp/rl && cp -a $R /tmp/rl/root && mkdir /tmp/rl/root/www
+echo rootless-page > /tmp/rl/root/www/index.html
+chown -R 4321:4321 /tmp/rl
+# passt needs a host interface with a default route to model the guest's network on.
+modprobe dummy && ip link add rl0 type dummy && ip addr add 192.168.77.1/24 dev rl0 &&
+    ip link set rl0 up && ip route add default via 192.168.77.254 dev rl0
+# A server on the test host for the guest to reach.
+echo outbound-reply | timeout 60 nc -l -p 9000 > /tmp/rl-server.in &
+# passt sandboxes itself with pivot_root, which the test host's initramfs root refuses (a real
+# system's root is a mount): the user's run gets a mount namespace whose root is a bind mount of
+# it moved over / (as switch_root does; a plain chroot would cost the user its user namespaces).
+mkdir /tmp/broot
+unshare -m sh -c 'mount --rbind / /tmp/broot && cd /tmp/broot && mount --move . / && exec chroot . "$@"' sh su rl -c 'SKIFF_ROOT=/tmp/rl/skiff timeout 120 /skiff/bin/skiff run --rootfs /tmp/rl/root --network passt -p 8080:80 -- sh -c "httpd -p 80 -h /www; echo outbound=\$(echo hello | nc -w 2 192.168.77.1 9000); echo uid=\$(id -u); sleep 6"' > /tmp/rl.out 2> /tmp/rl.err &
+run=$!
+for i in $(seq 150); do
+    page=$(printf 'GET / HTTP/1.0\r\n\r\n' | timeout 5 nc 127.0.0.1 8080 2>/dev/null | tail -n1)
+    [ -n "$page" ] && break
+    sleep 0.2
+done
+echo "rootless_published=$page"
+wait $run
+echo "rootless_code=$?"
+cat /tmp/rl.out
+echo "rootless_server_got=$(cat /tmp/rl-server.in)"
+echo "rootless_err=$(tr '\n' ' ' < /tmp/rl.err)"
+n=0; for c in /proc/[0-9]*/comm; do [ "$(cat $c 2>/dev/null)" = passt ] && n=$((n+1)); done
+echo "rootless_passt_left=$n"
+echo "rootless_leftover=$(ls /tmp/rl/skiff/run | wc -l)"
+"#;
+
 #[test]
 fn run_prints_exits_applies_spec_and_keeps_the_image_read_only() {
-    let out = script(BASICS, Duration::from_secs(500));
+    let out = script(&format!("{BASICS}{ROOTLESS}"), Duration::from_secs(500));
     let r = results(&out);
     assert!(out.stdout.lines().any(|l| l == "hello-from-vm"), "{out}");
     expect(&r, "release", &guest_kernel_release(), &out);
@@ -126,6 +163,14 @@ fn run_prints_exits_applies_spec_and_keeps_the_image_read_only() {
     expect(&r, "tty", "/dev/pts/0", &out);
     expect(&r, "term", "xterm", &out);
     expect(&r, "leftover_run_dirs", "0", &out);
+    expect(&r, "rootless_published", "rootless-page", &out);
+    expect(&r, "rootless_code", "0", &out);
+    expect(&r, "outbound", "outbound-reply", &out);
+    expect(&r, "rootless_server_got", "hello", &out);
+    expect(&r, "uid", "0", &out);
+    expect(&r, "rootless_err", "", &out);
+    expect(&r, "rootless_passt_left", "0", &out);
+    expect(&r, "rootless_leftover", "0", &out);
 }
 
 const STOP_AND_EXEC: &str = r#"

@@ -11,11 +11,13 @@
 //! namespace, which belongs to the calling thread: call this on the thread that then runs the
 //! VM, before it starts any worker.
 
+use std::sync::Arc;
+
 use crate::container::{ContainerError, ContainerSession};
 use crate::rootfs::{bind_read_only, Rootfs, RootfsError};
 use crate::spec::{NetSpec, SpecError, VmSpec, ROOTFS_TAG};
 use crate::virtio::fs::{FsDevice, FsError, Sharing};
-use crate::virtio::net::{MacAddr, NetDevice, NetError, Tap};
+use crate::virtio::net::{Backend, MacAddr, NetDevice, NetError};
 use crate::virtio::rng::RngDevice;
 use crate::virtio::vsock::{VsockDevice, VsockError};
 use crate::vm::{Vm, VmError};
@@ -96,28 +98,28 @@ pub fn attach_devices(vm: &mut Vm, spec: &VmSpec) -> Result<Devices, BuildError>
 
 /// The network devices of `nets`, in list order; inherited descriptors are taken over first.
 fn net_devices(nets: &[NetSpec]) -> Result<Vec<NetDevice>, BuildError> {
-    let mut taps: Vec<Option<Tap>> = nets.iter().map(|_| None).collect();
+    let mut backends: Vec<Option<Arc<dyn Backend>>> = nets.iter().map(|_| None).collect();
     let by_fd_first = (0..nets.len()).filter(|&i| nets[i].fd.is_some());
     let by_name = (0..nets.len()).filter(|&i| nets[i].fd.is_none());
     for index in by_fd_first.chain(by_name) {
         let net = &nets[index];
-        let tap = NetDevice::open_tap(net.tap.as_deref(), net.fd)
+        let backend = NetDevice::open_backend(net.tap.as_deref(), net.fd, net.stream.as_deref())
             .map_err(|source| BuildError::Net { index, source })?;
-        taps[index] = Some(tap);
+        backends[index] = Some(backend);
     }
     let mut devices = Vec::with_capacity(nets.len());
-    for (index, (net, tap)) in nets.iter().zip(taps).enumerate() {
+    for (index, (net, backend)) in nets.iter().zip(backends).enumerate() {
         let fail = |source| BuildError::Net { index, source };
-        let tap = tap.ok_or(NetError::Backend).map_err(fail)?;
+        let backend = backend.ok_or(NetError::Backend).map_err(fail)?;
         let mac = net
             .mac
             .as_deref()
             .map(MacAddr::parse)
             .transpose()
             .map_err(fail)?;
-        let name = tap.name().to_string();
-        let device = NetDevice::new(tap, mac, net.mtu).map_err(fail)?;
-        tracing::debug!("net[{index}]: MAC {} on tap {name}", device.mac());
+        let name = backend.describe();
+        let device = NetDevice::new(backend, mac, net.mtu).map_err(fail)?;
+        tracing::debug!("net[{index}]: MAC {} on {name}", device.mac());
         devices.push(device);
     }
     Ok(devices)
@@ -155,6 +157,13 @@ mod tests {
                     ..NetSpec::default()
                 },
                 "net[0]: tap \"skiff-none0\": no such network interface",
+            ),
+            (
+                NetSpec {
+                    stream: Some("/nonexistent/passt.sock".into()),
+                    ..NetSpec::default()
+                },
+                "net[0]: stream /nonexistent/passt.sock: cannot connect",
             ),
         ];
         for (net, expected) in cases {

@@ -18,6 +18,7 @@ pub mod container;
 pub mod kvm_host;
 pub mod rootfs;
 pub mod spec;
+pub mod userns;
 pub mod virtio;
 
 pub use spec::{SpecError, VmSpec};

@@ -160,6 +160,15 @@ fn main() -> ExitCode {
             };
         }
     };
+    // Still one thread: the kernel gives a user namespace only to a single-threaded process.
+    match skiff_vmm::userns::enter_unless_root() {
+        Ok(true) => tracing::debug!("running unprivileged, as root of a user namespace of our own"),
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!("skiff-vmm: {}", error_chain(&e.into()));
+            return ExitCode::FAILURE;
+        }
+    }
     match run(args, stop_signals) {
         Ok((VmExit::PowerOff { status }, _)) => {
             tracing::debug!("guest powered off with status {status}");

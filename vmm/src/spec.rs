@@ -12,16 +12,19 @@
 //!   "rootfs": { "layers": ["/layers/top", "/layers/base"], "upper": "/run/skiff/ab12/rootfs" },
 //!   "vsock": { "guest_cid": 3, "uds": "/run/skiff/ab12/vsock.sock" },
 //!   "shares": [], "disks": [],
-//!   "net": [{ "fd": 5, "mac": "02:5f:00:00:00:02", "mtu": 1500 }, { "tap": "tap-dev0" }]
+//!   "net": [{ "fd": 5, "mac": "02:5f:00:00:00:02", "mtu": 1500 }, { "tap": "tap-dev0" },
+//!           { "stream": "/run/skiff/ab12/passt.sock" }]
 //! }
 //! ```
 //! `serial` is `"discard"`, `"stdout"` or `{"file": "/path"}`. Fields that are lists, options or
 //! `cmdline_extra`/`serial` may be left out (empty, none, `""`, `"discard"`).
 //!
-//! A `net` entry names its tap by exactly one of `tap` (an existing tap device's name, which the
-//! VMM attaches to) and `fd` (a tap descriptor the host opened with
+//! A `net` entry names its host side by exactly one of `tap` (an existing tap device's name, which
+//! the VMM attaches to), `fd` (a tap descriptor the host opened with
 //! `IFF_TAP|IFF_NO_PI|IFF_VNET_HDR` and left open across the exec of `skiff-vmm`: not
-//! close-on-exec, not 0 to 2).
+//! close-on-exec, not 0 to 2) and `stream` (the absolute path of a Unix stream socket speaking
+//! QEMU's length-prefixed frames, e.g. passt's `--socket`, which the VMM connects to; no offloads
+//! on it).
 
 use std::path::{Path, PathBuf};
 
@@ -115,7 +118,8 @@ pub struct ShareSpec {
     pub read_only: bool,
 }
 
-/// A virtio-net interface backed by a host tap device: exactly one of `tap` and `fd`.
+/// A virtio-net interface backed by a host tap device or a stream socket: exactly one of `tap`,
+/// `fd` and `stream`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetSpec {
@@ -126,6 +130,10 @@ pub struct NetSpec {
     /// the VMM takes it over and makes it close-on-exec and non-blocking).
     #[serde(default)]
     pub fd: Option<i32>,
+    /// The absolute path of a Unix stream socket in QEMU's `-netdev stream` framing (passt's
+    /// `--socket`) to connect to.
+    #[serde(default)]
+    pub stream: Option<PathBuf>,
     /// The guest's MAC address (`aa:bb:cc:dd:ee:ff`, unicast); a random locally administered one
     /// when absent.
     #[serde(default)]
@@ -263,6 +271,9 @@ impl VmSpec {
         for (index, net) in self.net.iter().enumerate() {
             net.validate()
                 .map_err(|source| SpecError::Net { index, source })?;
+            if let Some(path) = &net.stream {
+                absolute(&format!("net[{index}].stream"), path)?;
+            }
             if let Some(fd) = net.fd {
                 if let Some(other) = self.net[..index].iter().position(|n| n.fd == Some(fd)) {
                     return Err(SpecError::DuplicateNetFd { index, fd, other });
@@ -295,10 +306,10 @@ impl VmSpec {
 impl NetSpec {
     /// Checks the fields on their own (the fd's number against the others is the spec's job).
     fn validate(&self) -> Result<(), NetError> {
-        match (&self.tap, self.fd) {
-            (Some(name), None) => check_name(name)?,
-            (None, Some(fd)) if fd < 3 => return Err(TapError::FdStdio(fd).into()),
-            (None, Some(_)) => {}
+        match (&self.tap, self.fd, &self.stream) {
+            (Some(name), None, None) => check_name(name)?,
+            (None, Some(fd), None) if fd < 3 => return Err(TapError::FdStdio(fd).into()),
+            (None, Some(_), None) | (None, None, Some(_)) => {}
             _ => return Err(NetError::Backend),
         }
         if let Some(mac) = &self.mac {
@@ -379,6 +390,10 @@ mod tests {
                 },
                 NetSpec {
                     tap: Some("tap-dev0".into()),
+                    ..NetSpec::default()
+                },
+                NetSpec {
+                    stream: Some("/run/passt.sock".into()),
                     ..NetSpec::default()
                 },
             ],
@@ -499,11 +514,19 @@ mod tests {
             ),
             (
                 |s| s.net[0].tap = Some("tap0".into()),
-                "net[0]: give exactly one of tap (a tap's name) and fd",
+                "net[0]: give exactly one of tap (a tap's name), fd",
             ),
             (
                 |s| s.net[1].tap = None,
-                "net[1]: give exactly one of tap (a tap's name) and fd",
+                "net[1]: give exactly one of tap (a tap's name), fd",
+            ),
+            (
+                |s| s.net[2].fd = Some(7),
+                "net[2]: give exactly one of tap (a tap's name), fd",
+            ),
+            (
+                |s| s.net[2].stream = Some("passt.sock".into()),
+                "net[2].stream: \"passt.sock\" is not an absolute",
             ),
             (
                 |s| s.net[1].tap = Some("a/b".into()),
@@ -536,7 +559,7 @@ mod tests {
             (|s| s.net[0].mtu = Some(67), "net[0]: mtu: 67 is below"),
             (
                 |s| s.net.push(s.net[0].clone()),
-                "net[2].fd: 5 is taken by net[0]",
+                "net[3].fd: 5 is taken by net[0]",
             ),
             (
                 |s| {
@@ -548,7 +571,7 @@ mod tests {
                         });
                     }
                 },
-                "too many devices: 22 virtio devices",
+                "too many devices: 23 virtio devices",
             ),
             (
                 |s| {
@@ -575,9 +598,14 @@ mod tests {
     fn net_entries_as_hosts_write_them() {
         let spec = parse(
             r#"{"kernel": "/k", "cpus": 1, "memory_mib": 128, "net": [
-                {"fd": 5, "mac": "02:5F:00:00:00:02", "mtu": 1500}, {"tap": "tap-dev0"}]}"#,
+                {"fd": 5, "mac": "02:5F:00:00:00:02", "mtu": 1500}, {"tap": "tap-dev0"},
+                {"stream": "/run/passt.sock"}]}"#,
         )
         .unwrap();
+        assert_eq!(
+            spec.net[2].stream.as_deref(),
+            Some(Path::new("/run/passt.sock"))
+        );
         assert!(spec.validate().is_ok());
         assert_eq!(spec.net[0].fd, Some(5));
         assert_eq!(spec.net[1].tap.as_deref(), Some("tap-dev0"));

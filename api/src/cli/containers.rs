@@ -4,7 +4,8 @@
 
 use crate::client::{Client, Host};
 use crate::config::Config;
-use crate::run::{self, terminal, Caller, ProcessOptions, Root, RunOptions};
+use crate::run::passt::Publish;
+use crate::run::{self, terminal, Caller, Network, ProcessOptions, Root, RunOptions};
 use clap::{Args, Subcommand};
 use skiff_vmm::spec::{DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
 use std::path::PathBuf;
@@ -82,7 +83,8 @@ pub struct ContainerArgs {
     /// Mount a tmpfs: PATH[:OPTIONS] such as /scratch:size=64m (through skiffd only).
     #[arg(long, value_name = "PATH[:OPTIONS]")]
     pub(crate) tmpfs: Vec<String>,
-    /// Publish a container port on the host: [IP:][HOST:]CONTAINER[/tcp|udp] (through skiffd only).
+    /// Publish a container port on the host: [IP:][HOST:]CONTAINER[/tcp|udp] (through skiffd,
+    /// or HOST:CONTAINER[/tcp|udp] with --network passt).
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     pub(crate) publish: Vec<String>,
     /// Publish every port the image exposes on a free host port (through skiffd only).
@@ -96,8 +98,9 @@ pub struct ContainerArgs {
     #[arg(long = "pids-limit", value_name = "N", allow_negative_numbers = true)]
     pub(crate) pids_limit: Option<i64>,
     /// The network: bridge (the default network, with outbound access), none (loopback only)
-    /// or a user-defined network's name; repeat it to join several, each an interface of the
-    /// VM (through skiffd only).
+    /// or a user-defined network's name, repeated to join several, each an interface of the VM
+    /// (through skiffd); without skiffd none (the default) or passt (outbound access and -p
+    /// through passt, no privilege needed).
     #[arg(long, value_name = "NAME")]
     pub(crate) network: Vec<String>,
     /// More names the container is found by on a user-defined network.
@@ -330,19 +333,29 @@ async fn in_process(
     if !container.volumes.is_empty() || !container.tmpfs.is_empty() {
         anyhow::bail!("-v and --tmpfs need skiffd, and none answers at {host}");
     }
-    if !container.publish.is_empty()
-        || container.publish_all
-        || !container.ulimit.is_empty()
-        || container.pids_limit.is_some()
-    {
-        anyhow::bail!("-p, -P, --ulimit and --pids-limit need skiffd, and none answers at {host}");
+    if container.publish_all || !container.ulimit.is_empty() || container.pids_limit.is_some() {
+        anyhow::bail!("-P, --ulimit and --pids-limit need skiffd, and none answers at {host}");
     }
-    if container.network.iter().any(|n| n != "none") {
-        anyhow::bail!(
-            "a run without skiffd has no network yet (its VM has loopback only): \
-             --network none, or start skiffd"
-        );
+    if container.network.len() > 1 {
+        anyhow::bail!("a run without skiffd joins one network; start skiffd for several");
     }
+    let network = match container.network.first().map(String::as_str) {
+        None | Some("none") if !container.publish.is_empty() => {
+            anyhow::bail!("-p without skiffd needs --network passt (or start skiffd at {host})")
+        }
+        None | Some("none") => Network::None,
+        Some("passt") => Network::Passt(
+            container
+                .publish
+                .iter()
+                .map(|p| Publish::parse(p))
+                .collect::<anyhow::Result<_>>()?,
+        ),
+        Some(_) => anyhow::bail!(
+            "a run without skiffd has --network none (loopback only) or passt (outbound access \
+             and -p, no privilege needed); start skiffd for other networks"
+        ),
+    };
     let mut process = ProcessOptions::from(container.process);
     let root = match rootfs {
         Some(dir) => {
@@ -364,6 +377,7 @@ async fn in_process(
         cpus: container.cpus.unwrap_or(DEFAULT_CPUS),
         memory_mib: container.memory.unwrap_or(DEFAULT_MEMORY_MIB),
         hostname: container.hostname,
+        network,
         process,
     };
     run::run(config, options, caller).await

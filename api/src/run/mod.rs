@@ -10,6 +10,7 @@
 
 pub mod exec;
 pub mod image;
+pub mod passt;
 pub mod rundir;
 pub mod session;
 pub mod terminal;
@@ -57,6 +58,16 @@ pub enum Root {
     },
 }
 
+/// The network of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Network {
+    /// Loopback only.
+    #[default]
+    None,
+    /// passt (no privilege needed): outbound access and these published ports.
+    Passt(Vec<passt::Publish>),
+}
+
 /// A container to run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -64,6 +75,7 @@ pub struct RunOptions {
     pub cpus: u8,
     pub memory_mib: u64,
     pub hostname: Option<String>,
+    pub network: Network,
     pub process: ProcessOptions,
 }
 
@@ -301,10 +313,19 @@ pub async fn run(config: &Config, options: RunOptions, caller: &Caller<'_>) -> a
         }
     };
     let hostname = options.hostname.clone().unwrap_or_else(|| id.clone());
-    let spec = build_spec(&process, Some(&hostname), caller)?;
+    let mut spec = build_spec(&process, Some(&hostname), caller)?;
     let mut signals = Signals::new()?;
     let dir = rundir::RunDir::create(&config.root, &id)?;
-    let vm_spec = vmm::vm_spec(config, &options, layers, &dir);
+    let mut vm_spec = vmm::vm_spec(config, &options, layers, &dir);
+    let passt = match &options.network {
+        Network::None => None,
+        Network::Passt(ports) => {
+            let passt = passt::Passt::start(&dir, ports).await?;
+            vm_spec.net.push(passt::nic(passt.socket()));
+            spec.network = Some(Box::new(passt::guest_network()));
+            Some(passt)
+        }
+    };
     let listener = tokio::net::UnixListener::bind(dir.control_socket())
         .with_context(|| format!("listening on {}", dir.control_socket().display()))?;
     let mut vm = vmm::Vmm::spawn(&config.vmm, &vm_spec, &dir.vm_spec())?;
@@ -361,6 +382,9 @@ pub async fn run(config: &Config, options: RunOptions, caller: &Caller<'_>) -> a
         .await
         .context("waiting for skiff-vmm")?;
     tracing::debug!(?outcome, ?status, "run ended");
+    if let Some(passt) = passt {
+        passt.stop().await;
+    }
     let code = match outcome {
         Outcome::Exited(exit) => exit.shell_code(),
         Outcome::Failed(report) => report_failure(&report),

@@ -78,8 +78,32 @@ impl RunDir {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+        let mut result = std::fs::remove_dir_all(&self.path);
+        if result
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+        {
+            // Unprivileged, the overlay's scratch directory (`rootfs/work/work`) is ours but left
+            // with mode 000 by overlayfs: open up our own directories and try again.
+            open_up(&self.path);
+            result = std::fs::remove_dir_all(&self.path);
+        }
+        if let Err(e) = result {
             tracing::warn!("cannot remove run directory {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Gives the owner full access to `dir` and every directory below it (symlinks not followed).
+fn open_up(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            open_up(&entry.path());
         }
     }
 }
@@ -87,6 +111,19 @@ impl Drop for RunDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_dir_with_a_closed_directory_is_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = RunDir::create(root.path(), "closed").unwrap();
+        let work = dir.upper().join("work/work");
+        std::fs::create_dir_all(work.join("inner")).unwrap();
+        std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let path = dir.path().to_path_buf();
+        drop(dir);
+        assert!(!path.exists());
+    }
 
     #[test]
     fn run_dir_is_created_with_upper_and_removed_on_drop() {

@@ -193,6 +193,7 @@ mod tests {
             cpus: 2,
             memory_mib: 256,
             hostname: None,
+            network: Default::default(),
             process: ProcessOptions::default(),
         };
         let dir = RunDir::create(&config.root, "abc").unwrap();

@@ -12,6 +12,19 @@ const STOP: u64 = u64::MAX;
 /// Events taken per wait.
 const BATCH: usize = 16;
 
+/// What a descriptor is watched for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Watch {
+    pub(crate) read: bool,
+    pub(crate) write: bool,
+}
+
+impl Watch {
+    fn any(self) -> bool {
+        self.read || self.write
+    }
+}
+
 pub(crate) struct EventLoop {
     epoll: Epoll,
 }
@@ -42,6 +55,26 @@ impl EventLoop {
     pub(crate) fn remove(&self, fd: RawFd) -> io::Result<()> {
         self.epoll
             .ctl(ControlOperation::Delete, fd, EpollEvent::default())
+    }
+
+    /// Changes what `fd` is watched for from `was` to `now`, adding or removing it as needed;
+    /// `handle` gets `token` when it is ready in any way asked for (or has an error or hang-up).
+    pub(crate) fn rewatch(&self, fd: RawFd, token: u64, was: Watch, now: Watch) -> io::Result<()> {
+        debug_assert_ne!(token, STOP, "the stop token is the loop's own");
+        let op = match (was.any(), now.any()) {
+            (false, false) => return Ok(()),
+            (true, false) => return self.remove(fd),
+            (false, true) => ControlOperation::Add,
+            (true, true) => ControlOperation::Modify,
+        };
+        let mut set = EventSet::empty();
+        if now.read {
+            set |= EventSet::IN;
+        }
+        if now.write {
+            set |= EventSet::OUT;
+        }
+        self.epoll.ctl(op, fd, EpollEvent::new(set, token))
     }
 
     /// Waits and dispatches until stop fires (Ok) or waiting fails (Err).
@@ -92,5 +125,40 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, [2, 1]);
+    }
+
+    #[test]
+    fn a_descriptor_is_watched_for_what_is_asked() {
+        let stop = EventFd::new(EFD_NONBLOCK).unwrap();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let fd = ours.as_raw_fd();
+        let lp = EventLoop::new(&stop).unwrap();
+        let none = Watch::default();
+        let read = Watch {
+            read: true,
+            write: false,
+        };
+        let both = Watch {
+            read: true,
+            write: true,
+        };
+        // Writable at once: fires only once asked for.
+        lp.rewatch(fd, 7, none, read).unwrap();
+        lp.rewatch(fd, 7, read, both).unwrap();
+        let stopper = stop.try_clone().unwrap();
+        let mut seen = Vec::new();
+        lp.run(|token| {
+            seen.push(token);
+            stopper.write(1).unwrap();
+        })
+        .unwrap();
+        assert_eq!(seen, [7]);
+        let _ = stop.read();
+        // Unwatched: nothing fires, even with input waiting.
+        lp.rewatch(fd, 7, both, none).unwrap();
+        std::io::Write::write_all(&mut &theirs, b"x").unwrap();
+        lp.rewatch(fd, 7, none, none).unwrap();
+        stop.write(1).unwrap();
+        lp.run(|token| panic!("token {token} fired")).unwrap();
     }
 }

@@ -3,7 +3,7 @@
 
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 
 use super::{ActivateError, ActiveQueue, GuestMem, Interrupt};
 
@@ -43,6 +43,20 @@ pub(crate) fn serve_available<F>(queue: &mut Queue, mem: &GuestMem, mut serve: F
 where
     F: FnMut(DescriptorChain<&GuestMem>) -> u32,
 {
+    serve_available_while(queue, mem, |chain| Some(serve(chain))).0
+}
+
+/// [`serve_available`], except that `serve` may decline a chain (`None`, e.g. while the host side
+/// cannot take more): the chain goes back to the available ring, serving stops with the driver's
+/// notifications left off (the caller resumes on its own event), and the second value is true.
+pub(crate) fn serve_available_while<F>(
+    queue: &mut Queue,
+    mem: &GuestMem,
+    mut serve: F,
+) -> (usize, bool)
+where
+    F: FnMut(DescriptorChain<&GuestMem>) -> Option<u32>,
+{
     let mut used = 0;
     // A ring whose indices are corrupt yields no chain yet always looks non-empty: give up on it
     // after a second empty pass instead of spinning (the next kick retries).
@@ -50,12 +64,15 @@ where
     loop {
         if let Err(e) = queue.disable_notification(mem) {
             tracing::warn!("virtqueue unusable: {e}");
-            return used;
+            return (used, false);
         }
         let mut popped = 0;
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
-            let len = serve(chain);
+            let Some(len) = serve(chain) else {
+                queue.go_to_previous_position();
+                return (used + popped, true);
+            };
             if let Err(e) = queue.add_used(mem, head, len) {
                 tracing::warn!("cannot return descriptor chain {head}: {e}");
             }
@@ -65,10 +82,10 @@ where
         empty_passes = if popped == 0 { empty_passes + 1 } else { 0 };
         match queue.enable_notification(mem) {
             Ok(true) if empty_passes < 2 => continue,
-            Ok(_) => return used,
+            Ok(_) => return (used, false),
             Err(e) => {
                 tracing::warn!("virtqueue unusable: {e}");
-                return used;
+                return (used, false);
             }
         }
     }

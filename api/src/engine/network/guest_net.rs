@@ -17,6 +17,7 @@ pub fn nics(endpoints: &[Endpoint]) -> Vec<NetSpec> {
         .map(|(fd, endpoint)| NetSpec {
             tap: None,
             fd: Some(fd),
+            stream: None,
             mac: Some(endpoint.mac.clone()),
             mtu: u16::try_from(endpoint.mtu).ok(),
         })

@@ -1,13 +1,18 @@
-//! virtio-net (device ID 1) with a host tap device behind it.
+//! virtio-net (device ID 1) with a host tap device or a passt/QEMU stream socket behind it.
 //!
+//! - `backend`: what the worker drives on the host side, and the datagram form a tap has.
 //! - `tap`: opening the tap (by name, or an inherited descriptor) and its ioctls.
-//! - `worker`: the device thread moving frames between the two virtqueues and the tap.
+//! - `stream`: a stream socket in QEMU's length-prefixed framing (passt).
+//! - `worker`: the device thread moving frames between the two virtqueues and the host side.
 //!
-//! One rx and one tx queue, no control queue. The guest's `virtio_net_hdr_v1` (12 bytes) is the
-//! tap's vnet header too, so offload metadata (checksum and segmentation requests) passes through
-//! unchanged in both directions and the host kernel checks what the guest sends. What the tap may
-//! hand us (its offloads) follows the GUEST_* features the driver accepted.
+//! One rx and one tx queue, no control queue. On a tap, the guest's `virtio_net_hdr_v1` (12
+//! bytes) is the tap's vnet header too, so offload metadata (checksum and segmentation requests)
+//! passes through unchanged in both directions and the host kernel checks what the guest sends.
+//! What the tap may hand us (its offloads) follows the GUEST_* features the driver accepted. A
+//! stream carries bare frames: no offloads are offered on it.
 
+mod backend;
+mod stream;
 mod tap;
 #[cfg(test)]
 mod tests;
@@ -15,7 +20,8 @@ mod worker;
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, RawFd};
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -27,6 +33,8 @@ use super::config_space::read_config_bytes;
 use super::device_thread::DeviceThread;
 use super::queue_service::{accept_queues, RING_FEATURES};
 use super::{ActivateError, ActiveQueue, GuestMem, Interrupt, VirtioDevice};
+pub(crate) use backend::Backend;
+use stream::Stream;
 pub use tap::{check_name, Tap, TapError, MAX_TAP_NAME_LEN};
 use worker::NetWorker;
 
@@ -48,18 +56,18 @@ const fn bit(feature: u32) -> u64 {
     1 << feature
 }
 
-/// Everything offered but the MTU (offered only when one is set).
-const NET_FEATURES: u64 = bit(VIRTIO_NET_F_CSUM)
+/// Offered on every backend (the MTU only when one is set).
+const NET_FEATURES: u64 =
+    bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_NET_F_STATUS);
+/// Offered only on a backend that carries the vnet header (a tap).
+const OFFLOAD_FEATURES: u64 = bit(VIRTIO_NET_F_CSUM)
     | bit(VIRTIO_NET_F_GUEST_CSUM)
-    | bit(VIRTIO_NET_F_MAC)
     | bit(VIRTIO_NET_F_GUEST_TSO4)
     | bit(VIRTIO_NET_F_GUEST_TSO6)
     | bit(VIRTIO_NET_F_GUEST_ECN)
     | bit(VIRTIO_NET_F_HOST_TSO4)
     | bit(VIRTIO_NET_F_HOST_TSO6)
-    | bit(VIRTIO_NET_F_HOST_ECN)
-    | bit(VIRTIO_NET_F_MRG_RXBUF)
-    | bit(VIRTIO_NET_F_STATUS);
+    | bit(VIRTIO_NET_F_HOST_ECN);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -67,8 +75,17 @@ pub enum NetError {
     Mac(String),
     #[error("mtu: {0} is below the minimum of {MIN_MTU}")]
     Mtu(u16),
-    #[error("give exactly one of tap (a tap's name) and fd (an inherited tap descriptor)")]
+    #[error(
+        "give exactly one of tap (a tap's name), fd (an inherited tap descriptor) and stream (a \
+         passt/QEMU stream socket to connect to)"
+    )]
     Backend,
+    #[error("stream {path}: cannot connect: {source}")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot pick a random MAC address: {0}")]
     Random(#[source] io::Error),
     #[error(transparent)]
@@ -115,13 +132,6 @@ impl fmt::Display for MacAddr {
     }
 }
 
-/// Where a device's frames go on the host: the tap, or a stand-in in tests. Frames are read and
-/// written whole, one per read(2)/write(2), vnet header first.
-pub(crate) trait Backend: AsFd + Send + Sync + 'static {
-    /// Tells the backend which offloads (TUN_F_*) the receiver, our guest, can take.
-    fn set_offload(&self, flags: c_uint) -> io::Result<()>;
-}
-
 /// The tap offloads (TUN_F_*) for the features a driver accepted: what the guest can receive.
 /// Segmentation offloads need checksum offload, as the kernel's own rules have it.
 pub fn tap_offloads(acked_features: u64) -> c_uint {
@@ -153,7 +163,7 @@ pub(crate) struct NetStats {
     pub(crate) tx_dropped: AtomicU64,
 }
 
-/// A virtio-net device on a tap.
+/// A virtio-net device on a tap or a stream socket.
 pub struct NetDevice {
     backend: Arc<dyn Backend>,
     features: u64,
@@ -164,23 +174,24 @@ pub struct NetDevice {
 }
 
 impl NetDevice {
-    /// A device on `tap` with the guest address `mac` (random when `None`) and, when given, an
-    /// MTU offered to the driver.
-    pub fn new(tap: Tap, mac: Option<MacAddr>, mtu: Option<u16>) -> Result<NetDevice, NetError> {
-        NetDevice::with_backend(Arc::new(tap), mac, mtu)
+    /// Opens the host side `tap` (a tap's name), `fd` (an inherited tap descriptor) or `stream`
+    /// (a passt/QEMU stream socket's path) describes: exactly one of the three.
+    pub(crate) fn open_backend(
+        tap: Option<&str>,
+        fd: Option<RawFd>,
+        stream: Option<&Path>,
+    ) -> Result<Arc<dyn Backend>, NetError> {
+        Ok(match (tap, fd, stream) {
+            (Some(name), None, None) => Arc::new(Tap::open(name)?),
+            (None, Some(fd), None) => Arc::new(Tap::from_inherited_fd(fd)?),
+            (None, None, Some(path)) => Arc::new(Stream::connect(path)?),
+            _ => return Err(NetError::Backend),
+        })
     }
 
-    /// Opens the host side `tap` (a tap's name) or `fd` (an inherited tap descriptor) describes:
-    /// exactly one of the two.
-    pub fn open_tap(tap: Option<&str>, fd: Option<RawFd>) -> Result<Tap, NetError> {
-        match (tap, fd) {
-            (Some(name), None) => Ok(Tap::open(name)?),
-            (None, Some(fd)) => Ok(Tap::from_inherited_fd(fd)?),
-            _ => Err(NetError::Backend),
-        }
-    }
-
-    pub(crate) fn with_backend(
+    /// A device on `backend` with the guest address `mac` (random when `None`) and, when given,
+    /// an MTU offered to the driver.
+    pub(crate) fn new(
         backend: Arc<dyn Backend>,
         mac: Option<MacAddr>,
         mtu: Option<u16>,
@@ -193,6 +204,9 @@ impl NetDevice {
             None => MacAddr::random().map_err(NetError::Random)?,
         };
         let mut features = RING_FEATURES | NET_FEATURES;
+        if backend.offloads() {
+            features |= OFFLOAD_FEATURES;
+        }
         if mtu.is_some() {
             features |= bit(VIRTIO_NET_F_MTU);
         }
@@ -256,7 +270,12 @@ impl VirtioDevice for NetDevice {
         self.stop_worker();
         self.backend
             .set_offload(tap_offloads(acked_features))
-            .map_err(|e| ActivateError::Device(format!("cannot set the tap's offloads: {e}")))?;
+            .map_err(|e| {
+                ActivateError::Device(format!(
+                    "cannot set the offloads of {}: {e}",
+                    self.backend.describe()
+                ))
+            })?;
         let worker = NetWorker::new(
             mem,
             interrupt,
@@ -279,7 +298,10 @@ impl VirtioDevice for NetDevice {
         self.stop_worker();
         // Frames queued from now on must not carry offloads the next driver may not accept.
         if let Err(e) = self.backend.set_offload(0) {
-            tracing::warn!("virtio-net: cannot clear the tap's offloads: {e}");
+            tracing::warn!(
+                "virtio-net: cannot clear the offloads of {}: {e}",
+                self.backend.describe()
+            );
         }
         true
     }

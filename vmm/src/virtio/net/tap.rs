@@ -178,6 +178,14 @@ impl AsFd for Tap {
 }
 
 impl Backend for Tap {
+    fn offloads(&self) -> bool {
+        true
+    }
+
+    fn describe(&self) -> String {
+        format!("tap {}", self.name)
+    }
+
     fn set_offload(&self, flags: c_uint) -> io::Result<()> {
         // SAFETY: TUNSETOFFLOAD takes its argument by value; no memory is passed.
         let rc = unsafe {

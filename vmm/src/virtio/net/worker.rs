@@ -1,9 +1,12 @@
-//! The virtio-net device thread: frames from the tx queue go to the tap, frames from the tap go
-//! into buffers from the rx queue, and one event loop wakes it for both queues' kicks and the tap.
+//! The virtio-net device thread: frames from the tx queue go to the host side (the backend),
+//! frames from it go into buffers from the rx queue, and one event loop wakes it for both queues'
+//! kicks and the backend's descriptor.
 //!
 //! A guest without receive buffers does not stall or spin the worker: the frame at hand waits in
-//! a host buffer, the tap is no longer watched (its own queue holds the rest, and drops what does
-//! not fit, as a network may), and the next rx kick resumes receiving.
+//! a host buffer, the backend is no longer watched for input (a tap's own queue holds the rest and
+//! drops what does not fit, as a network may; a stream's peer is held back by the socket), and
+//! the next rx kick resumes receiving. A backend that cannot take a frame now (a stream whose
+//! last frame is not all written) leaves it in the tx queue, and its writability resumes sending.
 
 use std::fmt;
 use std::io;
@@ -16,19 +19,30 @@ use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::backend::{Recv, Sent};
 use super::{Backend, NetStats, ETH_HLEN, MAX_FRAME_LEN, VNET_HDR_LEN};
-use crate::virtio::event_loop::EventLoop;
-use crate::virtio::queue_service::{notify_guest, serve_available};
+use crate::virtio::event_loop::{EventLoop, Watch};
+use crate::virtio::queue_service::{notify_guest, serve_available_while};
 use crate::virtio::{ActiveQueue, GuestMem, Interrupt};
 
 const RX_KICK: u64 = 0;
 const TX_KICK: u64 = 1;
-const TAP: u64 = 2;
-/// Frames read from the tap per wakeup, so a busy tap does not starve the tx queue (the tap
-/// stays readable and wakes the loop again).
+const BACKEND: u64 = 2;
+/// Frames read from the backend per wakeup, so a busy one does not starve the tx queue (it stays
+/// readable and wakes the loop again).
 const RX_BATCH: usize = 64;
 /// Offset of `num_buffers` in the vnet header.
 const NUM_BUFFERS_AT: usize = 10;
+
+/// What reading the backend gave.
+enum Read {
+    /// A frame in `frame`.
+    Frame,
+    /// A frame that is gone; the next may be there.
+    Dropped,
+    /// Nothing now (or ever: `rx_broken`).
+    Nothing,
+}
 
 /// What became of the frame at hand.
 enum Delivery {
@@ -46,19 +60,27 @@ pub(super) struct NetWorker {
     rx: ActiveQueue,
     tx: ActiveQueue,
     backend: Arc<dyn Backend>,
+    /// The backend as log messages name it.
+    name: String,
     mrg_rxbuf: bool,
     guest_csum: bool,
-    /// The frame read from the tap, waiting for receive buffers while `frame_len > 0`.
+    /// The frame read from the backend, waiting for receive buffers while `frame_len > 0`.
     frame: Vec<u8>,
     frame_len: usize,
     /// One frame from the guest being gathered.
     tx_buf: Vec<u8>,
     /// Receive chains of the frame being delivered, not yet in the used ring: (head, length).
     rx_chains: Vec<(u16, u32)>,
-    /// The tap is in the event loop's set (not while the guest has no buffers).
-    tap_watched: bool,
-    /// Reading the tap failed for good: only the tx side works on.
-    tap_broken: bool,
+    /// What the backend's descriptor is watched for: input unless the guest has no buffers (or
+    /// receiving broke), output while sending waits for it (`tx_blocked`).
+    watching: Watch,
+    /// Reading the backend failed for good: only the tx side works on.
+    rx_broken: bool,
+    /// The frame at hand waits for the guest's receive buffers (and a kick).
+    rx_waits: bool,
+    /// Sending waits until the backend is writable: a transmit chain left in the ring, or the
+    /// rest of a frame the backend took.
+    tx_blocked: bool,
     stats: Arc<NetStats>,
 }
 
@@ -77,6 +99,7 @@ impl NetWorker {
             interrupt,
             rx,
             tx,
+            name: backend.describe(),
             backend,
             mrg_rxbuf: acked_features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0,
             guest_csum: acked_features & (1 << VIRTIO_NET_F_GUEST_CSUM) != 0,
@@ -84,8 +107,10 @@ impl NetWorker {
             frame_len: 0,
             tx_buf: vec![0; MAX_FRAME_LEN],
             rx_chains: Vec::with_capacity(usize::from(super::QUEUE_SIZE)),
-            tap_watched: false,
-            tap_broken: false,
+            watching: Watch::default(),
+            rx_broken: false,
+            rx_waits: false,
+            tx_blocked: false,
             stats,
         }
     }
@@ -94,11 +119,11 @@ impl NetWorker {
         let events = EventLoop::new(stop)?;
         events.add(self.rx.notify.as_raw_fd(), RX_KICK)?;
         events.add(self.tx.notify.as_raw_fd(), TX_KICK)?;
-        // While the tap is watched, receiving needs no kicks (they only come back when the guest
-        // runs out of buffers). A failure only costs wakeups.
+        // While the backend is watched, receiving needs no kicks (they only come back when the
+        // guest runs out of buffers). A failure only costs wakeups.
         let _ = self.rx.queue.disable_notification(&self.mem);
         // Also covers buffers and frames that came before the loop started.
-        self.process_tx();
+        self.process_tx(&events);
         self.process_rx(&events);
         events.run(|token| {
             self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
@@ -110,28 +135,36 @@ impl NetWorker {
                 }
                 TX_KICK => {
                     let _ = self.tx.notify.read();
-                    self.process_tx();
+                    self.process_tx(&events);
                 }
-                // A readiness reported in the same batch as the unwatching is stale.
-                TAP if self.tap_watched => self.process_rx(&events),
+                // Readiness reported in the same batch as the unwatching is stale.
+                BACKEND => {
+                    if self.watching.write {
+                        self.process_tx(&events);
+                    }
+                    if self.watching.read {
+                        self.process_rx(&events);
+                    }
+                }
                 _ => {}
             }
         })
     }
 
-    /// Sends every frame the guest queued to the tap.
-    fn process_tx(&mut self) {
+    /// Sends every frame the guest queued to the backend, as long as it takes them.
+    fn process_tx(&mut self, events: &EventLoop) {
         let Self {
             mem,
             tx,
             backend,
+            name,
             tx_buf,
             stats,
             ..
         } = self;
-        let used = serve_available(&mut tx.queue, mem, |chain| {
+        let (used, blocked) = serve_available_while(&mut tx.queue, mem, |chain| {
             match gather(mem, chain, tx_buf) {
-                Some(len) => send(backend.as_ref(), &tx_buf[..len], stats),
+                Some(len) => send(backend.as_ref(), name, &tx_buf[..len], stats)?,
                 None => {
                     let dropped = bump(&stats.tx_dropped);
                     tracing::debug!(
@@ -141,14 +174,17 @@ impl NetWorker {
                 }
             }
             // The device writes nothing into transmit buffers.
-            0
+            Some(0)
         });
+        // A frame the backend took but could not write whole also waits for writability.
+        self.tx_blocked = blocked || !self.backend.flush();
+        self.update_watch(events);
         if used > 0 {
             notify_guest(&mut self.tx.queue, &self.mem, self.interrupt.as_ref());
         }
     }
 
-    /// Moves frames from the tap into receive buffers while both last.
+    /// Moves frames from the backend into receive buffers while both last.
     fn process_rx(&mut self, events: &EventLoop) {
         let used_before = self.rx.queue.next_used();
         let mut reads = 0;
@@ -156,12 +192,22 @@ impl NetWorker {
         let mut out_of_buffers = false;
         loop {
             if self.frame_len == 0 {
-                if reads == RX_BATCH || self.tap_broken {
+                if self.rx_broken {
+                    break;
+                }
+                if reads == RX_BATCH {
+                    // More may wait where the descriptor's readiness does not show it (a
+                    // stream's buffer): our own kick brings us back after the other sources.
+                    if let Err(e) = self.rx.notify.write(1) {
+                        tracing::warn!("virtio-net: cannot requeue receiving: {e}");
+                    }
                     break;
                 }
                 reads += 1;
-                if !self.read_frame() {
-                    break;
+                match self.read_frame() {
+                    Read::Frame => {}
+                    Read::Dropped => continue,
+                    Read::Nothing => break,
                 }
             }
             match self.deliver() {
@@ -185,71 +231,70 @@ impl NetWorker {
             }
         }
         if !out_of_buffers {
-            // Receiving goes on through the tap's readiness; kicks are not needed.
+            // Receiving goes on through the backend's readiness; kicks are not needed.
             let _ = self.rx.queue.disable_notification(&self.mem);
         }
-        self.watch_tap(events, !out_of_buffers && !self.tap_broken);
+        self.rx_waits = out_of_buffers;
+        self.update_watch(events);
         if self.rx.queue.next_used() != used_before {
             notify_guest(&mut self.rx.queue, &self.mem, self.interrupt.as_ref());
         }
     }
 
-    fn watch_tap(&mut self, events: &EventLoop, watch: bool) {
-        if watch == self.tap_watched {
+    fn update_watch(&mut self, events: &EventLoop) {
+        let now = Watch {
+            read: !self.rx_waits && !self.rx_broken,
+            write: self.tx_blocked,
+        };
+        if now == self.watching {
             return;
         }
         let fd = self.backend.as_fd().as_raw_fd();
-        let result = if watch {
-            events.add(fd, TAP)
-        } else {
-            events.remove(fd)
-        };
-        match result {
-            Ok(()) => self.tap_watched = watch,
-            Err(e) => tracing::error!("virtio-net: cannot change the tap's watch: {e}"),
+        match events.rewatch(fd, BACKEND, self.watching, now) {
+            Ok(()) => self.watching = now,
+            Err(e) => tracing::error!("virtio-net: cannot change the watch on {}: {e}", self.name),
         }
     }
 
-    /// Reads the next frame from the tap into `frame`; false when there is none (or no more
-    /// ever: then `tap_broken` is set).
-    fn read_frame(&mut self) -> bool {
-        loop {
-            let fd = self.backend.as_fd().as_raw_fd();
-            // SAFETY: `frame` is valid writable memory of the length passed.
-            let n = unsafe { libc::read(fd, self.frame.as_mut_ptr().cast(), self.frame.len()) };
-            let Ok(n) = usize::try_from(n) else {
-                let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::EAGAIN) => return false,
-                    // One frame the tap could not hand over; the next may do.
-                    Some(libc::EINVAL | libc::EFAULT | libc::EMSGSIZE | libc::ENOBUFS) => {
-                        self.drop_rx(format_args!("the tap failed to hand over a frame: {e}"));
-                        return false;
-                    }
-                    _ => {
-                        tracing::error!("virtio-net: reading the tap failed: {e}; receive stops");
-                        self.tap_broken = true;
-                        return false;
-                    }
-                }
-            };
-            if n == 0 {
-                tracing::error!("virtio-net: the tap was closed; receive stops");
-                self.tap_broken = true;
-                return false;
+    /// Reads the next frame from the backend into `frame`.
+    fn read_frame(&mut self) -> Read {
+        let n = match self.backend.recv(&mut self.frame) {
+            Recv::Frame(n) => n,
+            Recv::Empty => return Read::Nothing,
+            Recv::Lost(e) => {
+                self.drop_rx(format_args!(
+                    "{} failed to hand over a frame: {e}",
+                    self.name
+                ));
+                return Read::Dropped;
             }
-            if n < VNET_HDR_LEN + ETH_HLEN {
-                self.drop_rx(format_args!("a {n}-byte frame from the tap is too short"));
-                return false;
+            Recv::Closed => {
+                tracing::error!("virtio-net: {} was closed; receive stops", self.name);
+                self.rx_broken = true;
+                return Read::Nothing;
             }
-            if !self.guest_csum {
-                // The driver did not accept checksum offload: the header's flags must be zero.
-                self.frame[0] = 0;
+            Recv::Broken(e) => {
+                tracing::error!(
+                    "virtio-net: reading {} failed: {e}; receive stops",
+                    self.name
+                );
+                self.rx_broken = true;
+                return Read::Nothing;
             }
-            self.frame_len = n;
-            return true;
+        };
+        if n < VNET_HDR_LEN + ETH_HLEN {
+            self.drop_rx(format_args!(
+                "a {n}-byte frame from {} is too short",
+                self.name
+            ));
+            return Read::Dropped;
         }
+        if !self.guest_csum {
+            // The driver did not accept checksum offload: the header's flags must be zero.
+            self.frame[0] = 0;
+        }
+        self.frame_len = n;
+        Read::Frame
     }
 
     fn drop_rx(&self, why: fmt::Arguments<'_>) {
@@ -429,28 +474,25 @@ fn gather(mem: &GuestMem, chain: DescriptorChain<&GuestMem>, buf: &mut [u8]) -> 
     (!cut && len >= VNET_HDR_LEN + ETH_HLEN).then_some(len)
 }
 
-/// Writes one frame to the tap; a full or failing tap loses it (as a network may).
-fn send(backend: &dyn Backend, frame: &[u8], stats: &NetStats) {
-    let fd = backend.as_fd().as_raw_fd();
-    loop {
-        // SAFETY: `frame` is valid readable memory of the length passed.
-        let n = unsafe { libc::write(fd, frame.as_ptr().cast(), frame.len()) };
-        if n >= 0 {
+/// Hands one frame to the backend; `None` when it cannot take it now (the frame stays in the
+/// guest's ring). A frame the backend refuses is lost, as a network may lose it.
+fn send(backend: &dyn Backend, name: &str, frame: &[u8], stats: &NetStats) -> Option<()> {
+    match backend.send(frame) {
+        Sent::Taken => {
             stats.tx_frames.fetch_add(1, Ordering::Relaxed);
-            return;
         }
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            continue;
+        Sent::Lost(e) => {
+            let dropped = bump(&stats.tx_dropped);
+            tracing::debug!(
+                "virtio-net: {} refused a {}-byte frame: {e}; dropped ({dropped} transmit drops \
+                 so far)",
+                name,
+                frame.len()
+            );
         }
-        let dropped = bump(&stats.tx_dropped);
-        tracing::debug!(
-            "virtio-net: the tap refused a {}-byte frame: {e}; dropped ({dropped} transmit drops \
-             so far)",
-            frame.len()
-        );
-        return;
+        Sent::Busy => return None,
     }
+    Some(())
 }
 
 fn bump(counter: &AtomicU64) -> u64 {

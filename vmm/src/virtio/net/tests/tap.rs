@@ -1,8 +1,5 @@
-//! The net device against a fake guest driver on one side and, in place of the tap, a
-//! SOCK_SEQPACKET socket pair (which keeps frame boundaries, as a tap does) on the other.
+//! The device on a tap's stand-in: frames whole, vnet header through.
 
-use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,175 +9,6 @@ use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VRING_DESC_F_NEXT};
 use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 
 use super::*;
-use crate::virtio::test_driver::{
-    counting_interrupt, guest_memory, Buf, CountingInterrupt, DriverQueue, MEM_SIZE,
-};
-
-const WAIT: Duration = Duration::from_secs(5);
-/// How long to wait for something that must not happen.
-const QUIET: Duration = Duration::from_millis(150);
-const RX_BASE: u64 = 0x10_0000;
-const RX_SLOT: u64 = 0x1_0000;
-const TX_BASE: u64 = 0x80_0000;
-const ALL: u64 = u64::MAX;
-
-/// The tap's stand-in: our end of the socket pair, recording the offloads it is told.
-struct FakeTap {
-    sock: OwnedFd,
-    offload: AtomicU32,
-}
-
-impl AsFd for FakeTap {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.sock.as_fd()
-    }
-}
-
-impl Backend for FakeTap {
-    fn set_offload(&self, flags: libc::c_uint) -> std::io::Result<()> {
-        self.offload.store(flags, Ordering::SeqCst);
-        Ok(())
-    }
-}
-
-fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0; 2];
-    let kind = libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: `fds` has room for the two descriptors socketpair writes.
-    let rc = unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) };
-    assert_eq!(rc, 0, "socketpair: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors were just created and are owned by nothing else.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
-}
-
-/// A frame as the tap carries it: a vnet header (flags DATA_VALID, hdr_len 54, num_buffers
-/// 0x7777 to see it rewritten), then `len - 12` bytes of a pattern picked by `seed`.
-fn frame(len: usize, seed: u8) -> Vec<u8> {
-    let mut f = vec![0u8; len];
-    f[0] = VIRTIO_NET_HDR_F_DATA_VALID as u8;
-    f[2..4].copy_from_slice(&54u16.to_le_bytes());
-    f[10..12].copy_from_slice(&0x7777u16.to_le_bytes());
-    for (i, b) in f[VNET_HDR_LEN..].iter_mut().enumerate() {
-        *b = seed.wrapping_add((i % 251) as u8);
-    }
-    f
-}
-
-/// `f` as the guest must see it: `num_buffers` set, flags kept only with GUEST_CSUM.
-fn as_received(f: &[u8], num_buffers: u16, guest_csum: bool) -> Vec<u8> {
-    let mut f = f.to_vec();
-    f[10..12].copy_from_slice(&num_buffers.to_le_bytes());
-    if !guest_csum {
-        f[0] = 0;
-    }
-    f
-}
-
-/// The driver: the device activated with `features` (of those offered) on its two queues.
-struct Guest<'m> {
-    mem: &'m GuestMem,
-    dev: NetDevice,
-    rx: DriverQueue<'m>,
-    tx: DriverQueue<'m>,
-    irq: Arc<CountingInterrupt>,
-    tap: Arc<FakeTap>,
-    /// The host's end of the "tap".
-    host: OwnedFd,
-    /// Receive chains offered by `offer_rx`: head index → slot.
-    rx_slots: HashMap<u16, u64>,
-}
-
-impl<'m> Guest<'m> {
-    fn start(mem: &'m GuestMem, features: u64) -> Guest<'m> {
-        let (ours, host) = seqpacket_pair();
-        let tap = Arc::new(FakeTap {
-            sock: ours,
-            offload: AtomicU32::new(u32::MAX),
-        });
-        let mac = MacAddr([2, 0, 0, 0, 0, 9]);
-        let dev = NetDevice::with_backend(tap.clone(), Some(mac), Some(1500)).expect("device");
-        let mut guest = Guest {
-            mem,
-            dev,
-            rx: DriverQueue::new(mem, 0, 256),
-            tx: DriverQueue::new(mem, 0x1_0000, 256),
-            irq: counting_interrupt(),
-            tap,
-            host,
-            rx_slots: HashMap::new(),
-        };
-        guest.activate(features);
-        guest
-    }
-
-    fn activate(&mut self, features: u64) {
-        let acked = self.dev.device_features() & features;
-        self.dev
-            .activate(
-                self.mem.clone(),
-                self.irq.clone(),
-                vec![self.rx.active(), self.tx.active()],
-                acked,
-            )
-            .expect("activate");
-    }
-
-    /// Sends `bufs` (the frame laid out in them) on the tx queue and waits for them back.
-    fn transmit(&mut self, bufs: &[Buf]) -> u32 {
-        self.tx.offer(bufs);
-        self.tx.kick();
-        self.tx.wait_used(WAIT).expect("tx chain returned").1
-    }
-
-    /// Sends `f` from the host side into the "tap".
-    fn host_send(&self, f: &[u8]) {
-        // SAFETY: `f` is valid readable memory of the length passed.
-        let n = unsafe { libc::write(self.host.as_raw_fd(), f.as_ptr().cast(), f.len()) };
-        assert_eq!(n, f.len() as isize, "{}", std::io::Error::last_os_error());
-    }
-
-    /// The next frame the device wrote to the "tap", if one comes within `timeout`.
-    fn host_recv(&self, timeout: Duration) -> Option<Vec<u8>> {
-        let mut pfd = libc::pollfd {
-            fd: self.host.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) } != 1 {
-            return None;
-        }
-        let mut buf = vec![0u8; MAX_FRAME_LEN + 100];
-        // SAFETY: `buf` is valid writable memory of the length passed.
-        let n = unsafe { libc::read(self.host.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        buf.truncate(usize::try_from(n).ok()?);
-        Some(buf)
-    }
-
-    /// Offers `count` receive chains of one `size`-byte buffer each, from slot `first` on.
-    fn offer_rx(&mut self, first: u64, count: u64, size: u32) {
-        for slot in first..first + count {
-            let head = self
-                .rx
-                .offer(&[Buf::writable(RX_BASE + slot * RX_SLOT, size)]);
-            self.rx_slots.insert(head, slot);
-        }
-    }
-
-    /// The next used receive chain: (slot its buffer is in, or `u64::MAX` for a chain not
-    /// offered by `offer_rx`; bytes written).
-    fn received(&mut self) -> (u64, u32) {
-        let (head, len) = self.rx.wait_used(WAIT).expect("rx chain used");
-        let slot = u16::try_from(head)
-            .ok()
-            .and_then(|h| self.rx_slots.get(&h).copied());
-        (slot.unwrap_or(u64::MAX), len)
-    }
-}
-
-fn no_mrg() -> u64 {
-    ALL & !(1 << VIRTIO_NET_F_MRG_RXBUF)
-}
 
 #[test]
 fn tx_frames_reach_the_tap_byte_exact() {
@@ -465,9 +293,9 @@ fn a_closed_tap_stops_receive_without_spinning() {
 fn reset_stops_and_reactivation_serves_again() {
     let mem = guest_memory();
     let mut g = Guest::start(&mem, ALL);
-    assert_eq!(g.tap.offload.load(Ordering::SeqCst), tap_offloads(ALL));
+    assert_eq!(g.backend.offload.load(Ordering::SeqCst), tap_offloads(ALL));
     assert!(g.dev.reset());
-    assert_eq!(g.tap.offload.load(Ordering::SeqCst), 0);
+    assert_eq!(g.backend.offload.load(Ordering::SeqCst), 0);
     // A frame sent while no driver is there waits in the tap.
     let f = frame(90, 23);
     g.host_send(&f);
@@ -475,7 +303,10 @@ fn reset_stops_and_reactivation_serves_again() {
     g.tx = DriverQueue::new(&mem, 0x3_0000, 128);
     g.rx_slots.clear();
     g.activate(no_mrg() & !(1 << VIRTIO_RING_F_EVENT_IDX));
-    assert_eq!(g.tap.offload.load(Ordering::SeqCst), tap_offloads(no_mrg()));
+    assert_eq!(
+        g.backend.offload.load(Ordering::SeqCst),
+        tap_offloads(no_mrg())
+    );
     g.offer_rx(0, 1, 2048);
     g.rx.kick();
     assert_eq!(g.received(), (0, 90));
@@ -508,7 +339,7 @@ fn offloads_follow_what_the_guest_can_receive() {
             libc::TUN_F_CSUM,
         ),
         (
-            NET_FEATURES,
+            NET_FEATURES | OFFLOAD_FEATURES,
             libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN,
         ),
     ];
@@ -525,7 +356,7 @@ fn config_space_and_features() {
         offload: AtomicU32::new(0),
     });
     let mac = MacAddr::parse("02:aB:cd:00:11:ff").unwrap();
-    let dev = NetDevice::with_backend(tap.clone(), Some(mac), Some(9000)).unwrap();
+    let dev = NetDevice::new(tap.clone(), Some(mac), Some(9000)).unwrap();
     let mut config = [0xffu8; 16];
     dev.read_config(0, &mut config);
     assert_eq!(
@@ -558,12 +389,12 @@ fn config_space_and_features() {
     }
     assert_eq!(dev.queue_max_sizes(), &[256, 256]);
     // No MTU: the feature is not offered. No MAC: a random local unicast one.
-    let dev = NetDevice::with_backend(tap.clone(), None, None).unwrap();
+    let dev = NetDevice::new(tap.clone(), None, None).unwrap();
     assert_eq!(dev.device_features() & bit(VIRTIO_NET_F_MTU), 0);
     let random = dev.mac();
     assert_eq!(random.0[0] & 3, 2, "{random}");
     assert!(matches!(
-        NetDevice::with_backend(tap, None, Some(67)),
+        NetDevice::new(tap, None, Some(67)),
         Err(NetError::Mtu(67))
     ));
 }
