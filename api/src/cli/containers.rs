@@ -92,6 +92,10 @@ pub struct ContainerArgs {
     /// (through skiffd only).
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
     pub(crate) ulimit: Vec<String>,
+    /// Storage driver options: size=SIZE caps the container's writable layer, e.g. size=1G
+    /// (through skiffd only).
+    #[arg(long = "storage-opt", value_name = "size=SIZE")]
+    pub(crate) storage_opt: Vec<String>,
     /// The network: bridge (the default network, with outbound access), none (loopback only)
     /// or a user-defined network's name (through skiffd only).
     #[arg(long, value_name = "NAME")]
@@ -326,8 +330,12 @@ async fn in_process(
     if !container.volumes.is_empty() || !container.tmpfs.is_empty() {
         anyhow::bail!("-v and --tmpfs need skiffd, and none answers at {host}");
     }
-    if !container.publish.is_empty() || container.publish_all || !container.ulimit.is_empty() {
-        anyhow::bail!("-p, -P and --ulimit need skiffd, and none answers at {host}");
+    if !container.publish.is_empty()
+        || container.publish_all
+        || !container.ulimit.is_empty()
+        || !container.storage_opt.is_empty()
+    {
+        anyhow::bail!("-p, -P, --ulimit and --storage-opt need skiffd, and none answers at {host}");
     }
     if container.network.as_deref().is_some_and(|n| n != "none") {
         anyhow::bail!(

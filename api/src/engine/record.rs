@@ -194,6 +194,9 @@ impl ContainerRecord {
                 memory: req.memory_bytes.map_or(0, |m| m as i64),
                 nano_cpus: req.nano_cpus.map_or(0, |n| n as i64),
                 init: req.init.then_some(true),
+                storage_opt: req
+                    .storage_size
+                    .map(|bytes| [("size".to_string(), bytes.to_string())].into()),
                 ..InspectHostConfig::default()
             },
             config: InspectConfig {

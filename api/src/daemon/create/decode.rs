@@ -70,6 +70,7 @@ const HONOURED_HOST: &[&str] = &[
     "PortBindings",
     "PublishAllPorts",
     "Ulimits",
+    "StorageOpt",
 ];
 
 /// HostConfig fields whose "unset" value is -1 rather than 0.
@@ -111,6 +112,10 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
         host.mounts.as_deref().unwrap_or_default(),
         &host.tmpfs.clone().unwrap_or_default(),
         &declared,
+        &mut refused,
+    )?;
+    let storage_size = super::storage::decode_storage_opt(
+        &host.storage_opt.clone().unwrap_or_default(),
         &mut refused,
     )?;
     if !refused.is_empty() {
@@ -201,6 +206,7 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
         aliases,
         console_size: decode_console_size(host.console_size.as_deref())?,
         mounts,
+        storage_size,
     })
 }
 
