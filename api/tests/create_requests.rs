@@ -323,3 +323,34 @@ fn docker_validation_messages() {
     assert!(d(r#"{"Image":"b","HostConfig":{"LogConfig":{"Type":"json-file","Config":{"max-size":"big"}}}}"#)
         .contains("max-size"));
 }
+
+#[test]
+fn storage_opt_size_caps_the_writable_layer() {
+    // As the docker CLI 28 sends `--storage-opt size=1G`.
+    let r = decode_create(
+        None,
+        br#"{"Image":"b","HostConfig":{"StorageOpt":{"size":"1G"}}}"#,
+    )
+    .unwrap();
+    assert_eq!(r.storage_size, Some(1 << 30));
+    let r = decode_create(None, br#"{"Image":"b","HostConfig":{"StorageOpt":{}}}"#).unwrap();
+    assert_eq!(r.storage_size, None);
+    let e = decode_create(
+        None,
+        br#"{"Image":"b","HostConfig":{"StorageOpt":{"size":"1m"}}}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("--storage-opt size=1m is too small"), "{e}");
+    let e = decode_create(
+        None,
+        br#"{"Image":"b","HostConfig":{"Privileged":true,"StorageOpt":{"dm.basesize":"1G"}}}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "HostConfig.Privileged is not supported by skiff yet; \
+         HostConfig.StorageOpt.dm.basesize is not supported by skiff (only size)"
+    );
+}

@@ -290,7 +290,7 @@ fn concurrent_runs_build_one_cold_cache_without_leftovers() {
     // One of each archive, the unpacked kernel package and its record; no temp dirs or parts.
     assert_eq!(
         names,
-        ["base", "kernel", "linux", "net", "skiff"],
+        ["base", "disk", "kernel", "linux", "net", "skiff"],
         "{names:?}"
     );
 }

@@ -67,7 +67,11 @@ pub fn attach_devices(vm: &mut Vm, spec: &VmSpec) -> Result<Devices, BuildError>
     };
     let rootfs = match &spec.rootfs {
         Some(root) => {
-            let rootfs = Rootfs::prepare(&root.layers, root.upper.as_deref())?;
+            let rootfs = Rootfs::prepare(
+                &root.layers,
+                root.upper.as_deref(),
+                root.upper_disk.as_deref(),
+            )?;
             let device = share(ROOTFS_TAG, rootfs.dir(), Sharing::Exclusive)?;
             vm.add_virtio_device(Box::new(device))?;
             Some(rootfs)

@@ -16,6 +16,7 @@ pub mod vm;
 pub mod builder;
 pub mod container;
 pub mod kvm_host;
+pub mod loop_disk;
 pub mod rootfs;
 pub mod spec;
 pub mod userns;

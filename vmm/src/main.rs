@@ -54,6 +54,10 @@ struct Flags {
     /// Copy-on-write upper directory (keeps upper/ and work/ inside).
     #[arg(long, value_name = "DIR")]
     rootfs_upper: Option<PathBuf>,
+    /// ext4 image mounted on the upper directory (through a loop device) to hold it: its size
+    /// caps what the guest writes.
+    #[arg(long, value_name = "FILE", requires = "rootfs_upper")]
+    rootfs_upper_disk: Option<PathBuf>,
     /// vsock device (guest CID 3) with its host side on this Unix socket.
     #[arg(long, value_name = "PATH")]
     vsock_uds: Option<PathBuf>,
@@ -107,6 +111,7 @@ impl Flags {
                     .map(absolute)
                     .collect::<anyhow::Result<_>>()?,
                 upper: self.rootfs_upper.map(absolute).transpose()?,
+                upper_disk: self.rootfs_upper_disk.map(absolute).transpose()?,
             })
         };
         let vsock = match self.vsock_uds {
@@ -296,6 +301,8 @@ mod tests {
             "/l0",
             "--rootfs-upper",
             "/u",
+            "--rootfs-upper-disk",
+            "/u.img",
             "--vsock-uds",
             "/v.sock",
             "--serial",
@@ -306,7 +313,7 @@ mod tests {
         .unwrap();
         let json = r#"{"kernel": "/k", "cpus": 2, "memory_mib": 256, "init": "/i",
             "cmdline_extra": "-- a=b c", "serial": "stdout",
-            "rootfs": {"layers": ["/l1", "/l0"], "upper": "/u"},
+            "rootfs": {"layers": ["/l1", "/l0"], "upper": "/u", "upper_disk": "/u.img"},
             "vsock": {"guest_cid": 3, "uds": "/v.sock"}}"#;
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), json).unwrap();
@@ -352,6 +359,7 @@ mod tests {
         assert!(parse(&["--spec", "-", "--kernel", "/k"]).is_err());
         assert!(parse(&["--spec", "-", "--cpus", "2"]).is_err());
         assert!(parse(&["--spec", "-"]).is_ok());
+        assert!(parse(&["--kernel", "/k", "--rootfs-upper-disk", "/u.img"]).is_err());
         let err = spec_of(&["--spec", "/nonexistent/vm.json"]).unwrap_err();
         assert!(
             err.to_string()

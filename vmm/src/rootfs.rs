@@ -11,6 +11,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::loop_disk::{DiskError, DiskMount};
+
 /// Kernel limit on the mount option string (one page).
 const MAX_MOUNT_OPTIONS: usize = 4095;
 
@@ -20,6 +22,10 @@ pub enum RootfsError {
     NoLayers,
     #[error("{count} layers need a copy-on-write upper directory (--rootfs-upper) to be merged")]
     LayersNeedUpper { count: usize },
+    #[error("an upper disk image needs the upper directory (--rootfs-upper) it is mounted on")]
+    DiskNeedsUpper,
+    #[error(transparent)]
+    Disk(#[from] DiskError),
     #[error("root filesystem layer {path}: {source}")]
     Layer {
         path: PathBuf,
@@ -69,6 +75,8 @@ pub struct Rootfs {
     dir: PathBuf,
     /// Whether `dir` is our overlay mount (and so ours to unmount).
     mounted: bool,
+    /// The upper disk image's mount, unmounted after the overlay (field drop order).
+    _disk: Option<DiskMount>,
 }
 
 impl Rootfs {
@@ -76,7 +84,14 @@ impl Rootfs {
     /// makes (in `upper/upper`, with overlayfs' scratch space in `upper/work`, merged view in
     /// `upper/merged`). The layers themselves are never written. Without `upper`, a single layer is
     /// used as it is, read-write (tests and debugging).
-    pub fn prepare(layers: &[PathBuf], upper: Option<&Path>) -> Result<Rootfs, RootfsError> {
+    ///
+    /// With `upper_disk` (an ext4 image), the image is mounted on `upper` first and the three
+    /// directories live in it: the image's size caps what the container can write.
+    pub fn prepare(
+        layers: &[PathBuf],
+        upper: Option<&Path>,
+        upper_disk: Option<&Path>,
+    ) -> Result<Rootfs, RootfsError> {
         if layers.is_empty() {
             return Err(RootfsError::NoLayers);
         }
@@ -90,10 +105,12 @@ impl Rootfs {
             }
         }
         let Some(upper) = upper else {
-            return match layers {
-                [single] => Ok(Rootfs {
+            return match (layers, upper_disk) {
+                (_, Some(_)) => Err(RootfsError::DiskNeedsUpper),
+                ([single], None) => Ok(Rootfs {
                     dir: single.clone(),
                     mounted: false,
+                    _disk: None,
                 }),
                 _ => Err(RootfsError::LayersNeedUpper {
                     count: layers.len(),
@@ -103,15 +120,20 @@ impl Rootfs {
         let upper_dir = upper.join("upper");
         let work_dir = upper.join("work");
         let merged = upper.join("merged");
-        for dir in [&upper_dir, &work_dir, &merged] {
-            std::fs::create_dir_all(dir).map_err(|source| RootfsError::CreateDir {
-                path: dir.clone(),
-                source,
-            })?;
-        }
         let options = overlay_options(layers, &upper_dir, &work_dir);
         if options.len() > MAX_MOUNT_OPTIONS {
             return Err(RootfsError::OptionsTooLong(options.len()));
+        }
+        let disk = match upper_disk {
+            Some(image) => {
+                create_dir(upper)?;
+                enter_private_mount_namespace()?;
+                Some(DiskMount::mount(image, upper)?)
+            }
+            None => None,
+        };
+        for dir in [&upper_dir, &work_dir, &merged] {
+            create_dir(dir)?;
         }
         enter_private_mount_namespace()?;
         mount_overlay(&merged, &options)?;
@@ -119,6 +141,7 @@ impl Rootfs {
         Ok(Rootfs {
             dir: merged,
             mounted: true,
+            _disk: disk,
         })
     }
 
@@ -146,6 +169,13 @@ impl Drop for Rootfs {
             }
         }
     }
+}
+
+fn create_dir(dir: &Path) -> Result<(), RootfsError> {
+    std::fs::create_dir_all(dir).map_err(|source| RootfsError::CreateDir {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 /// The overlay mount data; `:` `,` and `\` in paths are escaped as overlayfs expects.
@@ -318,7 +348,7 @@ mod tests {
 
     /// Mounts the overlay, or says why this host cannot (then the caller skips).
     fn prepare_or_skip(layers: &[PathBuf], upper: &Path) -> Option<Rootfs> {
-        match Rootfs::prepare(layers, Some(upper)) {
+        match Rootfs::prepare(layers, Some(upper), None) {
             Ok(rootfs) => Some(rootfs),
             Err(e @ (RootfsError::Unshare(_) | RootfsError::OverlayMissing)) => {
                 eprintln!("SKIPPED: overlay mount impossible here: {e}");
@@ -440,7 +470,7 @@ mod tests {
     #[test]
     fn a_single_layer_without_upper_is_served_directly() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let rootfs = Rootfs::prepare(&[tmp.path().to_path_buf()], None).expect("prepare");
+        let rootfs = Rootfs::prepare(&[tmp.path().to_path_buf()], None, None).expect("prepare");
         assert_eq!(rootfs.dir(), tmp.path());
     }
 
@@ -448,14 +478,14 @@ mod tests {
     fn bad_layer_sets_are_refused_with_reasons() {
         let tmp = tempfile::tempdir().expect("tempdir");
         assert!(matches!(
-            Rootfs::prepare(&[], None),
+            Rootfs::prepare(&[], None, None),
             Err(RootfsError::NoLayers)
         ));
         let two = [tmp.path().to_path_buf(), tmp.path().to_path_buf()];
-        let err = Rootfs::prepare(&two, None).expect_err("two layers need an upper");
+        let err = Rootfs::prepare(&two, None, None).expect_err("two layers need an upper");
         assert!(err.to_string().contains("--rootfs-upper"), "{err}");
         let missing = tmp.path().join("missing");
-        let err = Rootfs::prepare(&[missing], Some(tmp.path())).expect_err("missing layer");
+        let err = Rootfs::prepare(&[missing], Some(tmp.path()), None).expect_err("missing layer");
         assert!(err.to_string().contains("missing"), "{err}");
     }
 

@@ -9,7 +9,8 @@
 //! {
 //!   "kernel": "/var/cache/skiff/kernel/vmlinux", "cpus": 1, "memory_mib": 128,
 //!   "init": "/usr/lib/skiff/skiff-init", "cmdline_extra": "", "serial": "discard",
-//!   "rootfs": { "layers": ["/layers/top", "/layers/base"], "upper": "/run/skiff/ab12/rootfs" },
+//!   "rootfs": { "layers": ["/layers/top", "/layers/base"], "upper": "/run/skiff/ab12/rootfs",
+//!               "upper_disk": "/run/skiff/ab12/rootfs.img" },
 //!   "vsock": { "guest_cid": 3, "uds": "/run/skiff/ab12/vsock.sock" },
 //!   "shares": [], "disks": [],
 //!   "net": [{ "fd": 5, "mac": "02:5f:00:00:00:02", "mtu": 1500 }, { "tap": "tap-dev0" },
@@ -95,6 +96,11 @@ pub struct RootfsSpec {
     /// Copy-on-write upper directory (the VMM keeps `upper/`, `work/` and `merged/` inside it).
     /// Without it a single layer is served as it is, writable (tests and debugging).
     pub upper: Option<PathBuf>,
+    /// An ext4 image (a file) the VMM mounts on `upper` through a loop device, in its own mount
+    /// namespace, so that the three directories live in it: its size caps what the container
+    /// writes (the guest gets ENOSPC). Needs `upper`.
+    #[serde(default)]
+    pub upper_disk: Option<PathBuf>,
 }
 
 /// The vsock device: the guest's address and the Unix socket its host side lives on (host→guest
@@ -167,6 +173,8 @@ pub enum SpecError {
     NoLayers,
     #[error("rootfs.upper: {0} layers need a copy-on-write upper directory to be merged")]
     LayersNeedUpper(usize),
+    #[error("rootfs.upper_disk: needs rootfs.upper, the directory it is mounted on")]
+    DiskNeedsUpper,
     #[error("vsock.guest_cid: {0} is reserved (guests use 3 to {max})", max = u32::MAX - 1)]
     GuestCid(u32),
     #[error("container: a container session needs a vsock device")]
@@ -330,9 +338,13 @@ impl RootfsSpec {
         for (index, layer) in self.layers.iter().enumerate() {
             absolute(&format!("rootfs.layers[{index}]"), layer)?;
         }
+        if let Some(disk) = &self.upper_disk {
+            absolute("rootfs.upper_disk", disk)?;
+        }
         match &self.upper {
             Some(upper) => absolute("rootfs.upper", upper),
             None if self.layers.len() > 1 => Err(SpecError::LayersNeedUpper(self.layers.len())),
+            None if self.upper_disk.is_some() => Err(SpecError::DiskNeedsUpper),
             None => Ok(()),
         }
     }
@@ -364,6 +376,7 @@ mod tests {
             rootfs: Some(RootfsSpec {
                 layers: vec!["/l1".into(), "/l0".into()],
                 upper: Some("/u".into()),
+                upper_disk: Some("/u.img".into()),
             }),
             vsock: Some(VsockSpec {
                 guest_cid: DEFAULT_GUEST_CID,
@@ -487,6 +500,18 @@ mod tests {
             (
                 |s| s.rootfs.as_mut().unwrap().upper = None,
                 "rootfs.upper: 2 layers need",
+            ),
+            (
+                |s| s.rootfs.as_mut().unwrap().upper_disk = Some("u.img".into()),
+                "rootfs.upper_disk: \"u.img\" is not an absolute",
+            ),
+            (
+                |s| {
+                    let rootfs = s.rootfs.as_mut().unwrap();
+                    rootfs.layers.pop();
+                    rootfs.upper = None;
+                },
+                "rootfs.upper_disk: needs rootfs.upper",
             ),
             (
                 |s| s.vsock.as_mut().unwrap().guest_cid = 2,
@@ -630,6 +655,7 @@ mod tests {
         spec.rootfs = Some(RootfsSpec {
             layers: vec!["/l".into()],
             upper: None,
+            upper_disk: None,
         });
         assert!(spec.validate().is_ok());
     }

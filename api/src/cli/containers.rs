@@ -97,6 +97,10 @@ pub struct ContainerArgs {
     /// The most processes the container may have at once (-1: no limit; through skiffd only).
     #[arg(long = "pids-limit", value_name = "N", allow_negative_numbers = true)]
     pub(crate) pids_limit: Option<i64>,
+    /// Storage driver options: size=SIZE caps the container's writable layer, e.g. size=1G
+    /// (through skiffd only).
+    #[arg(long = "storage-opt", value_name = "size=SIZE")]
+    pub(crate) storage_opt: Vec<String>,
     /// The network: bridge (the default network, with outbound access), none (loopback only)
     /// or a user-defined network's name, repeated to join several, each an interface of the VM
     /// (through skiffd); without skiffd none (the default) or passt (outbound access and -p
@@ -333,8 +337,14 @@ async fn in_process(
     if !container.volumes.is_empty() || !container.tmpfs.is_empty() {
         anyhow::bail!("-v and --tmpfs need skiffd, and none answers at {host}");
     }
-    if container.publish_all || !container.ulimit.is_empty() || container.pids_limit.is_some() {
-        anyhow::bail!("-P, --ulimit and --pids-limit need skiffd, and none answers at {host}");
+    if container.publish_all
+        || !container.ulimit.is_empty()
+        || container.pids_limit.is_some()
+        || !container.storage_opt.is_empty()
+    {
+        anyhow::bail!(
+            "-P, --ulimit, --pids-limit and --storage-opt need skiffd, and none answers at {host}"
+        );
     }
     if container.network.len() > 1 {
         anyhow::bail!("a run without skiffd joins one network; start skiffd for several");

@@ -2,6 +2,7 @@
 //! the request (Docker's rules, shared with `skiff run`), names, IDs and signals.
 
 use skiff_protocol::{ProcessSpec, TerminalSize};
+use skiff_vmm::loop_disk::DiskError;
 
 use super::lifecycle::holder;
 use super::record::{ContainerRecord, RunState};
@@ -195,6 +196,11 @@ pub async fn create(inner: &Inner, mut req: CreateRequest) -> Result<ContainerRe
         request: req,
         mounts,
     };
+    if let Some(bytes) = record.request.storage_size {
+        upper_disk(inner, &id, bytes)
+            .await
+            .inspect_err(|_| volumes::remove_anonymous(inner, &record))?;
+    }
     inner
         .images
         .pin(&holder(&id), &image)
@@ -219,6 +225,7 @@ pub async fn create(inner: &Inner, mut req: CreateRequest) -> Result<ContainerRe
     if let Err(e) = inserted {
         let _ = inner.images.unpin(&holder(&id));
         volumes::remove_anonymous(inner, &record);
+        inner.paths(&id).remove();
         return Err(match e {
             super::store::StoreError::NameInUse(name) => BackendError::Conflict(format!(
                 "Conflict. The container name \"/{name}\" is already in use. You have to remove \
@@ -229,6 +236,29 @@ pub async fn create(inner: &Inner, mut req: CreateRequest) -> Result<ContainerRe
     }
     inner.event("create", &record, &[]);
     Ok(record)
+}
+
+/// `--storage-opt size=`: the container's directory with the ext4 image its upper layer will
+/// live in (formatting it takes a moment: off the async threads).
+async fn upper_disk(inner: &Inner, id: &str, bytes: u64) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let paths = inner.paths(id);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&paths.dir)
+        .map_err(internal)?;
+    let image = paths.upper_disk();
+    let made = tokio::task::spawn_blocking(move || skiff_vmm::loop_disk::create(&image, bytes))
+        .await
+        .map_err(internal)?;
+    made.map_err(|e| {
+        paths.remove();
+        match e {
+            DiskError::TooSmall { .. } => BackendError::InvalidArgument(e.to_string()),
+            e => internal(format!("--storage-opt size: {e}")),
+        }
+    })
 }
 
 /// The spec of an exec session: the container's environment, directory and user unless the

@@ -1,6 +1,6 @@
 //! `docker system df` and `ps -s`: what images and containers take on disk. A container's own
-//! layer is the upper directory its VMM writes; the guest fills it, so the walk never follows
-//! links and stops counting at the files it cannot read.
+//! layer is the upper directory its VMM writes (or, capped, the disk image holding it); the guest
+//! fills it, so the walk never follows links and stops counting at the files it cannot read.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -39,7 +39,15 @@ pub fn sized_summary(
     image_sizes: &HashMap<String, i64>,
     now: i64,
 ) -> ContainerSummary {
-    let rw = tree_size(&inner.paths(&record.id).upper()) as i64;
+    let paths = inner.paths(&record.id);
+    let rw = match record.request.storage_size {
+        // What the image takes on the host (it is sparse); its files are out of the host's sight.
+        Some(_) => std::fs::metadata(paths.upper_disk()).map_or(0, |m| {
+            use std::os::unix::fs::MetadataExt;
+            m.blocks() * 512
+        }),
+        None => tree_size(&paths.upper()),
+    } as i64;
     let image = image_sizes.get(&record.image_id).copied().unwrap_or(0);
     ContainerSummary {
         size_rw: Some(rw),

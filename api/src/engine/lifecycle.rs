@@ -110,6 +110,7 @@ fn vm_spec(
         rootfs: Some(RootfsSpec {
             layers: record.layers.clone(),
             upper: Some(paths.upper()),
+            upper_disk: req.storage_size.map(|_| paths.upper_disk()),
         }),
         vsock: Some(VsockSpec {
             guest_cid: DEFAULT_GUEST_CID,

@@ -212,6 +212,9 @@ impl ContainerRecord {
                 nano_cpus: req.nano_cpus.map_or(0, |n| n as i64),
                 pids_limit: req.pids_limit.map(|n| n as i64),
                 init: req.init.then_some(true),
+                storage_opt: req
+                    .storage_size
+                    .map(|bytes| [("size".to_string(), bytes.to_string())].into()),
                 ..InspectHostConfig::default()
             },
             config: InspectConfig {

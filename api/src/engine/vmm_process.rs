@@ -18,7 +18,7 @@ use super::record::VmmProcess;
 const MAX_SOCKET_PATH: usize = 107;
 
 /// Where one container's files live: `<root>/containers/<id>/` for what lasts (log, exit report,
-/// VM spec, VMM's own messages, the copy-on-write upper layer) and `<root>/run/<id:12>/` for the
+/// VM spec, VMM's own messages, the copy-on-write upper layer, its disk image when capped) and `<root>/run/<id:12>/` for the
 /// sockets (a full ID would not fit a socket path).
 #[derive(Debug, Clone)]
 pub struct ContainerPaths {
@@ -36,6 +36,11 @@ impl ContainerPaths {
 
     pub fn upper(&self) -> PathBuf {
         self.dir.join("rootfs")
+    }
+    /// The ext4 image holding the upper layer of a container with `--storage-opt size=`; its
+    /// VMM mounts it on [`upper`](Self::upper).
+    pub fn upper_disk(&self) -> PathBuf {
+        self.dir.join("rootfs.img")
     }
     pub fn log(&self) -> PathBuf {
         self.dir.join("container-json.log")

@@ -41,6 +41,7 @@ pub fn vm_spec(
         rootfs: Some(RootfsSpec {
             layers,
             upper: Some(dir.upper()),
+            upper_disk: None,
         }),
         vsock: Some(VsockSpec {
             guest_cid: DEFAULT_GUEST_CID,

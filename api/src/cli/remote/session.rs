@@ -130,7 +130,18 @@ fn new_container(
         .iter()
         .map(|u| parse_ulimit(u))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // As the docker CLI sends them: KEY=VALUE pairs (the daemon checks the keys and values).
+    let storage_opt = args
+        .storage_opt
+        .iter()
+        .map(|o| {
+            o.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("invalid --storage-opt {o:?}: want KEY=VALUE"))
+        })
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
     let host_config = HostConfig {
+        storage_opt: (!storage_opt.is_empty()).then_some(storage_opt),
         ulimits: (!ulimits.is_empty()).then_some(ulimits),
         pids_limit: args.pids_limit,
         port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),

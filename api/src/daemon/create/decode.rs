@@ -71,6 +71,7 @@ const HONOURED_HOST: &[&str] = &[
     "PublishAllPorts",
     "Ulimits",
     "PidsLimit",
+    "StorageOpt",
 ];
 
 /// HostConfig fields whose "unset" value is -1 rather than 0.
@@ -121,6 +122,10 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
         host.mounts.as_deref().unwrap_or_default(),
         &host.tmpfs.clone().unwrap_or_default(),
         &declared,
+        &mut refused,
+    )?;
+    let storage_size = super::storage::decode_storage_opt(
+        &host.storage_opt.clone().unwrap_or_default(),
         &mut refused,
     )?;
     if !refused.is_empty() {
@@ -214,6 +219,7 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
         more_networks,
         console_size: decode_console_size(host.console_size.as_deref())?,
         mounts,
+        storage_size,
     })
 }
 

@@ -5,6 +5,7 @@ pub mod decode;
 pub mod mounts;
 pub mod ports;
 pub mod request;
+pub mod storage;
 pub mod ulimits;
 
 pub use decode::{decode_create, parse_size, CreateError, RUNTIME_NAME};

@@ -62,6 +62,10 @@ pub struct CreateRequest {
     /// Binds, volumes and tmpfs mounts, in Docker's order (see `mounts::decode_mounts`).
     #[serde(default)]
     pub mounts: Vec<super::mounts::MountRequest>,
+    /// `--storage-opt size=`: the writable layer lives in an ext4 image of this many bytes,
+    /// which caps it. None: no cap (a directory on the host's file system).
+    #[serde(default)]
+    pub storage_size: Option<u64>,
 }
 
 /// The stdio wiring the client asked for.

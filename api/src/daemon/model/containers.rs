@@ -164,6 +164,8 @@ pub struct InspectHostConfig {
     pub port_bindings: BTreeMap<String, Vec<serde_json::Value>>,
     pub privileged: bool,
     pub console_size: [u32; 2],
+    /// `{"size": BYTES}` for a container with a capped writable layer.
+    pub storage_opt: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
