@@ -475,7 +475,7 @@ mod tests {
         .to_string()
         .contains("must be absolute"));
         let (_, refused) = decode(
-            &["/a:/x:z"],
+            &["/a:/x:z", "/b:/z:nocopy"],
             json!([
                 {"Type": "npipe", "Source": "x", "Target": "/p"},
                 {"Type": "bind", "Source": "/a", "Target": "/y", "BindOptions": {"Propagation": "shared"}},
@@ -487,7 +487,8 @@ mod tests {
         assert_eq!(
             refused,
             [
-                "HostConfig.Binds[0]: the mode \"z\" is not supported by skiff (ro and rw are)",
+                "HostConfig.Binds[0]: the mode \"z\" is not supported by skiff (ro and rw are, and nocopy for volumes)",
+                "HostConfig.Binds[1]: the mode \"nocopy\" is not supported by skiff (ro and rw are, and nocopy for volumes)",
                 "HostConfig.Mounts[0].Type \"npipe\" is not supported by skiff (bind, volume and tmpfs are)",
                 "HostConfig.Mounts[1].BindOptions is not supported by skiff yet",
                 "HostConfig.Mounts[2].VolumeOptions is not supported by skiff yet",
