@@ -7,7 +7,7 @@ set -eu
 W=$1
 mkdir -p "$W/root/bin" "$W/root/etc" "$W/root/tmp" "$W/share"
 cp /bin/busybox "$W/root/bin/busybox"
-for a in sh echo cat ls id sleep seq true false mkdir grep cut head tail hostname ip nc httpd nslookup; do ln -s busybox "$W/root/bin/$a"; done
+for a in sh echo cat ls id sleep seq true false mkdir grep cut head tail hostname ip nc httpd nslookup ping; do ln -s busybox "$W/root/bin/$a"; done
 printf 'root:x:0:0::/root:/bin/sh\n' >"$W/root/etc/passwd"
 tar -C "$W/root" --numeric-owner --owner=0 --group=0 --mtime=2024-01-01 -cf "$W/l.tar" .
 umoci init --layout "$W/oci" >/dev/null

@@ -250,6 +250,7 @@ APIIP=$(d inspect -f '{{.NetworkSettings.Networks.front.IPAddress}}' api)
 echo "api_ip=$APIIP"
 for i in $(seq 60); do [ -n "$(d run --rm --network front $I sh -c "$C" $APIIP 80)" ] && break; sleep 0.5; done
 echo "same_net=$(d run --rm --network front $I sh -c "$C" $APIIP 80)"
+echo "ping_name=$(d run --rm --network front $I sh -c 'ping -c 1 -W 5 $(nslookup api | grep "^Address" | tail -n1 | cut -d" " -f2) | grep -c " 0% packet loss"')"
 echo "other_net=$(d run --rm $I sh -c "$C" $APIIP 80 2>&1 | grep -c hello-web)"
 echo "net_inspect=$(d network inspect -f '{{range .Containers}}{{.Name}}{{end}} {{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}' front)"
 # Several networks: one NIC each, names of every joined network resolve (through the first
@@ -455,6 +456,7 @@ fn volumes_keep_data_and_networks_serve_published_ports() {
         ("dns_unknown", "1"),
         ("api_ip", "10.89.0.2"),
         ("same_net", "hello-web"),
+        ("ping_name", "1"),
         ("other_net", "0"),
         ("net_inspect", "api 10.89.0.0/24 10.89.0.1"),
         ("multi", "eth0 eth1 hello-web,hello-web,"),
