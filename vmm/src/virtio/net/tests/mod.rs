@@ -24,6 +24,18 @@ const RX_SLOT: u64 = 0x1_0000;
 const TX_BASE: u64 = 0x80_0000;
 const ALL: u64 = u64::MAX;
 
+/// Lets the worker settle, then checks that it does not wake up again on its own.
+fn assert_settles(stats: &NetStats) {
+    std::thread::sleep(QUIET);
+    let woken = stats.wakeups.load(Ordering::SeqCst);
+    std::thread::sleep(QUIET * 2);
+    assert_eq!(
+        stats.wakeups.load(Ordering::SeqCst),
+        woken,
+        "the worker spins"
+    );
+}
+
 /// The tap's stand-in: our end of the socket pair, recording the offloads it is told.
 struct FakeTap {
     sock: OwnedFd,
