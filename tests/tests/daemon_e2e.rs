@@ -238,6 +238,9 @@ echo "hosts=$(d run --rm --hostname box $I sh -c 'grep -c "^10\.88\.0\.[0-9]*.bo
 echo "none=$(d run --rm --network none $I ip -o link | cut -d: -f2 | tr -d ' ' | tr '\n' ,)"
 d run -d -p 8080:80 $I sleep 5 >/dev/null 2>/tmp/taken.err; echo "taken_code=$?"
 grep -q 'Bind for 0.0.0.0:8080 failed' /tmp/taken.err && echo taken_msg=ok
+# A --rm container that cannot start is removed, as Docker's (the CLI waits for that).
+d run --rm --name gone -p 8080:80 $I true >/dev/null 2>&1; echo "taken_rm_code=$?"
+echo "taken_rm_left=$(d ps -a -q -f name=gone | wc -l)"
 # A user-defined network: names and aliases resolve on it, other networks cannot reach it.
 d network create front >/dev/null; echo "net_create=$?"
 echo "net_ls=$(d network ls --format '{{.Name}}' | tr '\n' ,)"
@@ -449,6 +452,8 @@ fn volumes_keep_data_and_networks_serve_published_ports() {
         ("none", "lo,"),
         ("taken_code", "125"),
         ("taken_msg", "ok"),
+        ("taken_rm_code", "125"),
+        ("taken_rm_left", "0"),
         ("net_create", "0"),
         ("net_ls", "bridge,front,none,"),
         ("dns_name", "10.89.0.2"),

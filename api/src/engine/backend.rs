@@ -59,7 +59,21 @@ impl ContainerBackend for Engine {
 
     async fn start(&self, id: &str) -> Result<()> {
         let id = self.inner.resolve(id)?;
-        lifecycle::start(&self.inner, &id).await
+        let started = lifecycle::start(&self.inner, &id).await;
+        // As Docker's: a `--rm` container that cannot start is removed (its client waits for
+        // that), with its anonymous volumes.
+        if let Err(e) = &started {
+            let auto_remove = self.inner.record(&id).is_ok_and(|r| r.request.auto_remove);
+            if auto_remove && !matches!(e, BackendError::NotModified) {
+                if let Err(gone) = lifecycle::remove(&self.inner, &id, true, true).await {
+                    tracing::warn!(
+                        id,
+                        "removing the --rm container that failed to start: {gone}"
+                    );
+                }
+            }
+        }
+        started
     }
 
     async fn wait(&self, id: &str, condition: WaitCondition) -> Result<WaitFuture> {

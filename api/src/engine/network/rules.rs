@@ -113,7 +113,7 @@ pub fn ruleset(networks: &[NetworkRecord]) -> Value {
 /// Replaces the `inet skiff` table with `rules` and turns on IPv4 forwarding (as Docker does).
 pub fn apply(rules: &Value) -> Result<(), RulesError> {
     std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1").map_err(RulesError::Forwarding)?;
-    let out = run_nft(&["-j", "-f", "-"], rules).map_err(RulesError::Spawn)?;
+    let out = run_nft(&["-j", "-f", STDIN], rules).map_err(RulesError::Spawn)?;
     if !out.status.success() {
         return Err(RulesError::Refused(
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
@@ -121,6 +121,10 @@ pub fn apply(rules: &Value) -> Result<(), RulesError> {
     }
     Ok(())
 }
+
+/// Where nft reads the rules: its stdin. Not `-`: for JSON input nft opens `/dev/stdin`, which a
+/// minimal `/dev` (a bare devtmpfs, as in the test host) does not have.
+const STDIN: &str = "/proc/self/fd/0";
 
 /// Runs nft with `args`, `input` on its stdin.
 fn run_nft(args: &[&str], input: &Value) -> std::io::Result<std::process::Output> {
@@ -224,9 +228,9 @@ mod tests {
         assert!(rules_of(&ruleset(&[])).is_empty());
     }
 
-    /// Runs `nft -c -j -f -` (checked, not applied) on `rules`: None when nft is not installed.
+    /// Runs `nft -c -j` (checked, not applied) on `rules`: None when nft is not installed.
     fn nft_check(rules: &Value) -> Option<(bool, String)> {
-        let out = run_nft(&["-c", "-j", "-f", "-"], rules).ok()?;
+        let out = run_nft(&["-c", "-j", "-f", STDIN], rules).ok()?;
         Some((
             out.status.success(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
