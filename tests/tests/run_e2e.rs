@@ -112,14 +112,17 @@ echo outbound-reply | timeout 60 nc -l -p 9000 > /tmp/rl-server.in &
 # system's root is a mount): the user's run gets a mount namespace whose root is a bind mount of
 # it moved over / (as switch_root does; a plain chroot would cost the user its user namespaces).
 mkdir /tmp/broot
-unshare -m sh -c 'mount --rbind / /tmp/broot && cd /tmp/broot && mount --move . / && exec chroot . "$@"' sh su rl -c 'SKIFF_ROOT=/tmp/rl/skiff timeout 120 /skiff/bin/skiff run --rootfs /tmp/rl/root --network passt -p 8080:80 -- sh -c "httpd -p 80 -h /www; echo outbound=\$(echo hello | nc -w 2 192.168.77.1 9000); echo uid=\$(id -u); sleep 6"' > /tmp/rl.out 2> /tmp/rl.err &
+# The container lives until the test host connects to its second published port (a fixed
+# lifetime raced a slow boot), at most the 240 s of the timeout.
+unshare -m sh -c 'mount --rbind / /tmp/broot && cd /tmp/broot && mount --move . / && exec chroot . "$@"' sh su rl -c 'SKIFF_ROOT=/tmp/rl/skiff timeout 240 /skiff/bin/skiff run --rootfs /tmp/rl/root --network passt -p 8080:80 -p 8081:81 -- sh -c "httpd -p 80 -h /www; echo outbound=\$(echo hello | nc -w 2 192.168.77.1 9000); echo uid=\$(id -u); nc -l -p 81 >/dev/null"' > /tmp/rl.out 2> /tmp/rl.err &
 run=$!
-for i in $(seq 150); do
+for i in $(seq 600); do
     page=$(printf 'GET / HTTP/1.0\r\n\r\n' | timeout 5 nc 127.0.0.1 8080 2>/dev/null | tail -n1)
     [ -n "$page" ] && break
     sleep 0.2
 done
 echo "rootless_published=$page"
+for i in $(seq 50); do echo stop | timeout 5 nc 127.0.0.1 8081 2>/dev/null && break; sleep 0.2; done
 wait $run
 echo "rootless_code=$?"
 cat /tmp/rl.out
