@@ -62,8 +62,7 @@ pub(super) fn check_networks(
 ) -> Result<()> {
     let primary = match mode {
         NetworkMode::Named(name) => Some(find(inner, name)?.name),
-        NetworkMode::Default => Some(DEFAULT_NETWORK.to_string()),
-        NetworkMode::None => None,
+        mode => primary_name(mode),
     };
     let mut seen: Vec<String> = primary.into_iter().collect();
     for join in more.iter_mut() {
@@ -222,14 +221,18 @@ pub(super) fn joined_count(req: &crate::daemon::create::CreateRequest) -> usize 
     network_names(req).len()
 }
 
-/// The names of the networks a request joins, its NetworkMode's first.
-fn network_names(req: &crate::daemon::create::CreateRequest) -> Vec<String> {
-    let primary = match &req.network {
+/// The network a NetworkMode names, as the request spelled it (none for `none`).
+fn primary_name(mode: &NetworkMode) -> Option<String> {
+    match mode {
         NetworkMode::None => None,
         NetworkMode::Default => Some(DEFAULT_NETWORK.to_string()),
         NetworkMode::Named(name) => Some(name.clone()),
-    };
-    primary
+    }
+}
+
+/// The names of the networks a request joins, its NetworkMode's first.
+fn network_names(req: &crate::daemon::create::CreateRequest) -> Vec<String> {
+    primary_name(&req.network)
         .into_iter()
         .chain(req.more_networks.iter().map(|j| j.network.clone()))
         .collect()
