@@ -1,5 +1,9 @@
-//! A fake guest driver for device unit tests: guest memory, split queues built with
-//! virtio-queue's `MockSplitQueue`, kicks through the notify eventfd and an interrupt counter.
+//! A fake guest driver for device unit tests: guest memory, split queues laid out as a virtio
+//! driver lays them out, kicks through the notify eventfd and an interrupt counter.
+//!
+//! Not virtio-queue's `MockSplitQueue`: it places the used ring `len` bytes after the avail ring's
+//! start instead of `2 * len`, so from the (len/2)-th chain on, offering one overwrote the used
+//! ring's index and the driver read replies the device had not written yet.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -8,8 +12,7 @@ use std::time::{Duration, Instant};
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use virtio_queue::desc::RawDescriptor;
-use virtio_queue::mock::MockSplitQueue;
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -70,7 +73,9 @@ impl Buf {
 /// The driver's side of one split virtqueue.
 pub(crate) struct DriverQueue<'a> {
     mem: &'a GuestMem,
-    vq: MockSplitQueue<'a, GuestMem>,
+    desc_table: u64,
+    avail: u64,
+    used: u64,
     size: u16,
     next_desc: u16,
     used_seen: u16,
@@ -78,10 +83,21 @@ pub(crate) struct DriverQueue<'a> {
 }
 
 impl<'a> DriverQueue<'a> {
+    /// A queue of `size` entries whose descriptor table starts at `base`, rings zeroed.
     pub(crate) fn new(mem: &'a GuestMem, base: u64, size: u16) -> DriverQueue<'a> {
+        let entries = u64::from(size);
+        // The virtio spec's split layout: flags, idx, ring, then the event index of each ring.
+        let avail = base + 16 * entries;
+        let used = (avail + 4 + 2 * entries + 2).next_multiple_of(4);
+        let end = used + 4 + 8 * entries + 2;
+        let zeroes = vec![0u8; (end - base) as usize];
+        mem.write_slice(&zeroes, GuestAddress(base))
+            .expect("queue inside guest memory");
         DriverQueue {
             mem,
-            vq: MockSplitQueue::create(mem, GuestAddress(base), size),
+            desc_table: base,
+            avail,
+            used,
             size,
             next_desc: 0,
             used_seen: 0,
@@ -92,9 +108,28 @@ impl<'a> DriverQueue<'a> {
     /// The queue as the transport hands it to the device.
     pub(crate) fn active(&self) -> ActiveQueue {
         ActiveQueue {
-            queue: self.vq.create_queue::<Queue>().expect("queue"),
+            queue: self.queue(),
             notify: self.notify.try_clone().expect("eventfd clone"),
         }
+    }
+
+    /// What the transport builds from the addresses the driver wrote.
+    fn queue(&self) -> Queue {
+        let mut queue = Queue::new(self.size).expect("queue size");
+        queue.set_size(self.size);
+        let halves = |addr: u64| (Some(addr as u32), Some((addr >> 32) as u32));
+        let (lo, hi) = halves(self.desc_table);
+        queue.set_desc_table_address(lo, hi);
+        let (lo, hi) = halves(self.avail);
+        queue.set_avail_ring_address(lo, hi);
+        let (lo, hi) = halves(self.used);
+        queue.set_used_ring_address(lo, hi);
+        queue.set_ready(true);
+        queue
+    }
+
+    fn load_u16(&self, addr: u64) -> u16 {
+        self.mem.read_obj(GuestAddress(addr)).expect("ring field")
     }
 
     /// The descriptor index the next offered chain starts at.
@@ -149,33 +184,32 @@ impl<'a> DriverQueue<'a> {
     pub(crate) fn offer_raw(&mut self, descs: &[SplitDescriptor]) {
         let first = self.next_index(descs.len() as u16);
         for (i, d) in descs.iter().enumerate() {
-            self.vq
-                .desc_table()
-                .store(first + i as u16, RawDescriptor::from(*d))
+            let at = self.desc_table + 16 * u64::from(first + i as u16);
+            self.mem
+                .write_obj(RawDescriptor::from(*d), GuestAddress(at))
                 .expect("store descriptor");
         }
-        let avail = self.vq.avail();
-        let idx = avail.idx().load();
-        avail
-            .ring()
-            .ref_at(usize::from(idx % self.size))
-            .expect("avail slot")
-            .store(first);
-        avail.idx().store(idx.wrapping_add(1));
+        let idx = self.avail_idx();
+        let slot = self.avail + 4 + 2 * u64::from(idx % self.size);
+        self.mem
+            .write_obj(first, GuestAddress(slot))
+            .expect("avail slot");
+        // The slot before the index that publishes it, as a driver's write barrier orders them.
+        std::sync::atomic::fence(Ordering::Release);
+        self.mem
+            .write_obj(idx.wrapping_add(1), GuestAddress(self.avail + 2))
+            .expect("avail idx");
         self.next_desc = first + descs.len() as u16;
     }
 
     /// The device's `avail_event` (EVENT_IDX): the driver kicks once its avail index passes it.
     pub(crate) fn avail_event(&self) -> u16 {
-        let at = self.vq.used_addr().0 + 4 + 8 * u64::from(self.size);
-        self.mem
-            .read_obj(GuestAddress(at))
-            .expect("read avail_event")
+        self.load_u16(self.used + 4 + 8 * u64::from(self.size))
     }
 
     /// How many chains the driver has made available so far (its avail index).
     pub(crate) fn avail_idx(&self) -> u16 {
-        self.vq.avail().idx().load()
+        self.load_u16(self.avail + 2)
     }
 
     pub(crate) fn kick(&self) {
@@ -185,21 +219,18 @@ impl<'a> DriverQueue<'a> {
     /// Waits for the device to return the next chain; gives (head index, used length).
     pub(crate) fn wait_used(&mut self, timeout: Duration) -> Option<(u32, u32)> {
         let deadline = Instant::now() + timeout;
-        while self.vq.used().idx().load() == self.used_seen {
+        while self.load_u16(self.used + 2) == self.used_seen {
             if Instant::now() > deadline {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        let elem = self
-            .vq
-            .used()
-            .ring()
-            .ref_at(usize::from(self.used_seen % self.size))
-            .expect("used slot")
-            .load();
+        std::sync::atomic::fence(Ordering::Acquire);
+        let slot = self.used + 4 + 8 * u64::from(self.used_seen % self.size);
+        let id: u32 = self.mem.read_obj(GuestAddress(slot)).expect("used id");
+        let len: u32 = self.mem.read_obj(GuestAddress(slot + 4)).expect("used len");
         self.used_seen = self.used_seen.wrapping_add(1);
-        Some((elem.id(), elem.len()))
+        Some((id, len))
     }
 
     pub(crate) fn write(&self, addr: u64, bytes: &[u8]) {

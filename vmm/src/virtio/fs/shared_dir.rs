@@ -44,6 +44,30 @@ fn extra_init_options() -> FsOptions {
         | FsOptions::CACHE_SYMLINKS
 }
 
+/// The smallest host entry (`getdents64`: 19 bytes and a one-byte name, padded to 8) and the
+/// most its FUSE entry takes in a READDIR reply (24 bytes and the name, padded to 8) and in a
+/// READDIRPLUS reply (a 128-byte `fuse_entry_out` more): the worst ratios of reply to host bytes.
+const HOST_DIRENT_BYTES: u64 = 24;
+const DIRENT_BYTES: u64 = 32;
+const DIRENTPLUS_BYTES: u64 = 160;
+/// `getdents64` of a 255-byte name: a host read must have room for one.
+const LONGEST_HOST_DIRENT: u32 = 280;
+
+/// How many bytes of host entries to read for a reply of `size` bytes: no more than surely fit.
+///
+/// `PassthroughFs` seeks the host directory to the guest's offset before every read and drops
+/// what does not fit in the reply. Where offsets are positions (tmpfs before Linux 6.6, ramfs),
+/// that seek back counts entries from the start again, so once the guest has removed some it
+/// skips as many others: `rm -rf` failed with "Directory not empty". Read only what fits and the
+/// host directory stays where the guest goes on, and seeking to where it is moves nothing.
+fn host_entries_size(size: u32, reply_bytes_per_entry: u64) -> u32 {
+    let fits = u64::from(size) * HOST_DIRENT_BYTES / reply_bytes_per_entry;
+    u32::try_from(fits)
+        .unwrap_or(u32::MAX)
+        .max(LONGEST_HOST_DIRENT)
+        .min(size)
+}
+
 /// `PassthroughFs` over `root_dir`, negotiating the options above.
 pub(crate) struct SharedDirFs {
     inner: PassthroughFs<()>,
@@ -172,8 +196,9 @@ impl FileSystem for SharedDirFs {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
+        let host_size = host_entries_size(size, DIRENT_BYTES);
         self.inner
-            .readdir(ctx, inode, handle, size, offset, add_entry)
+            .readdir(ctx, inode, handle, host_size, offset, add_entry)
     }
 
     fn readdirplus(
@@ -185,8 +210,9 @@ impl FileSystem for SharedDirFs {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
+        let host_size = host_entries_size(size, DIRENTPLUS_BYTES);
         self.inner
-            .readdirplus(ctx, inode, handle, size, offset, add_entry)
+            .readdirplus(ctx, inode, handle, host_size, offset, add_entry)
     }
 
     fn open(

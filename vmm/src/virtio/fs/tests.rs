@@ -2,8 +2,8 @@
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{
-    CreateIn, EntryOut, FlushIn, FsOptions, InHeader, InitIn, InitIn2, InitOut, Opcode, OpenIn,
-    OpenOut, OutHeader, ReadIn, WriteIn,
+    CreateIn, Dirent, EntryOut, FlushIn, FsOptions, InHeader, InitIn, InitIn2, InitOut, Opcode,
+    OpenIn, OpenOut, OutHeader, ReadIn, WriteIn,
 };
 use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use virtio_queue::QueueT;
@@ -50,13 +50,16 @@ pub(crate) fn call(
     req.extend_from_slice(body);
     q.write(REQ_ADDR, &req);
     q.write(REPLY_ADDR, &[0u8; 8192]);
-    q.offer(&[
+    let head = q.offer(&[
         Buf::readable(REQ_ADDR, req.len() as u32),
         Buf::writable(REPLY_ADDR, 4096),
         Buf::writable(REPLY_ADDR + 4096, 4096),
     ]);
     q.kick();
-    let (_, len) = q.wait_used(WAIT).expect("reply");
+    let (id, len) = q.wait_used(WAIT).expect("reply");
+    if len < 16 {
+        eprintln!("head {head} id {id} len {len} avail {}", q.avail_idx());
+    }
     let reply = q.read(REPLY_ADDR, len as usize);
     let out = OutHeader::from_slice(&reply[..std::mem::size_of::<OutHeader>()])
         .copied()
@@ -453,4 +456,115 @@ fn activation_refuses_a_wrong_queue_count_and_queues_outside_memory() {
         )
         .expect_err("a queue outside guest memory");
     assert!(err.to_string().contains("outside guest memory"), "{err}");
+}
+
+/// A ramfs mounted on a temp dir, detached when dropped. Its directory offsets are positions,
+/// as tmpfs' were before Linux 6.6 (Debian bookworm's); this host's tmpfs has stable ones.
+struct Ramfs(tempfile::TempDir);
+
+impl Ramfs {
+    fn mount() -> Ramfs {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = std::ffi::CString::new(dir.path().as_os_str().as_bytes()).expect("path");
+        // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+        let rc = unsafe {
+            libc::mount(
+                c"ramfs".as_ptr(),
+                target.as_ptr(),
+                c"ramfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        assert_eq!(rc, 0, "mounting a ramfs (the test needs root): {err}");
+        Ramfs(dir)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Ramfs {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        if let Ok(target) = std::ffi::CString::new(self.path().as_os_str().as_bytes()) {
+            // SAFETY: a NUL-terminated path that outlives the call.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+/// The (name, offset) of each entry in a READDIR or READDIRPLUS reply.
+fn dirents(mut body: &[u8], plus: bool) -> Vec<(String, u64)> {
+    let mut entries = Vec::new();
+    while !body.is_empty() {
+        if plus {
+            body = &body[std::mem::size_of::<EntryOut>()..];
+        }
+        let head = std::mem::size_of::<Dirent>();
+        let dirent = *Dirent::from_slice(&body[..head]).expect("dirent");
+        let name = &body[head..head + dirent.namelen as usize];
+        entries.push((String::from_utf8_lossy(name).into_owned(), dirent.off));
+        body = &body[(head + dirent.namelen as usize).next_multiple_of(8)..];
+    }
+    entries
+}
+
+#[test]
+fn removing_what_was_read_skips_nothing_where_directory_offsets_are_positions() {
+    const FILES: usize = 300;
+    for plus in [false, true] {
+        let ramfs = Ramfs::mount();
+        for i in 0..FILES {
+            // Short names: more of them fit in a host read than in a reply.
+            std::fs::write(ramfs.path().join(i.to_string()), b"").expect("file");
+        }
+        let mem = guest_memory();
+        let (_dev, [_, mut req]) = started(ramfs.path(), &mem);
+        fuse_init(&mut req);
+        let open = OpenIn {
+            flags: (libc::O_RDONLY | libc::O_DIRECTORY) as u32,
+            fuse_flags: 0,
+        };
+        let (out, body) = call(&mut req, Opcode::Opendir, 1, open.as_slice());
+        assert_eq!(out.error, 0, "OPENDIR");
+        let fh = OpenOut::from_slice(&body[..std::mem::size_of::<OpenOut>()])
+            .expect("open out")
+            .fh;
+        // What `rm -rf` does: read a page of entries, remove them, read on from the last offset.
+        let (mut offset, mut removed) = (0, 0);
+        loop {
+            let read = ReadIn {
+                fh,
+                offset,
+                size: 4096,
+                ..Default::default()
+            };
+            let opcode = if plus {
+                Opcode::Readdirplus
+            } else {
+                Opcode::Readdir
+            };
+            eprintln!("read {offset}");
+            let (out, body) = call(&mut req, opcode, 1, read.as_slice());
+            assert_eq!(out.error, 0, "{opcode:?} at {offset}");
+            let entries = dirents(&body, plus);
+            if entries.is_empty() {
+                break;
+            }
+            for (name, off) in entries {
+                let mut body = name.into_bytes();
+                body.push(0);
+                eprintln!("unlink {:?} {off}", String::from_utf8_lossy(&body));
+                let (out, _) = call(&mut req, Opcode::Unlink, 1, &body);
+                assert_eq!(out.error, 0, "UNLINK");
+                (offset, removed) = (off, removed + 1);
+            }
+        }
+        let left = std::fs::read_dir(ramfs.path()).expect("list").count();
+        assert_eq!((removed, left), (FILES, 0), "READDIRPLUS: {plus}");
+    }
 }
