@@ -106,8 +106,8 @@ echo "events=$(d events --since 0 --until $(date +%s) --filter container=three -
 
 # commit: a stopped container's changes (a new file, a deleted one) become an image that runs;
 # a running one is committed as it is.
-d run --name c $I sh -c 'echo hi >/f; rm /bin/true' >/dev/null
-d commit -c 'CMD ["cat","/f"]' -m msg c skiff-test/committed:1 >/dev/null; echo "commit_code=$?"
+d run --name changed $I sh -c 'echo hi >/f; rm /bin/true' >/dev/null
+d commit -c 'CMD ["cat","/f"]' -m msg changed skiff-test/committed:1 >/dev/null; echo "commit_code=$?"
 echo "commit_run=$(d run --rm skiff-test/committed:1)"
 echo "commit_gone=$(d run --rm skiff-test/committed:1 sh -c 'test -e /bin/true; echo $?')"
 d commit bg skiff-test/live:1 >/dev/null; echo "commit_live=$(d run --rm skiff-test/live:1 sh -c 'wc -c </big')"
@@ -135,7 +135,7 @@ echo "par=$(cat /tmp/par* | sort -t= -k2 -n | tr '\n' ',')"
 d stop bg >/dev/null
 echo "stopped=$(d inspect -f '{{.State.Status}} {{.State.ExitCode}}' bg)"
 echo "stopped_logs=$(d logs bg | tr '\n' ',')"
-d rm bg shorter three flaky c >/dev/null
+d rm bg shorter three flaky changed >/dev/null
 echo "left=$(d ps -a -q | wc -l)"
 kill $PID
 wait $PID
