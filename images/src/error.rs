@@ -94,6 +94,14 @@ pub enum Error {
 
     #[error("background task failed: {}", esc(.0))]
     Task(String),
+
+    /// A container's changes that a layer cannot hold, or could not be read.
+    #[error("cannot commit {}: {}", esc(.path.display()), esc(.reason))]
+    Uncommittable { path: PathBuf, reason: String },
+
+    /// A `commit --change` that is not understood or not supported.
+    #[error("invalid change {}: {}", esc(.change), esc(.reason))]
+    InvalidChange { change: String, reason: String },
 }
 
 /// Attaches "what we were doing" and the path to an `io::Error`.

@@ -22,10 +22,12 @@
 //! Module map: `reference` (Docker's reference grammar), `registry` (distribution API client,
 //! token/basic auth), `pull` (verified parallel downloads), `store` (content store and SQLite
 //! index, garbage collection), `unpack` (safe tar application), `archive` (load/save),
+//! `commit` (a container's upper directory as a new image),
 //! `service` (the API above).
 
 mod archive;
 pub mod auth;
+pub mod commit;
 pub mod config;
 pub mod digest;
 pub mod error;
@@ -42,6 +44,7 @@ pub mod text;
 pub mod unpack;
 mod user_files;
 
+pub use commit::{Change, CommitOptions};
 pub use config::{RegistryTimeouts, StoreConfig};
 pub use digest::Digest;
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::auth::{self, Credentials};
+use crate::commit::CommitOptions;
 use crate::config::{RegistryTimeouts, StoreConfig};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
@@ -182,6 +183,29 @@ impl ImageService {
         loaded
     }
 
+    /// `commit`: the overlay upper directory `upper` (a container's changes) as a new image on
+    /// top of `base` (a reference or image ID). A failed commit removes the content it added
+    /// (when no other writer is at work: else `prune` does).
+    pub async fn commit(
+        &self,
+        base: &str,
+        upper: &Path,
+        opts: CommitOptions,
+    ) -> Result<ImageRecord> {
+        let base = self.resolve(base)?;
+        let store = self.store.clone();
+        let upper = upper.to_path_buf();
+        let started = SystemTime::now();
+        let committed = tokio::task::spawn_blocking(move || {
+            crate::commit::commit(&store, &base, &upper, &opts)
+        })
+        .await?;
+        if committed.is_err() {
+            self.discard_orphans_since(started).await;
+        }
+        committed
+    }
+
     /// Writes the image as an OCI archive to `path`: a new or regular file is replaced
     /// atomically, a FIFO or device written as a stream (never replaced), a symlink followed;
     /// directories, sockets and dangling symlinks are refused.
@@ -332,6 +356,7 @@ mod tests {
         send(&svc.unpack_rootfs("x", dir.path()));
         send(&svc.load(dir.path()));
         send(&svc.save("x", dir.path()));
+        send(&svc.commit("x", dir.path(), CommitOptions::default()));
         send(&login(
             "x",
             Credentials {

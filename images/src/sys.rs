@@ -8,6 +8,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
+/// Linux's cap on an xattr value, and on a list of names (XATTR_LIST_MAX) alike.
+use crate::unpack::guard::MAX_XATTR_VALUE_BYTES;
+
 fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::other("path contains NUL"))
 }
@@ -42,23 +45,51 @@ pub fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     })
 }
 
+/// The value of xattr `name` of the path itself (never a symlink's target); `None` when unset.
 pub fn lgetxattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     let p = cpath(path)?;
     let n = CString::new(name).map_err(|_| io::Error::other("xattr name contains NUL"))?;
-    let mut buf = vec![0u8; 256];
-    // SAFETY: valid C strings and a writable buffer of the given length.
-    let len =
-        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if len < 0 {
-        let e = io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ENODATA) {
-            Ok(None)
-        } else {
-            Err(e)
-        };
+    let got = sized_read(|buf: &mut [u8]| {
+        // SAFETY: valid C strings and a writable buffer of the given length (or a null
+        // pointer with length 0, which asks for the size).
+        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }
+    });
+    match got {
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
+        other => other.map(Some),
     }
-    buf.truncate(len as usize);
-    Ok(Some(buf))
+}
+
+/// The names of the path's own xattrs (never a symlink target's), in the kernel's order.
+pub fn llistxattr(path: &Path) -> io::Result<Vec<Vec<u8>>> {
+    let p = cpath(path)?;
+    let list = sized_read(|buf: &mut [u8]| {
+        // SAFETY: a valid C string and a writable buffer of the given length.
+        unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }
+    })?;
+    Ok(list
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
+/// Calls an xattr getter with a growing buffer: it answers ERANGE while the buffer is short
+/// (a value may grow between asking its size and reading it).
+fn sized_read(mut call: impl FnMut(&mut [u8]) -> libc::ssize_t) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        let len = call(&mut buf);
+        if len >= 0 {
+            buf.truncate(len as usize);
+            return Ok(buf);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ERANGE) || buf.len() >= MAX_XATTR_VALUE_BYTES {
+            return Err(e);
+        }
+        buf.resize((buf.len() * 4).min(MAX_XATTR_VALUE_BYTES), 0);
+    }
 }
 
 /// Sets atime and mtime to `secs` on the path itself (never on a symlink's target).

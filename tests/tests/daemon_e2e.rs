@@ -104,6 +104,14 @@ echo "tail=$(d logs --tail 1 shorter)"
 d logs -t bg | head -n 1 | grep -q '^20[0-9-]*T[0-9:.]*Z start$' && echo timestamps=ok
 echo "events=$(d events --since 0 --until $(date +%s) --filter container=three --format '{{.Action}}' | tr '\n' ',')"
 
+# commit: a stopped container's changes (a new file, a deleted one) become an image that runs;
+# a running one is committed as it is.
+d run --name changed $I sh -c 'echo hi >/f; rm /bin/true' >/dev/null
+d commit -c 'CMD ["cat","/f"]' -m msg changed skiff-test/committed:1 >/dev/null; echo "commit_code=$?"
+echo "commit_run=$(d run --rm skiff-test/committed:1)"
+echo "commit_gone=$(d run --rm skiff-test/committed:1 sh -c 'test -e /bin/true; echo $?')"
+d commit bg skiff-test/live:1 >/dev/null; echo "commit_live=$(d run --rm skiff-test/live:1 sh -c 'wc -c </big')"
+
 # A restart policy: on-failure:2 runs it three times in all, into the same log.
 d run -d --name flaky --restart on-failure:2 $I sh -c 'echo try; exit 1' >/dev/null
 for i in $(seq 600); do
@@ -127,7 +135,7 @@ echo "par=$(cat /tmp/par* | sort -t= -k2 -n | tr '\n' ',')"
 d stop bg >/dev/null
 echo "stopped=$(d inspect -f '{{.State.Status}} {{.State.ExitCode}}' bg)"
 echo "stopped_logs=$(d logs bg | tr '\n' ',')"
-d rm bg shorter three flaky >/dev/null
+d rm bg shorter three flaky changed >/dev/null
 echo "left=$(d ps -a -q | wc -l)"
 kill $PID
 wait $PID
@@ -383,6 +391,10 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
         ("tail", "bye"),
         ("timestamps", "ok"),
         ("events", "create,start,die,"),
+        ("commit_code", "0"),
+        ("commit_run", "hi"),
+        ("commit_gone", "1"),
+        ("commit_live", "100000"),
         ("flaky", "exited 2 1"),
         ("flaky_logs", "try,try,try,"),
         (

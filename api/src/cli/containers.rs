@@ -200,6 +200,26 @@ pub enum ContainerCommand {
     Stop(StopArgs),
     /// Restart containers: a stop as `stop` does it, then a start.
     Restart(StopArgs),
+    /// Make a new image of a container's changes (its copy-on-write layer) on top of its
+    /// image. A running container is committed as it is (skiff cannot pause it): stop it first
+    /// for a consistent snapshot.
+    Commit {
+        /// A Dockerfile instruction to apply: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER,
+        /// VOLUME or WORKDIR (repeatable).
+        #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+        changes: Vec<String>,
+        /// The history entry's comment.
+        #[arg(short = 'm', long)]
+        message: Option<String>,
+        /// The image's author (e.g. "Name <mail@example.com>").
+        #[arg(short = 'a', long)]
+        author: Option<String>,
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+        /// The new image's name; untagged without one.
+        #[arg(value_name = "REPO[:TAG]")]
+        reference: Option<String>,
+    },
     /// Rename a container.
     Rename {
         #[arg(value_name = "CONTAINER")]

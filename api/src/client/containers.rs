@@ -1,4 +1,4 @@
-//! The calls: system (ping, version), containers, exec sessions, and pull. Container arguments
+//! The calls: system (ping, version), containers, exec sessions, commit and pull. Container arguments
 //! are what the user typed (a full ID, a unique prefix, or a name): the daemon resolves them.
 
 use hyper::Method;
@@ -12,7 +12,7 @@ use crate::daemon::model::{
     ContainerInspect, ContainerStats, ContainerSummary, ExecInspect, ProgressMessage, TopResponse,
 };
 use crate::daemon::options::{
-    AttachOptions, ListOptions, LogsOptions, RemoveOptions, WaitCondition,
+    AttachOptions, CommitOptions, ListOptions, LogsOptions, RemoveOptions, WaitCondition,
 };
 
 fn container(id: &str, rest: &str) -> String {
@@ -209,6 +209,31 @@ impl Client {
             container(id, &format!("/resize{q}")),
         ))
         .await
+    }
+
+    /// `POST /commit`: the new image's ID.
+    pub async fn commit(&self, opts: &CommitOptions) -> Result<String> {
+        let optional = [
+            ("repo", &opts.repo),
+            ("tag", &opts.tag),
+            ("comment", &opts.comment),
+            ("author", &opts.author),
+        ];
+        let q = query(
+            [
+                ("container", opts.container.clone()),
+                ("pause", opts.pause.to_string()),
+            ]
+            .into_iter()
+            .chain(
+                optional
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, v.clone()?))),
+            )
+            .chain(opts.changes.iter().map(|c| ("changes", c.clone()))),
+        );
+        let call = Call::new(Method::POST, format!("/commit{q}"));
+        Ok(self.json::<IdResponse>(call).await?.id)
     }
 
     /// `POST /containers/{id}/exec`: the new exec session's ID.

@@ -13,9 +13,9 @@ use super::model::{
     VolumePruneReport,
 };
 use super::options::{
-    AttachOptions, AttachStreams, ByteStream, EventsOptions, ExecConfig, ExecStartOptions, Filters,
-    ImageListOptions, ListOptions, LogsOptions, OutputStream, PullOptions, RemoveOptions,
-    StatsOptions, SystemCounts, WaitCondition, WaitFuture,
+    AttachOptions, AttachStreams, ByteStream, CommitOptions, EventsOptions, ExecConfig,
+    ExecStartOptions, Filters, ImageListOptions, ListOptions, LogsOptions, OutputStream,
+    PullOptions, RemoveOptions, StatsOptions, SystemCounts, WaitCondition, WaitFuture,
 };
 use futures_util::stream::BoxStream;
 
@@ -135,6 +135,10 @@ pub trait ContainerBackend: Send + Sync + 'static {
     }
     async fn image_tag(&self, _name: &str, _repo: &str, _tag: Option<&str>) -> Result<()> {
         Err(BackendError::NotImplemented("image tag"))
+    }
+    /// The new image's ID (`sha256:` of its config).
+    async fn commit(&self, _opts: CommitOptions) -> Result<String> {
+        Err(BackendError::NotImplemented("commit"))
     }
     async fn volume_list(&self, _filters: Filters) -> Result<VolumeList> {
         Err(BackendError::NotImplemented("volume list"))

@@ -154,6 +154,21 @@ pub struct PullOptions {
     pub registry_auth: Option<String>,
 }
 
+/// `POST /commit`: a container's changes as a new image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitOptions {
+    pub container: String,
+    /// `REPO` and `TAG` of the new image's name; untagged without a repository.
+    pub repo: Option<String>,
+    pub tag: Option<String>,
+    pub comment: Option<String>,
+    pub author: Option<String>,
+    /// Docker pauses the container meanwhile; skiff has no pause (see the engine).
+    pub pause: bool,
+    /// Dockerfile instructions (`CMD ["x"]`, `ENV K=V`, …), one or more lines each.
+    pub changes: Vec<String>,
+}
+
 /// Counts shown by `/info`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SystemCounts {

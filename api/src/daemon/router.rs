@@ -148,6 +148,7 @@ async fn route(d: &Daemon, req: Request<Incoming>) -> Result<Resp, ApiError> {
         (&Method::GET, ["volumes", name]) => volumes::inspect(d, name).await,
         (&Method::DELETE, ["volumes", name]) => volumes::remove(d, name, &q).await,
 
+        (&Method::POST, ["commit"]) => images::commit(d, &q, req).await,
         (&Method::GET, ["images", "json"]) => images::list(d, &q).await,
         (&Method::POST, ["images", "create"]) => images::pull(d, &q, req.headers()).await,
         (&Method::POST, ["images", "load"]) => images::load(d, &q, req).await,

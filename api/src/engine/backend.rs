@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
+use super::commit;
 use super::create::{self, parse_signal};
 use super::exec::{self, not_running};
 use super::images;
@@ -19,9 +20,9 @@ use crate::daemon::model::{
     VolumePruneReport, WaitResponse,
 };
 use crate::daemon::options::{
-    AttachOptions, AttachStreams, ByteStream, EventsOptions, ExecConfig, ExecStartOptions, Filters,
-    ImageListOptions, ListOptions, LogsOptions, OutputStream, PullOptions, RemoveOptions,
-    StatsOptions, SystemCounts, WaitCondition, WaitFuture,
+    AttachOptions, AttachStreams, ByteStream, CommitOptions, EventsOptions, ExecConfig,
+    ExecStartOptions, Filters, ImageListOptions, ListOptions, LogsOptions, OutputStream,
+    PullOptions, RemoveOptions, StatsOptions, SystemCounts, WaitCondition, WaitFuture,
 };
 use crate::daemon::{BackendError, ContainerBackend, Created};
 use crate::run::session;
@@ -386,6 +387,10 @@ impl ContainerBackend for Engine {
 
     async fn image_tag(&self, name: &str, repo: &str, tag: Option<&str>) -> Result<()> {
         images::tag(&self.inner, name, repo, tag)
+    }
+
+    async fn commit(&self, opts: CommitOptions) -> Result<String> {
+        commit::commit(&self.inner, opts).await
     }
 
     async fn image_pull(&self, opts: PullOptions) -> Result<BoxStream<'static, ProgressMessage>> {

@@ -24,6 +24,16 @@ fn familiar(name: &str) -> String {
     }
 }
 
+/// The image's name as `RepoTags` lists it: none for an untagged image (named by its manifest
+/// digest in the store; `docker images` then shows `<none>`).
+fn repo_tags(name: &str) -> Vec<String> {
+    if name.starts_with("sha256:") {
+        Vec::new()
+    } else {
+        vec![familiar(name)]
+    }
+}
+
 fn created_unix(record: &ImageRecord) -> i64 {
     record
         .created
@@ -61,12 +71,12 @@ pub fn list(inner: &Inner, _opts: ImageListOptions) -> Result<Vec<ImageSummary>>
     let mut rows: Vec<ImageSummary> = Vec::new();
     for record in inner.images.list().map_err(internal)? {
         let id = record.config_digest.to_string();
-        let tag = familiar(&record.name);
+        let tags = repo_tags(&record.name);
         match rows.iter_mut().find(|r| r.id == id) {
-            Some(row) => row.repo_tags.push(tag),
+            Some(row) => row.repo_tags.extend(tags),
             None => rows.push(ImageSummary {
                 id,
-                repo_tags: vec![tag],
+                repo_tags: tags,
                 created: created_unix(&record),
                 size: size(&record),
                 shared_size: -1,
@@ -92,7 +102,7 @@ pub fn inspect(inner: &Inner, name: &str) -> Result<ImageInspect> {
         });
     Ok(ImageInspect {
         id: image.config_digest.to_string(),
-        repo_tags: vec![familiar(&image.name)],
+        repo_tags: repo_tags(&image.name),
         created: image.created.clone().unwrap_or_default(),
         os: os.to_string(),
         architecture: architecture.to_string(),

@@ -5,13 +5,15 @@
 //! - `store`: SQLite state (containers, names, events); `record`: a container and its views.
 //! - `vmm_process`: a container's files and VMM process (spawn, re-adopt, wait).
 //! - `lifecycle`: create, start, the watcher of each running VM, stop, restart policies, remove.
-//! - `backend`: the API's calls; `images`: its image calls; `stats`: a VM's CPU and memory;
+//! - `backend`: the API's calls; `images`: its image calls; `commit`: a container as an image;
+//!   `stats`: a VM's CPU and memory;
 //!   `streams`: sessions as API streams; `logs`: the json-file log as one.
 //!
 //! A running container outlives the daemon: its VMM is not tied to the daemon's process, writes
 //! the log and the exit report itself, and `Engine::open` finds it again (or its exit report).
 
 mod backend;
+mod commit;
 mod create;
 pub(crate) mod detach_keys;
 mod disk_usage;

@@ -15,7 +15,9 @@ use tokio::io::{stderr, stdout};
 use super::containers::{ContainerCommand, StopArgs, Targets};
 use super::images::ListFormat;
 use crate::client::{Client, ClientError};
-use crate::daemon::options::{ListOptions, LogsOptions, RemoveOptions, WaitCondition};
+use crate::daemon::options::{
+    CommitOptions, ListOptions, LogsOptions, RemoveOptions, WaitCondition,
+};
 
 pub use session::{create, exec, run_attached, run_detached};
 
@@ -113,6 +115,38 @@ pub async fn manage(client: &Client, command: ContainerCommand) -> i32 {
                 .map(|()| id.into())
         })
         .await),
+        ContainerCommand::Commit {
+            changes,
+            message,
+            author,
+            container,
+            reference,
+        } => {
+            let (repo, tag) = match reference {
+                Some(r) => {
+                    let (repo, tag) = split_tag(&r);
+                    (Some(repo.to_string()), tag.map(str::to_string))
+                }
+                None => (None, None),
+            };
+            let opts = CommitOptions {
+                container,
+                repo,
+                tag,
+                comment: message,
+                author,
+                pause: true,
+                changes,
+            };
+            client
+                .commit(&opts)
+                .await
+                .map(|id| {
+                    println!("{id}");
+                    0
+                })
+                .map_err(Into::into)
+        }
         ContainerCommand::Rename {
             container,
             new_name,
@@ -248,4 +282,33 @@ async fn inspect(client: &Client, targets: &Targets) -> anyhow::Result<i32> {
     serde::Serialize::serialize(&found, &mut ser).context("encoding the answer")?;
     println!("{}", String::from_utf8_lossy(&out));
     Ok(code(failed))
+}
+
+/// `REPO[:TAG]` → (REPO, TAG): the tag is what follows the last `:` after the last `/` (a
+/// registry's port is not a tag).
+fn split_tag(reference: &str) -> (&str, Option<&str>) {
+    let name_start = reference.rfind('/').map_or(0, |i| i + 1);
+    match reference[name_start..].rfind(':') {
+        Some(i) => (
+            &reference[..name_start + i],
+            Some(&reference[name_start + i + 1..]),
+        ),
+        None => (reference, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_tag;
+
+    #[test]
+    fn tags_split_from_repositories_not_from_ports() {
+        assert_eq!(split_tag("a/b:1"), ("a/b", Some("1")));
+        assert_eq!(split_tag("localhost:5000/b"), ("localhost:5000/b", None));
+        assert_eq!(
+            split_tag("localhost:5000/b:x"),
+            ("localhost:5000/b", Some("x"))
+        );
+        assert_eq!(split_tag("b"), ("b", None));
+    }
 }

@@ -1,4 +1,5 @@
-//! `/images/...`: list, inspect, remove, tag, pull (`POST /images/create`), load and save.
+//! `/images/...`: list, inspect, remove, tag, pull (`POST /images/create`), load and save;
+//! `POST /commit`.
 
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
@@ -6,7 +7,7 @@ use hyper::{Request, StatusCode};
 
 use crate::daemon::body::{self, request_stream, streamed, with_type, Resp};
 use crate::daemon::error::ApiError;
-use crate::daemon::options::{ImageListOptions, PullOptions};
+use crate::daemon::options::{CommitOptions, ImageListOptions, PullOptions};
 use crate::daemon::query::Query;
 use crate::daemon::router::Daemon;
 use crate::daemon::streams::json_lines;
@@ -88,4 +89,90 @@ pub async fn save(d: &Daemon, names: Vec<String>) -> Result<Resp, ApiError> {
         "application/x-tar",
         streamed(tar),
     ))
+}
+
+/// `POST /commit?container=…&repo=…&tag=…&comment=…&author=…&pause=…&changes=…`: 201 with
+/// `{"Id": "sha256:…"}`. The body may carry a container config to apply; skiff takes changes
+/// (`changes=`) only and refuses a body that sets anything, naming the fields.
+pub async fn commit(d: &Daemon, q: &Query, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let container = q
+        .string("container")
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing query parameter \"container\""))?;
+    let config = body::read_limited(req.into_body(), 1 << 20).await?;
+    refuse_config_body(&config)?;
+    let given = |k: &str| q.string(k).filter(|v| !v.is_empty());
+    let opts = CommitOptions {
+        container,
+        repo: given("repo"),
+        tag: given("tag"),
+        comment: given("comment"),
+        author: given("author"),
+        pause: q.bool_or("pause", true)?,
+        changes: q.all("changes"),
+    };
+    let id = d.backend.commit(opts).await?;
+    Ok(body::json(
+        StatusCode::CREATED,
+        &serde_json::json!({ "Id": id }),
+    ))
+}
+
+/// Empty, `null`, or an object whose fields are all unset (null, "", 0, false, [], {}).
+fn refuse_config_body(raw: &[u8]) -> Result<(), ApiError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let value: serde_json::Value = serde_json::from_slice(raw)
+        .map_err(|e| ApiError::bad_request(format!("the commit body is not JSON: {e}")))?;
+    let unset = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Bool(b) => !b,
+        serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
+        serde_json::Value::String(s) => s.is_empty(),
+        serde_json::Value::Array(a) => a.is_empty(),
+        serde_json::Value::Object(o) => o.is_empty(),
+    };
+    let set: Vec<&str> = match &value {
+        serde_json::Value::Null => Vec::new(),
+        serde_json::Value::Object(fields) => fields
+            .iter()
+            .filter(|(_, v)| !unset(v))
+            .map(|(k, _)| k.as_str())
+            .collect(),
+        _ => {
+            return Err(ApiError::bad_request(
+                "the commit body must be a JSON object",
+            ))
+        }
+    };
+    if set.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "skiff does not apply a container config given with commit ({}): use changes \
+         (`--change`) instead",
+        set.join(", ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refuse_config_body;
+
+    #[test]
+    fn commit_bodies_that_set_nothing_pass_and_others_are_refused_by_field() {
+        for ok in [
+            "",
+            " ",
+            "null",
+            "{}",
+            r#"{"Cmd":null,"Hostname":"","Tty":false}"#,
+        ] {
+            assert!(refuse_config_body(ok.as_bytes()).is_ok(), "{ok}");
+        }
+        let err = refuse_config_body(br#"{"Cmd":["x"],"Env":[],"User":"me"}"#).unwrap_err();
+        assert!(err.message.contains("Cmd, User"), "{}", err.message);
+        assert!(refuse_config_body(b"[1]").is_err());
+    }
 }
