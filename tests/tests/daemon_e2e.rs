@@ -152,6 +152,11 @@ mkdir -p /tmp/hostdir && echo from-host >/tmp/hostdir/in
 echo "bind_read=$(d run --rm -v /tmp/hostdir:/data $I cat /data/in)"
 d run --rm -v /tmp/hostdir:/data $I sh -c 'echo from-guest >/data/out'
 echo "bind_write=$(cat /tmp/hostdir/out)"
+# rm -rf of a directory read page by page while it empties (the test host's /tmp is a tmpfs of
+# Linux 6.1: its directory offsets are positions).
+echo "hostdir_fs=$(stat -f -c %T /tmp/hostdir)"
+d run --rm -v /tmp/hostdir:/data $I sh -c 'mkdir /data/many && cd /data/many && for i in $(seq 400); do : >file$i; done && cd / && rm -rf /data/many && echo ok' >/tmp/rmrf.out 2>&1
+echo "rmrf=$(cat /tmp/rmrf.out)"
 d run --rm -v /tmp/hostdir:/data:ro $I sh -c 'echo x >/data/nope' 2>/tmp/ro.err; echo "ro_code=$?"
 grep -q 'Read-only file system' /tmp/ro.err && echo ro_msg=ok
 [ -e /tmp/hostdir/nope ] || echo ro_nothing=ok
@@ -416,6 +421,8 @@ fn volumes_keep_data_and_networks_serve_published_ports() {
     out.expect_results(&[
         ("bind_read", "from-host"),
         ("bind_write", "from-guest"),
+        ("hostdir_fs", "tmpfs"),
+        ("rmrf", "ok"),
         ("ro_code", "1"),
         ("ro_msg", "ok"),
         ("ro_nothing", "ok"),
