@@ -117,7 +117,7 @@ d run -d --name hc --health-cmd 'test -e /tmp/ok' --health-interval 1s --health-
 for i in $(seq 300); do [ "$(d inspect -f '{{.State.Health.Status}}' hc)" = healthy ] && break; sleep 0.2; done
 echo "healthy=$(d inspect -f '{{.State.Health.Status}} {{.State.Health.FailingStreak}}' hc)"
 echo "health_ps=$(d ps --filter health=healthy --format '{{.Names}} {{.Status}}' | sed 's/ Up .*(/ (/')"
-d exec hc rm /tmp/ok
+d exec hc sh -c 'rm /tmp/ok'
 for i in $(seq 300); do [ "$(d inspect -f '{{.State.Health.Status}}' hc)" = unhealthy ] && break; sleep 0.2; done
 echo "unhealthy=$(d inspect -f '{{.State.Health.Status}} {{.State.Health.FailingStreak}}' hc)"
 echo "health_events=$(d events --since 0 --until $(date +%s) --filter container=hc --format '{{.Action}}' | grep health | uniq | tr '\n' ',')"
