@@ -1,0 +1,4 @@
+//! The Dockerfile frontend (work in progress).
+
+pub mod pattern;
+pub mod shell;
