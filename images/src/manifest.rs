@@ -261,6 +261,40 @@ pub struct RuntimeConfig {
     /// `/data`, … (the values are empty objects): each becomes an anonymous volume.
     #[serde(rename = "Volumes", default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(
+        rename = "Healthcheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub healthcheck: Option<HealthConfig>,
+    /// ONBUILD triggers (`RUN make`, …): run by builds that start FROM this image.
+    #[serde(rename = "OnBuild", default, skip_serializing_if = "Option::is_none")]
+    pub on_build: Option<Vec<String>>,
+    /// The shell of shell-form commands (SHELL); `/bin/sh -c` when unset.
+    #[serde(rename = "Shell", default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<Vec<String>>,
+}
+
+/// Docker's `HealthConfig`: durations in nanoseconds, 0 meaning the default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthConfig {
+    /// `["NONE"]`, `["CMD", args…]` or `["CMD-SHELL", command]`.
+    #[serde(rename = "Test", default, skip_serializing_if = "Vec::is_empty")]
+    pub test: Vec<String>,
+    #[serde(rename = "Interval", default, skip_serializing_if = "is_zero")]
+    pub interval: i64,
+    #[serde(rename = "Timeout", default, skip_serializing_if = "is_zero")]
+    pub timeout: i64,
+    #[serde(rename = "StartPeriod", default, skip_serializing_if = "is_zero")]
+    pub start_period: i64,
+    #[serde(rename = "StartInterval", default, skip_serializing_if = "is_zero")]
+    pub start_interval: i64,
+    #[serde(rename = "Retries", default, skip_serializing_if = "is_zero")]
+    pub retries: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl ImageConfigFile {

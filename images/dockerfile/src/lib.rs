@@ -1,4 +1,10 @@
 //! The Dockerfile frontend (work in progress).
 
-pub mod pattern;
+pub mod error;
+mod healthcheck;
+pub mod instructions;
+pub mod parser;
+mod pattern;
 pub mod shell;
+
+pub use error::{Error, Result};

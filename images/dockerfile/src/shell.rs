@@ -37,6 +37,15 @@ pub trait Vars {
     fn var(&self, name: &str) -> Option<&str>;
 }
 
+/// No variables at all.
+pub struct NoVars;
+
+impl Vars for NoVars {
+    fn var(&self, _: &str) -> Option<&str> {
+        None
+    }
+}
+
 impl Vars for [(String, String)] {
     fn var(&self, name: &str) -> Option<&str> {
         self.iter()
