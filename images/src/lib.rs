@@ -44,7 +44,7 @@ pub mod text;
 pub mod unpack;
 mod user_files;
 
-pub use commit::{Change, CommitOptions};
+pub use commit::{expose, Change, CommitOptions};
 pub use config::{RegistryTimeouts, StoreConfig};
 pub use digest::Digest;
 pub use error::{Error, Result};

@@ -147,9 +147,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(h.test, ["CMD-SHELL", "curl -f localhost"]);
-        assert_eq!((h.interval, h.timeout, h.start_period), (30_000_000_000, 3_000_000_000, 0));
+        assert_eq!(
+            (h.interval, h.timeout, h.start_period),
+            (30_000_000_000, 3_000_000_000, 0)
+        );
         assert_eq!(h.retries, 3);
-        let exec = parse_healthcheck(CommandLine::Exec(vec!["true".into()]), Default::default(), None);
+        let exec = parse_healthcheck(
+            CommandLine::Exec(vec!["true".into()]),
+            Default::default(),
+            None,
+        );
         assert_eq!(exec.unwrap().test, ["CMD", "true"]);
         let err = |d: [Option<String>; 4], r: Option<String>| {
             parse_healthcheck(CommandLine::Shell("x".into()), d, r).unwrap_err()

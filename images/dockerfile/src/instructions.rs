@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::healthcheck::parse_healthcheck;
+use crate::key_values::{name_value_words, name_values};
 use crate::parser::{heredoc_marker, json_array, split_blank, split_blanks, Heredoc, Node};
 use skiff_images::manifest::HealthConfig;
 
@@ -81,13 +82,29 @@ pub struct Copy {
 /// Flags skiff will not implement, with why; refused by name.
 const REFUSED: &[(&str, &str, &str)] = &[
     ("run", "mount", "RUN --mount is not supported by skiff"),
-    ("run", "security", "RUN --security is not supported by skiff"),
+    (
+        "run",
+        "security",
+        "RUN --security is not supported by skiff",
+    ),
     ("run", "device", "RUN --device is not supported by skiff"),
-    ("add", "keep-git-dir", "ADD --keep-git-dir is not supported by skiff (no git sources)"),
+    (
+        "add",
+        "keep-git-dir",
+        "ADD --keep-git-dir is not supported by skiff (no git sources)",
+    ),
     ("add", "unpack", "ADD --unpack is not supported by skiff"),
     ("add", "exclude", "ADD --exclude is not supported by skiff"),
-    ("copy", "exclude", "COPY --exclude is not supported by skiff"),
-    ("copy", "parents", "COPY --parents is not supported by skiff"),
+    (
+        "copy",
+        "exclude",
+        "COPY --exclude is not supported by skiff",
+    ),
+    (
+        "copy",
+        "parents",
+        "COPY --parents is not supported by skiff",
+    ),
 ];
 
 /// The flags one instruction was given, checked against those it takes.
@@ -138,9 +155,7 @@ impl Flags {
             Some((_, Some(v))) => match v.to_ascii_lowercase().as_str() {
                 "true" => Ok(true),
                 "false" => Ok(false),
-                _ => Err(format!(
-                    "expecting boolean value for flag {name}, not: {v}"
-                )),
+                _ => Err(format!("expecting boolean value for flag {name}, not: {v}")),
             },
         }
     }
@@ -164,7 +179,7 @@ pub fn instruction(node: &Node) -> Result<Instruction> {
     })
 }
 
-fn at_least_one(keyword: &str) -> String {
+pub(crate) fn at_least_one(keyword: &str) -> String {
     format!("{} requires at least one argument", keyword.to_uppercase())
 }
 
@@ -187,8 +202,10 @@ fn json_strings(rest: &str) -> std::result::Result<Option<Vec<String>>, String> 
         .into_iter()
         .map(|v| match v {
             serde_json::Value::String(s) => Ok(s),
-            _ => Err("when using JSON array syntax, arrays must be comprised of strings only"
-                .to_string()),
+            _ => Err(
+                "when using JSON array syntax, arrays must be comprised of strings only"
+                    .to_string(),
+            ),
         })
         .collect::<std::result::Result<Vec<_>, _>>()
         .map(Some)
@@ -268,7 +285,10 @@ fn op(node: &Node) -> std::result::Result<Op, String> {
         "run" => {
             let flags = Flags::parse(node, &["network"])?;
             let network = flags.string("network")?;
-            if let Some(n) = network.as_deref().filter(|n| !matches!(*n, "default" | "none")) {
+            if let Some(n) = network
+                .as_deref()
+                .filter(|n| !matches!(*n, "default" | "none"))
+            {
                 return Err(format!(
                     "RUN --network={n} is not supported by skiff (only default and none)"
                 ));
@@ -367,97 +387,13 @@ fn op(node: &Node) -> std::result::Result<Op, String> {
             Op::Maintainer(exactly_one(node)?)
         }
         "onbuild" => onbuild(node)?,
-        _ => return Err(format!("unknown instruction: {}", node.keyword.to_uppercase())),
+        _ => {
+            return Err(format!(
+                "unknown instruction: {}",
+                node.keyword.to_uppercase()
+            ))
+        }
     })
-}
-
-/// BuildKit's `parseWords`: blank-separated words; quotes group but are kept, as is the
-/// escape character with what it escapes (the expansion removes them later).
-fn name_value_words(rest: &str, node: &Node) -> Vec<String> {
-    let escape = node.escape;
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut blank_ok = false;
-    let mut quote: Option<char> = None;
-    let mut chars = rest.chars().peekable();
-    while let Some(c) = chars.next() {
-        match quote {
-            None if c.is_whitespace() => {
-                if blank_ok || !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-                blank_ok = false;
-            }
-            None => {
-                if c == '\'' || c == '"' {
-                    quote = Some(c);
-                    blank_ok = true;
-                }
-                if c == escape {
-                    match chars.next() {
-                        Some(n) => {
-                            word.push(c);
-                            word.push(n);
-                        }
-                        None => continue,
-                    }
-                } else {
-                    word.push(c);
-                }
-            }
-            Some(q) => {
-                if c == q {
-                    quote = None;
-                }
-                if c == escape && q != '\'' {
-                    match chars.next() {
-                        Some(n) => {
-                            word.push(c);
-                            word.push(n);
-                        }
-                        None => quote = None,
-                    }
-                } else {
-                    word.push(c);
-                }
-            }
-        }
-    }
-    if blank_ok || !word.is_empty() {
-        words.push(word);
-    }
-    words
-}
-
-/// ENV and LABEL: `k=v ...`, or the old `ENV k the value` form.
-fn name_values(rest: &str, node: &Node) -> std::result::Result<Vec<(String, String)>, String> {
-    let kw = node.keyword.to_uppercase();
-    let words = name_value_words(rest, node);
-    if words.is_empty() {
-        return Err(at_least_one(&kw));
-    }
-    let pairs: Vec<(String, String)> = if !words[0].contains('=') {
-        let (k, v) = split_blank(rest);
-        if v.is_empty() {
-            return Err(format!("{kw} must have two arguments"));
-        }
-        vec![(k.to_string(), v.to_string())]
-    } else {
-        let mut pairs = Vec::new();
-        for w in words {
-            let Some((k, v)) = w.split_once('=') else {
-                return Err(format!(
-                    "Syntax error - can't find = in {w:?}. Must be of the form: name=value"
-                ));
-            };
-            pairs.push((k.to_string(), v.to_string()));
-        }
-        pairs
-    };
-    if pairs.iter().any(|(k, _)| k.is_empty()) {
-        return Err(format!("{kw} names can not be blank"));
-    }
-    Ok(pairs)
 }
 
 fn sources_and_dest(node: &Node) -> std::result::Result<Copy, String> {
@@ -509,7 +445,13 @@ fn healthcheck(node: &Node) -> std::result::Result<HealthConfig, String> {
     }
     let flags = Flags::parse(
         node,
-        &["interval", "timeout", "start-period", "start-interval", "retries"],
+        &[
+            "interval",
+            "timeout",
+            "start-period",
+            "start-interval",
+            "retries",
+        ],
     )?;
     if typ != "CMD" {
         return Err(format!("Unknown type {typ:?} in HEALTHCHECK (try CMD)"));

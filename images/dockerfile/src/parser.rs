@@ -55,7 +55,10 @@ fn parse_error(line: usize, message: impl Into<String>) -> Error {
 /// Parses a Dockerfile. Invalid UTF-8 is refused with the line it is on.
 pub fn parse(bytes: &[u8]) -> Result<Parsed, Error> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
-        let line = 1 + bytes[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count();
+        let line = 1 + bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
         parse_error(line, "the Dockerfile is not valid UTF-8")
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -119,8 +122,11 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, Error> {
                         terminated = true;
                         break;
                     }
-                    doc.content
-                        .push_str(if doc.chomp { l.trim_start_matches('\t') } else { l });
+                    doc.content.push_str(if doc.chomp {
+                        l.trim_start_matches('\t')
+                    } else {
+                        l
+                    });
                 }
                 if !terminated {
                     return Err(parse_error(start, "unterminated heredoc"));

@@ -206,7 +206,10 @@ mod tests {
     fn hostile_patterns_end() {
         let value = "a".repeat(5000);
         let g = Glob::parse(&"*a".repeat(60)).unwrap();
-        assert_eq!(g.trim(&(value.clone() + "b"), Side::Prefix, true).unwrap(), "b");
+        assert_eq!(
+            g.trim(&(value.clone() + "b"), Side::Prefix, true).unwrap(),
+            "b"
+        );
         let never = Glob::parse(&("*a".repeat(60) + "c")).unwrap();
         let costly = never.trim(&value, Side::Prefix, true);
         assert!(costly.unwrap_err().contains("too costly"));

@@ -22,6 +22,8 @@ pub struct Lexer {
     pub raw_escapes: bool,
     /// Leave references to unset variables as they are written.
     pub skip_unset: bool,
+    /// Quotes are ordinary characters (COPY heredoc contents).
+    pub skip_quotes: bool,
 }
 
 /// A substitution error, phrased as BuildKit phrases it.
@@ -68,6 +70,7 @@ impl Lexer {
             raw_quotes: false,
             raw_escapes: false,
             skip_unset: false,
+            skip_quotes: false,
         }
     }
 
@@ -91,10 +94,11 @@ impl Lexer {
             depth: 0,
             raw_escapes: self.raw_escapes,
         };
-        scan.until(None, self.raw_escapes).map_err(|reason| ShellError {
-            source_text: text.to_string(),
-            reason,
-        })
+        scan.until(None, self.raw_escapes)
+            .map_err(|reason| ShellError {
+                source_text: text.to_string(),
+                reason,
+            })
     }
 }
 
@@ -189,7 +193,7 @@ impl Scan<'_> {
                     result.push_str(&v);
                     words.add_raw_str(&v);
                 }
-                '\'' | '"' => {
+                '\'' | '"' if !self.lex.skip_quotes => {
                     let v = if c == '\'' {
                         self.single_quoted()?
                     } else {
@@ -379,9 +383,15 @@ impl Scan<'_> {
         if self.lex.skip_unset && value.is_none() {
             return Ok(format!("${{{name}{ops}{word}}}"));
         }
-        let empty = value.as_deref().is_none_or(|v| null_is_unset && v.is_empty());
+        let empty = value
+            .as_deref()
+            .is_none_or(|v| null_is_unset && v.is_empty());
         match op {
-            '-' => Ok(if empty { word } else { value.unwrap_or_default() }),
+            '-' => Ok(if empty {
+                word
+            } else {
+                value.unwrap_or_default()
+            }),
             '+' => Ok(if empty { String::new() } else { word }),
             '?' => match value {
                 None => Err(format!(
@@ -407,7 +417,11 @@ impl Scan<'_> {
                     Some(rest) => (true, rest),
                     None => (false, word.as_str()),
                 };
-                let side = if op == '#' { Side::Prefix } else { Side::Suffix };
+                let side = if op == '#' {
+                    Side::Prefix
+                } else {
+                    Side::Suffix
+                };
                 let glob = Glob::parse(pat)
                     .map_err(|e| format!("invalid pattern ({pat}) in substitution: {e}"))?;
                 glob.trim(&value.unwrap_or_default(), side, greedy)
@@ -431,7 +445,9 @@ impl Scan<'_> {
         }
         let pattern = match self.until(Some('/'), true) {
             Ok((w, _)) => w,
-            Err(_) if self.peek().is_none() => return Err("syntax error: missing '/' in ${}".into()),
+            Err(_) if self.peek().is_none() => {
+                return Err("syntax error: missing '/' in ${}".into())
+            }
             Err(e) => return Err(e),
         };
         let replacement = self.word_until_brace(true)?;

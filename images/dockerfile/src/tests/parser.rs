@@ -44,14 +44,20 @@ fn directives() {
     assert_eq!((p.escape, p.nodes[1].rest.as_str()), ('\\', "a  b"));
     let p = parse(b"# hello\n# escape=`\nFROM a\n").unwrap();
     assert_eq!(p.escape, '\\');
-    assert!(err(b"# escape=x\nFROM a").to_string().contains("invalid escape token"));
+    assert!(err(b"# escape=x\nFROM a")
+        .to_string()
+        .contains("invalid escape token"));
     let e = err(b"# escape=`\n# escape=\\\nFROM a");
-    assert_eq!(e.to_string(), "dockerfile parse error on line 2: only one escape parser directive can be used");
+    assert_eq!(
+        e.to_string(),
+        "dockerfile parse error on line 2: only one escape parser directive can be used"
+    );
 }
 
 #[test]
 fn flags_are_split_off() {
-    let n = nodes("FROM a\nCOPY --from=build --chown=\"1:1\" -- --odd /dst\nRUN --network=none echo\n");
+    let n =
+        nodes("FROM a\nCOPY --from=build --chown=\"1:1\" -- --odd /dst\nRUN --network=none echo\n");
     assert_eq!(n[1].flags, ["--from=build", "--chown=1:1"]);
     assert_eq!(n[1].rest, "--odd /dst");
     assert_eq!(n[2].flags, ["--network=none"]);
@@ -62,21 +68,37 @@ fn flags_are_split_off() {
 fn heredocs() {
     let n = nodes("FROM a\nRUN <<EOF\necho $HOME\nEOF\nRUN x\n");
     let doc = &n[1].heredocs[0];
-    assert_eq!((doc.name.as_str(), doc.expand, doc.content.as_str()), ("EOF", true, "echo $HOME\n"));
+    assert_eq!(
+        (doc.name.as_str(), doc.expand, doc.content.as_str()),
+        ("EOF", true, "echo $HOME\n")
+    );
     assert_eq!((n[1].line, n[1].end_line, n[2].line), (2, 4, 5));
     let n = nodes("FROM a\nRUN <<-'END' sh\n\techo hi\n\t\tdeeper\n\tEND\n");
     let doc = &n[1].heredocs[0];
-    assert_eq!((doc.expand, doc.chomp, doc.content.as_str()), (false, true, "echo hi\ndeeper\n"));
+    assert_eq!(
+        (doc.expand, doc.chomp, doc.content.as_str()),
+        (false, true, "echo hi\ndeeper\n")
+    );
     let n = nodes("FROM a\nRUN <<ONE cat && 3<<\"TWO\" cat\nfirst\nONE\nsecond\nTWO\n");
-    let names: Vec<_> = n[1].heredocs.iter().map(|d| (d.name.as_str(), d.expand, d.content.as_str())).collect();
-    assert_eq!(names, [("ONE", true, "first\n"), ("TWO", false, "second\n")]);
+    let names: Vec<_> = n[1]
+        .heredocs
+        .iter()
+        .map(|d| (d.name.as_str(), d.expand, d.content.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [("ONE", true, "first\n"), ("TWO", false, "second\n")]
+    );
     let n = nodes("FROM a\nCOPY <<EOF /etc/x\n# not a comment \\\nEOF\n");
     assert_eq!(n[1].heredocs[0].content, "# not a comment \\\n");
     // JSON form and other instructions take no heredocs.
     let n = nodes("FROM a\nRUN [\"cat\", \"<<EOF\"]\nENV A=<<EOF\n");
     assert!(n[1].heredocs.is_empty() && n[2].heredocs.is_empty());
     let e = err(b"FROM a\nRUN <<EOF\nnever ends\n");
-    assert_eq!(e.to_string(), "dockerfile parse error on line 2: unterminated heredoc");
+    assert_eq!(
+        e.to_string(),
+        "dockerfile parse error on line 2: unterminated heredoc"
+    );
 }
 
 #[test]
@@ -86,9 +108,13 @@ fn hostile_text_gives_clear_errors() {
     assert!(e.to_string().contains("not valid UTF-8"));
     let mut long = b"FROM a\nRUN ".to_vec();
     long.extend(std::iter::repeat_n(b'x', 70_000));
-    assert!(err(&long).to_string().contains("line 2: dockerfile line greater than max allowed size"));
+    assert!(err(&long)
+        .to_string()
+        .contains("line 2: dockerfile line greater than max allowed size"));
     assert!(err(b"").to_string().contains("file with no instructions"));
-    assert!(err(b"# only\n\n").to_string().contains("file with no instructions"));
+    assert!(err(b"# only\n\n")
+        .to_string()
+        .contains("file with no instructions"));
     // Many continuation lines: fine, and quick.
     let many = "FROM a\nRUN x \\\n".to_string() + &"y \\\n".repeat(50_000) + "z\n";
     assert_eq!(nodes(&many).len(), 2);
@@ -97,7 +123,9 @@ fn hostile_text_gives_clear_errors() {
     for _ in 0..5_000 {
         let text: Vec<u8> = (0..(seed % 64))
             .map(|_| {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 alphabet[(seed >> 33) as usize % alphabet.len()]
             })
             .collect();

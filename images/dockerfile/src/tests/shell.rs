@@ -138,11 +138,21 @@ fn words_substitute_as_buildkit_does() {
 fn errors_name_the_text_and_reason() {
     let lex = Lexer::new('\\');
     let err = lex.word("${NEED:?set it}", &env()).unwrap_err();
-    assert_eq!(err.to_string(), "failed to process \"${NEED:?set it}\": NEED: set it");
+    assert_eq!(
+        err.to_string(),
+        "failed to process \"${NEED:?set it}\": NEED: set it"
+    );
     let err = lex.word("${NEED?}", &env()).unwrap_err();
-    assert!(err.to_string().ends_with("NEED: is not allowed to be unset"), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("NEED: is not allowed to be unset"),
+        "{err}"
+    );
     let err = lex.word("${EMPTY:?}", &env()).unwrap_err();
-    assert!(err.to_string().ends_with("is not allowed to be empty"), "{err}");
+    assert!(
+        err.to_string().ends_with("is not allowed to be empty"),
+        "{err}"
+    );
 }
 
 /// (input, words joined with `,`, or None for an error).
@@ -196,9 +206,18 @@ fn raw_modes_keep_quotes_escapes_and_unset_references() {
     let env = env();
     assert_eq!(lex.word("'a' \"b\"", &env).unwrap(), "'a' \"b\"");
     assert_eq!(lex.word(r"a\ b", &env).unwrap(), r"a\ b");
-    assert_eq!(lex.word("$NO ${NO} ${NO:-x}", &env).unwrap(), "$NO ${NO} ${NO:-x}");
-    assert_eq!(lex.words("cat <<EOF >x", &env).unwrap(), ["cat", "<<EOF", ">x"]);
-    assert_eq!(lex.words("cat << 'EOF'", &env).unwrap(), ["cat", "<< 'EOF'"]);
+    assert_eq!(
+        lex.word("$NO ${NO} ${NO:-x}", &env).unwrap(),
+        "$NO ${NO} ${NO:-x}"
+    );
+    assert_eq!(
+        lex.words("cat <<EOF >x", &env).unwrap(),
+        ["cat", "<<EOF", ">x"]
+    );
+    assert_eq!(
+        lex.words("cat << 'EOF'", &env).unwrap(),
+        ["cat", "<< 'EOF'"]
+    );
 }
 
 #[test]
