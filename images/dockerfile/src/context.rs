@@ -1,5 +1,7 @@
 //! The build context: which files a COPY or ADD takes, and where they go.
 
+use skiff_images::commit::clean;
+
 /// The destination of a COPY/ADD, absolute: relative ones are taken from WORKDIR; a trailing
 /// `/` is kept (it says "a directory").
 pub fn join_dest(workdir: &str, dest: &str) -> String {
@@ -14,19 +16,4 @@ pub fn join_dest(workdir: &str, dest: &str) -> String {
         clean.push('/');
     }
     clean
-}
-
-/// Lexical cleaning as Go's `path.Clean` for absolute paths.
-pub fn clean(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in path.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            s => parts.push(s),
-        }
-    }
-    format!("/{}", parts.join("/"))
 }

@@ -16,8 +16,9 @@
 //!    ([`Action::Run`] with argv and environment, [`Action::Copy`] with expanded sources and
 //!    an absolute destination, [`Action::Workdir`], or [`Action::Config`] for metadata only),
 //!    and its history `created_by` text. [`Evaluator::config`] is the image config so far.
-//! 4. For COPY/ADD from the build context: [`context::Context`] (`.dockerignore` applied)
-//!    resolves sources to a list of files to copy, confined to the context directory.
+//! 4. COPY/ADD from the build context: not here yet (`.dockerignore` matching and confined
+//!    source resolution are still to be written); [`context::join_dest`] makes destinations
+//!    absolute.
 //!
 //! Choices where Docker's two builders differ: the Dockerfile is read as BuildKit reads it
 //! (parser, `shell.Lex` substitution with its `#`, `%` and `/` operators, stage-name rules,

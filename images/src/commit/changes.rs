@@ -313,7 +313,7 @@ pub fn expose(word: &str) -> std::result::Result<Vec<String>, String> {
 }
 
 /// `/a/./b/../c/` → `/a/c` (lexically, as Go's `filepath.Clean`).
-fn clean(path: &str) -> String {
+pub fn clean(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for seg in path.split('/') {
         match seg {

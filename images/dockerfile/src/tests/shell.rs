@@ -123,10 +123,18 @@ const WORD_CASES: &[(&str, Option<&str>)] = &[
 
 #[test]
 fn words_substitute_as_buildkit_does() {
+    check(WORD_CASES, |lex, input, env| lex.word(input, env));
+}
+
+/// Runs a table: each input gives the expected text, or an error for `None`.
+fn check(
+    cases: &[(&str, Option<&str>)],
+    f: impl Fn(&Lexer, &str, &Vec<(String, String)>) -> Result<String, ShellError>,
+) {
     let lex = Lexer::new('\\');
     let env = env();
-    for (input, want) in WORD_CASES {
-        let got = lex.word(input, &env);
+    for (input, want) in cases {
+        let got = f(&lex, input, &env);
         match want {
             Some(w) => assert_eq!(got.as_deref(), Ok(*w), "{input}"),
             None => assert!(got.is_err(), "{input} gave {got:?}"),
@@ -175,15 +183,9 @@ const SPLIT_CASES: &[(&str, Option<&str>)] = &[
 
 #[test]
 fn words_split_as_buildkit_does() {
-    let lex = Lexer::new('\\');
-    let env = env();
-    for (input, want) in SPLIT_CASES {
-        let got = lex.words(input, &env).map(|w| w.join(","));
-        match want {
-            Some(w) => assert_eq!(got.as_deref(), Ok(*w), "{input}"),
-            None => assert!(got.is_err(), "{input} gave {got:?}"),
-        }
-    }
+    check(SPLIT_CASES, |lex, input, env| {
+        lex.words(input, env).map(|w| w.join(","))
+    });
 }
 
 #[test]
