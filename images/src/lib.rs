@@ -48,6 +48,7 @@ pub use commit::{expose, Change, CommitOptions};
 pub use config::{RegistryTimeouts, StoreConfig};
 pub use digest::Digest;
 pub use error::{Error, Result};
+pub use manifest::HealthConfig;
 pub use platform::Platform;
 pub use pull::{PullOptions, PullReport};
 pub use reference::Reference;

@@ -112,6 +112,17 @@ echo "commit_run=$(d run --rm skiff-test/committed:1)"
 echo "commit_gone=$(d run --rm skiff-test/committed:1 sh -c 'test -e /bin/true; echo $?')"
 d commit bg skiff-test/live:1 >/dev/null; echo "commit_live=$(d run --rm skiff-test/live:1 sh -c 'wc -c </big')"
 
+# Healthchecks, probed in the VM on their schedule: healthy, then unhealthy after two failures.
+d run -d --name hc --health-cmd 'test -e /tmp/ok' --health-interval 1s --health-retries 2 $I sh -c 'touch /tmp/ok; exec sleep 1000' >/dev/null
+for i in $(seq 300); do [ "$(d inspect -f '{{.State.Health.Status}}' hc)" = healthy ] && break; sleep 0.2; done
+echo "healthy=$(d inspect -f '{{.State.Health.Status}} {{.State.Health.FailingStreak}}' hc)"
+echo "health_ps=$(d ps --filter health=healthy --format '{{.Names}} {{.Status}}' | sed 's/ Up .*(/ (/')"
+d exec hc rm /tmp/ok
+for i in $(seq 300); do [ "$(d inspect -f '{{.State.Health.Status}}' hc)" = unhealthy ] && break; sleep 0.2; done
+echo "unhealthy=$(d inspect -f '{{.State.Health.Status}} {{.State.Health.FailingStreak}}' hc)"
+echo "health_events=$(d events --since 0 --until $(date +%s) --filter container=hc --format '{{.Action}}' | grep health | uniq | tr '\n' ',')"
+d rm -f hc >/dev/null
+
 # A restart policy: on-failure:2 runs it three times in all, into the same log.
 d run -d --name flaky --restart on-failure:2 $I sh -c 'echo try; exit 1' >/dev/null
 for i in $(seq 600); do
@@ -400,6 +411,13 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
         ("commit_run", "hi"),
         ("commit_gone", "1"),
         ("commit_live", "100000"),
+        ("healthy", "healthy 0"),
+        ("health_ps", "hc (healthy)"),
+        ("unhealthy", "unhealthy 2"),
+        (
+            "health_events",
+            "health_status: healthy,health_status: unhealthy,",
+        ),
         ("flaky", "exited 2 1"),
         ("flaky_logs", "try,try,try,"),
         (

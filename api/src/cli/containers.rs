@@ -111,6 +111,8 @@ pub struct ContainerArgs {
     #[arg(long = "network-alias", value_name = "NAME")]
     pub(crate) network_aliases: Vec<String>,
     #[command(flatten)]
+    pub(crate) health: super::health::HealthArgs,
+    #[command(flatten)]
     pub(crate) process: ProcessArgs,
 }
 
@@ -361,9 +363,11 @@ async fn in_process(
         || !container.ulimit.is_empty()
         || container.pids_limit.is_some()
         || !container.storage_opt.is_empty()
+        || container.health.any()
     {
         anyhow::bail!(
-            "-P, --ulimit, --pids-limit and --storage-opt need skiffd, and none answers at {host}"
+            "-P, --ulimit, --pids-limit, --storage-opt and --health-* need skiffd, and none \
+             answers at {host}"
         );
     }
     if container.network.len() > 1 {

@@ -1,6 +1,7 @@
 //! The `skiff` command line: one module per group of subcommands.
 
 pub mod containers;
+pub mod health;
 pub mod images;
 pub mod networks;
 pub mod remote;

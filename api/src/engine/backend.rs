@@ -180,6 +180,10 @@ impl ContainerBackend for Engine {
             .filter(|r| opts.all || r.running() || opts.filters.contains_key("status"))
             .filter(|r| wanted("status", r.state.status.as_str()))
             .filter(|r| {
+                let health = r.state.health.as_ref().filter(|_| r.running());
+                wanted("health", health.map_or("none", |h| h.status.as_str()))
+            })
+            .filter(|r| {
                 opts.filters.get("name").is_none_or(|names| {
                     names
                         .iter()

@@ -151,6 +151,8 @@ pub async fn create(inner: &Inner, mut req: CreateRequest) -> Result<ContainerRe
         }
     }
     add_image_volumes(&mut req.mounts, &image.config)?;
+    req.healthcheck =
+        super::health::merge(req.healthcheck.take(), image.config.healthcheck.as_ref());
     if req.publish_all {
         crate::daemon::create::ports::publish_all(&mut req.ports, &req.exposed_ports)
             .map_err(|e| BackendError::InvalidArgument(e.to_string()))?;

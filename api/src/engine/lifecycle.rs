@@ -14,6 +14,7 @@ use skiff_vmm::VmSpec;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
+use super::health;
 use super::network::{guest_net, Endpoint};
 use super::record::{ContainerRecord, RunState, Status};
 use super::vmm_process::{self, ContainerPaths};
@@ -79,6 +80,12 @@ pub(super) async fn start(inner: &Arc<Inner>, id: &str) -> Result<()> {
         started_unix: now_unix(),
         finished_unix: record.state.finished_unix,
         endpoints,
+        health: record
+            .request
+            .healthcheck
+            .as_ref()
+            .and_then(health::Plan::of)
+            .map(|_| health::Health::default()),
     };
     inner.save(&record)?;
     inner.phase(id).send_modify(|p| {
@@ -144,6 +151,7 @@ pub(super) fn watch(inner: Arc<Inner>, record: ContainerRecord) {
     let Some(process) = record.state.vmm.clone() else {
         return;
     };
+    health::monitor(inner.clone(), record.id.clone());
     tokio::spawn(async move {
         if let Err(e) = vmm_process::wait_for_end(&process).await {
             tracing::warn!(id = record.id, "waiting for the VMM: {e}");

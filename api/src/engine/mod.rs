@@ -18,6 +18,7 @@ mod create;
 pub(crate) mod detach_keys;
 mod disk_usage;
 mod exec;
+pub mod health;
 mod images;
 mod lifecycle;
 mod logs;

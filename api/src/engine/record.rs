@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use skiff_protocol::ProcessSpec;
 
+use super::health::HealthStatus;
 use super::network::views;
 use super::volumes::ResolvedMount;
 use crate::daemon::create::mounts::MountKind;
@@ -68,6 +69,9 @@ pub struct RunState {
     /// Records of earlier daemons hold one `endpoint`.
     #[serde(default, alias = "endpoint", deserialize_with = "one_or_many")]
     pub endpoints: Vec<super::network::Endpoint>,
+    /// What its healthcheck found in this run (or the last); None without a healthcheck.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<super::health::Health>,
 }
 
 /// `null`, one endpoint or a list of them.
@@ -117,7 +121,16 @@ impl ContainerRecord {
     pub fn status_text(&self, now_unix: i64) -> String {
         match self.state.status {
             Status::Created => "Created".into(),
-            Status::Running => format!("Up {}", human(now_unix - self.state.started_unix)),
+            Status::Running => {
+                let up = format!("Up {}", human(now_unix - self.state.started_unix));
+                match &self.state.health {
+                    Some(h) if h.status == HealthStatus::Starting => {
+                        format!("{up} (health: starting)")
+                    }
+                    Some(h) => format!("{up} ({})", h.status.as_str()),
+                    None => up,
+                }
+            }
             Status::Restarting => format!(
                 "Restarting ({}) {} ago",
                 self.state.exit_code,
@@ -188,6 +201,7 @@ impl ContainerRecord {
                 error: self.state.error.clone(),
                 started_at: or_zero(&self.state.started_at),
                 finished_at: or_zero(&self.state.finished_at),
+                health: self.state.health.clone(),
                 ..ContainerState::default()
             },
             image: self.image_id.clone(),
@@ -235,6 +249,7 @@ impl ContainerRecord {
                 labels: req.labels.clone(),
                 stop_signal: req.stop_signal.clone(),
                 stop_timeout: req.stop_timeout,
+                healthcheck: req.healthcheck.clone(),
                 ..InspectConfig::default()
             },
             mounts: self.mount_points(),
@@ -321,6 +336,13 @@ mod tests {
         r.state.status = Status::Running;
         r.state.started_unix = 90;
         assert_eq!(r.status_text(100), "Up 10 seconds");
+        r.state.health = Some(Default::default());
+        assert_eq!(r.status_text(100), "Up 10 seconds (health: starting)");
+        r.state.health = Some(super::super::health::Health {
+            status: HealthStatus::Unhealthy,
+            ..Default::default()
+        });
+        assert_eq!(r.status_text(100), "Up 10 seconds (unhealthy)");
         r.state.status = Status::Exited;
         r.state.exit_code = 3;
         r.state.finished_unix = 100 - 7200;

@@ -40,6 +40,7 @@ pub mod stages;
 
 pub use error::{Error, Result};
 pub use eval::{Action, CopyFrom, CopyStep, Evaluator, RunStep, Step};
+pub use healthcheck::parse_duration;
 pub use instructions::{CommandLine, Instruction, Op};
 pub use stages::{Base, BuildOptions, Plan, PlatformArgs, Stage};
 

@@ -171,6 +171,7 @@ fn new_container(
         attach_stderr: Some(stdio.attach_stderr),
         host_config: Some(host_config),
         networking_config: network_endpoints(&args.network, &args.network_aliases),
+        healthcheck: args.health.healthcheck()?,
         volumes: (!anonymous.is_empty()).then(|| {
             anonymous
                 .into_iter()

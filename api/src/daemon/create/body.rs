@@ -25,7 +25,7 @@ pub struct CreateBody {
     pub stdin_once: Option<bool>,
     pub env: Option<Vec<String>>,
     pub cmd: Option<Vec<String>>,
-    pub healthcheck: Option<Healthcheck>,
+    pub healthcheck: Option<skiff_images::HealthConfig>,
     pub args_escaped: Option<bool>,
     pub image: Option<String>,
     pub volumes: Option<KeySet>,
@@ -40,17 +40,6 @@ pub struct CreateBody {
     pub shell: Option<Vec<String>>,
     pub host_config: Option<HostConfig>,
     pub networking_config: Option<NetworkingConfig>,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Healthcheck {
-    pub test: Option<Vec<String>>,
-    pub interval: Option<i64>,
-    pub timeout: Option<i64>,
-    pub retries: Option<i64>,
-    pub start_period: Option<i64>,
-    pub start_interval: Option<i64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -104,13 +104,7 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
     let host = body.host_config.unwrap_or_default();
     check_host_specials(&host, &mut refused);
     if let Some(hc) = &body.healthcheck {
-        let disabled = hc
-            .test
-            .as_deref()
-            .is_none_or(|t| t.is_empty() || t == ["NONE"]);
-        if !disabled {
-            refused.push("Healthcheck is not supported by skiff yet".to_string());
-        }
+        super::healthcheck::validate(hc).map_err(CreateError::Invalid)?;
     }
     let log = match &host.log_config {
         Some(l) => decode_log(l, &mut refused)?,
@@ -220,6 +214,7 @@ pub fn decode_create(name: Option<&str>, bytes: &[u8]) -> Result<CreateRequest, 
         console_size: decode_console_size(host.console_size.as_deref())?,
         mounts,
         storage_size,
+        healthcheck: body.healthcheck,
     })
 }
 

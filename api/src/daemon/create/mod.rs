@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod decode;
+pub mod healthcheck;
 pub mod mounts;
 pub mod ports;
 pub mod request;

@@ -66,6 +66,9 @@ pub struct CreateRequest {
     /// which caps it. None: no cap (a directory on the host's file system).
     #[serde(default)]
     pub storage_size: Option<u64>,
+    /// `Config.Healthcheck` / `--health-*`, merged with the image's at create.
+    #[serde(default)]
+    pub healthcheck: Option<skiff_images::HealthConfig>,
 }
 
 /// The stdio wiring the client asked for.

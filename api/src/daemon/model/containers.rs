@@ -145,6 +145,9 @@ pub struct ContainerState {
     pub started_at: String,
     /// RFC 3339; `timefmt::ZERO_TIME` when not finished.
     pub finished_at: String,
+    /// Only for a container with a healthcheck.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::engine::health::Health>,
 }
 
 /// The part of `HostConfig` skiff reports (docker-py reads `LogConfig.Type`).
@@ -217,6 +220,8 @@ pub struct InspectConfig {
     pub stop_signal: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<skiff_images::HealthConfig>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
