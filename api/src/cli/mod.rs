@@ -3,6 +3,7 @@
 pub mod containers;
 pub mod images;
 pub mod networks;
+pub mod push;
 pub mod remote;
 pub mod volumes;
 

@@ -19,7 +19,7 @@ use crate::registry::RegistryClient;
 use crate::store::{ImageRecord, Store};
 use blob::{push_blob, BlobJob, Pushed};
 
-pub use progress::{terminal_bars, PushEvent, PushEventKind, PushProgress};
+pub use progress::{terminal_bars, PushBars, PushEvent, PushEventKind, PushProgress};
 
 /// Blobs up to this size go in one request, larger ones in chunks of it (each held in memory
 /// while it is sent, so it can be sent again).

@@ -38,37 +38,86 @@ pub enum PushEventKind {
     Pushed,
 }
 
-/// Bars on stderr, one per layer, as `docker push` draws them.
-pub fn terminal_bars() -> PushProgress {
-    let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-    let by_layer: Mutex<HashMap<Digest, ProgressBar>> = Mutex::default();
-    Arc::new(move |e: PushEvent| {
-        let mut by_layer = by_layer.lock().unwrap_or_else(|p| p.into_inner());
-        let bar = by_layer.entry(e.layer.clone()).or_insert_with(|| {
-            let bar = bars.add(ProgressBar::new(0));
+impl PushEventKind {
+    /// Docker's status text for it (`docker push` shows these beside each layer).
+    pub fn status(&self) -> String {
+        match self {
+            PushEventKind::Preparing { .. } => "Preparing".into(),
+            PushEventKind::Exists => "Layer already exists".into(),
+            PushEventKind::Mounted { from } => format!("Mounted from {from}"),
+            PushEventKind::Uploading { .. } => "Pushing".into(),
+            PushEventKind::Pushed => "Pushed".into(),
+        }
+    }
+
+    /// Read back from Docker's status text and byte counts (a push through a daemon).
+    pub fn from_status(status: &str, current: u64, total: u64) -> Option<PushEventKind> {
+        Some(match status {
+            "Preparing" => PushEventKind::Preparing { size: total },
+            "Layer already exists" => PushEventKind::Exists,
+            "Pushing" => PushEventKind::Uploading { current, total },
+            "Pushed" => PushEventKind::Pushed,
+            s => PushEventKind::Mounted {
+                from: s.strip_prefix("Mounted from ")?.to_string(),
+            },
+        })
+    }
+
+    /// Whether the layer is done.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            PushEventKind::Exists | PushEventKind::Mounted { .. } | PushEventKind::Pushed
+        )
+    }
+}
+
+/// Bars on stderr, one per layer (by its ID), as `docker push` draws them.
+pub struct PushBars {
+    bars: MultiProgress,
+    by_layer: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Default for PushBars {
+    fn default() -> Self {
+        PushBars {
+            bars: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            by_layer: Mutex::default(),
+        }
+    }
+}
+
+impl PushBars {
+    pub fn show(&self, id: &str, kind: &PushEventKind) {
+        let mut by_layer = self.by_layer.lock().unwrap_or_else(|p| p.into_inner());
+        let bar = by_layer.entry(id.to_string()).or_insert_with(|| {
+            let bar = self.bars.add(ProgressBar::new(0));
             bar.set_style(
                 ProgressStyle::with_template("{prefix} {msg:>22} [{bar:30}] {bytes}/{total_bytes}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
             );
-            bar.set_prefix(e.id.clone());
+            bar.set_prefix(id.to_string());
             bar
         });
-        match e.kind {
-            PushEventKind::Preparing { size } => {
-                bar.set_length(size);
-                bar.set_message("Preparing");
-            }
-            PushEventKind::Exists => bar.finish_with_message("Layer already exists"),
-            PushEventKind::Mounted { from } => {
-                bar.finish_with_message(format!("Mounted from {from}"))
-            }
+        match kind {
+            PushEventKind::Preparing { size } => bar.set_length(*size),
             PushEventKind::Uploading { current, total } => {
-                bar.set_length(total);
-                bar.set_position(current);
-                bar.set_message("Pushing");
+                bar.set_length(*total);
+                bar.set_position(*current);
             }
-            PushEventKind::Pushed => bar.finish_with_message("Pushed"),
+            _ => {}
         }
-    })
+        if kind.is_final() {
+            bar.finish_with_message(kind.status());
+        } else {
+            bar.set_message(kind.status());
+        }
+    }
+}
+
+/// A push's progress as bars on stderr.
+pub fn terminal_bars() -> PushProgress {
+    let bars = PushBars::default();
+    Arc::new(move |e: PushEvent| bars.show(&e.id, &e.kind))
 }
