@@ -55,20 +55,47 @@ fn ok(out: &std::process::Output) -> String {
     text(&out.stdout)
 }
 
+/// A source registry on the fixtures, an empty target registry, skiffd on the real engine
+/// with `image` pulled from the source and tagged `name` on the target (with the docker CLI).
+struct Setup {
+    daemon: TestDaemon,
+    target: Registry,
+    pulled: String,
+    name: String,
+    _source: Registry,
+    _tmp: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(auth: Auth, cli: &Path, image: &str, name: &str) -> Setup {
+        let fx = fixture();
+        let tmp = tempfile::tempdir().unwrap();
+        let source = Registry::start(&fx.storage, Auth::None);
+        let target = Registry::start(&tmp.path().join("storage"), auth);
+        let daemon = engine_daemon(&tmp.path().join("root"));
+        let pulled = format!("{}/{image}", source.addr);
+        ok(&daemon.docker(cli, &["pull", &pulled]));
+        let name = format!("{}/{name}", target.addr);
+        ok(&daemon.docker(cli, &["tag", &pulled, &name]));
+        Setup {
+            daemon,
+            target,
+            pulled,
+            name,
+            _source: source,
+            _tmp: tmp,
+        }
+    }
+}
+
 #[test]
 fn docker_cli_push_and_history_through_the_real_engine() {
     let Some(cli) = docker_cli() else { return };
     let fx = fixture();
-    let tmp = tempfile::tempdir().unwrap();
-    let source = Registry::start(&fx.storage, Auth::None);
-    let target = Registry::start(&tmp.path().join("storage"), Auth::None);
-    let d = engine_daemon(&tmp.path().join("root"));
-    let pulled = format!("{}/whiteout:test", source.addr);
-    ok(&d.docker(&cli, &["pull", &pulled]));
-    let name = format!("{}/pushed/whiteout:v1", target.addr);
-    ok(&d.docker(&cli, &["tag", &pulled, &name]));
+    let s = Setup::new(Auth::None, &cli, "whiteout:test", "pushed/whiteout:v1");
+    let (d, target, pulled, name) = (&s.daemon, &s.target, &s.pulled, &s.name);
 
-    let out = ok(&d.docker(&cli, &["push", &name]));
+    let out = ok(&d.docker(&cli, &["push", name]));
     let (digest, _) = fixtures::tag_descriptor(&fx.layout, "whiteout-test");
     assert!(
         out.contains(&format!(
@@ -82,9 +109,9 @@ fn docker_cli_push_and_history_through_the_real_engine() {
         "{out}"
     );
     assert_eq!(out.matches(": Pushed").count(), 2, "{out}");
-    assert_eq!(raw_manifest_digest(&name), digest);
+    assert_eq!(raw_manifest_digest(name), digest);
 
-    let again = ok(&d.docker(&cli, &["push", &name]));
+    let again = ok(&d.docker(&cli, &["push", name]));
     assert_eq!(
         again.matches(": Layer already exists").count(),
         2,
@@ -93,7 +120,7 @@ fn docker_cli_push_and_history_through_the_real_engine() {
 
     // Another repository on the same registry: mounted, not uploaded.
     let other = format!("{}/pushed/copy:v1", target.addr);
-    ok(&d.docker(&cli, &["tag", &pulled, &other]));
+    ok(&d.docker(&cli, &["tag", pulled, &other]));
     let mounted = ok(&d.docker(&cli, &["push", &other]));
     assert_eq!(
         mounted.matches(": Mounted from pushed/whiteout").count(),
@@ -116,13 +143,13 @@ fn docker_cli_push_and_history_through_the_real_engine() {
             "--no-trunc",
             "--format",
             "{{.ID}}|{{.CreatedBy}}|{{.Size}}",
-            &name,
+            name,
         ],
     ));
     let rows: Vec<&str> = history.lines().collect();
     // umoci's fixture: one history entry per layer plus the config's, newest first.
     assert!(rows.len() >= 2, "{history}");
-    let id = ok(&d.docker(&cli, &["inspect", "-f", "{{.Id}}", &name]));
+    let id = ok(&d.docker(&cli, &["inspect", "-f", "{{.Id}}", name]));
     assert!(rows[0].starts_with(&format!("{}|", id.trim())), "{history}");
     assert!(
         rows[1..].iter().all(|r| r.starts_with("<missing>|")),
@@ -136,17 +163,10 @@ fn docker_cli_push_and_history_through_the_real_engine() {
 #[test]
 fn docker_cli_push_with_credentials() {
     let Some(cli) = docker_cli() else { return };
-    let fx = fixture();
-    let tmp = tempfile::tempdir().unwrap();
-    let source = Registry::start(&fx.storage, Auth::None);
-    let target = Registry::start(&tmp.path().join("storage"), Auth::Htpasswd);
-    let d = engine_daemon(&tmp.path().join("root"));
-    let pulled = format!("{}/busybox:test", source.addr);
-    ok(&d.docker(&cli, &["pull", &pulled]));
-    let name = format!("{}/private/busybox:v1", target.addr);
-    ok(&d.docker(&cli, &["tag", &pulled, &name]));
+    let s = Setup::new(Auth::Htpasswd, &cli, "busybox:test", "private/busybox:v1");
+    let (d, target, name) = (&s.daemon, &s.target, &s.name);
 
-    let out = d.docker(&cli, &["push", &name]);
+    let out = d.docker(&cli, &["push", name]);
     assert!(!out.status.success(), "{}", text(&out.stdout));
     let err = text(&out.stderr);
     assert!(
@@ -165,7 +185,7 @@ fn docker_cli_push_with_credentials() {
         serde_json::json!({"auths": {target.addr.clone(): {"auth": auth}}}).to_string(),
     )
     .unwrap();
-    let out = ok(&d.docker(&cli, &["push", &name]));
+    let out = ok(&d.docker(&cli, &["push", name]));
     assert!(out.contains("v1: digest: sha256:"), "{out}");
 }
 

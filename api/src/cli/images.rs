@@ -356,18 +356,7 @@ fn list(config: &Config, args: ListArgs) -> anyhow::Result<i32> {
 }
 
 fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{v:.1}{}", UNITS[i])
-    }
+    skiff_images::text::human_size(bytes, 1)
 }
 
 #[cfg(test)]

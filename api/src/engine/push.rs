@@ -5,6 +5,7 @@
 
 use futures_util::stream::{self, BoxStream, StreamExt};
 use skiff_images::auth::Credentials;
+use skiff_images::text::human_size;
 use skiff_images::{PushEvent, PushEventKind, Reference};
 use tokio::sync::mpsc;
 
@@ -44,21 +45,11 @@ fn progress_bar(current: u64, total: u64) -> String {
         "=".repeat(done as usize),
         " ".repeat((WIDTH - done).saturating_sub(arrow.len() as u64) as usize)
     );
-    format!("[{bar}] {}/{}", human(current), human(total))
-}
-
-fn human(n: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let (mut v, mut i) = (n as f64, 0);
-    while v >= 1000.0 && i < units.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.3}{}", units[i])
-    }
+    format!(
+        "[{bar}] {}/{}",
+        human_size(current, 3),
+        human_size(total, 3)
+    )
 }
 
 /// The local names a push of `name` (with `tag`, or every tag of it) sends.
