@@ -42,11 +42,7 @@ impl Proxy {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
                 let (upstream, seen, cut_done) = (upstream.clone(), seen.clone(), cut_done.clone());
-                std::thread::spawn(move || {
-                    if let Some(s) = relay(conn, &upstream, fault, &cut_done) {
-                        seen.lock().unwrap().push(s);
-                    }
-                });
+                std::thread::spawn(move || relay(conn, &upstream, fault, &cut_done, &seen));
             }
         });
         Proxy { addr, log }
@@ -57,7 +53,15 @@ impl Proxy {
     }
 }
 
-fn relay(client: TcpStream, upstream: &str, fault: Fault, cut_done: &AtomicBool) -> Option<Seen> {
+/// Logs the request when it has arrived (the log is in the client's order) and its status
+/// before the client gets the answer (complete once the client has all its answers).
+fn relay(
+    client: TcpStream,
+    upstream: &str,
+    fault: Fault,
+    cut_done: &AtomicBool,
+    log: &Mutex<Vec<Seen>>,
+) -> Option<()> {
     let mut reader = BufReader::new(client.try_clone().ok()?);
     let mut head = Vec::new();
     let mut length = 0usize;
@@ -89,14 +93,19 @@ fn relay(client: TcpStream, upstream: &str, fault: Fault, cut_done: &AtomicBool)
     let mut parts = request_line.split(' ');
     let method = parts.next().unwrap_or_default().to_string();
     let target = parts.next().unwrap_or_default().to_string();
-    let mut seen = Seen {
-        method,
-        target,
-        body_len: length,
-        status: 0,
+    let is_patch = method == "PATCH";
+    let index = {
+        let mut log = log.lock().unwrap();
+        log.push(Seen {
+            method,
+            target,
+            body_len: length,
+            status: 0,
+        });
+        log.len() - 1
     };
     if let Fault::CutFirstPatch { forward } = fault {
-        if seen.method == "PATCH" && !cut_done.swap(true, Ordering::SeqCst) {
+        if is_patch && !cut_done.swap(true, Ordering::SeqCst) {
             if forward > 0 {
                 let mut up = TcpStream::connect(upstream).ok()?;
                 up.write_all(head.concat().as_bytes()).ok()?;
@@ -104,7 +113,7 @@ fn relay(client: TcpStream, upstream: &str, fault: Fault, cut_done: &AtomicBool)
                 let _ = up.shutdown(Shutdown::Both);
             }
             let _ = client.shutdown(Shutdown::Both);
-            return Some(seen);
+            return Some(());
         }
     }
     let mut up = TcpStream::connect(upstream).ok()?;
@@ -112,13 +121,16 @@ fn relay(client: TcpStream, upstream: &str, fault: Fault, cut_done: &AtomicBool)
     up.write_all(&body).ok()?;
     let mut answer = Vec::new();
     up.read_to_end(&mut answer).ok()?;
-    seen.status = String::from_utf8_lossy(&answer)
+    let status = String::from_utf8_lossy(&answer)
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    if let Some(s) = log.lock().unwrap().get_mut(index) {
+        s.status = status;
+    }
     let mut client = client;
     client.write_all(&answer).ok()?;
     let _ = client.shutdown(Shutdown::Both);
-    Some(seen)
+    Some(())
 }
