@@ -213,6 +213,24 @@ pub struct ImageConfigFile {
     #[serde(default)]
     pub config: Option<RuntimeConfig>,
     pub rootfs: RootFs,
+    /// How each layer was made, oldest first; `empty_layer` entries have no layer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One entry of the config's `history` (`docker history` shows them).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default)]
+    pub empty_layer: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
