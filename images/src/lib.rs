@@ -20,9 +20,10 @@
 //! ```
 //!
 //! Module map: `reference` (Docker's reference grammar), `registry` (distribution API client,
-//! token/basic auth), `pull` (verified parallel downloads), `store` (content store and SQLite
-//! index, garbage collection), `unpack` (safe tar application), `archive` (load/save),
-//! `commit` (a container's upper directory as a new image),
+//! token/basic auth; `registry::upload` its upload half), `pull` (verified parallel downloads),
+//! `push` (mounts, single-request and resumable chunked uploads), `history` (`docker
+//! history`), `store` (content store and SQLite index, garbage collection), `unpack` (safe tar
+//! application), `archive` (load/save), `commit` (a container's upper directory as a new image),
 //! `service` (the API above).
 
 mod archive;
@@ -31,9 +32,11 @@ pub mod commit;
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod history;
 pub mod manifest;
 pub mod platform;
 pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod registry;
 mod rootfs;
@@ -44,13 +47,14 @@ pub mod text;
 pub mod unpack;
 mod user_files;
 
-pub use commit::{Change, CommitOptions};
+pub use commit::{expose, Change, CommitOptions};
 pub use config::{RegistryTimeouts, StoreConfig};
 pub use digest::Digest;
 pub use error::{Error, Result};
-pub use manifest::Healthcheck;
+pub use manifest::HealthConfig;
 pub use platform::Platform;
 pub use pull::{PullOptions, PullReport};
+pub use push::{PushEvent, PushEventKind, PushOptions, PushProgress, PushReport};
 pub use reference::Reference;
 pub use service::{login, ImageService, PreparedImage};
 pub use store::{GcReport, ImageRecord};

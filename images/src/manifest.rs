@@ -213,6 +213,24 @@ pub struct ImageConfigFile {
     #[serde(default)]
     pub config: Option<RuntimeConfig>,
     pub rootfs: RootFs,
+    /// How each layer was made, oldest first; `empty_layer` entries have no layer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One entry of the config's `history` (`docker history` shows them).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default)]
+    pub empty_layer: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -266,27 +284,35 @@ pub struct RuntimeConfig {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub healthcheck: Option<Healthcheck>,
+    pub healthcheck: Option<HealthConfig>,
+    /// ONBUILD triggers (`RUN make`, …): run by builds that start FROM this image.
+    #[serde(rename = "OnBuild", default, skip_serializing_if = "Option::is_none")]
+    pub on_build: Option<Vec<String>>,
+    /// The shell of shell-form commands (SHELL); `/bin/sh -c` when unset.
+    #[serde(rename = "Shell", default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<Vec<String>>,
 }
 
-/// Docker's `Healthcheck` (image config and container config alike): how to tell a container
-/// is well. Durations in nanoseconds; 0 or absent means "inherit, else the default".
+/// Docker's `HealthConfig`: durations in nanoseconds, 0 meaning the default.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Healthcheck {
-    /// `[]` inherit, `["NONE"]` off, `["CMD", arg…]`, `["CMD-SHELL", command]`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_period: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_interval: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<i64>,
+pub struct HealthConfig {
+    /// `["NONE"]`, `["CMD", args…]` or `["CMD-SHELL", command]`.
+    #[serde(rename = "Test", default, skip_serializing_if = "Vec::is_empty")]
+    pub test: Vec<String>,
+    #[serde(rename = "Interval", default, skip_serializing_if = "is_zero")]
+    pub interval: i64,
+    #[serde(rename = "Timeout", default, skip_serializing_if = "is_zero")]
+    pub timeout: i64,
+    #[serde(rename = "StartPeriod", default, skip_serializing_if = "is_zero")]
+    pub start_period: i64,
+    #[serde(rename = "StartInterval", default, skip_serializing_if = "is_zero")]
+    pub start_interval: i64,
+    #[serde(rename = "Retries", default, skip_serializing_if = "is_zero")]
+    pub retries: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl ImageConfigFile {

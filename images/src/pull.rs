@@ -169,8 +169,14 @@ pub async fn pull(store: &Arc<Store>, r: &Reference, opts: &PullOptions) -> Resu
     )?;
     let (s, name) = (store.clone(), r.to_string());
     // SQLite may wait for another process's transaction: off the async workers.
+    let (registry, repository) = (r.registry.clone(), r.repository.clone());
     let image = tokio::task::spawn_blocking(move || {
-        crate::service::record(&s, name, &manifest_digest, index_digest)
+        let image = crate::service::record(&s, name, &manifest_digest, index_digest)?;
+        // Known to be there now: a push to another repository of that registry mounts them.
+        let mut blobs: Vec<Digest> = image.layers.iter().map(|l| l.blob.clone()).collect();
+        blobs.push(image.config_digest.clone());
+        s.record_blob_sources(&registry, &repository, &blobs)?;
+        Ok::<_, Error>(image)
     })
     .await??;
     Ok(PullReport {

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderName, ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode};
 use tokio::sync::Mutex;
 use tracing::debug;
@@ -17,6 +18,9 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{media, MAX_MANIFEST_BYTES};
 use crate::reference::Reference;
+
+mod upload;
+pub use upload::{parse_range, with_query, Mount};
 
 /// Token answers are small JSON documents; anything bigger is not one.
 const MAX_TOKEN_BYTES: u64 = 1 << 20;
@@ -41,6 +45,9 @@ pub struct RegistryClient {
     /// The Authorization header that worked last (bearer token or basic).
     authorization: Mutex<Option<String>>,
     timeouts: RegistryTimeouts,
+    /// Token scopes asked for besides the challenge's (a push: `pull,push` on its repository
+    /// and `pull` on the repositories it mounts from), so one token serves every request.
+    scopes: Vec<String>,
 }
 
 pub struct FetchedManifest {
@@ -114,7 +121,18 @@ impl RegistryClient {
             creds,
             authorization: Mutex::new(None),
             timeouts,
+            scopes: Vec::new(),
         })
+    }
+
+    /// The same client asking for these token scopes too.
+    pub fn with_scopes(mut self, scopes: Vec<String>) -> RegistryClient {
+        self.scopes = scopes;
+        self
+    }
+
+    pub fn repository(&self) -> &str {
+        &self.repository
     }
 
     /// GET /v2/: checks reachability and credentials (`skiff login`).
@@ -207,17 +225,37 @@ impl RegistryClient {
         accept: Option<&str>,
         stage: &str,
     ) -> Result<Response> {
+        let mut req = RegistryRequest::new(method, path, stage);
+        req.accept = accept;
+        let resp = self.execute(&req).await?;
+        if !resp.status().is_success() {
+            let url = resp.url().to_string();
+            return Err(self.registry_error(&url, resp).await);
+        }
+        Ok(resp)
+    }
+
+    /// Sends `req` (authenticating on a 401 and retrying once) and returns the answer whatever
+    /// its status but 401: pushes read 202, 204 and 404 as answers, not failures.
+    async fn execute(&self, req: &RegistryRequest<'_>) -> Result<Response> {
         let mut retried = false;
         loop {
-            let url = self.url(path);
-            let mut rb = self.http.request(method.clone(), &url);
+            let url = self.target_url(req.target)?;
+            let mut rb = self.http.request(req.method.clone(), &url);
             let probing = self.tls.load(Ordering::Relaxed) == TLS_UNKNOWN;
             if probing {
                 // A plain-HTTP server may sit on a TLS hello instead of refusing it.
                 rb = rb.timeout(TLS_PROBE_TIMEOUT);
             }
-            if let Some(a) = accept {
+            if let Some(a) = req.accept {
                 rb = rb.header(ACCEPT, a);
+            }
+            for (name, value) in &req.headers {
+                rb = rb.header(name, value);
+            }
+            if let Some(body) = &req.body {
+                // Bytes: cloned without copying, so a 401 can be answered by sending again.
+                rb = rb.body(body.clone());
             }
             if let Some(h) = self.authorization.lock().await.clone() {
                 rb = rb.header(AUTHORIZATION, h);
@@ -228,7 +266,7 @@ impl RegistryClient {
                     self.tls.store(TLS_NO, Ordering::Relaxed);
                     continue;
                 }
-                r => r.map_err(self.net_error(&url, stage))?,
+                r => r.map_err(self.net_error(&url, req.stage))?,
             };
             if probing && url.starts_with("https:") {
                 self.tls.store(TLS_YES, Ordering::Relaxed);
@@ -246,11 +284,17 @@ impl RegistryClient {
                 retried = true;
                 continue;
             }
-            if !resp.status().is_success() {
-                return Err(self.registry_error(&url, resp).await);
-            }
             return Ok(resp);
         }
+    }
+
+    /// A path on this registry, or a URL it handed out (an upload's `Location`), which may
+    /// be relative to the registry's own address.
+    fn target_url(&self, target: &str) -> Result<String> {
+        if target.starts_with('/') && !target.starts_with("//") {
+            return Ok(self.url(target));
+        }
+        resolve_location(&self.url("/"), target)
     }
 
     fn auth_error(&self, reason: &str) -> Error {
@@ -294,11 +338,16 @@ impl RegistryClient {
             registry: self.registry.clone(),
             reason: "bearer challenge without realm".into(),
         })?;
-        let scope = params
-            .get("scope")
-            .cloned()
-            .unwrap_or_else(|| format!("repository:{}:pull", self.repository));
-        let mut query = vec![("scope", scope)];
+        let mut scopes: Vec<String> = params.get("scope").cloned().into_iter().collect();
+        if scopes.is_empty() && self.scopes.is_empty() {
+            scopes.push(format!("repository:{}:pull", self.repository));
+        }
+        for s in &self.scopes {
+            if !scopes.contains(s) {
+                scopes.push(s.clone());
+            }
+        }
+        let mut query: Vec<(&str, String)> = scopes.into_iter().map(|s| ("scope", s)).collect();
         if let Some(s) = params.get("service") {
             query.push(("service", s.clone()));
         }
@@ -397,6 +446,45 @@ impl RegistryClient {
             status,
             message,
         }
+    }
+}
+
+/// One request to a registry: what `RegistryClient::execute` sends.
+pub(crate) struct RegistryRequest<'a> {
+    pub method: Method,
+    /// A path below the registry's address, or a URL (absolute or relative) it gave us.
+    pub target: &'a str,
+    pub accept: Option<&'a str>,
+    pub headers: Vec<(HeaderName, String)>,
+    pub body: Option<Bytes>,
+    /// What we are doing, for errors and timeouts.
+    pub stage: &'a str,
+}
+
+impl<'a> RegistryRequest<'a> {
+    pub fn new(method: Method, target: &'a str, stage: &'a str) -> RegistryRequest<'a> {
+        RegistryRequest {
+            method,
+            target,
+            accept: None,
+            headers: Vec::new(),
+            body: None,
+            stage,
+        }
+    }
+}
+
+/// `location` (a `Location` header: absolute, or relative to `base`) as an absolute URL.
+pub fn resolve_location(base: &str, location: &str) -> Result<String> {
+    let malformed = |reason: String| Error::Malformed {
+        what: format!("registry location {location:?}"),
+        reason,
+    };
+    let base = reqwest::Url::parse(base).map_err(|e| malformed(e.to_string()))?;
+    let url = base.join(location).map_err(|e| malformed(e.to_string()))?;
+    match url.scheme() {
+        "http" | "https" => Ok(url.into()),
+        other => Err(malformed(format!("scheme {other} is not HTTP"))),
     }
 }
 

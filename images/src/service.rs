@@ -11,11 +11,13 @@ use crate::commit::CommitOptions;
 use crate::config::{RegistryTimeouts, StoreConfig};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
+use crate::history::HistoryRow;
 use crate::manifest::{
     Compression, ImageConfigFile, ManifestDoc, RuntimeConfig, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
 };
 use crate::platform::Platform;
 use crate::pull::{self, check_layer_sizes, layer_diff_ids, PullOptions, PullReport};
+use crate::push::{self, PushOptions, PushReport};
 use crate::reference::Reference;
 use crate::registry::RegistryClient;
 use crate::store::{GcReport, ImageRecord, LayerRecord, Store};
@@ -129,6 +131,40 @@ impl ImageService {
         }
         Reference::parse(reference)?;
         Err(Error::ImageNotFound(reference.to_string()))
+    }
+
+    /// Pushes the local image `local` (a reference or image ID) to `target` (REPO[:TAG] on a
+    /// registry; the tag defaults to `latest`). Returns the pushed manifest's digest and size.
+    pub async fn push(&self, local: &str, target: &str, opts: &PushOptions) -> Result<PushReport> {
+        let image = self.resolve(local)?;
+        let target = Reference::parse(target)?;
+        push::push(&self.store, &image, &target, opts).await
+    }
+
+    /// `tag`: `target` (REPO[:TAG]) names the image `source` names too.
+    pub fn tag(&self, source: &str, target: &str) -> Result<ImageRecord> {
+        let mut image = self.resolve(source)?;
+        let r = Reference::parse(target)?;
+        if r.digest.is_some() {
+            return Err(Error::InvalidReference {
+                reference: target.to_string(),
+                reason: "refusing to create a tag with a digest reference".into(),
+            });
+        }
+        image.name = r.to_string();
+        image.index_digest = None;
+        image.added_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.store.record_image(&image)?;
+        Ok(image)
+    }
+
+    /// The image and how it was made (`docker history`), oldest step first.
+    pub fn history(&self, reference: &str) -> Result<(ImageRecord, Vec<HistoryRow>)> {
+        let image = self.resolve(reference)?;
+        let rows = crate::history::history(&self.store, &image)?;
+        Ok((image, rows))
     }
 
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
@@ -357,6 +393,7 @@ mod tests {
         send(&svc.load(dir.path()));
         send(&svc.save("x", dir.path()));
         send(&svc.commit("x", dir.path(), CommitOptions::default()));
+        send(&svc.push("x", "y", &PushOptions::default()));
         send(&login(
             "x",
             Credentials {

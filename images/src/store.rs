@@ -31,6 +31,7 @@ use crate::unpack::{apply_layer, ImageBudget, Whiteouts};
 pub use crate::sys::FileLock;
 pub use blob_writer::BlobWriter;
 
+mod blob_sources;
 mod blob_writer;
 mod gc;
 
@@ -61,6 +62,14 @@ CREATE TABLE IF NOT EXISTS names (
     manifest_digest TEXT NOT NULL,
     index_digest    TEXT,
     added_at        INTEGER NOT NULL
+);
+-- Repositories a blob is known to be in (pulled from, pushed to): a push mounts from there.
+CREATE TABLE IF NOT EXISTS blob_sources (
+    blob_digest TEXT NOT NULL,
+    registry    TEXT NOT NULL,
+    repository  TEXT NOT NULL,
+    seen_at     INTEGER NOT NULL,
+    PRIMARY KEY (blob_digest, registry, repository)
 );
 ";
 

@@ -31,6 +31,22 @@ pub fn escape_untrusted(s: impl Display) -> String {
     out
 }
 
+/// Bytes in Docker's decimal units (`999B`, `1.1MB` with one decimal, `1.024kB` with three).
+pub fn human_size(bytes: u64, decimals: usize) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.decimals$}{}", UNITS[i])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

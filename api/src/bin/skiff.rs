@@ -1,6 +1,7 @@
 //! `skiff`: the command-line client. Works with or without a running `skiffd`.
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use skiff_api::cli::{
     containers::ContainerCommand, images::ImageCommand, networks::NetworkCommand,
     volumes::VolumeCommand,
@@ -48,7 +49,14 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    // Image commands go through a daemon only when one is named (-H or SKIFF_HOST), not by
+    // the default socket: `skiff push` works without skiffd, as `skiff pull` does.
+    let named_host = matches.value_source("host") != Some(ValueSource::DefaultValue);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     // The environment is read here and only here (SKIFF_HOST by clap, above); everything below
     // gets what it needs passed in.
     let exe_dir = match std::env::current_exe() {
@@ -75,7 +83,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Container(c) => c.run(&config, &cli.host, &caller_env).await,
-            Command::Image(c) => c.run(&config).await,
+            Command::Image(c) => c.run(&config, named_host.then_some(&cli.host)).await,
             Command::Volume(c) => c.run(&cli.host).await,
             Command::Network(c) => c.run(&cli.host).await,
         }

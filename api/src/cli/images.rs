@@ -1,9 +1,11 @@
-//! Image subcommands: pull, images, rmi, image {ls,rm,prune,unpack}, load, save, login.
+//! Image subcommands: pull, push, tag, images, rmi, image {ls,rm,prune,unpack}, load, save,
+//! login.
 //! The work is done by `skiff_images`; this module parses arguments and prints.
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
+use crate::client::Host;
 use crate::config::Config;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
@@ -15,6 +17,10 @@ use skiff_images::{ImageRecord, Platform, PullOptions, Reference};
 pub enum ImageCommand {
     /// Pull an image from a registry.
     Pull(PullArgs),
+    /// Push a local image to a registry (through skiffd when -H or SKIFF_HOST names one).
+    Push(super::push::PushArgs),
+    /// Give a local image another name (through skiffd when -H or SKIFF_HOST names one).
+    Tag(super::push::TagArgs),
     /// List images.
     Images(ListArgs),
     /// Remove images (and the content nothing else uses).
@@ -119,9 +125,13 @@ pub enum ListFormat {
 }
 
 impl ImageCommand {
-    pub async fn run(self, config: &Config) -> anyhow::Result<i32> {
+    /// `host`: the daemon named with -H or SKIFF_HOST, for the commands that can go through
+    /// one (push, tag); None: the local store.
+    pub async fn run(self, config: &Config, host: Option<&Host>) -> anyhow::Result<i32> {
         match self {
             ImageCommand::Pull(args) => pull(config, args).await,
+            ImageCommand::Push(args) => super::push::push(config, host, args).await,
+            ImageCommand::Tag(args) => super::push::tag(config, host, args).await,
             ImageCommand::Images(args) => list(config, args),
             ImageCommand::Rmi { images } => remove(config, &images),
             ImageCommand::Image { command } => match command {
@@ -346,18 +356,7 @@ fn list(config: &Config, args: ListArgs) -> anyhow::Result<i32> {
 }
 
 fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{v:.1}{}", UNITS[i])
-    }
+    skiff_images::text::human_size(bytes, 1)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ pub mod containers;
 pub mod health;
 pub mod images;
 pub mod networks;
+pub mod push;
 pub mod remote;
 pub mod volumes;
 

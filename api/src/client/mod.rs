@@ -7,11 +7,12 @@
 //! lives, and a local socket costs next to nothing to open.
 //!
 //! - `error`: failures, with the daemon's `{"message": …}` and status kept apart from transport.
-//! - `containers`: the calls (ping, version, containers, exec, pull).
+//! - `containers`: the calls (ping, version, containers, exec, pull); `images`: push, tag.
 //! - `stream`: 8-byte frame demultiplexing, hijacked connections, pending waits, JSON lines.
 
 pub mod containers;
 pub mod error;
+pub mod images;
 pub mod model;
 pub mod networks;
 pub mod stream;
@@ -51,6 +52,8 @@ struct Call {
     path: String,
     body: Option<Vec<u8>>,
     upgrade: bool,
+    /// Extra request headers (`X-Registry-Auth`).
+    headers: Vec<(&'static str, String)>,
 }
 
 impl Call {
@@ -60,7 +63,13 @@ impl Call {
             path,
             body: None,
             upgrade: false,
+            headers: Vec::new(),
         }
+    }
+
+    fn header(mut self, name: &'static str, value: String) -> Call {
+        self.headers.push((name, value));
+        self
     }
 
     /// A JSON body, with the fields left unset (`null`) removed: the daemon refuses fields it
@@ -130,6 +139,9 @@ impl Client {
             .header(HOST, host);
         if call.body.is_some() {
             req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        for (name, value) in &call.headers {
+            req = req.header(*name, value);
         }
         if call.upgrade {
             req = req

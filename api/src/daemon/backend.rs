@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use super::create::CreateRequest;
 use super::error::BackendError;
 use super::model::{
-    ContainerInspect, ContainerStats, ContainerSummary, DiskUsage, Event, ExecInspect,
+    ContainerInspect, ContainerStats, ContainerSummary, DiskUsage, Event, ExecInspect, HistoryItem,
     ImageDeleteItem, ImageInspect, ImageSummary, Network, NetworkCreateBody, NetworkCreated,
     NetworkPruneReport, ProgressMessage, TopResponse, Volume, VolumeCreateBody, VolumeList,
     VolumePruneReport,
@@ -15,7 +15,7 @@ use super::model::{
 use super::options::{
     AttachOptions, AttachStreams, ByteStream, CommitOptions, EventsOptions, ExecConfig,
     ExecStartOptions, Filters, ImageListOptions, ListOptions, LogsOptions, OutputStream,
-    PullOptions, RemoveOptions, StatsOptions, SystemCounts, WaitCondition, WaitFuture,
+    PullOptions, PushOptions, RemoveOptions, StatsOptions, SystemCounts, WaitCondition, WaitFuture,
 };
 use futures_util::stream::BoxStream;
 
@@ -191,6 +191,14 @@ pub trait ContainerBackend: Send + Sync + 'static {
     /// Progress lines; a failure after the stream began is a line with `error` set.
     async fn image_pull(&self, _opts: PullOptions) -> Result<BoxStream<'static, ProgressMessage>> {
         Err(BackendError::NotImplemented("image pull"))
+    }
+    /// Progress lines, as Docker's push writes them; a failure is a line with `error` set.
+    async fn image_push(&self, _opts: PushOptions) -> Result<BoxStream<'static, ProgressMessage>> {
+        Err(BackendError::NotImplemented("image push"))
+    }
+    /// `docker history`: newest first.
+    async fn image_history(&self, _name: &str) -> Result<Vec<HistoryItem>> {
+        Err(BackendError::NotImplemented("image history"))
     }
     /// `archive`: the request body (a `docker save` tar), as it arrives.
     async fn image_load(

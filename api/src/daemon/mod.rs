@@ -6,6 +6,7 @@
 //! - `create`: the create request, decoded and honestly refused; `query`: strict parameters.
 //! - `streams`: frames, the hijacked attach/exec connection, late bodies, JSON lines.
 //! - `backend`: the engine boundary; `options` and `model`: what crosses it.
+//! - `registry_auth`: the `X-Registry-Auth` header of pushes.
 
 pub mod backend;
 pub mod body;
@@ -16,6 +17,7 @@ pub mod host;
 pub mod model;
 pub mod options;
 pub mod query;
+pub mod registry_auth;
 pub mod root_lock;
 pub mod router;
 pub mod server;

@@ -154,6 +154,17 @@ pub struct PullOptions {
     pub registry_auth: Option<String>,
 }
 
+/// `POST /images/{name}/push?tag=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushOptions {
+    /// The repository (`host:port/name`), as in the path.
+    pub name: String,
+    /// None or empty: every local tag of the repository, as Docker does.
+    pub tag: Option<String>,
+    /// From `X-Registry-Auth`; None: what `skiff login` stored on the daemon's host.
+    pub auth: Option<super::registry_auth::RegistryAuth>,
+}
+
 /// `POST /commit`: a container's changes as a new image.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitOptions {

@@ -162,6 +162,12 @@ async fn route(d: &Daemon, req: Request<Incoming>) -> Result<Resp, ApiError> {
         (&Method::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
             images::tag(d, &name.join("/"), &q).await
         }
+        (&Method::POST, ["images", name @ .., "push"]) if !name.is_empty() => {
+            images::push(d, &name.join("/"), &q, req.headers()).await
+        }
+        (&Method::GET, ["images", name @ .., "history"]) if !name.is_empty() => {
+            images::history(d, &name.join("/")).await
+        }
         (&Method::DELETE, ["images", name @ ..]) if !name.is_empty() => {
             images::remove(d, &name.join("/"), &q).await
         }

@@ -10,11 +10,12 @@ use super::create::{self, parse_signal};
 use super::exec::{self, not_running};
 use super::images;
 use super::lifecycle;
+use super::push;
 use super::streams::StdinPlan;
 use super::{detach_keys, disk_usage, internal, networks, now_unix, top, volumes, Engine, Result};
 use crate::daemon::create::CreateRequest;
 use crate::daemon::model::{
-    ContainerInspect, ContainerStats, ContainerSummary, DiskUsage, Event, ExecInspect,
+    ContainerInspect, ContainerStats, ContainerSummary, DiskUsage, Event, ExecInspect, HistoryItem,
     ImageDeleteItem, ImageInspect, ImageSummary, Network, NetworkCreateBody, NetworkCreated,
     NetworkPruneReport, ProgressMessage, TopResponse, Volume, VolumeCreateBody, VolumeList,
     VolumePruneReport, WaitResponse,
@@ -22,7 +23,7 @@ use crate::daemon::model::{
 use crate::daemon::options::{
     AttachOptions, AttachStreams, ByteStream, CommitOptions, EventsOptions, ExecConfig,
     ExecStartOptions, Filters, ImageListOptions, ListOptions, LogsOptions, OutputStream,
-    PullOptions, RemoveOptions, StatsOptions, SystemCounts, WaitCondition, WaitFuture,
+    PullOptions, PushOptions, RemoveOptions, StatsOptions, SystemCounts, WaitCondition, WaitFuture,
 };
 use crate::daemon::{BackendError, ContainerBackend, Created};
 use crate::run::session;
@@ -399,6 +400,14 @@ impl ContainerBackend for Engine {
 
     async fn image_pull(&self, opts: PullOptions) -> Result<BoxStream<'static, ProgressMessage>> {
         images::pull(&self.inner, opts).await
+    }
+
+    async fn image_push(&self, opts: PushOptions) -> Result<BoxStream<'static, ProgressMessage>> {
+        push::push(&self.inner, opts).await
+    }
+
+    async fn image_history(&self, name: &str) -> Result<Vec<HistoryItem>> {
+        push::history(&self.inner, name)
     }
 
     async fn image_load(

@@ -13,7 +13,7 @@ use crate::daemon::timefmt::parse_rfc3339;
 use crate::daemon::BackendError;
 
 /// Docker shows references in their short form (`busybox:latest`, not `docker.io/library/…`).
-fn familiar(name: &str) -> String {
+pub(super) fn familiar(name: &str) -> String {
     match Reference::parse(name) {
         Ok(r) if !name.starts_with("sha256:") => {
             let full = r.to_string();
@@ -26,7 +26,7 @@ fn familiar(name: &str) -> String {
 
 /// The image's name as `RepoTags` lists it: none for an untagged image (named by its manifest
 /// digest in the store; `docker images` then shows `<none>`).
-fn repo_tags(name: &str) -> Vec<String> {
+pub(super) fn repo_tags(name: &str) -> Vec<String> {
     if name.starts_with("sha256:") {
         Vec::new()
     } else {
@@ -47,7 +47,7 @@ fn size(record: &ImageRecord) -> i64 {
     record.layers.iter().map(|l| l.size as i64).sum()
 }
 
-fn no_such_image(name: &str) -> BackendError {
+pub(super) fn no_such_image(name: &str) -> BackendError {
     BackendError::NoSuchImage(name.to_string())
 }
 
@@ -142,7 +142,7 @@ pub fn remove(inner: &Inner, name: &str, force: bool) -> Result<Vec<ImageDeleteI
 
 /// `tag`: one more name for a local image.
 pub fn tag(inner: &Inner, name: &str, repo: &str, tag: Option<&str>) -> Result<()> {
-    let image = inner
+    inner
         .images
         .resolve(name)
         .map_err(|_| no_such_image(name))?;
@@ -150,11 +150,13 @@ pub fn tag(inner: &Inner, name: &str, repo: &str, tag: Option<&str>) -> Result<(
         Some(t) if !t.is_empty() => format!("{repo}:{t}"),
         _ => repo.to_string(),
     };
-    let reference = Reference::parse(&target)
-        .map_err(|e| BackendError::InvalidArgument(format!("invalid reference {target}: {e}")))?;
-    let mut named = image;
-    named.name = reference.to_string();
-    inner.images.store().record_image(&named).map_err(internal)
+    match inner.images.tag(name, &target) {
+        Ok(_) => Ok(()),
+        Err(e @ skiff_images::Error::InvalidReference { .. }) => {
+            Err(BackendError::InvalidArgument(e.to_string()))
+        }
+        Err(e) => Err(internal(e)),
+    }
 }
 
 /// `pull`: progress lines, then Docker's closing status; a failure is a line with `error`.

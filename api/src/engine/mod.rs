@@ -5,7 +5,8 @@
 //! - `store`: SQLite state (containers, names, events); `record`: a container and its views.
 //! - `vmm_process`: a container's files and VMM process (spawn, re-adopt, wait).
 //! - `lifecycle`: create, start, the watcher of each running VM, stop, restart policies, remove.
-//! - `backend`: the API's calls; `images`: its image calls; `commit`: a container as an image;
+//! - `backend`: the API's calls; `images`: its image calls; `push`: push and history;
+//!   `commit`: a container as an image;
 //!   `stats`: a VM's CPU and memory;
 //!   `streams`: sessions as API streams; `logs`: the json-file log as one.
 //!
@@ -24,6 +25,7 @@ mod lifecycle;
 mod logs;
 pub mod network;
 mod networks;
+mod push;
 pub mod record;
 mod stats;
 pub mod store;

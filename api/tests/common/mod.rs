@@ -74,11 +74,7 @@ impl TestDaemon {
 
     /// Runs the docker CLI against this daemon, isolated from the user's Docker configuration.
     pub fn docker(&self, cli: &Path, args: &[&str]) -> Output {
-        let dir = self
-            .dir
-            .as_ref()
-            .expect("a running test daemon has its directory");
-        let config = dir.path().join("docker-config");
+        let config = self.docker_config();
         let _ = std::fs::create_dir_all(&config);
         Command::new(cli)
             .arg("-H")
@@ -90,6 +86,15 @@ impl TestDaemon {
             .env("DOCKER_CLI_HINTS", "false")
             .output()
             .expect("running the docker CLI")
+    }
+
+    /// The DOCKER_CONFIG directory `docker` runs with (where a test puts `config.json`).
+    pub fn docker_config(&self) -> PathBuf {
+        let dir = self
+            .dir
+            .as_ref()
+            .expect("a running test daemon has its directory");
+        dir.path().join("docker-config")
     }
 
     /// Stops the server the way SIGTERM stops skiffd, waits for it, and hands back its

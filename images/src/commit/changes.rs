@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::manifest::HealthConfig;
 
 /// One instruction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +19,11 @@ pub enum Change {
     User(String),
     Volume(Vec<String>),
     Workdir(String),
+    // Set by Dockerfile builds (skiff-dockerfile), not by `commit --change`:
+    Healthcheck(HealthConfig),
+    Shell(Vec<String>),
+    StopSignal(String),
+    OnBuild(String),
 }
 
 const SUPPORTED: &str = "CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR";
@@ -91,7 +97,7 @@ impl Change {
                 need_args()?;
                 let mut ports = Vec::new();
                 for w in split_words(rest).map_err(bad)? {
-                    expose(&w, &mut ports).map_err(bad)?;
+                    ports.extend(expose(&w).map_err(bad)?);
                 }
                 Ok(Change::Expose(ports))
             }
@@ -132,7 +138,8 @@ impl Change {
         }
     }
 
-    fn apply(&self, config: &mut Map<String, Value>) {
+    /// Applies one change to an image config's `config` object.
+    pub fn apply(&self, config: &mut Map<String, Value>) {
         let strings = |v: &[String]| Value::from(v.to_vec());
         let object = |config: &mut Map<String, Value>, key: &str| -> Map<String, Value> {
             match config.remove(key) {
@@ -188,6 +195,23 @@ impl Change {
                     m.insert(p.clone(), Value::Object(Map::new()));
                 }
                 config.insert("Volumes".into(), Value::Object(m));
+            }
+            Change::Healthcheck(h) => {
+                config.insert("Healthcheck".into(), serde_json::json!(h));
+            }
+            Change::Shell(args) => {
+                config.insert("Shell".into(), strings(args));
+            }
+            Change::StopSignal(s) => {
+                config.insert("StopSignal".into(), Value::from(s.clone()));
+            }
+            Change::OnBuild(trigger) => {
+                let mut triggers = match config.remove("OnBuild") {
+                    Some(Value::Array(a)) => a,
+                    _ => Vec::new(),
+                };
+                triggers.push(Value::from(trigger.clone()));
+                config.insert("OnBuild".into(), Value::Array(triggers));
             }
             Change::Workdir(dir) => {
                 let base = config
@@ -265,8 +289,8 @@ fn split_words(s: &str) -> std::result::Result<Vec<String>, String> {
     Ok(words)
 }
 
-/// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`, … .
-fn expose(word: &str, out: &mut Vec<String>) -> std::result::Result<(), String> {
+/// EXPOSE's port specs: `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`, … .
+pub fn expose(word: &str) -> std::result::Result<Vec<String>, String> {
     let (ports, proto) = word.split_once('/').unwrap_or((word, "tcp"));
     let proto = proto.to_ascii_lowercase();
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
@@ -285,12 +309,11 @@ fn expose(word: &str, out: &mut Vec<String>) -> std::result::Result<(), String> 
     if last < first {
         return Err(format!("{word:?}: the range ends before it starts"));
     }
-    out.extend((first..=last).map(|p| format!("{p}/{proto}")));
-    Ok(())
+    Ok((first..=last).map(|p| format!("{p}/{proto}")).collect())
 }
 
 /// `/a/./b/../c/` → `/a/c` (lexically, as Go's `filepath.Clean`).
-fn clean(path: &str) -> String {
+pub fn clean(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for seg in path.split('/') {
         match seg {

@@ -24,7 +24,7 @@ pub mod layer;
 #[cfg(test)]
 mod tests;
 
-pub use changes::Change;
+pub use changes::{clean, expose, Change};
 
 /// What the new image says about itself.
 #[derive(Clone, Debug, Default)]

@@ -30,6 +30,11 @@ impl Store {
             &format!("DELETE FROM manifests WHERE digest NOT IN {USED}"),
             [],
         )?;
+        tx.execute(
+            "DELETE FROM blob_sources WHERE blob_digest NOT IN
+             (SELECT config_digest FROM manifests UNION SELECT blob_digest FROM manifest_layers)",
+            [],
+        )?;
         let used = referenced(&tx)?;
         tx.commit()?;
         drop(db);

@@ -25,7 +25,7 @@ pub struct CreateBody {
     pub stdin_once: Option<bool>,
     pub env: Option<Vec<String>>,
     pub cmd: Option<Vec<String>>,
-    pub healthcheck: Option<skiff_images::Healthcheck>,
+    pub healthcheck: Option<skiff_images::HealthConfig>,
     pub args_escaped: Option<bool>,
     pub image: Option<String>,
     pub volumes: Option<KeySet>,

@@ -1,18 +1,18 @@
 //! `Config.Healthcheck` of a create request: checked as Docker's daemon checks it (the engine
 //! merges it with the image's and runs it, see `engine::health`).
 
-use skiff_images::Healthcheck;
+use skiff_images::HealthConfig;
 
 /// Checks a healthcheck as a create request sent it, with Docker's rules and words.
-pub fn validate(hc: &Healthcheck) -> std::result::Result<(), String> {
-    match hc.test.as_deref().unwrap_or_default() {
+pub fn validate(hc: &HealthConfig) -> std::result::Result<(), String> {
+    match hc.test.as_slice() {
         [] => {}
         [kind] if kind == "NONE" => {}
         [kind, ..] if kind == "NONE" => {
             return Err("Healthcheck NONE takes no arguments".to_string())
         }
         [kind] if kind == "CMD" || kind == "CMD-SHELL" => {
-            return Err(format!("Healthcheck {kind} needs a command"))
+            return Err(format!("HealthConfig {kind} needs a command"))
         }
         [kind, ..] if kind == "CMD" || kind == "CMD-SHELL" => {}
         [kind, ..] => {
@@ -28,11 +28,11 @@ pub fn validate(hc: &Healthcheck) -> std::result::Result<(), String> {
         ("StartInterval", hc.start_interval),
     ];
     for (name, value) in durations {
-        if value.is_some_and(|ns| ns != 0 && ns < 1_000_000) {
+        if value != 0 && value < 1_000_000 {
             return Err(format!("{name} in Healthcheck cannot be less than 1ms"));
         }
     }
-    if hc.retries.is_some_and(|r| r < 0) {
+    if hc.retries < 0 {
         return Err("Retries in Healthcheck cannot be negative".to_string());
     }
     Ok(())
@@ -42,10 +42,10 @@ pub fn validate(hc: &Healthcheck) -> std::result::Result<(), String> {
 mod tests {
     use super::*;
 
-    fn hc(test: &[&str]) -> Healthcheck {
-        Healthcheck {
-            test: Some(test.iter().map(|s| s.to_string()).collect()),
-            ..Healthcheck::default()
+    fn hc(test: &[&str]) -> HealthConfig {
+        HealthConfig {
+            test: test.iter().map(|s| s.to_string()).collect(),
+            ..HealthConfig::default()
         }
     }
 
@@ -54,28 +54,28 @@ mod tests {
         for ok in [&[][..], &["NONE"], &["CMD", "x"], &["CMD-SHELL", "x y"]] {
             assert_eq!(validate(&hc(ok)), Ok(()), "{ok:?}");
         }
-        let refused = |h: Healthcheck| validate(&h).expect_err("refused");
+        let refused = |h: HealthConfig| validate(&h).expect_err("refused");
         assert!(refused(hc(&["CMD"])).contains("needs a command"));
         assert!(refused(hc(&["NONE", "x"])).contains("takes no arguments"));
         assert!(refused(hc(&["SHELL", "x"])).contains("unknown Healthcheck type \"SHELL\""));
-        let short = Healthcheck {
-            interval: Some(999_999),
+        let short = HealthConfig {
+            interval: 999_999,
             ..hc(&["CMD", "x"])
         };
         assert_eq!(
             refused(short),
             "Interval in Healthcheck cannot be less than 1ms"
         );
-        let negative = Healthcheck {
-            retries: Some(-1),
+        let negative = HealthConfig {
+            retries: -1,
             ..hc(&["CMD", "x"])
         };
         assert_eq!(
             refused(negative),
             "Retries in Healthcheck cannot be negative"
         );
-        let zero = Healthcheck {
-            timeout: Some(0),
+        let zero = HealthConfig {
+            timeout: 0,
             ..hc(&["CMD", "x"])
         };
         assert_eq!(validate(&zero), Ok(()), "0 means the default");

@@ -68,7 +68,7 @@ pub struct CreateRequest {
     pub storage_size: Option<u64>,
     /// `Config.Healthcheck` / `--health-*`, merged with the image's at create.
     #[serde(default)]
-    pub healthcheck: Option<skiff_images::Healthcheck>,
+    pub healthcheck: Option<skiff_images::HealthConfig>,
 }
 
 /// The stdio wiring the client asked for.

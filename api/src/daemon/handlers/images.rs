@@ -1,4 +1,5 @@
-//! `/images/...`: list, inspect, remove, tag, pull (`POST /images/create`), load and save;
+//! `/images/...`: list, inspect, remove, tag, pull (`POST /images/create`), push, history,
+//! load and save;
 //! `POST /commit`.
 
 use hyper::body::Incoming;
@@ -7,8 +8,9 @@ use hyper::{Request, StatusCode};
 
 use crate::daemon::body::{self, request_stream, streamed, with_type, Resp};
 use crate::daemon::error::ApiError;
-use crate::daemon::options::{CommitOptions, ImageListOptions, PullOptions};
+use crate::daemon::options::{CommitOptions, ImageListOptions, PullOptions, PushOptions};
 use crate::daemon::query::Query;
+use crate::daemon::registry_auth::RegistryAuth;
 use crate::daemon::router::Daemon;
 use crate::daemon::streams::json_lines;
 
@@ -70,6 +72,35 @@ pub async fn pull(d: &Daemon, q: &Query, headers: &HeaderMap) -> Result<Resp, Ap
             .map(str::to_string),
     };
     Ok(json_lines(d.backend.image_pull(opts).await?))
+}
+
+/// `POST /images/{name}/push?tag=…` with `X-Registry-Auth`: Docker's push progress.
+pub async fn push(
+    d: &Daemon,
+    name: &str,
+    q: &Query,
+    headers: &HeaderMap,
+) -> Result<Resp, ApiError> {
+    let auth = headers
+        .get("x-registry-auth")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("X-Registry-Auth is not ASCII"))
+        })
+        .transpose()?;
+    let opts = PushOptions {
+        name: name.to_string(),
+        tag: q.string("tag").filter(|t| !t.is_empty()),
+        auth: auth.map(RegistryAuth::decode).transpose()?.flatten(),
+    };
+    Ok(json_lines(d.backend.image_push(opts).await?))
+}
+
+pub async fn history(d: &Daemon, name: &str) -> Result<Resp, ApiError> {
+    Ok(body::json(
+        StatusCode::OK,
+        &d.backend.image_history(name).await?,
+    ))
 }
 
 /// `POST /images/load`: the tar is handed to the engine as it arrives (the CLI sends it chunked).

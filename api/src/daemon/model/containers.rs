@@ -221,7 +221,7 @@ pub struct InspectConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub healthcheck: Option<skiff_images::Healthcheck>,
+    pub healthcheck: Option<skiff_images::HealthConfig>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -69,6 +69,21 @@ pub struct RootFs {
     pub layers: Vec<String>,
 }
 
+/// One row of `GET /images/{name}/history` (`docker history`), newest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HistoryItem {
+    /// The image ID on the top row, `<missing>` below it (as Docker has no IDs for those).
+    pub id: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub created_by: String,
+    /// The image's names on the top row; null elsewhere.
+    pub tags: Option<Vec<String>>,
+    pub size: i64,
+    pub comment: String,
+}
+
 /// One entry of `DELETE /images/{name}`'s answer.
 #[derive(Debug, Clone, Serialize)]
 pub enum ImageDeleteItem {
@@ -96,6 +111,9 @@ pub struct ProgressMessage {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_detail: Option<ErrorDetail>,
+    /// A result beside the text: a push's `{"Tag", "Digest", "Size"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux: Option<serde_json::Value>,
 }
 
 impl ProgressMessage {

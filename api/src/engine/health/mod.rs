@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use skiff_images::Healthcheck;
+use skiff_images::HealthConfig;
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 
@@ -79,18 +79,18 @@ pub struct Plan {
 }
 
 /// Docker's merge: what the container leaves empty or at 0 comes from its image.
-pub fn merge(own: Option<Healthcheck>, image: Option<&Healthcheck>) -> Option<Healthcheck> {
+pub fn merge(own: Option<HealthConfig>, image: Option<&HealthConfig>) -> Option<HealthConfig> {
     let Some(mut own) = own else {
         return image.cloned();
     };
     let Some(image) = image else {
         return Some(own);
     };
-    if own.test.as_ref().is_none_or(|t| t.is_empty()) {
+    if own.test.is_empty() {
         own.test = image.test.clone();
     }
-    let inherit = |mine: &mut Option<i64>, theirs: Option<i64>| {
-        if mine.unwrap_or(0) == 0 {
+    let inherit = |mine: &mut i64, theirs: i64| {
+        if *mine == 0 {
             *mine = theirs;
         }
     };
@@ -104,16 +104,16 @@ pub fn merge(own: Option<Healthcheck>, image: Option<&Healthcheck>) -> Option<He
 
 impl Plan {
     /// The plan of a (merged) healthcheck; None when there is none to run.
-    pub fn of(hc: &Healthcheck) -> Option<Plan> {
-        let command = match hc.test.as_deref()? {
+    pub fn of(hc: &HealthConfig) -> Option<Plan> {
+        let command = match hc.test.as_slice() {
             [kind, args @ ..] if kind == "CMD" && !args.is_empty() => args.to_vec(),
             [kind, args @ ..] if kind == "CMD-SHELL" && !args.is_empty() => {
                 vec!["/bin/sh".into(), "-c".into(), args.join(" ")]
             }
             _ => return None,
         };
-        let duration = |ns: Option<i64>, default: Duration| match ns {
-            Some(ns) if ns > 0 => Duration::from_nanos(ns.unsigned_abs()),
+        let duration = |ns: i64, default: Duration| match ns {
+            ns if ns > 0 => Duration::from_nanos(ns.unsigned_abs()),
             _ => default,
         };
         Some(Plan {
@@ -122,7 +122,11 @@ impl Plan {
             timeout: duration(hc.timeout, DEFAULT_TIMEOUT),
             start_period: duration(hc.start_period, Duration::ZERO),
             start_interval: duration(hc.start_interval, DEFAULT_START_INTERVAL),
-            retries: hc.retries.filter(|r| *r > 0).unwrap_or(DEFAULT_RETRIES),
+            retries: if hc.retries > 0 {
+                hc.retries
+            } else {
+                DEFAULT_RETRIES
+            },
         })
     }
 

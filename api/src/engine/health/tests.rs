@@ -1,9 +1,9 @@
 use super::*;
 
-fn hc(test: &[&str]) -> Healthcheck {
-    Healthcheck {
-        test: Some(test.iter().map(|s| s.to_string()).collect()),
-        ..Healthcheck::default()
+fn hc(test: &[&str]) -> HealthConfig {
+    HealthConfig {
+        test: test.iter().map(|s| s.to_string()).collect(),
+        ..HealthConfig::default()
     }
 }
 
@@ -18,23 +18,22 @@ const SEC: i64 = 1_000_000_000;
 
 #[test]
 fn the_container_overrides_what_it_sets_and_inherits_the_rest() {
-    let image = Healthcheck {
-        interval: Some(7 * SEC),
-        retries: Some(9),
+    let image = HealthConfig {
+        interval: 7 * SEC,
+        retries: 9,
         ..hc(&["CMD", "probe"])
     };
     assert_eq!(merge(None, Some(&image)), Some(image.clone()));
     assert_eq!(merge(Some(hc(&["NONE"])), None), Some(hc(&["NONE"])));
-    let own = Healthcheck {
-        interval: Some(0),
-        timeout: Some(2 * SEC),
+    let own = HealthConfig {
+        timeout: 2 * SEC,
         ..hc(&[])
     };
     let merged = merge(Some(own), Some(&image)).expect("merged");
     assert_eq!(merged.test, image.test);
-    assert_eq!(merged.interval, Some(7 * SEC));
-    assert_eq!(merged.timeout, Some(2 * SEC));
-    assert_eq!(merged.retries, Some(9));
+    assert_eq!(merged.interval, 7 * SEC);
+    assert_eq!(merged.timeout, 2 * SEC);
+    assert_eq!(merged.retries, 9);
     // --no-healthcheck turns the image's off.
     let off = merge(Some(hc(&["NONE"])), Some(&image)).expect("merged");
     assert_eq!(Plan::of(&off), None);
@@ -49,16 +48,21 @@ fn plans_run_the_command_or_a_shell_with_docker_defaults() {
     assert_eq!(plan.start_period, Duration::ZERO);
     assert_eq!(plan.start_interval, Duration::from_secs(5));
     assert_eq!(plan.retries, 3);
-    let exec = Healthcheck {
-        interval: Some(SEC / 2),
-        retries: Some(1),
+    let exec = HealthConfig {
+        interval: SEC / 2,
+        retries: 1,
         ..hc(&["CMD", "/bin/probe", "--quick"])
     };
     let plan = Plan::of(&exec).expect("plan");
     assert_eq!(plan.command, ["/bin/probe", "--quick"]);
     assert_eq!(plan.interval, Duration::from_millis(500));
     assert_eq!(plan.retries, 1);
-    for none in [hc(&[]), hc(&["NONE"]), hc(&["CMD"]), Healthcheck::default()] {
+    for none in [
+        hc(&[]),
+        hc(&["NONE"]),
+        hc(&["CMD"]),
+        HealthConfig::default(),
+    ] {
         assert_eq!(Plan::of(&none), None, "{none:?}");
     }
 }

@@ -1,0 +1,254 @@
+//! `docker push`, `docker history` and docker-py's push against skiffd's front end backed by
+//! the real engine (its image store only: nothing here boots a VM), pushing real bytes to
+//! Debian's docker-registry and reading them back with skopeo. The images and registries are
+//! the images crate's real-registry fixtures. Skipped, loudly, without the clients.
+
+#[allow(dead_code)] // the fake engine is not used here
+mod common;
+#[path = "../../images/tests/common/mod.rs"]
+mod fixtures;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use common::{docker_cli, docker_py, text, TestDaemon};
+use fixtures::{fixture, run, Auth, Registry};
+use skiff_api::config::Config;
+use skiff_api::engine::Engine;
+
+/// The real engine on a fresh root, behind the HTTP front end.
+fn engine_daemon(root: &Path) -> TestDaemon {
+    let root = root.to_path_buf();
+    let env = move |key: &str| (key == "SKIFF_ROOT").then(|| root.clone().into_os_string());
+    let config = Config::from_env(&env, Path::new("/nonexistent"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = rt.block_on(Engine::open(config)).unwrap();
+    TestDaemon::start(Arc::new(engine))
+}
+
+fn raw_manifest_digest(reference: &str) -> String {
+    let raw = run(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ],
+    );
+    format!("sha256:{}", fixtures::sha256_hex(raw.as_bytes()))
+}
+
+#[track_caller]
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// A source registry on the fixtures, an empty target registry, skiffd on the real engine
+/// with `image` pulled from the source and tagged `name` on the target (with the docker CLI).
+struct Setup {
+    daemon: TestDaemon,
+    target: Registry,
+    pulled: String,
+    name: String,
+    _source: Registry,
+    _tmp: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(auth: Auth, cli: &Path, image: &str, name: &str) -> Setup {
+        let fx = fixture();
+        let tmp = tempfile::tempdir().unwrap();
+        let source = Registry::start(&fx.storage, Auth::None);
+        let target = Registry::start(&tmp.path().join("storage"), auth);
+        let daemon = engine_daemon(&tmp.path().join("root"));
+        let pulled = format!("{}/{image}", source.addr);
+        ok(&daemon.docker(cli, &["pull", &pulled]));
+        let name = format!("{}/{name}", target.addr);
+        ok(&daemon.docker(cli, &["tag", &pulled, &name]));
+        Setup {
+            daemon,
+            target,
+            pulled,
+            name,
+            _source: source,
+            _tmp: tmp,
+        }
+    }
+}
+
+#[test]
+fn docker_cli_push_and_history_through_the_real_engine() {
+    let Some(cli) = docker_cli() else { return };
+    let fx = fixture();
+    let s = Setup::new(Auth::None, &cli, "whiteout:test", "pushed/whiteout:v1");
+    let (d, target, pulled, name) = (&s.daemon, &s.target, &s.pulled, &s.name);
+
+    let out = ok(&d.docker(&cli, &["push", name]));
+    let (digest, _) = fixtures::tag_descriptor(&fx.layout, "whiteout-test");
+    assert!(
+        out.contains(&format!(
+            "The push refers to repository [{}/pushed/whiteout]",
+            target.addr
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("v1: digest: {digest} size: ")),
+        "{out}"
+    );
+    assert_eq!(out.matches(": Pushed").count(), 2, "{out}");
+    assert_eq!(raw_manifest_digest(name), digest);
+
+    let again = ok(&d.docker(&cli, &["push", name]));
+    assert_eq!(
+        again.matches(": Layer already exists").count(),
+        2,
+        "{again}"
+    );
+
+    // Another repository on the same registry: mounted, not uploaded.
+    let other = format!("{}/pushed/copy:v1", target.addr);
+    ok(&d.docker(&cli, &["tag", pulled, &other]));
+    let mounted = ok(&d.docker(&cli, &["push", &other]));
+    assert_eq!(
+        mounted.matches(": Mounted from pushed/whiteout").count(),
+        2,
+        "{mounted}"
+    );
+
+    let out = d.docker(&cli, &["push", &format!("{}/nothing:here", target.addr)]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("An image does not exist locally with the tag"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let history = ok(&d.docker(
+        &cli,
+        &[
+            "history",
+            "--no-trunc",
+            "--format",
+            "{{.ID}}|{{.CreatedBy}}|{{.Size}}",
+            name,
+        ],
+    ));
+    let rows: Vec<&str> = history.lines().collect();
+    // umoci's fixture: one history entry per layer plus the config's, newest first.
+    assert!(rows.len() >= 2, "{history}");
+    let id = ok(&d.docker(&cli, &["inspect", "-f", "{{.Id}}", name]));
+    assert!(rows[0].starts_with(&format!("{}|", id.trim())), "{history}");
+    assert!(
+        rows[1..].iter().all(|r| r.starts_with("<missing>|")),
+        "{history}"
+    );
+    assert!(rows.iter().all(|r| r.contains("|fixture|")), "{history}");
+}
+
+/// Credentials from the CLI's config.json travel in X-Registry-Auth to an htpasswd registry;
+/// without them the push fails naming the registry.
+#[test]
+fn docker_cli_push_with_credentials() {
+    let Some(cli) = docker_cli() else { return };
+    let s = Setup::new(Auth::Htpasswd, &cli, "busybox:test", "private/busybox:v1");
+    let (d, target, name) = (&s.daemon, &s.target, &s.name);
+
+    let out = d.docker(&cli, &["push", name]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&target.addr) && err.contains("requires authentication"),
+        "{err}"
+    );
+
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        fixtures::USER,
+        fixtures::PASSWORD
+    ));
+    std::fs::create_dir_all(d.docker_config()).unwrap();
+    std::fs::write(
+        d.docker_config().join("config.json"),
+        serde_json::json!({"auths": {target.addr.clone(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let out = ok(&d.docker(&cli, &["push", name]));
+    assert!(out.contains("v1: digest: sha256:"), "{out}");
+}
+
+#[test]
+fn docker_py_push_streams_decoded_progress() {
+    let Some(py) = docker_py() else { return };
+    let fx = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let source = Registry::start(&fx.storage, Auth::None);
+    let target = Registry::start(&tmp.path().join("storage"), Auth::Htpasswd);
+    let d = engine_daemon(&tmp.path().join("root"));
+    let script = r#"
+import json, sys, docker
+sock, src, repo, user, password = sys.argv[1:6]
+c = docker.DockerClient(base_url="unix://" + sock)
+c.images.pull(src)
+assert c.images.get(src).tag(repo, "py")
+lines = list(c.images.push(repo, tag="py", stream=True, decode=True,
+                           auth_config={"username": user, "password": password}))
+print(json.dumps(lines))
+"#;
+    let repo = format!("{}/py/busybox", target.addr);
+    let out = std::process::Command::new(&py)
+        .args(["-c", script])
+        .arg(&d.socket)
+        .args([
+            format!("{}/busybox:test", source.addr),
+            repo.clone(),
+            fixtures::USER.to_string(),
+            fixtures::PASSWORD.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let lines: Vec<serde_json::Value> = serde_json::from_str(&ok(&out)).unwrap();
+    assert!(lines.iter().all(|l| l.get("error").is_none()), "{lines:?}");
+    let aux = lines
+        .iter()
+        .find_map(|l| l.get("aux"))
+        .unwrap_or_else(|| panic!("no aux in {lines:?}"));
+    assert_eq!(aux["Tag"], "py");
+    let (digest, _) = fixtures::tag_descriptor(&fx.layout, "busybox-test");
+    assert_eq!(aux["Digest"], digest.as_str());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["status"] == "Pushing" && l["progressDetail"]["total"].as_u64() > Some(0)),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l["status"] == "Pushed"), "{lines:?}");
+    // skopeo needs the credentials too.
+    let raw = run(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            &format!("{}:{}", fixtures::USER, fixtures::PASSWORD),
+            &format!("docker://{repo}:py"),
+        ],
+    );
+    assert_eq!(
+        format!("sha256:{}", fixtures::sha256_hex(raw.as_bytes())),
+        digest
+    );
+}
