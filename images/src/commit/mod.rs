@@ -100,23 +100,7 @@ pub fn commit(
         layers.push(Descriptor { media_type, ..l });
     }
     layers.extend(new_layer);
-    let manifest = ImageManifest {
-        schema_version: 2,
-        media_type: Some(media::OCI_MANIFEST.to_string()),
-        config: Descriptor {
-            media_type: media::OCI_CONFIG.to_string(),
-            digest: config_digest,
-            size: config.len() as u64,
-            platform: None,
-            annotations: Default::default(),
-        },
-        layers,
-        annotations: Default::default(),
-    };
-    let manifest = serde_json::to_vec(&manifest).map_err(|e| Error::Malformed {
-        what: "manifest".into(),
-        reason: e.to_string(),
-    })?;
+    let manifest = ImageManifest::oci(config_digest, config.len() as u64, layers).to_bytes()?;
     let manifest_digest = store.put_blob(&manifest, None, "manifest")?;
     let name = opts
         .reference
