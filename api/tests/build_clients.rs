@@ -11,7 +11,7 @@ use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{docker_cli, docker_py, engine_daemon, text, TestDaemon};
+use common::{docker_cli, docker_py, engine_daemon, ok, text, TestDaemon};
 
 const DOCKERFILE: &str = r#"# syntax is read as BuildKit reads it
 ARG BASE=scratch
@@ -60,18 +60,6 @@ fn context(dir: &Path) {
         .status()
         .unwrap();
     assert!(ok.success());
-}
-
-#[track_caller]
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
 }
 
 fn docker_build(d: &TestDaemon, cli: &Path, args: &[&str]) -> Output {

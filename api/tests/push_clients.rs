@@ -11,7 +11,7 @@ mod fixtures;
 use std::path::Path;
 
 use base64::Engine as _;
-use common::{docker_cli, docker_py, engine_daemon, text, TestDaemon};
+use common::{docker_cli, docker_py, engine_daemon, ok, text, TestDaemon};
 use fixtures::{fixture, run, Auth, Registry};
 
 fn raw_manifest_digest(reference: &str) -> String {
@@ -25,18 +25,6 @@ fn raw_manifest_digest(reference: &str) -> String {
         ],
     );
     format!("sha256:{}", fixtures::sha256_hex(raw.as_bytes()))
-}
-
-#[track_caller]
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
 }
 
 /// A source registry on the fixtures, an empty target registry, skiffd on the real engine

@@ -176,6 +176,19 @@ pub fn engine_daemon(root: &Path) -> TestDaemon {
     TestDaemon::start(Arc::new(engine))
 }
 
+/// Asserts that a command succeeded (showing its output otherwise); returns its stdout.
+#[track_caller]
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

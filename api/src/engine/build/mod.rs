@@ -63,36 +63,35 @@ impl Output {
         }
     }
 
+    async fn send(&self, message: ProgressMessage) {
+        // A client that left does not stop the build (Docker cancels it): its lines are dropped.
+        let _ = self.tx.send(message).await;
+    }
+
     async fn send_stream(&self, text: String) {
-        let _ = self
-            .tx
-            .send(ProgressMessage {
-                stream: Some(text),
-                ..ProgressMessage::default()
-            })
-            .await;
+        self.send(ProgressMessage {
+            stream: Some(text),
+            ..ProgressMessage::default()
+        })
+        .await;
     }
 
     async fn status(&self, text: String) {
         if !self.quiet {
-            let _ = self
-                .tx
-                .send(ProgressMessage {
-                    status: Some(text),
-                    ..ProgressMessage::default()
-                })
-                .await;
+            self.send(ProgressMessage {
+                status: Some(text),
+                ..ProgressMessage::default()
+            })
+            .await;
         }
     }
 
     async fn aux_id(&self, id: &str) {
-        let _ = self
-            .tx
-            .send(ProgressMessage {
-                aux: Some(serde_json::json!({ "ID": id })),
-                ..ProgressMessage::default()
-            })
-            .await;
+        self.send(ProgressMessage {
+            aux: Some(serde_json::json!({ "ID": id })),
+            ..ProgressMessage::default()
+        })
+        .await;
     }
 }
 
