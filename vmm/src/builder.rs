@@ -44,6 +44,8 @@ pub enum BuildError {
     Vsock(#[from] VsockError),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    #[error("cannot start the virtio-rng worker thread: {0}")]
+    Rng(#[source] std::io::Error),
     #[error(transparent)]
     Vm(#[from] VmError),
 }
@@ -96,7 +98,8 @@ pub fn attach_devices(vm: &mut Vm, spec: &VmSpec) -> Result<Devices, BuildError>
         let device = VsockDevice::new(u64::from(vsock.guest_cid), &vsock.uds)?;
         vm.add_virtio_device(Box::new(device))?;
     }
-    vm.add_virtio_device(Box::new(RngDevice::new()))?;
+    let rng = RngDevice::new().map_err(BuildError::Rng)?;
+    vm.add_virtio_device(Box::new(rng))?;
     Ok(Devices { rootfs, session })
 }
 

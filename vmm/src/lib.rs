@@ -18,6 +18,7 @@ pub mod container;
 pub mod kvm_host;
 pub mod loop_disk;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod userns;
 pub mod virtio;

@@ -4,7 +4,8 @@
 //! which become the same spec.
 //!
 //! Exit codes: 0 the guest powered off (shutdown port), 2 the guest reset or crashed (the console
-//! tail goes to stderr), 1 a VMM error, 130/143 stopped by SIGINT/SIGTERM.
+//! tail goes to stderr), 1 a VMM error, 130/143 stopped by SIGINT/SIGTERM, 159 a thread made a
+//! system call outside its seccomp filter (stderr names the call and the thread).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use anyhow::Context;
 use clap::Parser;
 use skiff_vmm::builder::attach_devices;
 use skiff_vmm::devices::serial::SerialOutput;
+use skiff_vmm::seccomp::{self, ThreadKind};
 use skiff_vmm::spec::{RootfsSpec, VsockSpec, DEFAULT_CPUS, DEFAULT_GUEST_CID, DEFAULT_MEMORY_MIB};
 use skiff_vmm::{ExitNotifier, Vm, VmExit, VmSpec};
 
@@ -29,6 +31,14 @@ struct Args {
     /// place of every other flag.
     #[arg(long, value_name = "FILE|-", conflicts_with = "Flags")]
     spec: Option<PathBuf>,
+    /// Run without the per-thread seccomp filters (for debugging, and to measure what they
+    /// cost).
+    #[arg(long, env = "SKIFF_VMM_NO_SECCOMP")]
+    no_seccomp: bool,
+    /// Test hook: once the guest runs, the main thread makes a system call no filter allows, so
+    /// the filter must end the VMM with its report (exit 159).
+    #[arg(long, hide = true, env = "SKIFF_VMM_SECCOMP_SELF_TEST")]
+    seccomp_self_test: bool,
     #[command(flatten)]
     flags: Flags,
 }
@@ -174,6 +184,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    if args.no_seccomp {
+        tracing::warn!("running without seccomp filters (--no-seccomp)");
+    } else if let Err(e) = seccomp::enable(args.seccomp_self_test) {
+        eprintln!("skiff-vmm: {}", error_chain(&e.into()));
+        return ExitCode::FAILURE;
+    }
     match run(args, stop_signals) {
         Ok((VmExit::PowerOff { status }, _)) => {
             tracing::debug!("guest powered off with status {status}");
@@ -242,17 +258,17 @@ fn block_stop_signals() -> libc::sigset_t {
 
 /// Turns SIGINT/SIGTERM into an orderly stop of the VM.
 fn spawn_signal_waiter(set: libc::sigset_t, notifier: ExitNotifier) -> anyhow::Result<()> {
-    std::thread::Builder::new()
+    let builder = std::thread::Builder::new()
         .name("signals".into())
-        .stack_size(64 * 1024)
-        .spawn(move || loop {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: `set` holds blocked signals and `sig` is a valid out pointer.
-            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-                notifier.stop(VmExit::Signal(sig));
-            }
-        })
-        .context("cannot start the signal thread")?;
+        .stack_size(64 * 1024);
+    seccomp::spawn(builder, ThreadKind::Signals, move || loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` holds blocked signals and `sig` is a valid out pointer.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            notifier.stop(VmExit::Signal(sig));
+        }
+    })
+    .context("cannot start the signal thread")?;
     Ok(())
 }
 

@@ -21,6 +21,7 @@ use crate::devices::serial::{ConsoleTail, ConsoleWriter, SerialConsole};
 use crate::kvm_host::{self, KvmHostError};
 use crate::layout;
 use crate::memory::{self, MemoryError};
+use crate::seccomp::{self, SeccompError, ThreadKind};
 use crate::spec::{SpecError, VmSpec};
 use crate::virtio::mmio::{MmioError, MmioTransport, QUEUE_NOTIFY_OFFSET};
 use crate::virtio::{GuestMem, VirtioDevice};
@@ -76,6 +77,8 @@ pub enum VmError {
     EventFd(#[source] std::io::Error),
     #[error("cannot start a vCPU thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     #[error("vCPU {index}: KVM_RUN failed: {source}")]
     Run {
         index: u8,
@@ -306,6 +309,9 @@ impl Vm {
         let buses = Arc::new(buses);
         let stopping = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::with_capacity(vcpus.len());
+        // Each vCPU installs its filter, then waits for the go: the guest runs only once every
+        // thread's filter is in, this one's last (a dropped sender means "stop instead").
+        let mut go = Vec::with_capacity(vcpus.len());
         for (index, vcpu) in vcpus.into_iter().enumerate() {
             let ctx = VcpuContext {
                 index: index as u8,
@@ -313,19 +319,37 @@ impl Vm {
                 notifier: notifier.clone(),
                 stopping: stopping.clone(),
             };
-            let spawned = std::thread::Builder::new()
+            let (start, started) = mpsc::channel::<()>();
+            let builder = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
-                .stack_size(VCPU_STACK)
-                .spawn(move || ctx.run(vcpu));
+                .stack_size(VCPU_STACK);
+            let spawned = seccomp::spawn(builder, ThreadKind::Vcpu, move || {
+                if started.recv().is_ok() {
+                    ctx.run(vcpu);
+                }
+            });
             match spawned {
-                Ok(t) => threads.push(t),
+                Ok(t) => {
+                    threads.push(t);
+                    go.push(start);
+                }
                 Err(e) => {
+                    drop(go);
                     stop_vcpus(&stopping, threads);
                     return Err(VmError::Thread(e));
                 }
             }
         }
         drop(notifier);
+        if let Err(e) = seccomp::apply(ThreadKind::Main) {
+            drop(go);
+            stop_vcpus(&stopping, threads);
+            return Err(e.into());
+        }
+        for start in go {
+            let _ = start.send(());
+        }
+        seccomp::self_test_if_asked();
         // The first report decides how the VM ended; every sender lives as long as a vCPU does.
         let outcome = match events.recv() {
             Ok(VmEvent::Exit(exit)) => Ok(exit),
@@ -365,7 +389,7 @@ impl Vm {
 
 /// The signal that kicks a vCPU thread out of KVM_RUN (its handler does nothing: the
 /// interrupted ioctl returning EINTR is the point).
-fn kick_signal() -> i32 {
+pub(crate) fn kick_signal() -> i32 {
     libc::SIGRTMIN()
 }
 

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use skiff_protocol::{read_message, write_message, Message};
 
+use crate::seccomp::{self, ThreadKind};
+
 /// Frames queued for one client before it counts as stalled.
 const CLIENT_QUEUE: usize = 16;
 
@@ -68,15 +70,14 @@ impl Attached {
 
     /// Accepts clients on `listener` for as long as the VMM lives.
     pub(super) fn serve(self, listener: UnixListener) -> std::io::Result<()> {
-        std::thread::Builder::new()
-            .name("attach".into())
-            .spawn(move || {
-                for stream in listener.incoming().flatten() {
-                    if let Err(e) = self.add(stream) {
-                        tracing::warn!("attach client: {e}");
-                    }
+        let builder = std::thread::Builder::new().name("attach".into());
+        seccomp::spawn(builder, ThreadKind::Session, move || {
+            for stream in listener.incoming().flatten() {
+                if let Err(e) = self.add(stream) {
+                    tracing::warn!("attach client: {e}");
                 }
-            })?;
+            }
+        })?;
         Ok(())
     }
 
@@ -94,22 +95,24 @@ impl Attached {
         state.next_id += 1;
         let mut writer = stream.try_clone()?;
         let reader = stream.try_clone()?;
-        std::thread::Builder::new()
+        let builder = std::thread::Builder::new()
             .name("attach-out".into())
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                for frame in frames {
-                    if writer.write_all(&frame).is_err() {
-                        break;
-                    }
+            .stack_size(64 * 1024);
+        seccomp::spawn(builder, ThreadKind::Session, move || {
+            for frame in frames {
+                if writer.write_all(&frame).is_err() {
+                    break;
                 }
-                let _ = writer.shutdown(std::net::Shutdown::Both);
-            })?;
+            }
+            let _ = writer.shutdown(std::net::Shutdown::Both);
+        })?;
         let this = self.clone();
-        std::thread::Builder::new()
+        let builder = std::thread::Builder::new()
             .name("attach-in".into())
-            .stack_size(128 * 1024)
-            .spawn(move || this.read_client(id, reader))?;
+            .stack_size(128 * 1024);
+        seccomp::spawn(builder, ThreadKind::Session, move || {
+            this.read_client(id, reader)
+        })?;
         state.clients.push(Client { id, queue, stream });
         state.ever_attached = true;
         self.inner.changed.notify_all();

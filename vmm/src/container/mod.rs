@@ -28,6 +28,7 @@ use skiff_protocol::{
     Message, ProcessSpec, ProtocolError, CONTROL_PORT,
 };
 
+use crate::seccomp::{self, ThreadKind};
 use attach::Attached;
 
 /// How long a session asked to wait for its first attach client waits before it starts the
@@ -169,15 +170,14 @@ impl ContainerSession {
             .serve(attach_listener)
             .map_err(ContainerError::Thread)?;
         let spec = spec.clone();
-        let thread = std::thread::Builder::new()
-            .name("container".into())
-            .spawn(move || {
-                if let Err(e) = serve(&spec, control, log, &attached) {
-                    tracing::warn!("container session: {e}");
-                }
-                attached.close();
-            })
-            .map_err(ContainerError::Thread)?;
+        let builder = std::thread::Builder::new().name("container".into());
+        let thread = seccomp::spawn(builder, ThreadKind::Session, move || {
+            if let Err(e) = serve(&spec, control, log, &attached) {
+                tracing::warn!("container session: {e}");
+            }
+            attached.close();
+        })
+        .map_err(ContainerError::Thread)?;
         Ok(ContainerSession { thread })
     }
 

@@ -15,6 +15,7 @@ use super::device_thread::DeviceThread;
 use super::event_loop::EventLoop;
 use super::queue_service::{accept_queues, notify_guest, serve_available};
 use super::{ActivateError, ActiveQueue, GuestMem, Interrupt, VirtioDevice};
+use crate::seccomp::ThreadKind;
 
 const QUEUE_SIZES: [u16; 1] = [256];
 /// The most one request gets; Linux asks for far less, a hostile driver for 4 GiB.
@@ -22,14 +23,16 @@ const MAX_BYTES_PER_REQUEST: u32 = 64 * 1024;
 const CHUNK: usize = 4096;
 
 /// The entropy device. No config space, one request queue.
-#[derive(Default)]
 pub struct RngDevice {
-    worker: Option<DeviceThread>,
+    worker: DeviceThread,
 }
 
 impl RngDevice {
-    pub fn new() -> Self {
-        RngDevice::default()
+    /// The device, with its (idle) worker thread.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(RngDevice {
+            worker: DeviceThread::start("virtio-rng", ThreadKind::RngWorker)?,
+        })
     }
 }
 
@@ -54,20 +57,17 @@ impl VirtioDevice for RngDevice {
         acked_features: u64,
     ) -> Result<(), ActivateError> {
         let [queue] = accept_queues::<1>(queues, &mem, acked_features)?;
-        self.reset();
-        let thread = DeviceThread::spawn("virtio-rng", move |stop| {
-            if let Err(e) = serve(queue, &mem, interrupt.as_ref(), &stop) {
-                tracing::error!("virtio-rng stopped: {e}");
-            }
-        })
-        .map_err(ActivateError::Worker)?;
-        self.worker = Some(thread);
-        Ok(())
+        self.worker
+            .run(move |stop| {
+                if let Err(e) = serve(queue, &mem, interrupt.as_ref(), stop) {
+                    tracing::error!("virtio-rng stopped: {e}");
+                }
+            })
+            .map_err(ActivateError::Worker)
     }
 
     fn reset(&mut self) -> bool {
-        // Dropping the worker stops it and waits for it.
-        self.worker = None;
+        self.worker.stop();
         true
     }
 }
@@ -172,7 +172,7 @@ mod tests {
     ) {
         let q = DriverQueue::new(mem, 0x1000, 16);
         let irq = counting_interrupt();
-        let mut dev = RngDevice::new();
+        let mut dev = RngDevice::new().unwrap();
         dev.activate(
             mem.clone(),
             irq.clone(),

@@ -18,6 +18,7 @@ use super::device_thread::DeviceThread;
 use super::event_loop::EventLoop;
 use super::queue_service::{accept_queues, notify_guest, serve_available};
 use super::{ActivateError, ActiveQueue, GuestMem, Interrupt, VirtioDevice};
+use crate::seccomp::ThreadKind;
 use shared_dir::SharedDirFs;
 pub use shared_dir::Sharing;
 
@@ -54,6 +55,8 @@ pub enum FsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the virtio-fs worker thread: {0}")]
+    Worker(#[source] std::io::Error),
 }
 
 /// A virtio-fs device (ID 26) sharing one host directory under a mount tag (read-only when the
@@ -62,7 +65,7 @@ pub struct FsDevice {
     /// The config space: the tag, NUL-padded, then `num_request_queues` (le32).
     config: [u8; MAX_TAG_LEN + 4],
     server: Arc<FsServer>,
-    worker: Option<DeviceThread>,
+    worker: DeviceThread,
 }
 
 impl FsDevice {
@@ -97,7 +100,8 @@ impl FsDevice {
         Ok(FsDevice {
             config,
             server: Arc::new(Server::new(fs)),
-            worker: None,
+            worker: DeviceThread::start("virtio-fs", ThreadKind::FsWorker)
+                .map_err(FsError::Worker)?,
         })
     }
 }
@@ -151,24 +155,14 @@ impl VirtioDevice for FsDevice {
             server: self.server.clone(),
             queues,
         };
-        self.stop_worker();
-        let thread = DeviceThread::spawn("virtio-fs", move |stop| worker.run(&stop))
-            .map_err(ActivateError::Worker)?;
-        self.worker = Some(thread);
-        Ok(())
+        self.worker
+            .run(move |stop| worker.run(stop))
+            .map_err(ActivateError::Worker)
     }
 
     fn reset(&mut self) -> bool {
-        self.stop_worker();
+        self.worker.stop();
         true
-    }
-}
-
-impl FsDevice {
-    fn stop_worker(&mut self) {
-        if let Some(mut worker) = self.worker.take() {
-            worker.stop();
-        }
     }
 }
 

@@ -33,6 +33,7 @@ use super::config_space::read_config_bytes;
 use super::device_thread::DeviceThread;
 use super::queue_service::{accept_queues, RING_FEATURES};
 use super::{ActivateError, ActiveQueue, GuestMem, Interrupt, VirtioDevice};
+use crate::seccomp::ThreadKind;
 pub(crate) use backend::Backend;
 use stream::Stream;
 pub use tap::{check_name, Tap, TapError, MAX_TAP_NAME_LEN};
@@ -88,6 +89,8 @@ pub enum NetError {
     },
     #[error("cannot pick a random MAC address: {0}")]
     Random(#[source] io::Error),
+    #[error("cannot start the virtio-net worker thread: {0}")]
+    Worker(#[source] io::Error),
     #[error(transparent)]
     Tap(#[from] TapError),
 }
@@ -170,7 +173,7 @@ pub struct NetDevice {
     /// mac (6), status (2), max_virtqueue_pairs (2), mtu (2), little endian.
     config: [u8; 12],
     stats: Arc<NetStats>,
-    worker: Option<DeviceThread>,
+    worker: DeviceThread,
 }
 
 impl NetDevice {
@@ -220,7 +223,8 @@ impl NetDevice {
             features,
             config,
             stats: Arc::default(),
-            worker: None,
+            worker: DeviceThread::start("virtio-net", ThreadKind::NetWorker)
+                .map_err(NetError::Worker)?,
         })
     }
 
@@ -234,11 +238,6 @@ impl NetDevice {
     #[cfg(test)]
     pub(crate) fn stats(&self) -> Arc<NetStats> {
         self.stats.clone()
-    }
-
-    fn stop_worker(&mut self) {
-        // Dropping the worker stops it and waits for it.
-        self.worker = None;
     }
 }
 
@@ -267,7 +266,7 @@ impl VirtioDevice for NetDevice {
         acked_features: u64,
     ) -> Result<(), ActivateError> {
         let queues = accept_queues::<2>(queues, &mem, acked_features)?;
-        self.stop_worker();
+        self.worker.stop();
         self.backend
             .set_offload(tap_offloads(acked_features))
             .map_err(|e| {
@@ -284,18 +283,17 @@ impl VirtioDevice for NetDevice {
             acked_features,
             self.stats.clone(),
         );
-        let thread = DeviceThread::spawn("virtio-net", move |stop| {
-            if let Err(e) = worker.run(&stop) {
-                tracing::error!("virtio-net stopped: {e}");
-            }
-        })
-        .map_err(ActivateError::Worker)?;
-        self.worker = Some(thread);
-        Ok(())
+        self.worker
+            .run(move |stop| {
+                if let Err(e) = worker.run(stop) {
+                    tracing::error!("virtio-net stopped: {e}");
+                }
+            })
+            .map_err(ActivateError::Worker)
     }
 
     fn reset(&mut self) -> bool {
-        self.stop_worker();
+        self.worker.stop();
         // Frames queued from now on must not carry offloads the next driver may not accept.
         if let Err(e) = self.backend.set_offload(0) {
             tracing::warn!(

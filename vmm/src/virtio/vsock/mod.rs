@@ -22,6 +22,7 @@ use super::config_space::read_config_bytes;
 use super::device_thread::DeviceThread;
 use super::queue_service::accept_queues;
 use super::{ActivateError, ActiveQueue, GuestMem, Interrupt, VirtioDevice};
+use crate::seccomp::ThreadKind;
 use muxer::Muxer;
 use worker::VsockWorker;
 
@@ -40,13 +41,17 @@ pub enum VsockError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the virtio-vsock worker thread: {0}")]
+    Worker(#[source] std::io::Error),
 }
 
 /// A virtio-vsock device whose host side is Unix sockets around `uds_path`.
 pub struct VsockDevice {
+    /// Dropped first: the job's muxer must not be the last, or the worker would remove the
+    /// socket file (a call its seccomp filter does not allow).
+    worker: DeviceThread,
     guest_cid: u64,
     muxer: Arc<Mutex<Muxer>>,
-    worker: Option<DeviceThread>,
 }
 
 impl VsockDevice {
@@ -63,14 +68,13 @@ impl VsockDevice {
         Ok(VsockDevice {
             guest_cid,
             muxer: Arc::new(Mutex::new(muxer)),
-            worker: None,
+            worker: DeviceThread::start("virtio-vsock", ThreadKind::VsockWorker)
+                .map_err(VsockError::Worker)?,
         })
     }
 
     fn stop_worker(&mut self) {
-        if let Some(mut worker) = self.worker.take() {
-            worker.stop();
-        }
+        self.worker.stop();
         // The guest's sockets died with its driver.
         if let Ok(mut muxer) = self.muxer.lock() {
             muxer.reset();
@@ -101,10 +105,9 @@ impl VirtioDevice for VsockDevice {
         let queues = accept_queues(queues, &mem, acked_features)?;
         let worker = VsockWorker::new(mem, interrupt, queues, self.muxer.clone());
         self.stop_worker();
-        let thread = DeviceThread::spawn("virtio-vsock", move |stop| worker.run(&stop))
-            .map_err(ActivateError::Worker)?;
-        self.worker = Some(thread);
-        Ok(())
+        self.worker
+            .run(move |stop| worker.run(stop))
+            .map_err(ActivateError::Worker)
     }
 
     fn reset(&mut self) -> bool {
