@@ -90,6 +90,11 @@ skiff run --rootfs $R -- sh -c 'yes | head -c 3000000 | wc -c; head -c 2000000 /
 echo "bigerr=$(wc -c < /tmp/big.err)"
 skiff run --rootfs $R -- sh -c 'sleep 1; echo slept=yes'
 skiff run --rootfs $R -t -- sh -c 'echo "tty=$(tty)"; echo "term=$TERM"' | tr -d '\r'
+# skiff-vmm's test hook: once the guest runs, its main thread makes a call outside its filter.
+SKIFF_VMM_SECCOMP_SELF_TEST=1 skiff run --rootfs $R -- true 2> /tmp/seccomp.err
+echo "code_seccomp=$?"
+echo "seccomp_what=$(grep -c '^skiff: skiff-vmm was killed by its seccomp filter' /tmp/seccomp.err)"
+echo "seccomp_report=$(grep -o 'syscall [0-9]* in thread .*' /tmp/seccomp.err)"
 echo "leftover_run_dirs=$(ls /run/skiff/run | wc -l)"
 "#;
 
@@ -166,6 +171,15 @@ fn run_prints_exits_applies_spec_and_keeps_the_image_read_only() {
     expect(&r, "slept", "yes", &out);
     expect(&r, "tty", "/dev/pts/0", &out);
     expect(&r, "term", "xterm", &out);
+    expect(&r, "code_seccomp", "125", &out);
+    expect(&r, "seccomp_what", "1", &out);
+    // getppid (110) from the main thread, which runs under the main filter.
+    expect(
+        &r,
+        "seccomp_report",
+        "syscall 110 in thread main (main filter)",
+        &out,
+    );
     expect(&r, "leftover_run_dirs", "0", &out);
     expect(&r, "rootless_published", "rootless-page", &out);
     expect(&r, "rootless_code", "0", &out);

@@ -164,6 +164,9 @@ impl Vmm {
         let what = match status.code() {
             Some(EXIT_GUEST_CRASHED) => "the VM crashed or reset".to_string(),
             Some(EXIT_VMM_ERROR) => "skiff-vmm failed".to_string(),
+            Some(code) if code == i32::from(skiff_vmm::seccomp::EXIT_CODE) => {
+                "skiff-vmm was killed by its seccomp filter".to_string()
+            }
             Some(0) => "the VM powered off".to_string(),
             _ => format!("skiff-vmm ended ({status})"),
         };

@@ -193,7 +193,7 @@ fn list(kind: ThreadKind) -> List {
             ])
             // Guest connections go to Unix sockets only.
             .allow_if(SYS_socket, vec![eq32(0, AF_UNIX as u64)])
-            .ioctls(&[FIONBIO as u64]),
+            .ioctls(&[FIONBIO]),
         ThreadKind::RngWorker => worker(),
     }
 }

@@ -189,7 +189,7 @@ fn assert_killed(name: &str, syscall: libc::c_long, kind: ThreadKind) {
 #[test]
 fn every_kind_has_a_filter_that_compiles() {
     for kind in ThreadKind::ALL {
-        let programs = lists::compile(kind).expect(kind.name());
+        let programs = lists::compile(kind).unwrap_or_else(|e| panic!("{e}"));
         assert!(programs.iter().all(|p| !p.is_empty()), "{}", kind.name());
     }
 }
