@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use clap::builder::BoolishValueParser;
 use clap::Parser;
 use skiff_vmm::builder::attach_devices;
 use skiff_vmm::devices::serial::SerialOutput;
@@ -33,11 +34,16 @@ struct Args {
     spec: Option<PathBuf>,
     /// Run without the per-thread seccomp filters (for debugging, and to measure what they
     /// cost).
-    #[arg(long, env = "SKIFF_VMM_NO_SECCOMP")]
+    #[arg(long, env = "SKIFF_VMM_NO_SECCOMP", value_parser = BoolishValueParser::new())]
     no_seccomp: bool,
     /// Test hook: once the guest runs, the main thread makes a system call no filter allows, so
     /// the filter must end the VMM with its report (exit 159).
-    #[arg(long, hide = true, env = "SKIFF_VMM_SECCOMP_SELF_TEST")]
+    #[arg(
+        long,
+        hide = true,
+        env = "SKIFF_VMM_SECCOMP_SELF_TEST",
+        value_parser = BoolishValueParser::new()
+    )]
     seccomp_self_test: bool,
     #[command(flatten)]
     flags: Flags,
@@ -375,6 +381,9 @@ mod tests {
         assert!(parse(&["--spec", "-", "--kernel", "/k"]).is_err());
         assert!(parse(&["--spec", "-", "--cpus", "2"]).is_err());
         assert!(parse(&["--spec", "-"]).is_ok());
+        // The seccomp switches go with a spec too (hosts pass them with --spec).
+        let switched = parse(&["--spec", "-", "--no-seccomp", "--seccomp-self-test"]).unwrap();
+        assert!(switched.no_seccomp && switched.seccomp_self_test);
         assert!(parse(&["--kernel", "/k", "--rootfs-upper-disk", "/u.img"]).is_err());
         let err = spec_of(&["--spec", "/nonexistent/vm.json"]).unwrap_err();
         assert!(

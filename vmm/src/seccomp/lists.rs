@@ -146,7 +146,8 @@ fn list(kind: ThreadKind) -> List {
         // Device activation and reset run here: queue eventfds are duplicated, a vsock reset
         // drops its connections from the worker's epoll set, a tap's offloads are set.
         ThreadKind::Vcpu => base()
-            .allow(&[SYS_read, SYS_dup])
+            .allow(&[SYS_read])
+            .allow_if(SYS_fcntl, vec![eq32(1, F_DUPFD_CLOEXEC as u64)])
             .allow_if(SYS_epoll_ctl, vec![eq32(1, EPOLL_CTL_DEL as u64)])
             .ioctls(&[KVM_RUN, TUNSETOFFLOAD]),
         ThreadKind::Signals => base().allow(&[SYS_rt_sigtimedwait]),
