@@ -616,19 +616,6 @@ finally:
     c.containers.create("skiff-test/busybox:1", "true", name="finish")
 "#;
 
-/// In the test host: skiffd on tcp (its loud warning is expected), until `finish` exists.
-const SERVE_TCP: &str = r#"
-export SKIFF_ROOT=/run/skiff
-mkdir -p $SKIFF_ROOT
-/skiff/bin/skiffd --root $SKIFF_ROOT -H tcp://0.0.0.0:2375 2>/tmp/skiffd.log &
-for i in $(seq 3000); do
-    wget -q -O /dev/null http://127.0.0.1:2375/containers/finish/json 2>/dev/null && break
-    sleep 0.5
-done
-kill %1
-wait
-grep -q 'PLAIN TCP' /tmp/skiffd.log && echo warned=yes
-"#;
 
 /// docker-py's venv from tests/setup.
 fn docker_py() -> std::path::PathBuf {
@@ -651,7 +638,7 @@ fn docker_py_drives_skiffd_over_a_forwarded_tcp_port() {
             .timeout(Duration::from_secs(900))
             .mem_mib(2048)
             .forward(port, 2375)
-            .sh(SERVE_TCP)
+            .sh(skiff_tests::SERVE_DOCKER_API_ON_TCP)
     });
     let tar = work.path().join("share/image.tar");
     let py = std::process::Command::new(python)
