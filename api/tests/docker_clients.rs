@@ -3,6 +3,7 @@
 //! Each test is skipped, loudly, when its client is not installed. TCP with TLS as `--tlsverify`
 //! sets it up is driven with the CLI's own TLS flags, on certificates made on the spot.
 
+#[allow(dead_code)] // engine_daemon is for the real-engine tests
 mod common;
 
 use common::fake_engine::FakeEngine;

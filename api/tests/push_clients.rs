@@ -9,26 +9,10 @@ mod common;
 mod fixtures;
 
 use std::path::Path;
-use std::sync::Arc;
 
 use base64::Engine as _;
-use common::{docker_cli, docker_py, text, TestDaemon};
+use common::{docker_cli, docker_py, engine_daemon, ok, text, TestDaemon};
 use fixtures::{fixture, run, Auth, Registry};
-use skiff_api::config::Config;
-use skiff_api::engine::Engine;
-
-/// The real engine on a fresh root, behind the HTTP front end.
-fn engine_daemon(root: &Path) -> TestDaemon {
-    let root = root.to_path_buf();
-    let env = move |key: &str| (key == "SKIFF_ROOT").then(|| root.clone().into_os_string());
-    let config = Config::from_env(&env, Path::new("/nonexistent"));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let engine = rt.block_on(Engine::open(config)).unwrap();
-    TestDaemon::start(Arc::new(engine))
-}
 
 fn raw_manifest_digest(reference: &str) -> String {
     let raw = run(
@@ -41,18 +25,6 @@ fn raw_manifest_digest(reference: &str) -> String {
         ],
     );
     format!("sha256:{}", fixtures::sha256_hex(raw.as_bytes()))
-}
-
-#[track_caller]
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
 }
 
 /// A source registry on the fixtures, an empty target registry, skiffd on the real engine

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{
-    media, Compression, Descriptor, ImageConfigFile, ImageIndex, ImageManifest, ManifestDoc,
+    Compression, Descriptor, ImageConfigFile, ImageIndex, ImageManifest, ManifestDoc,
     MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
 };
 use crate::platform::Platform;
@@ -347,23 +347,8 @@ fn load_docker(store: &Store, manifest_json: &[u8], scanned: &Scanned) -> Result
                 annotations: Default::default(),
             });
         }
-        let manifest = ImageManifest {
-            schema_version: 2,
-            media_type: Some(media::OCI_MANIFEST.to_string()),
-            config: Descriptor {
-                media_type: media::OCI_CONFIG.to_string(),
-                digest: config_digest,
-                size: config_bytes.len() as u64,
-                platform: None,
-                annotations: Default::default(),
-            },
-            layers,
-            annotations: Default::default(),
-        };
-        let bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Malformed {
-            what: "manifest".into(),
-            reason: e.to_string(),
-        })?;
+        let bytes =
+            ImageManifest::oci(config_digest, config_bytes.len() as u64, layers).to_bytes()?;
         let digest = store.put_blob(&bytes, None, "manifest")?;
         let names: Vec<String> = e
             .repo_tags

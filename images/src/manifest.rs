@@ -54,6 +54,34 @@ pub struct ImageManifest {
     pub annotations: BTreeMap<String, String>,
 }
 
+impl ImageManifest {
+    /// An OCI image manifest of `layers` over the config blob `config_digest` (`config_size`
+    /// bytes), as the store writes for images it makes itself (commit, load).
+    pub fn oci(config_digest: Digest, config_size: u64, layers: Vec<Descriptor>) -> ImageManifest {
+        ImageManifest {
+            schema_version: 2,
+            media_type: Some(media::OCI_MANIFEST.to_string()),
+            config: Descriptor {
+                media_type: media::OCI_CONFIG.to_string(),
+                digest: config_digest,
+                size: config_size,
+                platform: None,
+                annotations: Default::default(),
+            },
+            layers,
+            annotations: Default::default(),
+        }
+    }
+
+    /// Its JSON bytes, as stored and pushed.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|e| Error::Malformed {
+            what: "manifest".into(),
+            reason: e.to_string(),
+        })
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageIndex {

@@ -229,11 +229,21 @@ impl ImageService {
         opts: CommitOptions,
     ) -> Result<ImageRecord> {
         let base = self.resolve(base)?;
+        self.commit_on(Some(base), upper, opts).await
+    }
+
+    /// `commit` on a resolved base image, or on `scratch` (`None`): a build step's image.
+    pub async fn commit_on(
+        &self,
+        base: Option<ImageRecord>,
+        upper: &Path,
+        opts: CommitOptions,
+    ) -> Result<ImageRecord> {
         let store = self.store.clone();
         let upper = upper.to_path_buf();
         let started = SystemTime::now();
         let committed = tokio::task::spawn_blocking(move || {
-            crate::commit::commit(&store, &base, &upper, &opts)
+            crate::commit::commit(&store, base.as_ref(), &upper, &opts)
         })
         .await?;
         if committed.is_err() {

@@ -33,6 +33,7 @@ pub use blob_writer::BlobWriter;
 
 mod blob_sources;
 mod blob_writer;
+mod build_cache;
 mod gc;
 
 const SCHEMA: &str = "
@@ -70,6 +71,12 @@ CREATE TABLE IF NOT EXISTS blob_sources (
     repository  TEXT NOT NULL,
     seen_at     INTEGER NOT NULL,
     PRIMARY KEY (blob_digest, registry, repository)
+);
+-- Dockerfile build steps already done: the image a step made on a parent (see build_cache.rs).
+CREATE TABLE IF NOT EXISTS build_cache (
+    key             TEXT PRIMARY KEY,
+    manifest_digest TEXT NOT NULL,
+    added_at        INTEGER NOT NULL
 );
 ";
 
@@ -400,7 +407,7 @@ impl Store {
     }
 }
 
-fn query_names(db: &Connection, filter: &str, arg: &str) -> Result<Vec<ImageRecord>> {
+pub(super) fn query_names(db: &Connection, filter: &str, arg: &str) -> Result<Vec<ImageRecord>> {
     let sql = format!(
         "SELECT n.name, n.manifest_digest, n.index_digest, n.added_at,
                 m.media_type, m.config_digest, m.platform, m.created

@@ -13,9 +13,10 @@ use super::model::{
     VolumePruneReport,
 };
 use super::options::{
-    AttachOptions, AttachStreams, ByteStream, CommitOptions, EventsOptions, ExecConfig,
-    ExecStartOptions, Filters, ImageListOptions, ListOptions, LogsOptions, OutputStream,
-    PullOptions, PushOptions, RemoveOptions, StatsOptions, SystemCounts, WaitCondition, WaitFuture,
+    AttachOptions, AttachStreams, BuildOptions, ByteStream, CommitOptions, EventsOptions,
+    ExecConfig, ExecStartOptions, Filters, ImageListOptions, ListOptions, LogsOptions,
+    OutputStream, PullOptions, PushOptions, RemoveOptions, StatsOptions, SystemCounts,
+    WaitCondition, WaitFuture,
 };
 use futures_util::stream::BoxStream;
 
@@ -211,6 +212,15 @@ pub trait ContainerBackend: Send + Sync + 'static {
     /// A `docker save` tar of the named images.
     async fn image_save(&self, _names: Vec<String>) -> Result<ByteStream> {
         Err(BackendError::NotImplemented("image save"))
+    }
+    /// `docker build`: the context (a tar, plain or gzip) as it arrives; the classic builder's
+    /// JSON progress lines, a failure being a line with `error` set.
+    async fn build(
+        &self,
+        _opts: BuildOptions,
+        _context: ByteStream,
+    ) -> Result<BoxStream<'static, ProgressMessage>> {
+        Err(BackendError::NotImplemented("build"))
     }
     async fn system_df(&self) -> Result<DiskUsage> {
         Err(BackendError::NotImplemented("system df"))

@@ -189,3 +189,29 @@ pub struct SystemCounts {
     pub stopped: u64,
     pub images: u64,
 }
+
+/// `POST /build` (the classic builder's query), decoded; what skiff cannot honour is refused
+/// by the endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// `t`: names for the built image.
+    pub tags: Vec<String>,
+    /// Path of the Dockerfile inside the context (default `Dockerfile`).
+    pub dockerfile: String,
+    pub build_args: Vec<(String, String)>,
+    pub target: Option<String>,
+    pub no_cache: bool,
+    /// `--label`s, set on the image.
+    pub labels: BTreeMap<String, String>,
+    /// Only the image ID is printed.
+    pub quiet: bool,
+    /// Remove RUN containers after a successful step (default) / always.
+    pub rm: bool,
+    pub force_rm: bool,
+    /// Pull base images even when the store has them.
+    pub pull: bool,
+    /// `networkmode` for RUN: None is the engine's default network.
+    pub network: Option<String>,
+    /// `os/arch[/variant]` of the images to build from.
+    pub platform: Option<String>,
+}

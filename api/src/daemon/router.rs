@@ -11,7 +11,7 @@ use hyper::{Method, Request};
 use super::backend::ContainerBackend;
 use super::body::{self, Resp};
 use super::error::ApiError;
-use super::handlers::{containers, exec, images, networks, system, volumes};
+use super::handlers::{build, containers, exec, images, networks, system, volumes};
 use super::host::HostFacts;
 use super::query::Query;
 
@@ -149,6 +149,7 @@ async fn route(d: &Daemon, req: Request<Incoming>) -> Result<Resp, ApiError> {
         (&Method::DELETE, ["volumes", name]) => volumes::remove(d, name, &q).await,
 
         (&Method::POST, ["commit"]) => images::commit(d, &q, req).await,
+        (&Method::POST, ["build"]) => build::build(d, &q, req).await,
         (&Method::GET, ["images", "json"]) => images::list(d, &q).await,
         (&Method::POST, ["images", "create"]) => images::pull(d, &q, req.headers()).await,
         (&Method::POST, ["images", "load"]) => images::load(d, &q, req).await,

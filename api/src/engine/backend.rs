@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
+use super::build;
 use super::commit;
 use super::create::{self, parse_signal};
 use super::exec::{self, not_running};
@@ -21,9 +22,10 @@ use crate::daemon::model::{
     VolumePruneReport, WaitResponse,
 };
 use crate::daemon::options::{
-    AttachOptions, AttachStreams, ByteStream, CommitOptions, EventsOptions, ExecConfig,
-    ExecStartOptions, Filters, ImageListOptions, ListOptions, LogsOptions, OutputStream,
-    PullOptions, PushOptions, RemoveOptions, StatsOptions, SystemCounts, WaitCondition, WaitFuture,
+    AttachOptions, AttachStreams, BuildOptions, ByteStream, CommitOptions, EventsOptions,
+    ExecConfig, ExecStartOptions, Filters, ImageListOptions, ListOptions, LogsOptions,
+    OutputStream, PullOptions, PushOptions, RemoveOptions, StatsOptions, SystemCounts,
+    WaitCondition, WaitFuture,
 };
 use crate::daemon::{BackendError, ContainerBackend, Created};
 use crate::run::session;
@@ -304,6 +306,14 @@ impl ContainerBackend for Engine {
 
     async fn exec_resize(&self, exec: &str, height: u32, width: u32) -> Result<()> {
         exec::resize(&self.inner, exec, height, width).await
+    }
+
+    async fn build(
+        &self,
+        opts: BuildOptions,
+        context: ByteStream,
+    ) -> Result<BoxStream<'static, ProgressMessage>> {
+        build::build(&self.inner, opts, context).await
     }
 
     async fn system_df(&self) -> Result<DiskUsage> {

@@ -65,6 +65,7 @@ pub async fn commit(inner: &Inner, opts: CommitOptions) -> Result<String> {
         changes,
         created: rfc3339(std::time::SystemTime::now()),
         created_by: record.process.args.join(" "),
+        config: None,
     };
     let image = inner
         .images

@@ -67,9 +67,24 @@ fn failure(message: String) -> ProgressMessage {
 }
 
 /// One row per image (by config digest) with all its names.
-pub fn list(inner: &Inner, _opts: ImageListOptions) -> Result<Vec<ImageSummary>> {
+/// Build steps' untagged images are left out unless `all` (`docker images -a`), as Docker
+/// leaves out intermediate images.
+pub fn list(inner: &Inner, opts: ImageListOptions) -> Result<Vec<ImageSummary>> {
     let mut rows: Vec<ImageSummary> = Vec::new();
+    let intermediate = if opts.all {
+        Vec::new()
+    } else {
+        inner
+            .images
+            .store()
+            .build_cache_manifests()
+            .map_err(internal)?
+    };
     for record in inner.images.list().map_err(internal)? {
+        let manifest = record.manifest_digest.to_string();
+        if record.name == manifest && intermediate.contains(&manifest) {
+            continue;
+        }
         let id = record.config_digest.to_string();
         let tags = repo_tags(&record.name);
         match rows.iter_mut().find(|r| r.id == id) {

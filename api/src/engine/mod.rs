@@ -6,7 +6,7 @@
 //! - `vmm_process`: a container's files and VMM process (spawn, re-adopt, wait).
 //! - `lifecycle`: create, start, the watcher of each running VM, stop, restart policies, remove.
 //! - `backend`: the API's calls; `images`: its image calls; `push`: push and history;
-//!   `commit`: a container as an image;
+//!   `commit`: a container as an image; `build`: `docker build` (the classic builder);
 //!   `stats`: a VM's CPU and memory;
 //!   `streams`: sessions as API streams; `logs`: the json-file log as one.
 //!
@@ -14,6 +14,7 @@
 //! the log and the exit report itself, and `Engine::open` finds it again (or its exit report).
 
 mod backend;
+mod build;
 mod commit;
 mod create;
 pub(crate) mod detach_keys;

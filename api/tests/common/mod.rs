@@ -160,6 +160,35 @@ pub fn docker_py() -> Option<PathBuf> {
     found
 }
 
+/// The real engine on a fresh root, behind the HTTP front end (its image store only: nothing
+/// the tests using it do boots a VM).
+pub fn engine_daemon(root: &Path) -> TestDaemon {
+    let root = root.to_path_buf();
+    let env = move |key: &str| (key == "SKIFF_ROOT").then(|| root.clone().into_os_string());
+    let config = skiff_api::config::Config::from_env(&env, Path::new("/nonexistent"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let engine = rt
+        .block_on(skiff_api::engine::Engine::open(config))
+        .expect("engine");
+    TestDaemon::start(Arc::new(engine))
+}
+
+/// Asserts that a command succeeded (showing its output otherwise); returns its stdout.
+#[track_caller]
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

@@ -11,8 +11,8 @@ pub enum Error {
     Instruction { line: usize, message: String },
     #[error("target stage \"{0}\" could not be found")]
     UnknownTarget(String),
-    /// A COPY/ADD source that cannot be taken from the build context.
-    #[error("{path}: {reason}")]
+    /// A COPY/ADD source that cannot be taken from the build context (`reason` names it).
+    #[error("{reason}")]
     Context { path: String, reason: String },
 }
 

@@ -11,8 +11,8 @@ use serde_json::{Map, Value};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{
-    media, Compression, Descriptor, ImageConfigFile, ImageManifest, ManifestDoc, MAX_CONFIG_BYTES,
-    MAX_MANIFEST_BYTES,
+    media, Compression, Descriptor, ImageConfigFile, ImageManifest, ManifestDoc, RuntimeConfig,
+    MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
 };
 use crate::reference::Reference;
 use crate::service::record;
@@ -39,13 +39,17 @@ pub struct CommitOptions {
     pub created: String,
     /// The history entry's `created_by` (Docker: the container's command).
     pub created_by: String,
+    /// The whole runtime config of the new image (a Dockerfile build's evaluator holds it),
+    /// replacing the base's; `changes` still apply on top.
+    pub config: Option<RuntimeConfig>,
 }
 
-/// Commits `upper` (an overlay upper directory) on top of `base`. An upper without changes
-/// adds no layer: the history entry is then marked `empty_layer`, as Docker does.
+/// Commits `upper` (an overlay upper directory) on top of `base` (`None`: `scratch`, an image
+/// without layers for this host's platform). An upper without changes adds no layer: the
+/// history entry is then marked `empty_layer`, as Docker does.
 pub fn commit(
     store: &Store,
-    base: &ImageRecord,
+    base: Option<&ImageRecord>,
     upper: &Path,
     opts: &CommitOptions,
 ) -> Result<ImageRecord> {
@@ -76,7 +80,10 @@ pub fn commit(
         })
     };
 
-    let base_config = store.read_blob(&base.config_digest, MAX_CONFIG_BYTES, "image config")?;
+    let base_config = match base {
+        Some(b) => store.read_blob(&b.config_digest, MAX_CONFIG_BYTES, "image config")?,
+        None => scratch_config(),
+    };
     let config = new_config(
         &base_config,
         new_layer.as_ref().map(|_| &summary.diff_id),
@@ -84,15 +91,12 @@ pub fn commit(
     )?;
     let config_digest = store.put_blob(&config, None, "image config")?;
 
-    let base_manifest = store.read_blob(&base.manifest_digest, MAX_MANIFEST_BYTES, "manifest")?;
-    let ManifestDoc::Image(base_manifest) = ManifestDoc::parse(&base_manifest, None)? else {
-        return Err(Error::Malformed {
-            what: format!("manifest {}", base.manifest_digest),
-            reason: "an index, not an image manifest".into(),
-        });
+    let base_layers = match base {
+        Some(b) => base_layers(store, b)?,
+        None => Vec::new(),
     };
-    let mut layers = Vec::with_capacity(base_manifest.layers.len() + 1);
-    for l in base_manifest.layers {
+    let mut layers = Vec::with_capacity(base_layers.len() + 1);
+    for l in base_layers {
         // An OCI manifest names its layers with OCI types (a Docker base's are renamed).
         let media_type = Compression::of_media_type(&l.media_type)?
             .oci_media_type()
@@ -100,29 +104,39 @@ pub fn commit(
         layers.push(Descriptor { media_type, ..l });
     }
     layers.extend(new_layer);
-    let manifest = ImageManifest {
-        schema_version: 2,
-        media_type: Some(media::OCI_MANIFEST.to_string()),
-        config: Descriptor {
-            media_type: media::OCI_CONFIG.to_string(),
-            digest: config_digest,
-            size: config.len() as u64,
-            platform: None,
-            annotations: Default::default(),
-        },
-        layers,
-        annotations: Default::default(),
-    };
-    let manifest = serde_json::to_vec(&manifest).map_err(|e| Error::Malformed {
-        what: "manifest".into(),
-        reason: e.to_string(),
-    })?;
+    let manifest = ImageManifest::oci(config_digest, config.len() as u64, layers).to_bytes()?;
     let manifest_digest = store.put_blob(&manifest, None, "manifest")?;
     let name = opts
         .reference
         .as_ref()
         .map_or_else(|| manifest_digest.to_string(), Reference::to_string);
     record(store, name, &manifest_digest, None)
+}
+
+/// The config `FROM scratch` starts from: no layers, this host's platform.
+fn scratch_config() -> Vec<u8> {
+    let host = crate::platform::Platform::host();
+    let mut doc = serde_json::json!({
+        "architecture": host.architecture,
+        "os": host.os,
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    });
+    if let (Some(v), Value::Object(m)) = (host.variant, &mut doc) {
+        m.insert("variant".into(), Value::from(v));
+    }
+    doc.to_string().into_bytes()
+}
+
+fn base_layers(store: &Store, base: &ImageRecord) -> Result<Vec<Descriptor>> {
+    let bytes = store.read_blob(&base.manifest_digest, MAX_MANIFEST_BYTES, "manifest")?;
+    match ManifestDoc::parse(&bytes, None)? {
+        ManifestDoc::Image(m) => Ok(m.layers),
+        _ => Err(Error::Malformed {
+            what: format!("manifest {}", base.manifest_digest),
+            reason: "an index, not an image manifest".into(),
+        }),
+    }
 }
 
 /// The base image's config (every field kept, known to skiff or not) with the new layer's
@@ -170,6 +184,9 @@ fn new_config(base: &[u8], diff_id: Option<&Digest>, opts: &CommitOptions) -> Re
         .or_insert_with(|| Value::Object(Map::new()));
     if !config.is_object() {
         *config = Value::Object(Map::new());
+    }
+    if let Some(whole) = &opts.config {
+        *config = serde_json::to_value(whole).map_err(|e| malformed(e.to_string()))?;
     }
     if let Value::Object(c) = config {
         Change::apply_all(&opts.changes, c);

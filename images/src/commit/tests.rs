@@ -204,6 +204,7 @@ fn options(changes: &[&str]) -> CommitOptions {
         changes: Change::parse_all(changes).unwrap(),
         created: "2026-11-30T12:00:00Z".into(),
         created_by: "sh -c echo hi".into(),
+        config: None,
     }
 }
 
@@ -231,7 +232,7 @@ fn commit_records_a_runnable_image_with_history_and_changes() {
     fs::write(upper.join("o/new"), b"n").unwrap();
 
     let opts = options(&[r#"CMD ["cat", "/f"]"#, "ENV A=2 B=\"x y\"", "EXPOSE 80"]);
-    let rec = commit(&store, &base, &upper, &opts).unwrap();
+    let rec = commit(&store, Some(&base), &upper, &opts).unwrap();
     assert_eq!(rec.name, "localhost/committed:1");
     assert_eq!(rec.layers.len(), 2);
     assert_eq!(rec.layers[0].blob, base.layers[0].blob);
@@ -281,7 +282,7 @@ fn commit_records_a_runnable_image_with_history_and_changes() {
     assert!(merged.join("o/new").exists());
 
     // The same tree again: the same layer blob, the same unpacked directory.
-    let again = commit(&store, &base, &upper, &options(&[])).unwrap();
+    let again = commit(&store, Some(&base), &upper, &options(&[])).unwrap();
     assert_eq!(again.layers[1].blob, rec.layers[1].blob);
 }
 
@@ -294,7 +295,7 @@ fn an_unchanged_container_adds_an_empty_history_entry_only() {
     fs::create_dir(&upper).unwrap();
     let mut opts = options(&["ENTRYPOINT /bin/x"]);
     opts.reference = None;
-    let rec = commit(&store, &base, &upper, &opts).unwrap();
+    let rec = commit(&store, Some(&base), &upper, &opts).unwrap();
     assert_eq!(rec.layers.len(), 1);
     assert_eq!(rec.name, rec.manifest_digest.to_string(), "untagged");
     let cfg = config_of(&store, &rec);

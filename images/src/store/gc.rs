@@ -35,6 +35,10 @@ impl Store {
              (SELECT config_digest FROM manifests UNION SELECT blob_digest FROM manifest_layers)",
             [],
         )?;
+        tx.execute(
+            "DELETE FROM build_cache WHERE manifest_digest NOT IN (SELECT digest FROM manifests)",
+            [],
+        )?;
         let used = referenced(&tx)?;
         tx.commit()?;
         drop(db);
