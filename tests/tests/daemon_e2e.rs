@@ -123,6 +123,23 @@ echo "unhealthy=$(d inspect -f '{{.State.Health.Status}} {{.State.Health.Failing
 echo "health_events=$(d events --since 0 --until $(date +%s) --filter container=hc --format '{{.Action}}' | grep health | uniq | tr '\n' ',')"
 d rm -f hc >/dev/null
 
+# build (the classic builder): each RUN in its own microVM, committed as a layer; the same
+# build again is all cache; a failing RUN reports its code and output.
+export DOCKER_BUILDKIT=0
+mkdir -p /tmp/ctx /tmp/ctx-bad
+printf 'FROM %s\nRUN echo built >/built && rm /bin/true\nRUN test ! -e /bin/true\nCOPY f /f\nCMD ["cat","/built","/f"]\n' "$I" >/tmp/ctx/Dockerfile
+echo copied >/tmp/ctx/f
+dl build -t skiff-test/built:1 /tmp/ctx >/tmp/build.out 2>&1; echo "build_code=$?"
+echo "build_runs=$(grep -c 'Running in' /tmp/build.out)"
+echo "build_run=$(d run --rm skiff-test/built:1 | tr '\n' ',')"
+dl build -t skiff-test/built:1 /tmp/ctx >/tmp/build2.out 2>&1
+echo "build_cached=$(grep -c 'Using cache' /tmp/build2.out)"
+printf 'FROM %s\nRUN echo failing-output; exit 3\n' "$I" >/tmp/ctx-bad/Dockerfile
+dl build /tmp/ctx-bad >/tmp/build3.out 2>&1; echo "build_fail_code=$?"
+grep -q 'returned a non-zero code: 3' /tmp/build3.out && echo build_fail_msg=ok
+grep -q '^failing-output' /tmp/build3.out && echo build_fail_output=ok
+unset DOCKER_BUILDKIT
+
 # A restart policy: on-failure:2 runs it three times in all, into the same log.
 d run -d --name flaky --restart on-failure:2 $I sh -c 'echo try; exit 1' >/dev/null
 for i in $(seq 600); do
@@ -418,6 +435,13 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
             "health_events",
             "health_status: healthy,health_status: unhealthy,",
         ),
+        ("build_code", "0"),
+        ("build_runs", "2"),
+        ("build_run", "built,copied,"),
+        ("build_cached", "4"),
+        ("build_fail_code", "1"),
+        ("build_fail_msg", "ok"),
+        ("build_fail_output", "ok"),
         ("flaky", "exited 2 1"),
         ("flaky_logs", "try,try,try,"),
         (
