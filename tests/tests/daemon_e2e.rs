@@ -120,6 +120,8 @@ echo "health_ps=$(d ps --filter health=healthy --format '{{.Names}} {{.Status}}'
 d exec hc sh -c 'rm /tmp/ok'
 for i in $(seq 300); do [ "$(d inspect -f '{{.State.Health.Status}}' hc)" = unhealthy ] && break; sleep 0.2; done
 echo "unhealthy=$(d inspect -f '{{.State.Health.Status}} {{.State.Health.FailingStreak}}' hc)"
+# (--until is whole seconds: let the second of the last change pass.)
+sleep 1
 echo "health_events=$(d events --since 0 --until $(date +%s) --filter container=hc --format '{{.Action}}' | grep health | uniq | tr '\n' ',')"
 d rm -f hc >/dev/null
 

@@ -114,7 +114,7 @@ echo outbound-reply | timeout 60 nc -l -p 9000 > /tmp/rl-server.in &
 mkdir /tmp/broot
 # The container lives until the test host connects to its second published port (a fixed
 # lifetime raced a slow boot), at most the 240 s of the timeout.
-unshare -m sh -c 'mount --rbind / /tmp/broot && cd /tmp/broot && mount --move . / && exec chroot . "$@"' sh su rl -c 'SKIFF_ROOT=/tmp/rl/skiff timeout 240 /skiff/bin/skiff run --rootfs /tmp/rl/root --network passt -p 8080:80 -p 8081:81 -- sh -c "httpd -p 80 -h /www; echo outbound=\$(echo hello | nc -w 2 192.168.77.1 9000); echo uid=\$(id -u); nc -l -p 81 >/dev/null"' > /tmp/rl.out 2> /tmp/rl.err &
+unshare -m sh -c 'mount --rbind / /tmp/broot && cd /tmp/broot && mount --move . / && exec chroot . "$@"' sh su rl -c 'SKIFF_ROOT=/tmp/rl/skiff timeout 240 /skiff/bin/skiff run --rootfs /tmp/rl/root --network passt -p 8080:80 -p 8081:81 -- sh -c "httpd -p 80 -h /www; echo outbound=\$(echo hello | nc -w 2 192.168.77.1 9000); echo uid=\$(id -u); echo bye | nc -l -p 81 >/dev/null"' > /tmp/rl.out 2> /tmp/rl.err &
 run=$!
 for i in $(seq 600); do
     page=$(printf 'GET / HTTP/1.0\r\n\r\n' | timeout 5 nc 127.0.0.1 8080 2>/dev/null | tail -n1)
@@ -122,7 +122,8 @@ for i in $(seq 600); do
     sleep 0.2
 done
 echo "rootless_published=$page"
-for i in $(seq 50); do echo stop | timeout 5 nc 127.0.0.1 8081 2>/dev/null && break; sleep 0.2; done
+# passt accepts on 8081 before the guest listens on 81: only the guest's "bye" says it heard.
+for i in $(seq 300); do [ "$(echo stop | timeout 5 nc 127.0.0.1 8081 2>/dev/null)" = bye ] && break; sleep 0.2; done
 wait $run
 echo "rootless_code=$?"
 cat /tmp/rl.out

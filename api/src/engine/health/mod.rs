@@ -301,19 +301,9 @@ async fn run_probe(inner: &Inner, id: &str, plan: &Plan) -> Result<(i64, String)
     Ok((code, text))
 }
 
-/// Go's `time.Duration` text for the durations a healthcheck has: `30s`, `1m30s`, `500ms`.
+/// Go's `time.Duration` text, as Docker's timeout message shows it: `30s`, `1m30s`, `500ms`.
 fn go_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let (m, s) = (d.as_secs() / 60, d.as_secs_f64() % 60.0);
-    let s = format!("{s}").trim_end_matches(".0").to_string();
-    if m == 0 {
-        format!("{s}s")
-    } else {
-        format!("{m}m{s}s")
-    }
+    skiff_dockerfile::history::go_duration(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// Keeps the first [`MAX_OUTPUT`] bytes written through any of its clones.
