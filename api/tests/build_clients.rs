@@ -354,3 +354,109 @@ print("".join(lines))
     ));
     assert!(inspect.contains("py"), "{inspect}");
 }
+
+#[test]
+fn skiff_build_sends_its_context_and_prints_the_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    write(
+        &ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY f /f\nLABEL k=v\n",
+    );
+    write(&ctx.join("f"), "hello\n");
+    write(&ctx.join(".dockerignore"), "ignored\nDockerfile\n");
+    write(&ctx.join("ignored/big"), "not sent\n");
+    write(
+        &tmp.path().join("elsewhere/Df"),
+        "FROM scratch\nCOPY f /g\n",
+    );
+    let d = engine_daemon(&tmp.path().join("root"));
+    let skiff = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("-H")
+            .arg(&d.endpoint)
+            .args(args)
+            .env_remove("SKIFF_HOST")
+            .env("FROM_ENV", "env-value")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let ctx_s = ctx.display().to_string();
+    let first = ok(&skiff(
+        &["build", "-t", "sk:1", "--label", "l=1", &ctx_s],
+        "",
+    ));
+    assert!(
+        first.starts_with("Sending build context to skiffd"),
+        "{first}"
+    );
+    for line in [
+        "Step 1/3 : FROM scratch",
+        "Step 3/3 : LABEL k=v",
+        "Successfully tagged sk:1",
+    ] {
+        assert!(first.contains(line), "{line}: {first}");
+    }
+    // Quiet: the ID alone, the one the image has; everything came from the cache.
+    let quiet = ok(&skiff(&["build", "-q", "--label", "l=1", &ctx_s], ""));
+    let id = ok(&d.docker(
+        &docker_cli().unwrap_or_else(|| "docker".into()),
+        &["images", "--no-trunc", "-q", "sk:1"],
+    ));
+    if docker_cli().is_some() {
+        assert_eq!(quiet, id);
+    }
+    assert!(
+        quiet.starts_with("sha256:") && quiet.lines().count() == 1,
+        "{quiet}"
+    );
+    // A Dockerfile from outside the context; a bare --build-arg from the environment.
+    let outside = tmp.path().join("elsewhere/Df").display().to_string();
+    let out = ok(&skiff(
+        &["build", "-f", &outside, "--build-arg", "FROM_ENV", &ctx_s],
+        "",
+    ));
+    assert!(out.contains("Step 2/2 : COPY f /g"), "{out}");
+    assert!(out.contains("[FROM_ENV] were not consumed"), "{out}");
+    // A lone Dockerfile on stdin; a Dockerfile on stdin with a directory context.
+    let out = ok(&skiff(&["build", "-"], "FROM scratch\nLABEL from=stdin\n"));
+    assert!(out.contains("Step 2/2 : LABEL from=stdin"), "{out}");
+    let out = ok(&skiff(
+        &["build", "-f", "-", &ctx_s],
+        "FROM scratch\nCOPY f /h\n",
+    ));
+    assert!(out.contains("Step 2/2 : COPY f /h"), "{out}");
+    // Failures: the builder's error and exit 1; no daemon: what to do.
+    let bad = skiff(&["build", "-"], "FROM scratch\nFROB x\n");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("unknown instruction"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let host = skiff(&["build", "--network", "host", &ctx_s], "");
+    assert_eq!(host.status.code(), Some(125));
+    let err = text(&host.stderr);
+    assert!(err.contains("networkmode=host") && !err.contains("start it"), "{err}");
+    let none = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["-H", "unix:///nonexistent/skiffd.sock", "build", &ctx_s])
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(125));
+    assert!(
+        text(&none.stderr).contains("start it"),
+        "{}",
+        text(&none.stderr)
+    );
+}

@@ -3,7 +3,7 @@
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use skiff_api::cli::{
-    containers::ContainerCommand, images::ImageCommand, networks::NetworkCommand,
+    build::BuildArgs, containers::ContainerCommand, images::ImageCommand, networks::NetworkCommand,
     volumes::VolumeCommand,
 };
 use skiff_api::client::Host;
@@ -33,6 +33,9 @@ enum Command {
     Container(Box<ContainerCommand>),
     #[command(flatten)]
     Image(ImageCommand),
+    /// Build an image from a Dockerfile and a context (through skiffd: each RUN step runs in
+    /// a microVM of its own).
+    Build(BuildArgs),
     /// Manage volumes (through skiffd).
     #[command(subcommand)]
     Volume(VolumeCommand),
@@ -84,6 +87,9 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Container(c) => c.run(&config, &cli.host, &caller_env).await,
             Command::Image(c) => c.run(&config, named_host.then_some(&cli.host)).await,
+            Command::Build(args) => {
+                skiff_api::cli::build::build(&cli.host, args, &caller_env).await
+            }
             Command::Volume(c) => c.run(&cli.host).await,
             Command::Network(c) => c.run(&cli.host).await,
         }

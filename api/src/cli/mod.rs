@@ -1,5 +1,6 @@
 //! The `skiff` command line: one module per group of subcommands.
 
+pub mod build;
 pub mod containers;
 pub mod health;
 pub mod images;

@@ -19,6 +19,7 @@ pub mod stream;
 pub mod volumes;
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
@@ -46,11 +47,22 @@ pub struct Client {
     host: Host,
 }
 
+/// A request body too big to hold at once (a build context), sent as it is produced.
+pub type StreamedBody = BoxBody<Bytes, std::io::Error>;
+
+/// What a request carries.
+enum Body {
+    Empty,
+    Json(Vec<u8>),
+    /// A content type and the bytes as they come.
+    Streamed(&'static str, StreamedBody),
+}
+
 /// A request before it is sent: method, path below the version prefix (query included), body.
 struct Call {
     method: Method,
     path: String,
-    body: Option<Vec<u8>>,
+    body: Body,
     upgrade: bool,
     /// Extra request headers (`X-Registry-Auth`).
     headers: Vec<(&'static str, String)>,
@@ -61,7 +73,7 @@ impl Call {
         Call {
             method,
             path,
-            body: None,
+            body: Body::Empty,
             upgrade: false,
             headers: Vec::new(),
         }
@@ -78,8 +90,14 @@ impl Call {
         let mut value =
             serde_json::to_value(body).map_err(|e| ClientError::Encode(e.to_string()))?;
         strip_nulls(&mut value);
-        self.body = Some(value.to_string().into_bytes());
+        self.body = Body::Json(value.to_string().into_bytes());
         Ok(self)
+    }
+
+    /// A body streamed with its content type.
+    fn streamed(mut self, content_type: &'static str, body: StreamedBody) -> Call {
+        self.body = Body::Streamed(content_type, body);
+        self
     }
 
     /// Asks to take the connection over (attach, exec start).
@@ -106,7 +124,7 @@ impl Client {
     }
 
     /// Opens a connection and starts driving it; upgrades are allowed on every one.
-    async fn connect(&self) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    async fn connect(&self) -> Result<hyper::client::conn::http1::SendRequest<StreamedBody>> {
         let io: std::io::Result<Box<dyn Io>> = match &self.host {
             ListenAddr::Unix(path) => UnixStream::connect(path).await.map(|s| Box::new(s) as _),
             ListenAddr::Tcp(addr) => TcpStream::connect(addr).await.map(|s| Box::new(s) as _),
@@ -137,9 +155,19 @@ impl Client {
             .method(call.method)
             .uri(format!("/v{API_VERSION}{}", call.path))
             .header(HOST, host);
-        if call.body.is_some() {
-            req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
+        let body = match call.body {
+            Body::Empty => Full::default().map_err(|never| match never {}).boxed(),
+            Body::Json(bytes) => {
+                req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                Full::new(Bytes::from(bytes))
+                    .map_err(|never| match never {})
+                    .boxed()
+            }
+            Body::Streamed(content_type, body) => {
+                req = req.header(CONTENT_TYPE, HeaderValue::from_static(content_type));
+                body
+            }
+        };
         for (name, value) in &call.headers {
             req = req.header(*name, value);
         }
@@ -148,7 +176,6 @@ impl Client {
                 .header(CONNECTION, HeaderValue::from_static("Upgrade"))
                 .header(UPGRADE, HeaderValue::from_static("tcp"));
         }
-        let body = Full::new(Bytes::from(call.body.unwrap_or_default()));
         let req = req
             .body(body)
             .map_err(|e| ClientError::Encode(e.to_string()))?;

@@ -104,9 +104,65 @@ pub fn decode(q: &Query) -> Result<BuildOptions, ApiError> {
     })
 }
 
+/// The query that `decode` reads back as `opts` (what skiff's own client sends).
+pub fn encode(opts: &BuildOptions) -> Vec<(&'static str, String)> {
+    let flag = |b: bool| if b { "1" } else { "0" }.to_string();
+    let json_map = |pairs: &mut dyn Iterator<Item = (&String, &String)>| {
+        serde_json::Value::Object(
+            pairs
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        )
+        .to_string()
+    };
+    let mut q: Vec<(&'static str, String)> = opts.tags.iter().map(|t| ("t", t.clone())).collect();
+    q.push(("dockerfile", opts.dockerfile.clone()));
+    q.push((
+        "buildargs",
+        json_map(&mut opts.build_args.iter().map(|(k, v)| (k, v))),
+    ));
+    q.push(("labels", json_map(&mut opts.labels.iter())));
+    q.extend(opts.target.iter().map(|t| ("target", t.clone())));
+    q.extend(opts.network.iter().map(|n| ("networkmode", n.clone())));
+    q.extend(opts.platform.iter().map(|p| ("platform", p.clone())));
+    for (name, value) in [
+        ("nocache", opts.no_cache),
+        ("q", opts.quiet),
+        ("rm", opts.rm),
+        ("forcerm", opts.force_rm),
+        ("pull", opts.pull),
+    ] {
+        q.push((name, flag(value)));
+    }
+    q
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_the_client_encodes_decodes_to_the_same_options() {
+        let opts = BuildOptions {
+            tags: vec!["a:1".into(), "reg:5000/b".into()],
+            dockerfile: "sub dir/Df".into(),
+            build_args: vec![("X".into(), "1 2".into()), ("Y".into(), String::new())],
+            target: Some("final".into()),
+            no_cache: true,
+            labels: [("k".to_string(), "v=w".to_string())].into(),
+            quiet: false,
+            rm: true,
+            force_rm: true,
+            pull: true,
+            network: Some("mynet".into()),
+            platform: Some("linux/amd64".into()),
+        };
+        let mut s = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in encode(&opts) {
+            s.append_pair(k, &v);
+        }
+        assert_eq!(decode(&Query::parse(Some(&s.finish()))).unwrap(), opts);
+    }
 
     #[test]
     fn the_cli_defaults_pass_and_the_rest_is_refused_by_name() {
