@@ -448,7 +448,10 @@ fn skiff_build_sends_its_context_and_prints_the_steps() {
     let host = skiff(&["build", "--network", "host", &ctx_s], "");
     assert_eq!(host.status.code(), Some(125));
     let err = text(&host.stderr);
-    assert!(err.contains("networkmode=host") && !err.contains("start it"), "{err}");
+    assert!(
+        err.contains("networkmode=host") && !err.contains("start it"),
+        "{err}"
+    );
     let none = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args(["-H", "unix:///nonexistent/skiffd.sock", "build", &ctx_s])
         .output()

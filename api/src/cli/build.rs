@@ -90,9 +90,9 @@ pub async fn build(
     let client = Client::new(host.clone());
     let mut lines = match client.build(&opts, body).await {
         Ok(lines) => lines,
-        Err(e @ ClientError::Connect { .. }) => anyhow::bail!(
-            "{e}\nskiff build runs its steps in skiffd: start it, or name it with -H"
-        ),
+        Err(e @ ClientError::Connect { .. }) => {
+            anyhow::bail!("{e}\nskiff build runs its steps in skiffd: start it, or name it with -H")
+        }
         Err(e) => return Err(e.into()),
     };
     let mut told_size = args.quiet;
