@@ -41,8 +41,15 @@ pub async fn build(
             tx: tx.clone(),
             quiet: opts.quiet,
         };
-        if let Err(message) = run_build(inner, opts, context, &out).await {
-            let _ = tx.send(ProgressMessage::failure(message)).await;
+        // A client that leaves cancels the build, as Docker's: the steps' future is dropped
+        // (a RUN step's container is removed by its guard).
+        tokio::select! {
+            result = run_build(inner, opts, context, &out) => {
+                if let Err(message) = result {
+                    let _ = tx.send(ProgressMessage::failure(message)).await;
+                }
+            }
+            () = tx.closed() => tracing::info!("build cancelled: the client went away"),
         }
     });
     Ok(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed())
@@ -64,7 +71,7 @@ impl Output {
     }
 
     async fn send(&self, message: ProgressMessage) {
-        // A client that left does not stop the build (Docker cancels it): its lines are dropped.
+        // Fails only once the client left, and that cancels the build (see `build`).
         let _ = self.tx.send(message).await;
     }
 
