@@ -140,6 +140,15 @@ printf 'FROM %s\nRUN echo failing-output; exit 3\n' "$I" >/tmp/ctx-bad/Dockerfil
 dl build /tmp/ctx-bad >/tmp/build3.out 2>&1; echo "build_fail_code=$?"
 grep -q 'returned a non-zero code: 3' /tmp/build3.out && echo build_fail_msg=ok
 grep -q '^failing-output' /tmp/build3.out && echo build_fail_output=ok
+# A client that leaves cancels the build: the running step's container is removed.
+mkdir -p /tmp/ctx-cancel
+printf 'FROM %s\nRUN sleep 600\n' "$I" >/tmp/ctx-cancel/Dockerfile
+dl build /tmp/ctx-cancel >/tmp/build4.out 2>&1 &
+for i in $(seq 600); do grep -q 'Running in' /tmp/build4.out && break; sleep 0.2; done
+kill $! && wait $!
+cid=$(sed -n 's/.*Running in //p' /tmp/build4.out)
+for i in $(seq 300); do d inspect "$cid" >/dev/null 2>&1 || break; sleep 0.2; done
+d inspect "$cid" >/dev/null 2>&1 || echo "build_cancelled=removed ${#cid}"
 unset DOCKER_BUILDKIT
 
 # A restart policy: on-failure:2 runs it three times in all, into the same log.
@@ -444,6 +453,7 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
         ("build_fail_code", "1"),
         ("build_fail_msg", "ok"),
         ("build_fail_output", "ok"),
+        ("build_cancelled", "removed 12"),
         ("flaky", "exited 2 1"),
         ("flaky_logs", "try,try,try,"),
         (
