@@ -100,6 +100,40 @@ fn docker_cli_push_and_history_through_the_real_engine() {
         "{mounted}"
     );
 
+    // Every tag of the repository, with skiff's CLI: through skiffd, then on the store alone.
+    let repo = format!("{}/pushed/whiteout", target.addr);
+    ok(&d.docker(&cli, &["tag", pulled, &format!("{repo}:v2")]));
+    let skiff = |args: &[&str], through: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"));
+        if through {
+            cmd.args(["-H", &d.endpoint]);
+        }
+        cmd.args(args)
+            .env_remove("SKIFF_HOST")
+            .env("SKIFF_ROOT", s._tmp.path().join("root"))
+            .output()
+            .unwrap()
+    };
+    let all = ok(&skiff(&["push", "--all-tags", &repo], true));
+    assert!(
+        all.contains(&format!("v1: digest: {digest} size: ")),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!("v2: digest: {digest} size: ")),
+        "{all}"
+    );
+    ok(&d.docker(&cli, &["tag", pulled, &format!("{repo}:v3")]));
+    let local = ok(&skiff(&["push", "-a", "-q", &repo], false));
+    assert_eq!(local, format!("{digest}\n").repeat(3), "{local}");
+    assert_eq!(raw_manifest_digest(&format!("{repo}:v3")), digest);
+    let both = skiff(&["push", "-a", name], false);
+    assert!(
+        text(&both.stderr).contains("tag can't be used with --all-tags"),
+        "{}",
+        text(&both.stderr)
+    );
+
     let out = d.docker(&cli, &["push", &format!("{}/nothing:here", target.addr)]);
     assert!(!out.status.success());
     assert!(

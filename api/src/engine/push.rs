@@ -68,20 +68,7 @@ fn names_to_push(inner: &Inner, name: &str, tag: Option<&str>) -> Result<(Refere
             inner.images.resolve(&one).map_err(|_| missing())?;
             vec![one]
         }
-        None => {
-            let mut all: Vec<String> = inner
-                .images
-                .list()
-                .map_err(internal)?
-                .into_iter()
-                .filter_map(|r| Reference::parse(&r.name).ok())
-                .filter(|r| r.name() == repo.name() && r.digest.is_none() && r.tag.is_some())
-                .map(|r| r.to_string())
-                .collect();
-            all.sort();
-            all.dedup();
-            all
-        }
+        None => inner.images.tags_of(&repo).map_err(internal)?,
     };
     if names.is_empty() {
         return Err(missing());

@@ -28,6 +28,9 @@ use super::{images::familiar, Inner, Result};
 use crate::daemon::model::ProgressMessage;
 use crate::daemon::options::{BuildOptions, ByteStream};
 
+/// How often a build sends an empty line (`{"stream":""}`, which clients print as nothing).
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Starts a build; its progress comes as the stream's lines, a failure as the last one.
 pub async fn build(
     inner: &Arc<Inner>,
@@ -42,8 +45,21 @@ pub async fn build(
             quiet: opts.quiet,
         };
         // A client that leaves cancels the build, as Docker's: the steps' future is dropped
-        // (a RUN step's container is removed by its guard).
+        // (a RUN step's container is removed by its guard). The HTTP server notices a client
+        // gone only when a write fails, so a silent step is interleaved with empty lines.
+        let beat = async {
+            loop {
+                tokio::time::sleep(KEEPALIVE).await;
+                let _ = tx
+                    .send(ProgressMessage {
+                        stream: Some(String::new()),
+                        ..ProgressMessage::default()
+                    })
+                    .await;
+            }
+        };
         tokio::select! {
+            () = beat => {}
             result = run_build(inner, opts, context, &out) => {
                 if let Err(message) = result {
                     let _ = tx.send(ProgressMessage::failure(message)).await;
