@@ -316,16 +316,22 @@ print(out[-1].get("error", "no error"))
     assert!(!tmp.path().join("root/images/tmp/evil").exists());
 }
 
-#[test]
-fn docker_py_builds_and_reads_the_id() {
-    let Some(py) = docker_py() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
+/// `DIR/ctx`: a Dockerfile of three steps (FROM scratch, COPY f, LABEL) and its file.
+fn small_context(dir: &Path) -> std::path::PathBuf {
+    let ctx = dir.join("ctx");
     write(
         &ctx.join("Dockerfile"),
         "FROM scratch\nCOPY f /f\nLABEL k=v\n",
     );
     write(&ctx.join("f"), "hello\n");
+    ctx
+}
+
+#[test]
+fn docker_py_builds_and_reads_the_id() {
+    let Some(py) = docker_py() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = small_context(tmp.path());
     let d = engine_daemon(&tmp.path().join("root"));
     let script = r#"
 import docker, sys
@@ -358,12 +364,7 @@ print("".join(lines))
 #[test]
 fn skiff_build_sends_its_context_and_prints_the_steps() {
     let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    write(
-        &ctx.join("Dockerfile"),
-        "FROM scratch\nCOPY f /f\nLABEL k=v\n",
-    );
-    write(&ctx.join("f"), "hello\n");
+    let ctx = small_context(tmp.path());
     write(&ctx.join(".dockerignore"), "ignored\nDockerfile\n");
     write(&ctx.join("ignored/big"), "not sent\n");
     write(

@@ -84,6 +84,8 @@ pub async fn build(
         pull: args.pull,
         network: args.network.clone(),
         platform: args.platform.clone(),
+        // skiffd pulls base images with its host's `skiff login`, this host's too when local.
+        registry_config: Default::default(),
     };
     let (body, sent) = context.stream();
     let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| sending_bar(sent.clone()));

@@ -67,9 +67,14 @@ pub async fn pull(d: &Daemon, q: &Query, headers: &HeaderMap) -> Result<Resp, Ap
         platform: q.string("platform"),
         registry_auth: headers
             .get("x-registry-auth")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .map(str::to_string),
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| ApiError::bad_request("X-Registry-Auth is not ASCII"))
+            })
+            .transpose()?
+            .map(RegistryAuth::decode)
+            .transpose()?
+            .flatten(),
     };
     Ok(json_lines(d.backend.image_pull(opts).await?))
 }
