@@ -126,7 +126,8 @@ echo "health_events=$(d events --since 0 --until $(date +%s) --filter container=
 d rm -f hc >/dev/null
 
 # build (the classic builder): each RUN in its own microVM, committed as a layer; the same
-# build again is all cache; a failing RUN reports its code and output.
+# build again is all cache; a failing RUN reports its code and output (--force-rm: its
+# container goes too; without it, Docker keeps it).
 export DOCKER_BUILDKIT=0
 mkdir -p /tmp/ctx /tmp/ctx-bad
 printf 'FROM %s\nRUN echo built >/built && rm /bin/true\nRUN test ! -e /bin/true\nCOPY f /f\nCMD ["cat","/built","/f"]\n' "$I" >/tmp/ctx/Dockerfile
@@ -137,7 +138,7 @@ echo "build_run=$(d run --rm skiff-test/built:1 | tr '\n' ',')"
 dl build -t skiff-test/built:1 /tmp/ctx >/tmp/build2.out 2>&1
 echo "build_cached=$(grep -c 'Using cache' /tmp/build2.out)"
 printf 'FROM %s\nRUN echo failing-output; exit 3\n' "$I" >/tmp/ctx-bad/Dockerfile
-dl build /tmp/ctx-bad >/tmp/build3.out 2>&1; echo "build_fail_code=$?"
+dl build --force-rm /tmp/ctx-bad >/tmp/build3.out 2>&1; echo "build_fail_code=$?"
 grep -q 'returned a non-zero code: 3' /tmp/build3.out && echo build_fail_msg=ok
 grep -q '^failing-output' /tmp/build3.out && echo build_fail_output=ok
 # A client that leaves cancels the build: the running step's container is removed.
