@@ -3,8 +3,8 @@
 //! counts, `Pushed`, `Layer already exists`, `Mounted from …`; then `TAG: digest: … size: …`
 //! and the `aux` result), and the config's history as `docker history` reads it.
 
+use crate::daemon::registry_auth::RegistryAuth;
 use futures_util::stream::{self, BoxStream, StreamExt};
-use skiff_images::auth::Credentials;
 use skiff_images::text::human_size;
 use skiff_images::{PushEvent, PushEventKind, Reference};
 use tokio::sync::mpsc;
@@ -87,10 +87,7 @@ impl Drop for AbortOnDrop {
 
 pub async fn push(inner: &Inner, opts: PushOptions) -> Result<BoxStream<'static, ProgressMessage>> {
     let (repo, names) = names_to_push(inner, &opts.name, opts.tag.as_deref())?;
-    let credentials = opts.auth.map(|a| Credentials {
-        username: a.username,
-        password: a.password,
-    });
+    let credentials = opts.auth.as_ref().map(RegistryAuth::credentials);
     let (tx, rx) = mpsc::unbounded_channel::<ProgressMessage>();
     let _ = tx.send(status(
         format!("The push refers to repository [{}]", repo.name()),
