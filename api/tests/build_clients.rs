@@ -446,6 +446,8 @@ fn skiff_build_sends_its_context_and_prints_the_steps() {
         "{}",
         text(&bad.stderr)
     );
+    // A refusal reaches a client still sending a large context (not "broken pipe").
+    std::fs::write(ctx.join("large"), vec![7u8; 48 << 20]).unwrap();
     let host = skiff(&["build", "--network", "host", &ctx_s], "");
     assert_eq!(host.status.code(), Some(125));
     let err = text(&host.stderr);

@@ -16,14 +16,16 @@ use crate::daemon::router::Daemon;
 use crate::daemon::streams::json_lines;
 
 pub async fn build(d: &Daemon, q: &Query, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let (parts, body) = req.into_parts();
+    // Taken first: a refusal below then drains it, so the client sees the refusal.
+    let context = request_stream(body);
     let mut opts = decode(q)?;
-    if let Some(config) = req.headers().get("x-registry-config") {
+    if let Some(config) = parts.headers.get("x-registry-config") {
         let config = config
             .to_str()
             .map_err(|_| ApiError::bad_request("X-Registry-Config is not ASCII"))?;
         opts.registry_config = RegistryAuth::decode_config(config)?;
     }
-    let context = request_stream(req.into_body());
     Ok(json_lines(d.backend.build(opts, context).await?))
 }
 

@@ -110,8 +110,8 @@ pub async fn history(d: &Daemon, name: &str) -> Result<Resp, ApiError> {
 
 /// `POST /images/load`: the tar is handed to the engine as it arrives (the CLI sends it chunked).
 pub async fn load(d: &Daemon, q: &Query, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let quiet = q.bool("quiet")?;
     let archive = request_stream(req.into_body());
+    let quiet = q.bool("quiet")?;
     Ok(json_lines(d.backend.image_load(archive, quiet).await?))
 }
 
