@@ -316,16 +316,22 @@ print(out[-1].get("error", "no error"))
     assert!(!tmp.path().join("root/images/tmp/evil").exists());
 }
 
-#[test]
-fn docker_py_builds_and_reads_the_id() {
-    let Some(py) = docker_py() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
+/// `DIR/ctx`: a Dockerfile of three steps (FROM scratch, COPY f, LABEL) and its file.
+fn small_context(dir: &Path) -> std::path::PathBuf {
+    let ctx = dir.join("ctx");
     write(
         &ctx.join("Dockerfile"),
         "FROM scratch\nCOPY f /f\nLABEL k=v\n",
     );
     write(&ctx.join("f"), "hello\n");
+    ctx
+}
+
+#[test]
+fn docker_py_builds_and_reads_the_id() {
+    let Some(py) = docker_py() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = small_context(tmp.path());
     let d = engine_daemon(&tmp.path().join("root"));
     let script = r#"
 import docker, sys
@@ -358,12 +364,7 @@ print("".join(lines))
 #[test]
 fn skiff_build_sends_its_context_and_prints_the_steps() {
     let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    write(
-        &ctx.join("Dockerfile"),
-        "FROM scratch\nCOPY f /f\nLABEL k=v\n",
-    );
-    write(&ctx.join("f"), "hello\n");
+    let ctx = small_context(tmp.path());
     write(&ctx.join(".dockerignore"), "ignored\nDockerfile\n");
     write(&ctx.join("ignored/big"), "not sent\n");
     write(
@@ -445,10 +446,15 @@ fn skiff_build_sends_its_context_and_prints_the_steps() {
         "{}",
         text(&bad.stderr)
     );
+    // A refusal reaches a client still sending a large context (not "broken pipe").
+    std::fs::write(ctx.join("large"), vec![7u8; 48 << 20]).unwrap();
     let host = skiff(&["build", "--network", "host", &ctx_s], "");
     assert_eq!(host.status.code(), Some(125));
     let err = text(&host.stderr);
-    assert!(err.contains("networkmode=host") && !err.contains("start it"), "{err}");
+    assert!(
+        err.contains("networkmode=host") && !err.contains("start it"),
+        "{err}"
+    );
     let none = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args(["-H", "unix:///nonexistent/skiffd.sock", "build", &ctx_s])
         .output()

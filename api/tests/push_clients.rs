@@ -100,6 +100,40 @@ fn docker_cli_push_and_history_through_the_real_engine() {
         "{mounted}"
     );
 
+    // Every tag of the repository, with skiff's CLI: through skiffd, then on the store alone.
+    let repo = format!("{}/pushed/whiteout", target.addr);
+    ok(&d.docker(&cli, &["tag", pulled, &format!("{repo}:v2")]));
+    let skiff = |args: &[&str], through: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"));
+        if through {
+            cmd.args(["-H", &d.endpoint]);
+        }
+        cmd.args(args)
+            .env_remove("SKIFF_HOST")
+            .env("SKIFF_ROOT", s._tmp.path().join("root"))
+            .output()
+            .unwrap()
+    };
+    let all = ok(&skiff(&["push", "--all-tags", &repo], true));
+    assert!(
+        all.contains(&format!("v1: digest: {digest} size: ")),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!("v2: digest: {digest} size: ")),
+        "{all}"
+    );
+    ok(&d.docker(&cli, &["tag", pulled, &format!("{repo}:v3")]));
+    let local = ok(&skiff(&["push", "-a", "-q", &repo], false));
+    assert_eq!(local, format!("{digest}\n").repeat(3), "{local}");
+    assert_eq!(raw_manifest_digest(&format!("{repo}:v3")), digest);
+    let both = skiff(&["push", "-a", name], false);
+    assert!(
+        text(&both.stderr).contains("tag can't be used with --all-tags"),
+        "{}",
+        text(&both.stderr)
+    );
+
     let out = d.docker(&cli, &["push", &format!("{}/nothing:here", target.addr)]);
     assert!(!out.status.success());
     assert!(
@@ -159,6 +193,42 @@ fn docker_cli_push_with_credentials() {
     .unwrap();
     let out = ok(&d.docker(&cli, &["push", name]));
     assert!(out.contains("v1: digest: sha256:"), "{out}");
+
+    // The client's credentials also serve pulls (X-Registry-Auth) and a build's base image
+    // (X-Registry-Config); skiffd's own host has none for this registry.
+    ok(&d.docker(&cli, &["rmi", name, &s.pulled]));
+    let pulled = ok(&d.docker(&cli, &["pull", name]));
+    assert!(pulled.contains("Downloaded newer image"), "{pulled}");
+    ok(&d.docker(&cli, &["rmi", name]));
+    let ctx = s._tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {name}\nLABEL built=yes\n"),
+    )
+    .unwrap();
+    let build = std::process::Command::new(&cli)
+        .args(["-H", &d.endpoint, "build", "-t", "from-private:1"])
+        .arg(&ctx)
+        .env("DOCKER_BUILDKIT", "0")
+        .env("DOCKER_CONFIG", d.docker_config())
+        .output()
+        .unwrap();
+    let built = ok(&build);
+    assert!(
+        built.contains("Successfully tagged from-private:1"),
+        "{built}"
+    );
+    // Without them, the pull fails naming the registry.
+    ok(&d.docker(&cli, &["rmi", "from-private:1", name]));
+    std::fs::write(d.docker_config().join("config.json"), "{}").unwrap();
+    let out = d.docker(&cli, &["pull", name]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(&target.addr),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

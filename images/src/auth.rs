@@ -56,7 +56,8 @@ fn normalize_key(key: &str) -> &str {
     k.split('/').next().unwrap_or(k)
 }
 
-fn registry_matches(key: &str, registry: &str) -> bool {
+/// Whether a config.json key (any spelling) names `registry`.
+pub fn registry_matches(key: &str, registry: &str) -> bool {
     let k = normalize_key(key);
     k == registry
         || (registry == DOCKER_HUB

@@ -10,6 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::auth;
+use crate::auth::Credentials;
 use crate::config::StoreConfig;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -33,6 +34,8 @@ pub struct PullOptions {
     pub progress: bool,
     /// Layers downloaded at once.
     pub parallel: usize,
+    /// Credentials a client sent; None: this host's `skiff login`.
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for PullOptions {
@@ -42,6 +45,7 @@ impl Default for PullOptions {
             insecure: false,
             progress: false,
             parallel: 4,
+            credentials: None,
         }
     }
 }
@@ -59,7 +63,10 @@ pub async fn pull(store: &Arc<Store>, r: &Reference, opts: &PullOptions) -> Resu
     // Shared by every task of this pull, the blocking unpacks included: they may outlive the
     // pull's own future if it is dropped.
     let gc_guard = Arc::new(tokio::task::spawn_blocking(move || gc_store.gc_lock(false)).await??);
-    let creds = auth::lookup(&r.registry)?;
+    let creds = match &opts.credentials {
+        Some(c) => Some(c.clone()),
+        None => auth::lookup(&r.registry)?,
+    };
     let client = RegistryClient::new(r, opts.insecure, creds, store.config.timeouts)?;
 
     let top = client.manifest(&r.manifest_reference()).await?;

@@ -171,6 +171,20 @@ impl ImageService {
         self.store.list()
     }
 
+    /// Every tagged name of the repository `repo` in the store (`push --all-tags`), sorted.
+    pub fn tags_of(&self, repo: &Reference) -> Result<Vec<String>> {
+        let mut all: Vec<String> = self
+            .list()?
+            .into_iter()
+            .filter_map(|r| Reference::parse(&r.name).ok())
+            .filter(|r| r.name() == repo.name() && r.digest.is_none() && r.tag.is_some())
+            .map(|r| r.to_string())
+            .collect();
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+
     /// `skiff rmi`: removes the name (for an image ID, every name of that image), then the
     /// content nothing references any more. Returns the removed names.
     pub fn remove(&self, reference: &str) -> Result<(Vec<String>, GcReport)> {

@@ -217,14 +217,18 @@ async fn chunked_upload_survives_a_cut_chunk() {
         assert!(patches.len() > 8, "{name}: {} chunks", patches.len());
         assert_eq!(patches[0].status, 0, "{name}: the first chunk was cut");
         // The registry may still be writing the cut chunk's bytes when its status is read:
-        // the next chunk can then be refused (416), and is retried from the new status.
+        // the next chunk can then be refused (416), or its connection dropped while it is sent
+        // (logged 0, seen once in a loaded CI run), and is retried from the new status.
         let failed: Vec<u16> = patches
             .iter()
             .map(|s| s.status)
             .filter(|s| *s != 202)
             .collect();
         assert!(failed.len() <= 1 + 3, "{name}: retries {failed:?}");
-        assert!(failed[1..].iter().all(|s| *s >= 400), "{name}: {failed:?}");
+        assert!(
+            failed[1..].iter().all(|s| *s == 0 || *s >= 400),
+            "{name}: {failed:?}"
+        );
         assert!(
             patches.iter().all(|s| s.body_len <= 64 << 10),
             "{name}: chunk sizes"

@@ -26,3 +26,17 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local_addr").port()
 }
+
+/// In the test host: skiffd on tcp (its loud warning is expected), until `finish` exists.
+pub const SERVE_DOCKER_API_ON_TCP: &str = r#"
+export SKIFF_ROOT=/run/skiff
+mkdir -p $SKIFF_ROOT
+/skiff/bin/skiffd --root $SKIFF_ROOT -H tcp://0.0.0.0:2375 2>/tmp/skiffd.log &
+for i in $(seq 3000); do
+    wget -q -O /dev/null http://127.0.0.1:2375/containers/finish/json 2>/dev/null && break
+    sleep 0.5
+done
+kill %1
+wait
+grep -q 'PLAIN TCP' /tmp/skiffd.log && echo warned=yes
+"#;

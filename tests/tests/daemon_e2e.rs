@@ -125,6 +125,33 @@ sleep 1
 echo "health_events=$(d events --since 0 --until $(date +%s) --filter container=hc --format '{{.Action}}' | grep health | uniq | tr '\n' ',')"
 d rm -f hc >/dev/null
 
+# build (the classic builder): each RUN in its own microVM, committed as a layer; the same
+# build again is all cache; a failing RUN reports its code and output (--force-rm: its
+# container goes too; without it, Docker keeps it).
+export DOCKER_BUILDKIT=0
+mkdir -p /tmp/ctx /tmp/ctx-bad
+printf 'FROM %s\nRUN echo built >/built && rm /bin/true\nRUN test ! -e /bin/true\nCOPY f /f\nCMD ["cat","/built","/f"]\n' "$I" >/tmp/ctx/Dockerfile
+echo copied >/tmp/ctx/f
+dl build -t skiff-test/built:1 /tmp/ctx >/tmp/build.out 2>&1; echo "build_code=$?"
+echo "build_runs=$(grep -c 'Running in' /tmp/build.out)"
+echo "build_run=$(d run --rm skiff-test/built:1 | tr '\n' ',')"
+dl build -t skiff-test/built:1 /tmp/ctx >/tmp/build2.out 2>&1
+echo "build_cached=$(grep -c 'Using cache' /tmp/build2.out)"
+printf 'FROM %s\nRUN echo failing-output; exit 3\n' "$I" >/tmp/ctx-bad/Dockerfile
+dl build --force-rm /tmp/ctx-bad >/tmp/build3.out 2>&1; echo "build_fail_code=$?"
+grep -q 'returned a non-zero code: 3' /tmp/build3.out && echo build_fail_msg=ok
+grep -q '^failing-output' /tmp/build3.out && echo build_fail_output=ok
+# A client that leaves cancels the build: the running step's container is removed.
+mkdir -p /tmp/ctx-cancel
+printf 'FROM %s\nRUN sleep 600\n' "$I" >/tmp/ctx-cancel/Dockerfile
+/testdata/docker/docker -H unix://$S build /tmp/ctx-cancel >/tmp/build4.out 2>&1 &
+for i in $(seq 600); do grep -q 'Running in' /tmp/build4.out && break; sleep 0.2; done
+kill $! && wait $!
+cid=$(sed -n 's/.*Running in //p' /tmp/build4.out)
+for i in $(seq 300); do d inspect "$cid" >/dev/null 2>&1 || break; sleep 0.2; done
+d inspect "$cid" >/dev/null 2>&1 || echo "build_cancelled=removed ${#cid}"
+unset DOCKER_BUILDKIT
+
 # A restart policy: on-failure:2 runs it three times in all, into the same log.
 d run -d --name flaky --restart on-failure:2 $I sh -c 'echo try; exit 1' >/dev/null
 for i in $(seq 600); do
@@ -420,6 +447,14 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
             "health_events",
             "health_status: healthy,health_status: unhealthy,",
         ),
+        ("build_code", "0"),
+        ("build_runs", "2"),
+        ("build_run", "built,copied,"),
+        ("build_cached", "4"),
+        ("build_fail_code", "1"),
+        ("build_fail_msg", "ok"),
+        ("build_fail_output", "ok"),
+        ("build_cancelled", "removed 12"),
         ("flaky", "exited 2 1"),
         ("flaky_logs", "try,try,try,"),
         (
@@ -536,139 +571,4 @@ fn volumes_keep_data_and_networks_serve_published_ports() {
     };
     assert!((20_000..=32_768).contains(&kib("cap_df_kib")), "{out}");
     assert!(kib("cap_host_kib") < 16_384, "{out}");
-}
-
-/// docker-py on this host, against skiffd listening on tcp inside the test host (a forwarded
-/// port); the JSON it prints is checked below. It creates `finish` last: the in-host script
-/// ends when that container exists.
-const DOCKER_PY: &str = r#"
-import docker, json, sys, time
-port, tar = sys.argv[1], sys.argv[2]
-# A fixed version: "auto" would ask the daemon at once, before it is up.
-c = docker.DockerClient(base_url="tcp://127.0.0.1:" + port, version="1.47", timeout=600)
-deadline = time.time() + 1500  # the test host may first wait for the machine lock
-while True:
-    try:
-        c.ping()
-        break
-    except Exception:
-        if time.time() > deadline:
-            raise
-        time.sleep(0.5)
-def story():
-    r = {}
-    with open(tar, "rb") as f:
-        r["loaded"] = [t for i in c.images.load(f.read()) for t in i.tags]
-    img = "skiff-test/busybox:1"
-    r["run"] = c.containers.run(img, "echo hi", remove=True).decode()
-    bg = c.containers.run(img, ["sh", "-c", "echo up; while :; do sleep 0.1; done"],
-                          detach=True, name="pybg", labels={"k": "v"})
-    for _ in range(600):
-        if bg.logs():
-            break
-        time.sleep(0.2)
-    r["logs"] = bg.logs().decode()
-    bg.reload()
-    r["status"] = bg.status
-    r["by_label"] = [x.name for x in c.containers.list(filters={"label": "k=v"})]
-    code, out = bg.exec_run(["sh", "-c", "echo ex; exit 3"])
-    r["exec"] = [code, out.decode()]
-    r["top"] = [p[-1] for p in bg.top()["Processes"] if p[-1].startswith("sh -c echo up")]
-    r["df_containers"] = [x["Names"] for x in c.df()["Containers"]]
-    # Detach keys end an attachment, and without StdinOnce (-d) stdin stays open for the next.
-    cat = c.containers.run(img, "cat", detach=True, stdin_open=True, name="pycat")
-    for _ in range(600):
-        if cat.exec_run("true").exit_code == 0:
-            break
-        time.sleep(0.2)
-    def attach_and_detach(word):
-        params = {"stdin": 1, "stdout": 1, "stream": 1, "detachKeys": "ctrl-a,x"}
-        raw = c.api.attach_socket(cat.id, params=params)._sock
-        raw.settimeout(120)
-        raw.sendall(word + b"\n")
-        got = b""
-        while word not in got:
-            chunk = raw.recv(4096)
-            if not chunk:
-                break
-            got += chunk
-        raw.sendall(b"\x01x")
-        rest = raw.recv(4096)
-        raw.close()
-        return [word in got, rest.decode(errors="replace")]
-    r["detach"] = [attach_and_detach(b"one"), attach_and_detach(b"two")]
-    cat.reload()
-    r["cat_after"] = cat.status
-    r["cat_logs"] = cat.logs().decode()
-    cat.remove(force=True)
-    try:
-        c.containers.get("nosuch")
-        r["nosuch"] = "found"
-    except docker.errors.NotFound:
-        r["nosuch"] = "NotFound"
-    bg.stop(timeout=1)
-    r["stopped"] = bg.wait()["StatusCode"]
-    bg.remove()
-    print(json.dumps(r, sort_keys=True))
-
-
-try:
-    story()
-finally:
-    c.containers.create("skiff-test/busybox:1", "true", name="finish")
-"#;
-
-/// In the test host: skiffd on tcp (its loud warning is expected), until `finish` exists.
-const SERVE_TCP: &str = r#"
-export SKIFF_ROOT=/run/skiff
-mkdir -p $SKIFF_ROOT
-/skiff/bin/skiffd --root $SKIFF_ROOT -H tcp://0.0.0.0:2375 2>/tmp/skiffd.log &
-for i in $(seq 3000); do
-    wget -q -O /dev/null http://127.0.0.1:2375/containers/finish/json 2>/dev/null && break
-    sleep 0.5
-done
-kill %1
-wait
-grep -q 'PLAIN TCP' /tmp/skiffd.log && echo warned=yes
-"#;
-
-/// docker-py's venv from tests/setup.
-fn docker_py() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/docker-py/bin/python3")
-}
-
-#[test]
-fn docker_py_drives_skiffd_over_a_forwarded_tcp_port() {
-    let python = docker_py();
-    assert!(
-        python.exists(),
-        "docker-py is missing at {} (tests/setup installs it)",
-        python.display()
-    );
-    let work = tempfile::tempdir().expect("tempdir");
-    skiff_tests::host_script(BUSYBOX_IMAGE, work.path());
-    let port = skiff_tests::free_port();
-    let host = std::thread::spawn(move || {
-        TestHost::new()
-            .timeout(Duration::from_secs(900))
-            .mem_mib(2048)
-            .forward(port, 2375)
-            .sh(SERVE_TCP)
-    });
-    let tar = work.path().join("share/image.tar");
-    let py = std::process::Command::new(python)
-        .args(["-c", DOCKER_PY, &port.to_string()])
-        .arg(&tar)
-        .output()
-        .expect("python3");
-    let out = host.join().expect("test host thread");
-    let stdout = String::from_utf8_lossy(&py.stdout);
-    let stderr = String::from_utf8_lossy(&py.stderr);
-    assert!(py.status.success(), "{stdout}\n{stderr}\n{out}");
-    assert_eq!(
-        stdout.trim(),
-        r#"{"by_label": ["pybg"], "cat_after": "running", "cat_logs": "one\ntwo\n", "detach": [[true, ""], [true, ""]], "df_containers": [["/pybg"]], "exec": [3, "ex\n"], "loaded": ["skiff-test/busybox:1"], "logs": "up\n", "nosuch": "NotFound", "run": "hi\n", "status": "running", "stopped": 143, "top": ["sh -c echo up; while :; do sleep 0.1; done"]}"#,
-        "{stderr}\n{out}"
-    );
-    out.expect_results(&[("warned", "yes")]);
 }

@@ -84,15 +84,17 @@ pub async fn build(
         pull: args.pull,
         network: args.network.clone(),
         platform: args.platform.clone(),
+        // skiffd pulls base images with its host's `skiff login`, this host's too when local.
+        registry_config: Default::default(),
     };
     let (body, sent) = context.stream();
     let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| sending_bar(sent.clone()));
     let client = Client::new(host.clone());
     let mut lines = match client.build(&opts, body).await {
         Ok(lines) => lines,
-        Err(e @ ClientError::Connect { .. }) => anyhow::bail!(
-            "{e}\nskiff build runs its steps in skiffd: start it, or name it with -H"
-        ),
+        Err(e @ ClientError::Connect { .. }) => {
+            anyhow::bail!("{e}\nskiff build runs its steps in skiffd: start it, or name it with -H")
+        }
         Err(e) => return Err(e.into()),
     };
     let mut told_size = args.quiet;

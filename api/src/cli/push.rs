@@ -25,6 +25,9 @@ pub struct PushArgs {
     /// Print only the pushed digest.
     #[arg(short, long)]
     quiet: bool,
+    /// Push every local tag of the repository (REFERENCE names no tag then).
+    #[arg(short = 'a', long)]
+    all_tags: bool,
 }
 
 #[derive(Debug, Args)]
@@ -65,71 +68,96 @@ impl Shown {
 
 pub async fn push(config: &Config, host: Option<&Host>, args: PushArgs) -> anyhow::Result<i32> {
     let r = Reference::parse(&args.reference)?;
+    // The parsed reference has `latest` filled in: whether a tag was given is in the text.
+    let last = args.reference.rsplit('/').next().unwrap_or_default();
+    if args.all_tags && (last.contains(':') || last.contains('@')) {
+        anyhow::bail!("tag can't be used with --all-tags/-a");
+    }
     if !args.quiet {
         println!("The push refers to repository [{}]", r.name());
     }
-    let (tag, digest, size) = match host {
+    let pushed = match host {
         Some(host) => {
             if args.insecure {
                 anyhow::bail!("--insecure is for pushes without skiffd: the daemon decides");
             }
-            push_through(&Client::new(host.clone()), &r, Shown::new(args.quiet)).await?
+            let tag = match (&r.tag, args.all_tags) {
+                (_, true) => String::new(),
+                (tag, false) => tag.clone().unwrap_or_else(|| "latest".into()),
+            };
+            push_through(&Client::new(host.clone()), &r, &tag, Shown::new(args.quiet)).await?
         }
         None => {
-            let progress = match Shown::new(args.quiet) {
-                Shown::Quiet => None,
-                Shown::Bars(_) => Some(terminal_bars()),
-                Shown::Lines => {
-                    Some(
-                        std::sync::Arc::new(|e: PushEvent| Shown::Lines.show(&e.id, &e.kind))
-                            as skiff_images::PushProgress,
-                    )
-                }
+            let images = config.images()?;
+            let names = if args.all_tags {
+                images.tags_of(&r)?
+            } else {
+                vec![args.reference.clone()]
             };
-            let opts = PushOptions {
-                insecure: args.insecure,
-                progress,
-                ..PushOptions::default()
-            };
-            let report = config
-                .images()?
-                .push(&args.reference, &args.reference, &opts)
-                .await
-                .with_context(|| format!("cannot push {}", args.reference))?;
-            (report.tag, report.digest.to_string(), report.size)
+            if names.is_empty() {
+                anyhow::bail!("An image does not exist locally with the tag: {}", r.name());
+            }
+            let mut pushed = Vec::new();
+            for name in names {
+                let opts = PushOptions {
+                    insecure: args.insecure,
+                    progress: progress(args.quiet),
+                    ..PushOptions::default()
+                };
+                let report = images
+                    .push(&name, &name, &opts)
+                    .await
+                    .with_context(|| format!("cannot push {name}"))?;
+                pushed.push((report.tag, report.digest.to_string(), report.size));
+            }
+            pushed
         }
     };
-    if args.quiet {
-        println!("{digest}");
-    } else {
-        println!("{tag}: digest: {digest} size: {size}");
+    for (tag, digest, size) in pushed {
+        if args.quiet {
+            println!("{digest}");
+        } else {
+            println!("{tag}: digest: {digest} size: {size}");
+        }
     }
     Ok(0)
 }
 
+/// The local push's progress callback for `Shown`.
+fn progress(quiet: bool) -> Option<skiff_images::PushProgress> {
+    match Shown::new(quiet) {
+        Shown::Quiet => None,
+        Shown::Bars(_) => Some(terminal_bars()),
+        Shown::Lines => Some(
+            std::sync::Arc::new(|e: PushEvent| Shown::Lines.show(&e.id, &e.kind))
+                as skiff_images::PushProgress,
+        ),
+    }
+}
+
 /// Pushes through skiffd with the credentials `skiff login` stored here (as the docker CLI
-/// sends its own); returns the tag, digest and size it reports.
+/// sends its own); `tag` empty: every tag. Returns each pushed tag, digest and size.
 async fn push_through(
     client: &Client,
     r: &Reference,
+    tag: &str,
     shown: Shown,
-) -> anyhow::Result<(String, String, u64)> {
-    let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+) -> anyhow::Result<Vec<(String, String, u64)>> {
     let auth = skiff_images::auth::lookup(&r.registry)?.map(|c| RegistryAuth {
         username: c.username,
         password: c.password,
         serveraddress: r.registry.clone(),
         ..RegistryAuth::default()
     });
-    let mut lines = client.push(&r.name(), &tag, auth.as_ref()).await?;
-    let mut result = None;
+    let mut lines = client.push(&r.name(), tag, auth.as_ref()).await?;
+    let mut pushed = Vec::new();
     while let Some(line) = lines.next().await? {
         if let Some(error) = line.error {
             anyhow::bail!("{}", escape_untrusted(&error));
         }
         if let Some(aux) = line.aux {
             let field = |k: &str| aux.get(k).cloned().unwrap_or_default();
-            result = Some((
+            pushed.push((
                 field("Tag").as_str().unwrap_or_default().to_string(),
                 field("Digest").as_str().unwrap_or_default().to_string(),
                 field("Size").as_u64().unwrap_or_default(),
@@ -143,7 +171,10 @@ async fn push_through(
             shown.show(&escape_untrusted(&id), &kind);
         }
     }
-    result.context("the daemon's push ended without a digest")
+    if pushed.is_empty() {
+        anyhow::bail!("the daemon's push ended without a digest");
+    }
+    Ok(pushed)
 }
 
 pub async fn tag(config: &Config, host: Option<&Host>, args: TagArgs) -> anyhow::Result<i32> {

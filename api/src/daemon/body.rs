@@ -1,7 +1,7 @@
 //! Response bodies and the common responses: JSON, errors, empty, streamed.
 
 use bytes::Bytes;
-use futures_util::{Stream, TryStreamExt};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use http_body_util::{
     combinators::UnsyncBoxBody, BodyDataStream, BodyExt, Empty, Full, Limited, StreamBody,
 };
@@ -92,6 +92,61 @@ pub async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, ApiErro
 }
 
 /// A request body (chunked or not) as a stream, handed on as it arrives (`docker load`).
+/// Dropped before its end (a refused request, a failed build), the rest is read and thrown
+/// away while the answer goes out: closing a connection with unread bytes resets it, and a
+/// client still sending would see "broken pipe" instead of skiffd's error.
 pub fn request_stream(body: Incoming) -> ByteStream {
-    Box::pin(BodyDataStream::new(body).map_err(std::io::Error::other))
+    Box::pin(DrainedOnDrop {
+        inner: Some(BodyDataStream::new(body)),
+    })
+}
+
+/// How much of an abandoned body is read to let its client see the answer; past that the
+/// connection is closed.
+const DRAIN_LIMIT: u64 = 256 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+struct DrainedOnDrop {
+    /// `None` once the body has ended.
+    inner: Option<BodyDataStream<Incoming>>,
+}
+
+impl Stream for DrainedOnDrop {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let next = std::pin::Pin::new(inner).poll_next(cx);
+        if let std::task::Poll::Ready(None | Some(Err(_))) = &next {
+            self.inner = None;
+        }
+        next.map(|item| item.map(|r| r.map_err(std::io::Error::other)))
+    }
+}
+
+impl Drop for DrainedOnDrop {
+    fn drop(&mut self) {
+        let (Some(mut rest), Ok(runtime)) =
+            (self.inner.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(async move {
+            let drain = async {
+                let mut left = DRAIN_LIMIT;
+                while let Some(Ok(chunk)) = rest.next().await {
+                    left = left.saturating_sub(chunk.len() as u64);
+                    if left == 0 {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+        });
+    }
 }

@@ -150,8 +150,8 @@ pub struct PullOptions {
     /// Tag or digest; None: `latest` unless `from_image` names one.
     pub tag: Option<String>,
     pub platform: Option<String>,
-    /// The `X-Registry-Auth` header as sent (base64url JSON), for the registry client to decode.
-    pub registry_auth: Option<String>,
+    /// `X-Registry-Auth`'s credentials; None: the daemon's host's `skiff login`.
+    pub registry_auth: Option<super::registry_auth::RegistryAuth>,
 }
 
 /// `POST /images/{name}/push?tag=`.
@@ -214,4 +214,6 @@ pub struct BuildOptions {
     pub network: Option<String>,
     /// `os/arch[/variant]` of the images to build from.
     pub platform: Option<String>,
+    /// `X-Registry-Config`: the client's credentials by registry, for pulling base images.
+    pub registry_config: BTreeMap<String, super::registry_auth::RegistryAuth>,
 }

@@ -9,6 +9,7 @@ use tokio::io::AsyncWriteExt;
 use super::{internal, Inner, Result};
 use crate::daemon::model::{ImageDeleteItem, ImageInspect, ImageSummary, ProgressMessage};
 use crate::daemon::options::{ByteStream, ImageListOptions, PullOptions};
+use crate::daemon::registry_auth::RegistryAuth;
 use crate::daemon::timefmt::parse_rfc3339;
 use crate::daemon::BackendError;
 
@@ -176,18 +177,6 @@ pub fn tag(inner: &Inner, name: &str, repo: &str, tag: Option<&str>) -> Result<(
 
 /// `pull`: progress lines, then Docker's closing status; a failure is a line with `error`.
 pub async fn pull(inner: &Inner, opts: PullOptions) -> Result<BoxStream<'static, ProgressMessage>> {
-    if opts
-        .registry_auth
-        .as_deref()
-        .is_some_and(|a| !a.is_empty() && a != "e30=")
-    {
-        // The CLI sends `{}` (e30=) when it has no credentials for the registry.
-        return Err(BackendError::InvalidArgument(
-            "X-Registry-Auth: credentials sent with a pull are not supported; log in on the \
-             daemon's host with `skiff login`"
-                .into(),
-        ));
-    }
     let reference = match &opts.tag {
         Some(t) if t.starts_with("sha256:") => format!("{}@{t}", opts.from_image),
         Some(t) if !t.is_empty() => format!("{}:{t}", opts.from_image),
@@ -202,6 +191,7 @@ pub async fn pull(inner: &Inner, opts: PullOptions) -> Result<BoxStream<'static,
             })?),
             _ => None,
         },
+        credentials: opts.registry_auth.as_ref().map(RegistryAuth::credentials),
         ..skiff_images::PullOptions::default()
     };
     let shown = familiar(&parsed.to_string());

@@ -59,6 +59,7 @@ pub struct Phase {
     pub removed: bool,
 }
 
+#[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
 }

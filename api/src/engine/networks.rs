@@ -85,6 +85,19 @@ pub(super) fn check_networks(
     Ok(())
 }
 
+/// The names of the networks a request joins, its NetworkMode's first, each with its aliases.
+pub(super) fn joins(req: &crate::daemon::create::CreateRequest) -> Vec<(String, Vec<String>)> {
+    primary_name(&req.network)
+        .map(|name| (name, req.aliases.clone()))
+        .into_iter()
+        .chain(
+            req.more_networks
+                .iter()
+                .map(|j| (j.network.clone(), j.aliases.clone())),
+        )
+        .collect()
+}
+
 /// The networks a container joins when it starts, its NetworkMode's first, with its aliases
 /// on each (none without a default network, for `none`).
 fn joined(inner: &Inner, record: &ContainerRecord) -> Result<Vec<(NetworkRecord, Vec<String>)>> {
@@ -114,7 +127,7 @@ pub(super) async fn attach(inner: &Inner, record: &ContainerRecord) -> Result<Ve
         if network.user_defined() {
             // Docker's: the name, the short ID, the aliases.
             names.push(record.name.clone());
-            names.push(record.id[..12.min(record.id.len())].to_string());
+            names.push(record.short_id().to_string());
             names.extend(aliases);
         }
         let ports: &[PortRequest] = if nic == 0 { &record.request.ports } else { &[] };
@@ -141,8 +154,9 @@ pub(super) fn connect(
 ) -> Result<()> {
     let network = find(inner, key)?;
     refuse_while_running(record, "connected to", &network.name)?;
+    let before = record.request.clone();
     let req = &mut record.request;
-    if req.network == NetworkMode::None {
+    if req.network == NetworkMode::None && !req.network_left {
         return Err(BackendError::InvalidArgument(format!(
             "container {} has the network mode none (loopback only) and joins no network",
             record.name
@@ -159,14 +173,33 @@ pub(super) fn connect(
             "network-scoped alias is supported only for containers in user defined networks".into(),
         ));
     }
-    req.more_networks.push(NetworkJoin {
-        network: network.name,
-        aliases,
-    });
+    if req.network_left {
+        req.network = mode_for(network.name);
+        req.aliases = aliases;
+        req.network_left = false;
+    } else {
+        req.more_networks.push(NetworkJoin {
+            network: network.name,
+            aliases,
+        });
+    }
     let shares = super::volumes::shares_of(record.mounts.iter().map(|m| &m.request));
-    check_networks(inner, &req.network.clone(), &mut req.more_networks)
-        .and_then(|()| super::volumes::check_device_lines(shares, joined_count(req)))
-        .inspect_err(|_| drop(req.more_networks.pop()))
+    let req = &mut record.request;
+    let checked = check_networks(inner, &req.network.clone(), &mut req.more_networks)
+        .and_then(|()| super::volumes::check_device_lines(shares, joined_count(req)));
+    if checked.is_err() {
+        record.request = before;
+    }
+    checked
+}
+
+/// The NetworkMode that joins the network `name`.
+fn mode_for(name: String) -> NetworkMode {
+    if name == DEFAULT_NETWORK {
+        NetworkMode::Default
+    } else {
+        NetworkMode::Named(name)
+    }
 }
 
 /// `network disconnect`: the container leaves `key` (from its next start). Leaving its
@@ -192,13 +225,10 @@ pub(super) fn disconnect(inner: &Inner, record: &mut ContainerRecord, key: &str)
     if req.more_networks.is_empty() {
         req.network = NetworkMode::None;
         req.aliases.clear();
+        req.network_left = true;
     } else {
         let next = req.more_networks.remove(0);
-        req.network = if next.network == DEFAULT_NETWORK {
-            NetworkMode::Default
-        } else {
-            NetworkMode::Named(next.network)
-        };
+        req.network = mode_for(next.network);
         req.aliases = next.aliases;
     }
     Ok(())
@@ -232,10 +262,7 @@ fn primary_name(mode: &NetworkMode) -> Option<String> {
 
 /// The names of the networks a request joins, its NetworkMode's first.
 fn network_names(req: &crate::daemon::create::CreateRequest) -> Vec<String> {
-    primary_name(&req.network)
-        .into_iter()
-        .chain(req.more_networks.iter().map(|j| j.network.clone()))
-        .collect()
+    joins(req).into_iter().map(|(name, _)| name).collect()
 }
 
 /// `network create`: the `bridge` driver with one IPv4 subnet (given, or the next free one of
@@ -252,7 +279,6 @@ pub(super) async fn create(inner: &Inner, body: NetworkCreateBody) -> Result<Net
         refused.push("EnableIPv4 false".to_string());
     }
     for (field, set) in [
-        ("Attachable", body.attachable),
         ("Ingress", body.ingress),
         ("ConfigOnly", body.config_only),
         ("ConfigFrom", body.config_from.is_some()),
@@ -338,6 +364,7 @@ pub(super) async fn create(inner: &Inner, body: NetworkCreateBody) -> Result<Net
         subnet,
         prefix,
         internal: body.internal,
+        attachable: body.attachable,
         labels: body.labels.clone(),
         created: rfc3339(std::time::SystemTime::now()),
     };
@@ -528,6 +555,7 @@ fn api_network(n: &NetworkRecord, records: &[ContainerRecord]) -> Network {
             options: Default::default(),
         },
         internal: n.internal,
+        attachable: n.attachable,
         containers,
         options: [(
             "com.docker.network.bridge.name".to_string(),

@@ -3,8 +3,8 @@
 //! counts, `Pushed`, `Layer already exists`, `Mounted from …`; then `TAG: digest: … size: …`
 //! and the `aux` result), and the config's history as `docker history` reads it.
 
+use crate::daemon::registry_auth::RegistryAuth;
 use futures_util::stream::{self, BoxStream, StreamExt};
-use skiff_images::auth::Credentials;
 use skiff_images::text::human_size;
 use skiff_images::{PushEvent, PushEventKind, Reference};
 use tokio::sync::mpsc;
@@ -68,20 +68,7 @@ fn names_to_push(inner: &Inner, name: &str, tag: Option<&str>) -> Result<(Refere
             inner.images.resolve(&one).map_err(|_| missing())?;
             vec![one]
         }
-        None => {
-            let mut all: Vec<String> = inner
-                .images
-                .list()
-                .map_err(internal)?
-                .into_iter()
-                .filter_map(|r| Reference::parse(&r.name).ok())
-                .filter(|r| r.name() == repo.name() && r.digest.is_none() && r.tag.is_some())
-                .map(|r| r.to_string())
-                .collect();
-            all.sort();
-            all.dedup();
-            all
-        }
+        None => inner.images.tags_of(&repo).map_err(internal)?,
     };
     if names.is_empty() {
         return Err(missing());
@@ -100,10 +87,7 @@ impl Drop for AbortOnDrop {
 
 pub async fn push(inner: &Inner, opts: PushOptions) -> Result<BoxStream<'static, ProgressMessage>> {
     let (repo, names) = names_to_push(inner, &opts.name, opts.tag.as_deref())?;
-    let credentials = opts.auth.map(|a| Credentials {
-        username: a.username,
-        password: a.password,
-    });
+    let credentials = opts.auth.as_ref().map(RegistryAuth::credentials);
     let (tx, rx) = mpsc::unbounded_channel::<ProgressMessage>();
     let _ = tx.send(status(
         format!("The push refers to repository [{}]", repo.name()),

@@ -153,6 +153,11 @@ impl ContainerRecord {
         }
     }
 
+    /// The ID's first 12 characters, as Docker shows it.
+    pub fn short_id(&self) -> &str {
+        self.id.get(..12).unwrap_or(&self.id)
+    }
+
     pub fn summary(&self, now_unix: i64) -> ContainerSummary {
         ContainerSummary {
             id: self.id.clone(),
@@ -170,7 +175,11 @@ impl ContainerRecord {
             mounts: self.mount_points(),
             ports: views::summary_ports(&self.state.endpoints),
             network_settings: SummaryNetworkSettings {
-                networks: views::networks(&self.state.endpoints),
+                networks: views::networks(
+                    &super::networks::joins(&self.request),
+                    &self.state.endpoints,
+                    self.short_id(),
+                ),
             },
             ..ContainerSummary::default()
         }
@@ -254,7 +263,9 @@ impl ContainerRecord {
             },
             mounts: self.mount_points(),
             network_settings: views::inspect_settings(
+                &super::networks::joins(req),
                 &self.state.endpoints,
+                self.short_id(),
                 &req.exposed_ports,
                 &req.ports,
             ),

@@ -57,6 +57,10 @@ pub struct CreateRequest {
     /// `EndpointsConfig`, `network connect`), each with its own interface in the VM.
     #[serde(default)]
     pub more_networks: Vec<NetworkJoin>,
+    /// `network disconnect` left the last network: `network` is `None` for now, and the next
+    /// `network connect` makes its network the NetworkMode's again (an explicit `none` refuses).
+    #[serde(default)]
+    pub network_left: bool,
     /// The terminal's initial size (height, width) when the client sent one.
     pub console_size: Option<(u32, u32)>,
     /// Binds, volumes and tmpfs mounts, in Docker's order (see `mounts::decode_mounts`).

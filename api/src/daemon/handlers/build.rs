@@ -11,12 +11,21 @@ use crate::daemon::body::{request_stream, Resp};
 use crate::daemon::error::ApiError;
 use crate::daemon::options::BuildOptions;
 use crate::daemon::query::Query;
+use crate::daemon::registry_auth::RegistryAuth;
 use crate::daemon::router::Daemon;
 use crate::daemon::streams::json_lines;
 
 pub async fn build(d: &Daemon, q: &Query, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let opts = decode(q)?;
-    let context = request_stream(req.into_body());
+    let (parts, body) = req.into_parts();
+    // Taken first: a refusal below then drains it, so the client sees the refusal.
+    let context = request_stream(body);
+    let mut opts = decode(q)?;
+    if let Some(config) = parts.headers.get("x-registry-config") {
+        let config = config
+            .to_str()
+            .map_err(|_| ApiError::bad_request("X-Registry-Config is not ASCII"))?;
+        opts.registry_config = RegistryAuth::decode_config(config)?;
+    }
     Ok(json_lines(d.backend.build(opts, context).await?))
 }
 
@@ -101,6 +110,7 @@ pub fn decode(q: &Query) -> Result<BuildOptions, ApiError> {
         pull: q.bool("pull")?,
         network,
         platform: q.string("platform").filter(|p| !p.is_empty()),
+        registry_config: BTreeMap::new(),
     })
 }
 
@@ -156,6 +166,7 @@ mod tests {
             pull: true,
             network: Some("mynet".into()),
             platform: Some("linux/amd64".into()),
+            registry_config: BTreeMap::new(),
         };
         let mut s = form_urlencoded::Serializer::new(String::new());
         for (k, v) in encode(&opts) {

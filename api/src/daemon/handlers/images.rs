@@ -67,9 +67,14 @@ pub async fn pull(d: &Daemon, q: &Query, headers: &HeaderMap) -> Result<Resp, Ap
         platform: q.string("platform"),
         registry_auth: headers
             .get("x-registry-auth")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .map(str::to_string),
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| ApiError::bad_request("X-Registry-Auth is not ASCII"))
+            })
+            .transpose()?
+            .map(RegistryAuth::decode)
+            .transpose()?
+            .flatten(),
     };
     Ok(json_lines(d.backend.image_pull(opts).await?))
 }
@@ -105,8 +110,8 @@ pub async fn history(d: &Daemon, name: &str) -> Result<Resp, ApiError> {
 
 /// `POST /images/load`: the tar is handed to the engine as it arrives (the CLI sends it chunked).
 pub async fn load(d: &Daemon, q: &Query, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let quiet = q.bool("quiet")?;
     let archive = request_stream(req.into_body());
+    let quiet = q.bool("quiet")?;
     Ok(json_lines(d.backend.image_load(archive, quiet).await?))
 }
 

@@ -65,6 +65,9 @@ pub struct SummaryNetworkSettings {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct EndpointSettings {
+    /// The names it is found by besides its own (its short ID while it runs on a
+    /// user-defined network, as Docker's API before 1.44; Compose looks for it).
+    pub aliases: Option<Vec<String>>,
     #[serde(rename = "NetworkID")]
     pub network_id: String,
     #[serde(rename = "EndpointID")]

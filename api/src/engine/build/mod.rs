@@ -28,6 +28,9 @@ use super::{images::familiar, Inner, Result};
 use crate::daemon::model::ProgressMessage;
 use crate::daemon::options::{BuildOptions, ByteStream};
 
+/// How often a build sends an empty line (`{"stream":""}`, which clients print as nothing).
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Starts a build; its progress comes as the stream's lines, a failure as the last one.
 pub async fn build(
     inner: &Arc<Inner>,
@@ -41,8 +44,28 @@ pub async fn build(
             tx: tx.clone(),
             quiet: opts.quiet,
         };
-        if let Err(message) = run_build(inner, opts, context, &out).await {
-            let _ = tx.send(ProgressMessage::failure(message)).await;
+        // A client that leaves cancels the build, as Docker's: the steps' future is dropped
+        // (a RUN step's container is removed by its guard). The HTTP server notices a client
+        // gone only when a write fails, so a silent step is interleaved with empty lines.
+        let beat = async {
+            loop {
+                tokio::time::sleep(KEEPALIVE).await;
+                let _ = tx
+                    .send(ProgressMessage {
+                        stream: Some(String::new()),
+                        ..ProgressMessage::default()
+                    })
+                    .await;
+            }
+        };
+        tokio::select! {
+            () = beat => {}
+            result = run_build(inner, opts, context, &out) => {
+                if let Err(message) = result {
+                    let _ = tx.send(ProgressMessage::failure(message)).await;
+                }
+            }
+            () = tx.closed() => tracing::info!("build cancelled: the client went away"),
         }
     });
     Ok(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed())
@@ -64,7 +87,7 @@ impl Output {
     }
 
     async fn send(&self, message: ProgressMessage) {
-        // A client that left does not stop the build (Docker cancels it): its lines are dropped.
+        // Fails only once the client left, and that cancels the build (see `build`).
         let _ = self.tx.send(message).await;
     }
 

@@ -98,6 +98,10 @@ pub async fn run_container(
 ) -> Result<RunOutcome, String> {
     let created = engine.create(req).await.map_err(|e| e.to_string())?;
     let id = created.id;
+    let guard = RemoveUnlessDone {
+        engine: engine.clone(),
+        id: Some(id.clone()),
+    };
     line(format!(" ---> Running in {}\n", &id[..12])).await;
     let waited = engine
         .wait(&id, WaitCondition::NextExit)
@@ -125,7 +129,34 @@ pub async fn run_container(
         line(String::from_utf8_lossy(&pending).into_owned()).await;
     }
     let code = waited.await.status_code;
+    guard.done();
     Ok(RunOutcome { id, code })
+}
+
+/// Removes a step's container if the build is dropped (cancelled) while it runs.
+struct RemoveUnlessDone {
+    engine: Engine,
+    id: Option<String>,
+}
+
+impl RemoveUnlessDone {
+    fn done(mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for RemoveUnlessDone {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let engine = self.engine.clone();
+            tokio::spawn(async move {
+                tracing::info!("build cancelled: removing its RUN container {}", &id[..12]);
+                if let Err(e) = remove_container(&engine, &id).await {
+                    tracing::warn!("removing the cancelled build's container {id}: {e}");
+                }
+            });
+        }
+    }
 }
 
 /// Removes a step's container and its anonymous volumes.

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use skiff_dockerfile::context::stage::{parse_chmod, stage, staged, StageOptions};
 use skiff_dockerfile::context::{plan_copy, Ignore, Root};
 use skiff_dockerfile::{Action, CopyFrom, CopyStep, Evaluator, RunStep, Step};
+use skiff_images::auth::{registry_matches, Credentials};
 use skiff_images::digest::Hasher;
 use skiff_images::manifest::RuntimeConfig;
-use skiff_images::{Change, CommitOptions, ImageRecord, Platform, PullOptions};
+use skiff_images::{Change, CommitOptions, ImageRecord, Platform, PullOptions, Reference};
 
 use super::image_view::ImageView;
 use super::run::{failed_message, inline_files, remove_container, run_container, run_request};
@@ -59,6 +60,31 @@ impl Builder {
             .map_err(|e| e.to_string())
     }
 
+    /// The credentials the client sent (`X-Registry-Config`) for `reference`'s registry; None:
+    /// skiffd's host's own `skiff login`.
+    fn client_credentials(&self, reference: &str) -> StepResult<Option<Credentials>> {
+        let Ok(r) = Reference::parse(reference) else {
+            return Ok(None);
+        };
+        let Some(auth) = self
+            .opts
+            .registry_config
+            .iter()
+            .find(|(key, _)| registry_matches(key, &r.registry))
+            .map(|(_, auth)| auth)
+        else {
+            return Ok(None);
+        };
+        if auth.username.is_empty() && auth.password.is_empty() {
+            return Err(format!(
+                "X-Registry-Config: the credentials for {} are a token, which skiff does not \
+                 support; log in with a user name and password",
+                r.registry
+            ));
+        }
+        Ok(Some(auth.credentials()))
+    }
+
     /// A base image from the store, pulled when missing or when the build asks (`pull=1`).
     pub async fn base_image(
         &self,
@@ -73,6 +99,7 @@ impl Builder {
         };
         let pull = PullOptions {
             platform: Some(platform),
+            credentials: self.client_credentials(reference)?,
             ..PullOptions::default()
         };
         let have = self.inner.images.resolve(reference).is_ok();

@@ -52,6 +52,7 @@ impl NetworkConfig {
             subnet: self.subnet,
             prefix: self.prefix,
             internal: false,
+            attachable: false,
             labels: BTreeMap::new(),
             created: String::new(),
         })
@@ -92,6 +93,9 @@ pub struct NetworkRecord {
     pub prefix: u8,
     /// No traffic leaves it (no NAT, nothing forwarded out).
     pub internal: bool,
+    /// Recorded only: any container may join a local network (Compose asks for it).
+    #[serde(default)]
+    pub attachable: bool,
     pub labels: BTreeMap<String, String>,
     /// RFC 3339; empty for the default network.
     pub created: String,

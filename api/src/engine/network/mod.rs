@@ -392,6 +392,7 @@ mod tests {
             subnet,
             prefix,
             internal: false,
+            attachable: false,
             labels: Default::default(),
             created: String::new(),
         }

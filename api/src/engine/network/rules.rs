@@ -155,6 +155,7 @@ mod tests {
             subnet,
             prefix,
             internal,
+            attachable: false,
             labels: Default::default(),
             created: String::new(),
         };

@@ -24,6 +24,7 @@ pub fn summary_ports(endpoints: &[Endpoint]) -> Vec<PortSummary> {
 
 fn endpoint_settings(endpoint: &Endpoint) -> EndpointSettings {
     EndpointSettings {
+        aliases: None,
         network_id: endpoint.network_id.clone(),
         endpoint_id: endpoint.endpoint_id(),
         gateway: endpoint.gateway.to_string(),
@@ -33,19 +34,48 @@ fn endpoint_settings(endpoint: &Endpoint) -> EndpointSettings {
     }
 }
 
-/// `Networks` of `ps` and inspect: the networks the container is on while it runs.
-pub fn networks(endpoints: &[Endpoint]) -> BTreeMap<String, EndpointSettings> {
-    endpoints
+/// `Networks` of `ps` and inspect: each network the container joins (`joins`: name and
+/// aliases; a created or stopped container shows them without addresses, as Docker's), with its
+/// endpoint while it runs; on a user-defined network the short ID is an alias then.
+pub fn networks(
+    joins: &[(String, Vec<String>)],
+    endpoints: &[Endpoint],
+    short_id: &str,
+) -> BTreeMap<String, EndpointSettings> {
+    let mut out: BTreeMap<String, EndpointSettings> = joins
         .iter()
-        .map(|e| (e.network.clone(), endpoint_settings(e)))
-        .collect()
+        .map(|(name, aliases)| {
+            let aliases = (!aliases.is_empty()).then(|| aliases.clone());
+            let settings = EndpointSettings {
+                aliases,
+                ..EndpointSettings::default()
+            };
+            (name.clone(), settings)
+        })
+        .collect();
+    for e in endpoints {
+        let entry = out.entry(e.network.clone()).or_default();
+        let mut aliases = entry.aliases.take();
+        if !e.names.is_empty() {
+            aliases
+                .get_or_insert_with(Vec::new)
+                .push(short_id.to_string());
+        }
+        *entry = EndpointSettings {
+            aliases,
+            ..endpoint_settings(e)
+        };
+    }
+    out
 }
 
 /// inspect's `NetworkSettings`: `Ports` lists the exposed and requested ports, each with its
 /// host bindings while running (`docker port` reads it); the top-level address is the first
 /// network's, as Docker's.
 pub fn inspect_settings(
+    joins: &[(String, Vec<String>)],
     endpoints: &[Endpoint],
+    short_id: &str,
     exposed: &[String],
     requested: &[PortRequest],
 ) -> InspectNetworkSettings {
@@ -74,7 +104,7 @@ pub fn inspect_settings(
         ip_address: endpoint.map(|e| e.ip.to_string()).unwrap_or_default(),
         gateway: endpoint.map(|e| e.gateway.to_string()).unwrap_or_default(),
         mac_address: endpoint.map(|e| e.mac.clone()).unwrap_or_default(),
-        networks: networks(endpoints),
+        networks: networks(joins, endpoints, short_id),
     }
 }
 
@@ -113,8 +143,19 @@ mod tests {
         second.network = "front".into();
         second.ip = "10.89.0.2".parse().unwrap();
         second.ports.clear();
+        second.names = vec!["web".into()];
         let endpoints = [endpoint, second];
-        let s = inspect_settings(&endpoints, &["80/tcp".into(), "443".into()], &[]);
+        let joins = [
+            ("bridge".to_string(), vec![]),
+            ("front".into(), vec!["a".into()]),
+        ];
+        let s = inspect_settings(
+            &joins,
+            &endpoints,
+            "123456789abc",
+            &["80/tcp".into(), "443".into()],
+            &[],
+        );
         assert_eq!(
             serde_json::to_value(&s.ports).unwrap(),
             json!({"443/tcp": null, "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]})
@@ -124,11 +165,20 @@ mod tests {
         assert_eq!(s.networks["front"].ip_address, "10.89.0.2");
         let ps = summary_ports(&endpoints);
         assert_eq!((ps[0].private_port, ps[0].public_port), (80, Some(8080)));
-        let stopped = inspect_settings(&[], &["80/tcp".into()], &[]);
+        assert_eq!(s.networks["bridge"].aliases, None);
+        assert_eq!(
+            s.networks["front"].aliases,
+            Some(vec!["a".into(), "123456789abc".into()])
+        );
+        let stopped = inspect_settings(&joins, &[], "123456789abc", &["80/tcp".into()], &[]);
         assert_eq!(
             serde_json::to_value(&stopped.ports).unwrap(),
             json!({"80/tcp": null})
         );
-        assert!(stopped.networks.is_empty() && summary_ports(&[]).is_empty());
+        // Stopped: the networks it joins, no addresses, the short ID not an alias.
+        assert_eq!(stopped.networks["front"].aliases, Some(vec!["a".into()]));
+        assert_eq!(stopped.networks["front"].ip_address, "");
+        assert_eq!(stopped.networks.len(), 2);
+        assert!(summary_ports(&[]).is_empty());
     }
 }
