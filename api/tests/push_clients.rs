@@ -15,16 +15,8 @@ use common::{docker_cli, docker_py, engine_daemon, ok, text, TestDaemon};
 use fixtures::{fixture, run, Auth, Registry};
 
 fn raw_manifest_digest(reference: &str) -> String {
-    let raw = run(
-        "skopeo",
-        &[
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            &format!("docker://{reference}"),
-        ],
-    );
-    format!("sha256:{}", fixtures::sha256_hex(raw.as_bytes()))
+    let raw = fixtures::raw_manifest(reference);
+    format!("sha256:{}", fixtures::sha256_hex(&raw))
 }
 
 /// A source registry on the fixtures, an empty target registry, skiffd on the real engine
@@ -132,6 +124,42 @@ fn docker_cli_push_and_history_through_the_real_engine() {
         text(&both.stderr).contains("tag can't be used with --all-tags"),
         "{}",
         text(&both.stderr)
+    );
+
+    // An index over pushed images (skiff manifest create), read back; one platform twice is
+    // refused by name.
+    let list = format!("{}/pushed/list:v1", target.addr);
+    let created = ok(&skiff(
+        &["manifest", "create", &list, &format!("{repo}:v1")],
+        false,
+    ));
+    assert!(
+        created.contains(&format!("linux/amd64: {digest} {repo}:v1")),
+        "{created}"
+    );
+    let index_digest = raw_manifest_digest(&list);
+    assert!(
+        created.contains(&format!("v1: digest: {index_digest} size: ")),
+        "{created}"
+    );
+    let shown = ok(&skiff(&["manifest", "inspect", &list], false));
+    let doc: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(doc["manifests"][0]["digest"], digest.as_str(), "{shown}");
+    let twice = skiff(
+        &[
+            "manifest",
+            "create",
+            &list,
+            &format!("{repo}:v1"),
+            &format!("{repo}:v2"),
+        ],
+        false,
+    );
+    assert!(!twice.status.success());
+    assert!(
+        text(&twice.stderr).contains("its platform linux/amd64 is"),
+        "{}",
+        text(&twice.stderr)
     );
 
     let out = d.docker(&cli, &["push", &format!("{}/nothing:here", target.addr)]);

@@ -69,6 +69,9 @@ pub enum Error {
     #[error("malformed {}: {}", esc(.what), esc(.reason))]
     Malformed { what: String, reason: String },
 
+    #[error("cannot put {} in an index: {}", esc(.image), esc(.reason))]
+    IndexSource { image: String, reason: String },
+
     #[error("no image for platform {} in the index (available: {})", esc(.wanted), esc(.available))]
     NoMatchingPlatform { wanted: String, available: String },
 

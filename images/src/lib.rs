@@ -54,7 +54,9 @@ pub use error::{Error, Result};
 pub use manifest::HealthConfig;
 pub use platform::Platform;
 pub use pull::{PullOptions, PullReport};
-pub use push::{PushEvent, PushEventKind, PushOptions, PushProgress, PushReport};
+pub use push::{
+    IndexOptions, IndexReport, PushEvent, PushEventKind, PushOptions, PushProgress, PushReport,
+};
 pub use reference::Reference;
 pub use service::{login, ImageService, PreparedImage};
 pub use store::{GcReport, ImageRecord};

@@ -251,7 +251,11 @@ fn check_size(d: &Descriptor, max: u64, what: &str) -> Result<()> {
 }
 
 /// The manifest's digest: it must equal the pinned one, and the registry's claim if it makes one.
-fn verify_manifest(m: &FetchedManifest, pinned: Option<&Digest>, what: &str) -> Result<Digest> {
+pub(crate) fn verify_manifest(
+    m: &FetchedManifest,
+    pinned: Option<&Digest>,
+    what: &str,
+) -> Result<Digest> {
     let actual = Digest::of(&m.bytes);
     if let Some(want) = pinned {
         check_digest(what, want, &actual)?;

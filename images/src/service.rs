@@ -17,7 +17,7 @@ use crate::manifest::{
 };
 use crate::platform::Platform;
 use crate::pull::{self, check_layer_sizes, layer_diff_ids, PullOptions, PullReport};
-use crate::push::{self, PushOptions, PushReport};
+use crate::push::{self, IndexOptions, IndexReport, PushOptions, PushReport};
 use crate::reference::Reference;
 use crate::registry::RegistryClient;
 use crate::store::{GcReport, ImageRecord, LayerRecord, Store};
@@ -139,6 +139,32 @@ impl ImageService {
         let image = self.resolve(local)?;
         let target = Reference::parse(target)?;
         push::push(&self.store, &image, &target, opts).await
+    }
+
+    /// `manifest create`: an index named `target` over the image manifests `sources` name
+    /// in its registry.
+    pub async fn push_index(
+        &self,
+        target: &str,
+        sources: &[String],
+        opts: &IndexOptions,
+    ) -> Result<IndexReport> {
+        let target = Reference::parse(target)?;
+        let sources = sources
+            .iter()
+            .map(|s| Reference::parse(s))
+            .collect::<Result<Vec<_>>>()?;
+        push::push_index(&target, &sources, opts, self.store.config.timeouts).await
+    }
+
+    /// `manifest inspect`: the manifest or index `reference` names in its registry.
+    pub async fn fetch_manifest(
+        &self,
+        reference: &str,
+        opts: &IndexOptions,
+    ) -> Result<(Digest, String, Vec<u8>)> {
+        let r = Reference::parse(reference)?;
+        push::fetch_manifest(&r, opts, self.store.config.timeouts).await
     }
 
     /// `tag`: `target` (REPO[:TAG]) names the image `source` names too.

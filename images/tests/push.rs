@@ -5,10 +5,10 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::proxy::{Fault, Proxy, Seen};
-use common::{assert_same_tree, fixture, run, Auth, Registry};
+use common::{assert_same_tree, fixture, raw_manifest, skopeo_unpack, Auth, Registry};
 use skiff_images::auth::Credentials;
 use skiff_images::error::Error;
 use skiff_images::{CommitOptions, ImageService, PullOptions, PushOptions};
@@ -33,44 +33,6 @@ fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::SeqCst)
-}
-
-/// skopeo's copy of `reference` into an OCI layout, then umoci's unpack of it.
-fn skopeo_unpack(reference: &str, tmp: &Path) -> PathBuf {
-    let n = rand_suffix();
-    let layout = tmp.join(format!("copied-{n}"));
-    run(
-        "skopeo",
-        &[
-            "--insecure-policy",
-            "copy",
-            "-q",
-            "--src-tls-verify=false",
-            &format!("docker://{reference}"),
-            &format!("oci:{}:t", layout.display()),
-        ],
-    );
-    let bundle = tmp.join(format!("bundle-{n}"));
-    common::umoci(&[
-        "unpack",
-        "--image",
-        &format!("{}:t", layout.display()),
-        bundle.to_str().unwrap(),
-    ]);
-    bundle.join("rootfs")
-}
-
-fn raw_manifest(reference: &str) -> Vec<u8> {
-    run(
-        "skopeo",
-        &[
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            &format!("docker://{reference}"),
-        ],
-    )
-    .into_bytes()
 }
 
 fn local_manifest(svc: &ImageService, name: &str) -> Vec<u8> {
@@ -111,7 +73,7 @@ async fn pushed_image_reads_back_identically_and_a_second_push_sends_nothing() {
     );
 
     let fx = fixture();
-    let ours = skopeo_unpack(&target, tmp.path());
+    let ours = skopeo_unpack(&target, None, tmp.path());
     assert_same_tree(
         &ours,
         &common::umoci_rootfs(fx, "whiteout-test", tmp.path()),
@@ -188,7 +150,7 @@ async fn a_second_repository_mounts_instead_of_uploading() {
     assert_eq!(raw_manifest(&two), local_manifest(&svc, &pulled));
     let fx = fixture();
     assert_same_tree(
-        &skopeo_unpack(&two, tmp.path()),
+        &skopeo_unpack(&two, None, tmp.path()),
         &common::umoci_rootfs(fx, "whiteout-test", tmp.path()),
     );
 }
@@ -239,7 +201,7 @@ async fn chunked_upload_survives_a_cut_chunk() {
             "GET",
             "{name}: status read after the cut: {log:?}"
         );
-        assert_same_tree(&skopeo_unpack(&target, tmp.path()), &reference);
+        assert_same_tree(&skopeo_unpack(&target, None, tmp.path()), &reference);
     }
 }
 

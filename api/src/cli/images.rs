@@ -19,6 +19,11 @@ pub enum ImageCommand {
     Pull(PullArgs),
     /// Push a local image to a registry (through skiffd when -H or SKIFF_HOST names one).
     Push(super::push::PushArgs),
+    /// Multi-platform indexes on a registry.
+    Manifest {
+        #[command(subcommand)]
+        command: super::manifest::ManifestCommand,
+    },
     /// Give a local image another name (through skiffd when -H or SKIFF_HOST names one).
     Tag(super::push::TagArgs),
     /// List images.
@@ -132,6 +137,7 @@ impl ImageCommand {
             ImageCommand::Pull(args) => pull(config, args).await,
             ImageCommand::Push(args) => super::push::push(config, host, args).await,
             ImageCommand::Tag(args) => super::push::tag(config, host, args).await,
+            ImageCommand::Manifest { command } => command.run(config).await,
             ImageCommand::Images(args) => list(config, args),
             ImageCommand::Rmi { images } => remove(config, &images),
             ImageCommand::Image { command } => match command {

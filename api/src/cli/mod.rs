@@ -4,6 +4,7 @@ pub mod build;
 pub mod containers;
 pub mod health;
 pub mod images;
+pub mod manifest;
 pub mod networks;
 pub mod push;
 pub mod remote;

@@ -4,6 +4,7 @@
 //! its exact stored bytes, so the pushed digest is the local one.
 
 mod blob;
+mod index;
 mod progress;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::registry::RegistryClient;
 use crate::store::{ImageRecord, Store};
 use blob::{push_blob, BlobJob, Pushed};
 
+pub use index::{fetch_manifest, push_index, IndexEntry, IndexOptions, IndexReport};
 pub use progress::{terminal_bars, PushBars, PushEvent, PushEventKind, PushProgress};
 
 /// Blobs up to this size go in one request, larger ones in chunks of it (each held in memory

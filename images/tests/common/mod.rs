@@ -596,6 +596,46 @@ impl Drop for Registry {
     }
 }
 
+/// skopeo's copy of `reference` (its `arch` image when it is an index) into an OCI layout,
+/// then umoci's unpack of it: the root filesystem.
+pub fn skopeo_unpack(reference: &str, arch: Option<&str>, tmp: &Path) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let layout = tmp.join(format!("copied-{n}"));
+    let mut args = vec!["--insecure-policy"];
+    if let Some(arch) = arch {
+        args.extend(["--override-arch", arch]);
+    }
+    let (src, dest) = (
+        format!("docker://{reference}"),
+        format!("oci:{}:t", layout.display()),
+    );
+    args.extend(["copy", "-q", "--src-tls-verify=false", &src, &dest]);
+    run("skopeo", &args);
+    let bundle = tmp.join(format!("bundle-{n}"));
+    umoci(&[
+        "unpack",
+        "--image",
+        &format!("{}:t", layout.display()),
+        bundle.to_str().unwrap(),
+    ]);
+    bundle.join("rootfs")
+}
+
+/// The manifest or index `reference` names, as the registry holds it (skopeo's view).
+pub fn raw_manifest(reference: &str) -> Vec<u8> {
+    run(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ],
+    )
+    .into_bytes()
+}
+
 /// A private copy of the registry storage (for tests that damage it).
 pub fn copy_storage(fx: &Fixture, dest: &Path) -> PathBuf {
     let out = dest.join("storage");

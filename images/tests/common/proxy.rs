@@ -24,6 +24,9 @@ pub enum Fault {
     CutFirstPatch {
         forward: usize,
     },
+    /// Sends cross-repository mounts on as plain upload starts: the registry answers 202 with
+    /// a session, as one that declines the mount does.
+    DeclineMounts,
 }
 
 pub struct Proxy {
@@ -94,6 +97,10 @@ fn relay(
     let method = parts.next().unwrap_or_default().to_string();
     let target = parts.next().unwrap_or_default().to_string();
     let is_patch = method == "PATCH";
+    if matches!(fault, Fault::DeclineMounts) && method == "POST" && target.contains("mount=") {
+        let path = target.split('?').next().unwrap_or_default();
+        head[0] = format!("POST {path} HTTP/1.1\r\n");
+    }
     let index = {
         let mut log = log.lock().unwrap();
         log.push(Seen {
