@@ -38,6 +38,10 @@ pub struct Config {
     pub images: StoreConfig,
     /// The default bridge network (skiffd's `--bridge-subnet`, the host's name servers).
     pub network: NetworkConfig,
+    /// The parent of the VMs' cgroups (`$SKIFF_CGROUP_ROOT`; `off` for none). Default
+    /// [`crate::cgroup::DEFAULT_ROOT`] for root on a cgroup v2 host, else none (an unprivileged
+    /// user cannot make cgroups unless one was delegated to them: name it then).
+    pub cgroup_root: Option<PathBuf>,
 }
 
 impl Config {
@@ -58,6 +62,15 @@ impl Config {
             console: path("SKIFF_CONSOLE"),
             images: StoreConfig::from_env(env),
             network: NetworkConfig::default(),
+            cgroup_root: match env("SKIFF_CGROUP_ROOT") {
+                Some(v) if v.is_empty() || v == "off" || v == "none" => None,
+                Some(v) => Some(absolute(PathBuf::from(v))),
+                // SAFETY: geteuid only reads the process's effective user ID.
+                None if unsafe { libc::geteuid() } == 0 && crate::cgroup::v2_mounted() => {
+                    Some(PathBuf::from(crate::cgroup::DEFAULT_ROOT))
+                }
+                None => None,
+            },
         }
     }
 
@@ -133,6 +146,7 @@ mod tests {
             ("SKIFF_INIT", "/x/init"),
             ("SKIFF_BOOT_TIMEOUT", "7"),
             ("SKIFF_CONSOLE", "console.log"),
+            ("SKIFF_CGROUP_ROOT", "/sys/fs/cgroup/vms"),
         ]);
         assert_eq!(c.root, PathBuf::from("/srv/skiff"));
         assert_eq!(c.kernel, cwd.join("vmlinux"));
@@ -143,6 +157,8 @@ mod tests {
         );
         assert_eq!(c.init, PathBuf::from("/x/init"));
         assert_eq!(c.boot_timeout, Duration::from_secs(7));
+        assert_eq!(c.cgroup_root, Some(PathBuf::from("/sys/fs/cgroup/vms")));
+        assert_eq!(config(&[("SKIFF_CGROUP_ROOT", "off")]).cgroup_root, None);
         assert_eq!(c.console, Some(cwd.join("console.log")));
         let c = config(&[("SKIFF_BOOT_TIMEOUT", "soon")]);
         assert_eq!(c.boot_timeout, DEFAULT_BOOT_TIMEOUT);

@@ -262,7 +262,8 @@ impl ContainerBackend for Engine {
         opts: StatsOptions,
     ) -> Result<BoxStream<'static, ContainerStats>> {
         let id = self.inner.resolve(id)?;
-        Ok(super::stats::stream(self.inner.record(&id)?, opts))
+        let cgroups = self.inner.config.cgroup_root.clone();
+        Ok(super::stats::stream(self.inner.record(&id)?, opts, cgroups))
     }
 
     async fn resize(&self, id: &str, height: u32, width: u32) -> Result<()> {

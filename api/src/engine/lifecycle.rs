@@ -19,6 +19,7 @@ use super::network::{guest_net, Endpoint};
 use super::record::{ContainerRecord, RunState, Status};
 use super::vmm_process::{self, ContainerPaths};
 use super::{internal, now_unix, Inner, Result};
+use crate::cgroup::{self, VmCgroup, VmLimits};
 use crate::daemon::create::RestartPolicy;
 use crate::daemon::timefmt::rfc3339;
 use crate::daemon::BackendError;
@@ -55,14 +56,21 @@ pub(super) async fn start(inner: &Arc<Inner>, id: &str) -> Result<()> {
     let endpoints: Vec<Endpoint> = attachments.iter().map(|a| a.endpoint.clone()).collect();
     let taps: Vec<&OwnedFd> = attachments.iter().map(|a| &a.tap).collect();
     let spec = vm_spec(inner, &record, &paths, waiting > 0, &endpoints);
-    let spawned = spec
-        .to_json()
-        .map_err(internal)
-        .and_then(|json| std::fs::write(paths.vm_spec(), json).map_err(internal))
-        .and_then(|()| {
-            vmm_process::spawn(&inner.config.vmm, &paths, &taps)
-                .map_err(|e| internal(format!("starting {}: {e}", inner.config.vmm.display())))
-        });
+    let cgroup = vm_cgroup(inner, &record);
+    let spawned = cgroup.and_then(|cgroup| {
+        let spawned = spec
+            .to_json()
+            .map_err(internal)
+            .and_then(|json| std::fs::write(paths.vm_spec(), json).map_err(internal))
+            .and_then(|()| {
+                vmm_process::spawn(&inner.config.vmm, &paths, &taps, cgroup.as_ref())
+                    .map_err(|e| internal(format!("starting {}: {e}", inner.config.vmm.display())))
+            });
+        if let (Err(_), Some(cgroup)) = (&spawned, &cgroup) {
+            cgroup.remove();
+        }
+        spawned
+    });
     // The VMM holds the taps now (or nobody does, and they are gone).
     drop(taps);
     drop(attachments);
@@ -146,6 +154,21 @@ fn vm_spec(
     }
 }
 
+/// The cgroup the container's VMM will run in, when skiff makes them.
+fn vm_cgroup(inner: &Inner, record: &ContainerRecord) -> Result<Option<VmCgroup>> {
+    let Some(root) = &inner.config.cgroup_root else {
+        return Ok(None);
+    };
+    let limits = VmLimits {
+        vcpus: record.cpus,
+        nano_cpus: record.request.nano_cpus,
+        memory_mib: record.memory_mib,
+    };
+    VmCgroup::create(root, &record.id, &limits)
+        .map(Some)
+        .map_err(internal)
+}
+
 /// Waits for the container's VMM to end on a task of its own, then records how it ended.
 pub(super) fn watch(inner: Arc<Inner>, record: ContainerRecord) {
     let Some(process) = record.state.vmm.clone() else {
@@ -155,6 +178,9 @@ pub(super) fn watch(inner: Arc<Inner>, record: ContainerRecord) {
     tokio::spawn(async move {
         if let Err(e) = vmm_process::wait_for_end(&process).await {
             tracing::warn!(id = record.id, "waiting for the VMM: {e}");
+        }
+        if let Some(root) = &inner.config.cgroup_root {
+            cgroup::remove(&root.join(&record.id));
         }
         if let Err(e) = ended(&inner, &record.id).await {
             tracing::warn!(id = record.id, "recording the end: {e}");

@@ -13,6 +13,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::network::guest_net::TAP_FD;
 use super::record::VmmProcess;
+use crate::cgroup::VmCgroup;
 
 /// Unix socket paths longer than this do not fit `sockaddr_un`.
 const MAX_SOCKET_PATH: usize = 107;
@@ -114,8 +115,14 @@ impl ContainerPaths {
 
 /// Starts `skiff-vmm --spec FILE` in a process group of its own, its stdio away from the
 /// daemon's (a dead daemon's closed pipe must not kill it).
-/// `taps` are inherited as fds [`TAP_FD`], `TAP_FD + 1`, … (the numbers the spec names).
-pub fn spawn(vmm: &Path, paths: &ContainerPaths, taps: &[&OwnedFd]) -> std::io::Result<VmmProcess> {
+/// `taps` are inherited as fds [`TAP_FD`], `TAP_FD + 1`, … (the numbers the spec names); the
+/// VMM joins `cgroup` before it executes.
+pub fn spawn(
+    vmm: &Path,
+    paths: &ContainerPaths,
+    taps: &[&OwnedFd],
+    cgroup: Option<&VmCgroup>,
+) -> std::io::Result<VmmProcess> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -163,6 +170,12 @@ pub fn spawn(vmm: &Path, paths: &ContainerPaths, taps: &[&OwnedFd]) -> std::io::
                 Ok(())
             })
         };
+    }
+    if let Some(cgroup) = cgroup {
+        let procs = cgroup.procs().clone();
+        // SAFETY: the closure runs in the child between fork and exec; join_in_child only
+        // opens, writes and closes (async-signal-safe) with a path allocated before the fork.
+        unsafe { command.pre_exec(move || crate::cgroup::join_in_child(&procs)) };
     }
     let child = command.spawn()?;
     let pid = child.id() as i32;

@@ -328,7 +328,18 @@ pub async fn run(config: &Config, options: RunOptions, caller: &Caller<'_>) -> a
     };
     let listener = tokio::net::UnixListener::bind(dir.control_socket())
         .with_context(|| format!("listening on {}", dir.control_socket().display()))?;
-    let mut vm = vmm::Vmm::spawn(&config.vmm, &vm_spec, &dir.vm_spec())?;
+    let cgroup = match &config.cgroup_root {
+        Some(root) => {
+            let limits = crate::cgroup::VmLimits {
+                vcpus: options.cpus,
+                nano_cpus: None,
+                memory_mib: options.memory_mib,
+            };
+            Some(crate::cgroup::VmCgroup::create(root, &id, &limits)?)
+        }
+        None => None,
+    };
+    let mut vm = vmm::Vmm::spawn(&config.vmm, &vm_spec, &dir.vm_spec(), cgroup)?;
     tracing::debug!(id, dir = %dir.path().display(), "VM started");
 
     // Boot: until guest-init connects and the session is set up.

@@ -2,6 +2,7 @@
 
 use super::rundir::RunDir;
 use super::RunOptions;
+use crate::cgroup::VmCgroup;
 use crate::config::Config;
 use anyhow::Context;
 use skiff_vmm::devices::serial::SerialOutput;
@@ -58,6 +59,7 @@ pub struct Vmm {
     stderr: Arc<Mutex<Vec<u8>>>,
     stderr_done: tokio::task::JoinHandle<()>,
     status: Option<ExitStatus>,
+    cgroup: Option<VmCgroup>,
 }
 
 impl Vmm {
@@ -66,11 +68,41 @@ impl Vmm {
     /// (no writer to keep alive, nothing to block on if the VMM dies before reading it) and what a
     /// running VM was given stays readable beside its sockets, for people and for a daemon that
     /// restarts (the run directory is private to its owner and removed with the run).
-    pub fn spawn(binary: &Path, spec: &VmSpec, spec_file: &Path) -> anyhow::Result<Vmm> {
+    /// The VMM joins `cgroup` before it executes; the cgroup is removed once the VMM is gone.
+    pub fn spawn(
+        binary: &Path,
+        spec: &VmSpec,
+        spec_file: &Path,
+        cgroup: Option<VmCgroup>,
+    ) -> anyhow::Result<Vmm> {
+        let spawned = Self::spawn_in(binary, spec, spec_file, cgroup.as_ref());
+        match (spawned, cgroup) {
+            (Ok(vmm), cgroup) => Ok(Vmm { cgroup, ..vmm }),
+            (Err(e), Some(cgroup)) => {
+                cgroup.remove();
+                Err(e)
+            }
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    fn spawn_in(
+        binary: &Path,
+        spec: &VmSpec,
+        spec_file: &Path,
+        cgroup: Option<&VmCgroup>,
+    ) -> anyhow::Result<Vmm> {
         spec.validate().context("invalid VM")?;
         std::fs::write(spec_file, spec.to_json()?)
             .with_context(|| format!("writing {}", spec_file.display()))?;
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(cgroup) = cgroup {
+            let procs = cgroup.procs().clone();
+            // SAFETY: the closure runs in the child between fork and exec; join_in_child only
+            // opens, writes and closes (async-signal-safe) with a path allocated before the fork.
+            unsafe { command.pre_exec(move || crate::cgroup::join_in_child(&procs)) };
+        }
+        let mut child = command
             .arg("--spec")
             .arg(spec_file)
             .stdin(Stdio::null())
@@ -111,6 +143,7 @@ impl Vmm {
             stderr,
             stderr_done,
             status: None,
+            cgroup: None,
         })
     }
 
@@ -121,6 +154,9 @@ impl Vmm {
         }
         let status = self.child.wait().await?;
         self.status = Some(status);
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.remove();
+        }
         Ok(status)
     }
 
@@ -191,6 +227,7 @@ mod tests {
             console: Some("/tmp/console.log".into()),
             images: Default::default(),
             network: Default::default(),
+            cgroup_root: None,
         };
         let options = RunOptions {
             root: Root::Dir("/layer".into()),

@@ -316,6 +316,9 @@ pub struct ContainerStats {
 #[serde(default)]
 pub struct PidsStats {
     pub current: u64,
+    /// The VMM cgroup's `pids.max`, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
