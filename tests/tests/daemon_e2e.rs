@@ -94,11 +94,11 @@ echo "stats=$(d stats --no-stream --format '{{.Name}} {{.MemUsage}}' bg | awk '{
 BG=$(d inspect -f '{{.Id}}' bg); CG=/sys/fs/cgroup/skiff/$BG
 [ "$(cat /proc/$(d inspect -f '{{.State.Pid}}' bg)/cgroup)" = "0::/skiff/$BG" ] && echo cgroup_joined=ok
 echo "cgroup_limits=$(cat $CG/cpu.max) $(cat $CG/memory.max) $(cat $CG/pids.max)"
-d run -d --name fill --tmpfs /m:size=120m $I sh -c 'dd if=/dev/zero of=/m/x bs=1M count=110 2>/dev/null && echo filled; exec sleep 1000' >/dev/null
+d run -d --name fill --tmpfs /m:size=110m $I sh -c 'dd if=/dev/zero of=/m/x bs=1M count=100 2>/dev/null && echo filled; exec sleep 1000' >/dev/null
 for i in $(seq 300); do [ -n "$(d logs fill)" ] && break; sleep 0.2; done
 FILL=$(d inspect -f '{{.Id}}' fill)
 echo "fill=$(d logs fill) $(d inspect -f '{{.State.Status}}' fill)"
-echo "fill_peak_mib=$(( $(cat /sys/fs/cgroup/skiff/$FILL/memory.peak) >> 20 )) threads=$(cat /sys/fs/cgroup/skiff/$FILL/pids.current)"
+echo "fill_peak_mib=$(( $(cat /sys/fs/cgroup/skiff/$FILL/memory.peak 2>/dev/null || echo 0) >> 20 )) threads=$(cat /sys/fs/cgroup/skiff/$FILL/pids.current 2>/dev/null)"
 d rm -f fill >/dev/null
 for i in $(seq 50); do [ -e /sys/fs/cgroup/skiff/$FILL ] || break; sleep 0.1; done
 [ -e /sys/fs/cgroup/skiff/$FILL ] || echo cgroup_removed=ok
