@@ -219,6 +219,16 @@ pub fn stats(dir: &Path) -> Option<CgroupStats> {
     })
 }
 
+/// Whether the kernel killed something in the cgroup at `dir` for its memory limit.
+pub fn oom_killed(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("memory.events")).is_ok_and(|events| {
+        events.lines().any(|l| {
+            l.split_once(' ')
+                .is_some_and(|(k, v)| k == "oom_kill" && v.trim() != "0")
+        })
+    })
+}
+
 /// Whether this host has cgroup v2 at [`MOUNT`] (not v1 or a hybrid's tmpfs).
 pub fn v2_mounted() -> bool {
     Path::new(MOUNT).join("cgroup.controllers").exists()
@@ -279,5 +289,8 @@ mod tests {
             }
         );
         assert_eq!(stats(&dir.path().join("gone")), None);
+        assert!(!oom_killed(dir.path()));
+        put("memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n");
+        assert!(oom_killed(dir.path()));
     }
 }

@@ -99,6 +99,12 @@ for i in $(seq 300); do [ -n "$(d logs fill)" ] && break; sleep 0.2; done
 FILL=$(d inspect -f '{{.Id}}' fill)
 echo "fill=$(d logs fill) $(d inspect -f '{{.State.Status}}' fill)"
 echo "fill_peak_mib=$(( $(cat /sys/fs/cgroup/skiff/$FILL/memory.peak 2>/dev/null || echo 0) >> 20 )) threads=$(cat /sys/fs/cgroup/skiff/$FILL/pids.current 2>/dev/null)"
+# A VMM past its cgroup's memory limit (made tighter than the guest's pages here) is killed
+# whole; the container is recorded as OOMKilled.
+echo $((64 << 20)) >/sys/fs/cgroup/skiff/$FILL/memory.max
+for i in $(seq 300); do [ "$(d inspect -f '{{.State.Status}}' fill)" = exited ] && break; sleep 0.2; done
+echo "oom=$(d inspect -f '{{.State.Status}} {{.State.OOMKilled}} {{.State.ExitCode}}' fill)"
+d inspect -f '{{.State.Error}}' fill | grep -q "cgroup's memory limit" && echo oom_msg=ok
 d rm -f fill >/dev/null
 for i in $(seq 50); do [ -e /sys/fs/cgroup/skiff/$FILL ] || break; sleep 0.1; done
 [ -e /sys/fs/cgroup/skiff/$FILL ] || echo cgroup_removed=ok
@@ -439,6 +445,8 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
         ("cgroup_joined", "ok"),
         ("cgroup_limits", "100000 100000 201326592 65"),
         ("fill", "filled running"),
+        ("oom", "exited true 137"),
+        ("oom_msg", "ok"),
         ("cgroup_removed", "ok"),
         ("top_code", "0"),
         ("top_head", "UID PID PPID CMD"),

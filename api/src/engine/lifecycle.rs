@@ -88,6 +88,7 @@ pub(super) async fn start(inner: &Arc<Inner>, id: &str) -> Result<()> {
         started_unix: now_unix(),
         finished_unix: record.state.finished_unix,
         endpoints,
+        oom_killed: false,
         health: record
             .request
             .healthcheck
@@ -179,18 +180,26 @@ pub(super) fn watch(inner: Arc<Inner>, record: ContainerRecord) {
         if let Err(e) = vmm_process::wait_for_end(&process).await {
             tracing::warn!(id = record.id, "waiting for the VMM: {e}");
         }
-        if let Some(root) = &inner.config.cgroup_root {
-            cgroup::remove(&root.join(&record.id));
-        }
-        if let Err(e) = ended(&inner, &record.id).await {
+        let oom_killed = release_cgroup(&inner, &record.id);
+        if let Err(e) = ended(&inner, &record.id, oom_killed).await {
             tracing::warn!(id = record.id, "recording the end: {e}");
         }
     });
 }
 
+/// Removes the cgroup of a VMM that ended; whether the kernel killed it for its memory limit.
+fn release_cgroup(inner: &Inner, id: &str) -> bool {
+    inner.config.cgroup_root.as_ref().is_some_and(|root| {
+        let dir = root.join(id);
+        let killed = cgroup::oom_killed(&dir);
+        cgroup::remove(&dir);
+        killed
+    })
+}
+
 /// The VM of a running container is gone: record its exit (from the report, or as lost), then
 /// restart or remove it as its policy says.
-async fn ended(inner: &Arc<Inner>, id: &str) -> Result<()> {
+async fn ended(inner: &Arc<Inner>, id: &str, oom_killed: bool) -> Result<()> {
     let restart = {
         let lock = inner.op_lock(id);
         let _guard = lock.lock().await;
@@ -201,6 +210,10 @@ async fn ended(inner: &Arc<Inner>, id: &str) -> Result<()> {
         let paths = inner.paths(id);
         let (code, error) = match paths.exit() {
             Some(exit) => (i64::from(exit.code()), failed_message(&exit)),
+            None if oom_killed => (
+                KILLED_CODE,
+                "the VM was killed: its VMM reached its cgroup's memory limit".to_string(),
+            ),
             None if record.state.stopped_by_user => (KILLED_CODE, String::new()),
             None => (
                 LOST_CODE,
@@ -214,6 +227,7 @@ async fn ended(inner: &Arc<Inner>, id: &str) -> Result<()> {
         inner.networks.detach(id);
         record.state.exit_code = code;
         record.state.error = error;
+        record.state.oom_killed = oom_killed;
         record.state.finished_at = rfc3339(now);
         record.state.finished_unix = now_unix();
         let restart = should_restart(&record);
@@ -419,7 +433,8 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> anyhow::Result<()> {
             }
             _ if record.running() => {
                 inner.phase(&id).send_modify(|p| p.running = true);
-                ended(inner, &id).await?;
+                let oom_killed = release_cgroup(inner, &id);
+                ended(inner, &id, oom_killed).await?;
             }
             _ => {
                 let policy = record.request.restart_policy;

@@ -69,6 +69,9 @@ pub struct RunState {
     /// Records of earlier daemons hold one `endpoint`.
     #[serde(default, alias = "endpoint", deserialize_with = "one_or_many")]
     pub endpoints: Vec<super::network::Endpoint>,
+    /// Its VMM was killed by its cgroup's memory limit (Docker's `OOMKilled`).
+    #[serde(default)]
+    pub oom_killed: bool,
     /// What its healthcheck found in this run (or the last); None without a healthcheck.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<super::health::Health>,
@@ -208,6 +211,7 @@ impl ContainerRecord {
                 pid: self.state.vmm.as_ref().map_or(0, |v| i64::from(v.pid)),
                 exit_code: self.state.exit_code,
                 error: self.state.error.clone(),
+                oom_killed: self.state.oom_killed,
                 started_at: or_zero(&self.state.started_at),
                 finished_at: or_zero(&self.state.finished_at),
                 health: self.state.health.clone(),
