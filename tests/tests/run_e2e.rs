@@ -88,7 +88,16 @@ skiff run --rootfs $R -- sh -c 'cat /proc/1/comm; ls -d /proc/self /sys/kernel /
 echo
 skiff run --rootfs $R -- sh -c 'yes | head -c 3000000 | wc -c; head -c 2000000 /dev/zero | tr "\0" e >&2' 2> /tmp/big.err | sed 's/^ */bigout=/'
 echo "bigerr=$(wc -c < /tmp/big.err)"
-skiff run --rootfs $R -- sh -c 'sleep 1; echo slept=yes'
+# The VMM of a daemonless run sits in a cgroup of its own while it runs, removed after.
+skiff run --rootfs $R -- sh -c 'sleep 1; echo slept=yes' & SLEEPER=$!
+V=
+for i in $(seq 100); do
+    for c in /proc/[0-9]*/comm; do [ "$(cat $c 2>/dev/null)" = skiff-vmm ] && V=${c%/comm}; done
+    [ -n "$V" ] && break; sleep 0.1
+done
+grep -q '^0::/skiff/[0-9a-f]\{12\}$' $V/cgroup && echo "run_cgroup=joined $(cat /sys/fs/cgroup/skiff/*/memory.max)"
+wait $SLEEPER
+echo "run_cgroups_left=$(ls /sys/fs/cgroup/skiff | grep -c '^[0-9a-f]\{12\}$')"
 skiff run --rootfs $R -t -- sh -c 'echo "tty=$(tty)"; echo "term=$TERM"' | tr -d '\r'
 # skiff-vmm's test hook: once the guest runs, its main thread makes a call outside its filter.
 SKIFF_VMM_SECCOMP_SELF_TEST=1 skiff run --rootfs $R -- true 2> /tmp/seccomp.err
@@ -169,6 +178,9 @@ fn run_prints_exits_applies_spec_and_keeps_the_image_read_only() {
     expect(&r, "bigout", "3000000", &out);
     expect(&r, "bigerr", "2000000", &out);
     expect(&r, "slept", "yes", &out);
+    // 128 MiB of guest + 64 MiB for the VMM.
+    expect(&r, "run_cgroup", "joined 201326592", &out);
+    expect(&r, "run_cgroups_left", "0", &out);
     expect(&r, "tty", "/dev/pts/0", &out);
     expect(&r, "term", "xterm", &out);
     expect(&r, "code_seccomp", "125", &out);
