@@ -81,7 +81,7 @@ impl List {
 /// locks, time, logging to stderr, signal return, exit, abort.
 fn base() -> List {
     let no_exec = || vec![cond(2, Len::Dword, Op::MaskedEq(PROT_EXEC as u64), 0)];
-    List::default()
+    let list = List::default()
         .allow(&[
             SYS_futex,
             SYS_write,
@@ -106,7 +106,14 @@ fn base() -> List {
         .allow_if(SYS_mmap, no_exec())
         .allow_if(SYS_mprotect, no_exec())
         // abort() after a panic while panicking raises SIGABRT at itself.
-        .allow_if(SYS_tgkill, vec![eq32(2, SIGABRT as u64)])
+        .allow_if(SYS_tgkill, vec![eq32(2, SIGABRT as u64)]);
+    // Built with debug assertions (a debug build, a fuzz build), std checks that a descriptor is
+    // still open before it closes it: `fcntl(fd, F_GETFD)` in every thread that drops one.
+    if cfg!(debug_assertions) {
+        list.allow_if(SYS_fcntl, vec![eq32(1, F_GETFD as u64)])
+    } else {
+        list
+    }
 }
 
 /// A worker's wait loop: epoll over eventfds and its descriptors.

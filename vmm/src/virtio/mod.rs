@@ -21,10 +21,14 @@ pub(crate) mod config_space;
 pub(crate) mod device_thread;
 pub(crate) mod event_loop;
 pub mod fs;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod net;
 pub(crate) mod queue_service;
-#[cfg(test)]
-pub(crate) mod test_driver;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod test_driver;
 pub mod vsock;
 
 /// Guest memory as every device sees it.

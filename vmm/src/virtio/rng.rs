@@ -97,7 +97,7 @@ fn serve(
 
 /// Fills the chain's writable buffers with random bytes; returns how many were written.
 /// A buffer outside guest memory ends the request with what was written so far.
-fn fill_chain(mem: &GuestMem, chain: DescriptorChain<&GuestMem>) -> u32 {
+pub(super) fn fill_chain(mem: &GuestMem, chain: DescriptorChain<&GuestMem>) -> u32 {
     let mut chunk = [0u8; CHUNK];
     let mut written: u32 = 0;
     for desc in chain.writable() {

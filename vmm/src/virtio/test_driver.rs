@@ -1,5 +1,6 @@
-//! A fake guest driver for device unit tests: guest memory, split queues laid out as a virtio
-//! driver lays them out, kicks through the notify eventfd and an interrupt counter.
+//! A fake guest driver for device unit tests and, with the `fuzzing` feature, the fuzz targets:
+//! guest memory, split queues laid out as a virtio driver lays them out, kicks through the notify
+//! eventfd and an interrupt counter.
 //!
 //! Not virtio-queue's `MockSplitQueue`: it places the used ring `len` bytes after the avail ring's
 //! start instead of `2 * len`, so from the (len/2)-th chain on, offering one overwrote the used
@@ -19,16 +20,16 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::{ActiveQueue, GuestMem, Interrupt};
 
 /// Size of the test guest's memory; queues live in the first MiB, buffers above.
-pub(crate) const MEM_SIZE: usize = 16 << 20;
+pub const MEM_SIZE: usize = 16 << 20;
 
-pub(crate) fn guest_memory() -> GuestMem {
+pub fn guest_memory() -> GuestMem {
     GuestMem::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).expect("guest memory")
 }
 
 /// Counts the interrupts a device raises.
 #[derive(Default)]
-pub(crate) struct CountingInterrupt {
-    pub(crate) used: AtomicUsize,
+pub struct CountingInterrupt {
+    pub used: AtomicUsize,
 }
 
 impl Interrupt for CountingInterrupt {
@@ -41,27 +42,27 @@ impl Interrupt for CountingInterrupt {
     }
 }
 
-pub(crate) fn counting_interrupt() -> Arc<CountingInterrupt> {
+pub fn counting_interrupt() -> Arc<CountingInterrupt> {
     Arc::new(CountingInterrupt::default())
 }
 
 /// One buffer of a chain: where, how long, and whether the device may write it.
 #[derive(Clone, Copy)]
-pub(crate) struct Buf {
-    pub(crate) addr: u64,
-    pub(crate) len: u32,
-    pub(crate) writable: bool,
+pub struct Buf {
+    pub addr: u64,
+    pub len: u32,
+    pub writable: bool,
 }
 
 impl Buf {
-    pub(crate) fn readable(addr: u64, len: u32) -> Buf {
+    pub fn readable(addr: u64, len: u32) -> Buf {
         Buf {
             addr,
             len,
             writable: false,
         }
     }
-    pub(crate) fn writable(addr: u64, len: u32) -> Buf {
+    pub fn writable(addr: u64, len: u32) -> Buf {
         Buf {
             addr,
             len,
@@ -71,7 +72,7 @@ impl Buf {
 }
 
 /// The driver's side of one split virtqueue.
-pub(crate) struct DriverQueue<'a> {
+pub struct DriverQueue<'a> {
     mem: &'a GuestMem,
     desc_table: u64,
     avail: u64,
@@ -84,7 +85,7 @@ pub(crate) struct DriverQueue<'a> {
 
 impl<'a> DriverQueue<'a> {
     /// A queue of `size` entries whose descriptor table starts at `base`, rings zeroed.
-    pub(crate) fn new(mem: &'a GuestMem, base: u64, size: u16) -> DriverQueue<'a> {
+    pub fn new(mem: &'a GuestMem, base: u64, size: u16) -> DriverQueue<'a> {
         let entries = u64::from(size);
         // The virtio spec's split layout: flags, idx, ring, then the event index of each ring.
         let avail = base + 16 * entries;
@@ -106,7 +107,7 @@ impl<'a> DriverQueue<'a> {
     }
 
     /// The queue as the transport hands it to the device.
-    pub(crate) fn active(&self) -> ActiveQueue {
+    pub fn active(&self) -> ActiveQueue {
         ActiveQueue {
             queue: self.queue(),
             notify: self.notify.try_clone().expect("eventfd clone"),
@@ -133,7 +134,7 @@ impl<'a> DriverQueue<'a> {
     }
 
     /// The descriptor index the next offered chain starts at.
-    pub(crate) fn next_index(&mut self, chain_len: u16) -> u16 {
+    pub fn next_index(&mut self, chain_len: u16) -> u16 {
         if self.next_desc + chain_len > self.size {
             self.next_desc = 0;
         }
@@ -141,7 +142,7 @@ impl<'a> DriverQueue<'a> {
     }
 
     /// Makes a well-formed chain of `bufs` available (without kicking); returns its head index.
-    pub(crate) fn offer(&mut self, bufs: &[Buf]) -> u16 {
+    pub fn offer(&mut self, bufs: &[Buf]) -> u16 {
         let first = self.next_index(bufs.len() as u16);
         let descs: Vec<SplitDescriptor> = bufs
             .iter()
@@ -159,7 +160,7 @@ impl<'a> DriverQueue<'a> {
     }
 
     /// Makes `bufs` available as an indirect chain whose descriptor table is written at `table`.
-    pub(crate) fn offer_indirect(&mut self, table: u64, bufs: &[Buf]) {
+    pub fn offer_indirect(&mut self, table: u64, bufs: &[Buf]) {
         for (i, b) in bufs.iter().enumerate() {
             let mut flags = if b.writable { VRING_DESC_F_WRITE } else { 0 } as u16;
             if i + 1 < bufs.len() {
@@ -181,7 +182,7 @@ impl<'a> DriverQueue<'a> {
     }
 
     /// Writes `descs` verbatim at `next_index()` onwards and makes the first one available.
-    pub(crate) fn offer_raw(&mut self, descs: &[SplitDescriptor]) {
+    pub fn offer_raw(&mut self, descs: &[SplitDescriptor]) {
         let first = self.next_index(descs.len() as u16);
         for (i, d) in descs.iter().enumerate() {
             let at = self.desc_table + 16 * u64::from(first + i as u16);
@@ -203,21 +204,21 @@ impl<'a> DriverQueue<'a> {
     }
 
     /// The device's `avail_event` (EVENT_IDX): the driver kicks once its avail index passes it.
-    pub(crate) fn avail_event(&self) -> u16 {
+    pub fn avail_event(&self) -> u16 {
         self.load_u16(self.used + 4 + 8 * u64::from(self.size))
     }
 
     /// How many chains the driver has made available so far (its avail index).
-    pub(crate) fn avail_idx(&self) -> u16 {
+    pub fn avail_idx(&self) -> u16 {
         self.load_u16(self.avail + 2)
     }
 
-    pub(crate) fn kick(&self) {
+    pub fn kick(&self) {
         self.notify.write(1).expect("kick");
     }
 
     /// Waits for the device to return the next chain; gives (head index, used length).
-    pub(crate) fn wait_used(&mut self, timeout: Duration) -> Option<(u32, u32)> {
+    pub fn wait_used(&mut self, timeout: Duration) -> Option<(u32, u32)> {
         let deadline = Instant::now() + timeout;
         while self.load_u16(self.used + 2) == self.used_seen {
             if Instant::now() > deadline {
@@ -233,13 +234,13 @@ impl<'a> DriverQueue<'a> {
         Some((id, len))
     }
 
-    pub(crate) fn write(&self, addr: u64, bytes: &[u8]) {
+    pub fn write(&self, addr: u64, bytes: &[u8]) {
         self.mem
             .write_slice(bytes, GuestAddress(addr))
             .expect("write guest memory");
     }
 
-    pub(crate) fn read(&self, addr: u64, len: usize) -> Vec<u8> {
+    pub fn read(&self, addr: u64, len: usize) -> Vec<u8> {
         let mut out = vec![0u8; len];
         self.mem
             .read_slice(&mut out, GuestAddress(addr))

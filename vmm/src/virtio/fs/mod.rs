@@ -22,6 +22,8 @@ use crate::seccomp::ThreadKind;
 use shared_dir::SharedDirFs;
 pub use shared_dir::Sharing;
 
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing;
 mod shared_dir;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -213,7 +215,11 @@ impl FsWorker {
 }
 
 /// Answers one FUSE request; returns how many bytes of reply were written into the chain.
-fn handle_request(server: &FsServer, mem: &GuestMem, chain: DescriptorChain<&GuestMem>) -> u32 {
+pub(super) fn handle_request(
+    server: &FsServer,
+    mem: &GuestMem,
+    chain: DescriptorChain<&GuestMem>,
+) -> u32 {
     let reader = match Reader::from_descriptor_chain(mem, chain.clone()) {
         Ok(r) => r,
         Err(e) => {

@@ -4,8 +4,10 @@
 //! Without BIG_WRITES/MAX_PAGES the kernel caps every WRITE at one page; without ASYNC_READ and
 //! PARALLEL_DIROPS it serialises readahead and lookups. Everything else is passed through as is.
 
+use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{
@@ -73,6 +75,14 @@ pub(crate) struct SharedDirFs {
     inner: PassthroughFs<()>,
     /// How long the guest may cache entries, negative ones included.
     timeout: Duration,
+    /// Each open file's flags as `PassthroughFs` recorded them at OPEN or CREATE. A READ or WRITE
+    /// is passed on with these instead of the guest's: on any other, `PassthroughFs` (0.14) sets
+    /// them on the host descriptor with `F_SETFL`, and when that fails (an O_PATH descriptor,
+    /// O_DIRECT on tmpfs, O_NOATIME on a file we do not own) it closes the handle's descriptor,
+    /// which stays in its table and is closed again later: by then the number may be another
+    /// file's or one of the VMM's own. The guest's later `fcntl(F_SETFL)` is not mirrored, which
+    /// costs nothing: the kernel turns O_APPEND into offsets itself and O_DIRECT is not honoured.
+    open_flags: Mutex<HashMap<Handle, u32>>,
 }
 
 impl SharedDirFs {
@@ -106,7 +116,19 @@ impl SharedDirFs {
         Ok(SharedDirFs {
             inner: PassthroughFs::new(config)?,
             timeout,
+            open_flags: Mutex::default(),
         })
+    }
+
+    fn handles(&self) -> std::sync::MutexGuard<'_, HashMap<Handle, u32>> {
+        self.open_flags
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The flags to pass on for `handle` (see `open_flags`).
+    fn flags_at_open(&self, handle: Handle, requested: u32) -> u32 {
+        self.handles().get(&handle).copied().unwrap_or(requested)
     }
 }
 
@@ -115,11 +137,13 @@ impl FileSystem for SharedDirFs {
     type Handle = Handle;
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
+        self.handles().clear();
         let wanted = self.inner.init(capable)?;
         Ok(wanted | (capable & extra_init_options()))
     }
 
     fn destroy(&self) {
+        self.handles().clear();
         self.inner.destroy()
     }
 
@@ -222,7 +246,11 @@ impl FileSystem for SharedDirFs {
         flags: u32,
         fuse_flags: u32,
     ) -> io::Result<(Option<Handle>, OpenOptions, Option<u32>)> {
-        self.inner.open(ctx, inode, flags, fuse_flags)
+        let opened = self.inner.open(ctx, inode, flags, fuse_flags)?;
+        if let (Some(handle), _, _) = opened {
+            self.handles().insert(handle, flags);
+        }
+        Ok(opened)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -236,6 +264,7 @@ impl FileSystem for SharedDirFs {
         flock_release: bool,
         lock_owner: Option<u64>,
     ) -> io::Result<()> {
+        self.handles().remove(&handle);
         self.inner
             .release(ctx, inode, flags, handle, flush, flock_release, lock_owner)
     }
@@ -247,7 +276,12 @@ impl FileSystem for SharedDirFs {
         name: &CStr,
         args: CreateIn,
     ) -> io::Result<(Entry, Option<Handle>, OpenOptions, Option<u32>)> {
-        self.inner.create(ctx, parent, name, args)
+        let flags = args.flags;
+        let created = self.inner.create(ctx, parent, name, args)?;
+        if let (_, Some(handle), _, _) = created {
+            self.handles().insert(handle, flags);
+        }
+        Ok(created)
     }
 
     fn unlink(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
@@ -266,6 +300,7 @@ impl FileSystem for SharedDirFs {
         lock_owner: Option<u64>,
         flags: u32,
     ) -> io::Result<usize> {
+        let flags = self.flags_at_open(handle, flags);
         self.inner
             .read(ctx, inode, handle, w, size, offset, lock_owner, flags)
     }
@@ -284,6 +319,7 @@ impl FileSystem for SharedDirFs {
         flags: u32,
         fuse_flags: u32,
     ) -> io::Result<usize> {
+        let flags = self.flags_at_open(handle, flags);
         self.inner.write(
             ctx,
             inode,
@@ -450,5 +486,72 @@ impl FileSystem for SharedDirFs {
         whence: u32,
     ) -> io::Result<u64> {
         self.inner.lseek(ctx, inode, handle, offset, whence)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fuse_backend_rs::abi::fuse_abi::{Opcode, OpenIn, OpenOut, ReadIn, ReleaseIn};
+    use vm_memory::ByteValued;
+
+    use crate::virtio::fs::tests::{call, fuse_init, lookup, started};
+    use crate::virtio::test_driver::{guest_memory, DriverQueue};
+
+    fn open(q: &mut DriverQueue, nodeid: u64, flags: i32) -> u64 {
+        let open = OpenIn {
+            flags: flags as u32,
+            fuse_flags: 0,
+        };
+        let (out, body) = call(q, Opcode::Open, nodeid, open.as_slice());
+        assert_eq!(out.error, 0, "OPEN with flags {flags:#x}");
+        OpenOut::from_slice(&body[..std::mem::size_of::<OpenOut>()])
+            .expect("open out")
+            .fh
+    }
+
+    fn read(q: &mut DriverQueue, nodeid: u64, fh: u64, flags: u32) -> (i32, Vec<u8>) {
+        let read = ReadIn {
+            fh,
+            size: 100,
+            flags,
+            ..Default::default()
+        };
+        let (out, data) = call(q, Opcode::Read, nodeid, read.as_slice());
+        (out.error, data)
+    }
+
+    /// Found by the fs_requests fuzz target: a READ whose flags the host descriptor cannot take
+    /// (here an O_PATH one) made PassthroughFs close the handle's descriptor and close the same
+    /// number again at RELEASE, by then another open file's.
+    #[test]
+    fn a_read_with_flags_the_descriptor_refuses_closes_nothing_of_another_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a"), b"aaaa").expect("a");
+        std::fs::write(dir.path().join("b"), b"bbbb").expect("b");
+        let mem = guest_memory();
+        let (_dev, [_, mut q]) = started(dir.path(), &mem);
+        fuse_init(&mut q);
+        let a = lookup(&mut q, 1, "a").1.expect("a").nodeid;
+        let b = lookup(&mut q, 1, "b").1.expect("b").nodeid;
+
+        let path_fh = open(&mut q, a, libc::O_PATH | libc::O_NOFOLLOW);
+        assert_ne!(
+            read(&mut q, a, path_fh, 0).0,
+            0,
+            "an O_PATH descriptor reads nothing"
+        );
+        let fh = open(&mut q, b, libc::O_RDONLY);
+        let release = ReleaseIn {
+            fh: path_fh,
+            ..Default::default()
+        };
+        assert_eq!(
+            call(&mut q, Opcode::Release, a, release.as_slice()).0.error,
+            0
+        );
+        assert_eq!(
+            read(&mut q, b, fh, libc::O_RDONLY as u32),
+            (0, b"bbbb".to_vec())
+        );
     }
 }

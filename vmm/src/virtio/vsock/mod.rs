@@ -7,6 +7,8 @@
 //! - `worker`: the device thread moving packets between the virtqueues and the muxer.
 
 mod connection;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing;
 mod muxer;
 mod proto;
 #[cfg(test)]

@@ -114,7 +114,7 @@ impl VsockWorker {
     }
 
     /// Hands every packet the guest sent to the muxer.
-    fn process_tx(&mut self, muxer: &mut Muxer) {
+    pub(super) fn process_tx(&mut self, muxer: &mut Muxer) {
         let Self { mem, tx, .. } = self;
         let used = serve_available(&mut tx.queue, mem, |mut chain| {
             match VsockPacket::from_tx_virtq_chain(mem, &mut chain, MAX_PKT_DATA) {
@@ -129,7 +129,7 @@ impl VsockWorker {
     }
 
     /// Moves what the muxer has for the guest into receive buffers while both last.
-    fn fill_rx(&mut self, muxer: &mut Muxer) {
+    pub(super) fn fill_rx(&mut self, muxer: &mut Muxer) {
         let queue: &mut Queue = &mut self.rx.queue;
         let mem = &self.mem;
         let mut used = 0;
