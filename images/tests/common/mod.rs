@@ -10,7 +10,7 @@
 pub mod proxy;
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -572,7 +572,9 @@ impl Registry {
             _config_dir: cfg,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&reg.addr).is_err() {
+        // Listening on the port is not enough: another test's registry may have taken it first
+        // (ours then exits); the listening socket must be one of our child's.
+        while !listens_on(reg.child.id(), port) {
             if let Ok(Some(st)) = reg.child.try_wait() {
                 let log = fs::read_to_string(reg._config_dir.path().join("registry.log"))
                     .unwrap_or_default();
@@ -587,6 +589,30 @@ impl Registry {
         }
         Ok(reg)
     }
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port` (/proc/net/tcp's inode
+/// among the process's descriptors).
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    // local_address is 0100007F:PORT in hex; state 0A is LISTEN; field 9 is the inode.
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[1] == local && f[3] == "0A")
+        .map(|f| format!("socket:[{}]", f[9]))
+        .collect();
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    })
 }
 
 impl Drop for Registry {
