@@ -71,7 +71,8 @@ fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> C
     }
 }
 
-/// The cgroup one VM runs in, made with its limits; [`join_in_child`] moves the VMM into it.
+/// The cgroup one VM runs in, made with its limits; [`VmCgroup::join_on_exec`] moves the VMM
+/// into it.
 #[derive(Debug)]
 pub struct VmCgroup {
     path: PathBuf,
@@ -117,9 +118,13 @@ impl VmCgroup {
         &self.path
     }
 
-    /// The `cgroup.procs` path, for [`join_in_child`].
-    pub fn procs(&self) -> &CString {
-        &self.procs
+    /// Makes the process `command` starts join this cgroup before it executes.
+    pub fn join_on_exec(&self, command: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        let procs = self.procs.clone();
+        // SAFETY: the closure runs in the child between fork and exec; join_in_child only
+        // opens, writes and closes (async-signal-safe) with a path allocated before the fork.
+        unsafe { command.pre_exec(move || join_in_child(&procs)) };
     }
 
     fn write(&self, file: &'static str, value: &str) -> Result<(), CgroupError> {
@@ -157,7 +162,7 @@ fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
 
 /// Moves the calling process into the cgroup whose `cgroup.procs` is `procs`. For a forked
 /// child before exec: it only opens, writes and closes (async-signal-safe, no allocation).
-pub fn join_in_child(procs: &CString) -> io::Result<()> {
+fn join_in_child(procs: &CString) -> io::Result<()> {
     // SAFETY: open(2) of a NUL-terminated path that outlives the call.
     let fd = unsafe { libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
     if fd < 0 {

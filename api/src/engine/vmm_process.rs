@@ -172,10 +172,7 @@ pub fn spawn(
         };
     }
     if let Some(cgroup) = cgroup {
-        let procs = cgroup.procs().clone();
-        // SAFETY: the closure runs in the child between fork and exec; join_in_child only
-        // opens, writes and closes (async-signal-safe) with a path allocated before the fork.
-        unsafe { command.pre_exec(move || crate::cgroup::join_in_child(&procs)) };
+        cgroup.join_on_exec(&mut command);
     }
     let child = command.spawn()?;
     let pid = child.id() as i32;

@@ -76,13 +76,14 @@ impl Vmm {
         cgroup: Option<VmCgroup>,
     ) -> anyhow::Result<Vmm> {
         let spawned = Self::spawn_in(binary, spec, spec_file, cgroup.as_ref());
-        match (spawned, cgroup) {
-            (Ok(vmm), cgroup) => Ok(Vmm { cgroup, ..vmm }),
-            (Err(e), Some(cgroup)) => {
-                cgroup.remove();
+        match spawned {
+            Ok(vmm) => Ok(Vmm { cgroup, ..vmm }),
+            Err(e) => {
+                if let Some(cgroup) = cgroup {
+                    cgroup.remove();
+                }
                 Err(e)
             }
-            (Err(e), None) => Err(e),
         }
     }
 
@@ -97,10 +98,7 @@ impl Vmm {
             .with_context(|| format!("writing {}", spec_file.display()))?;
         let mut command = Command::new(binary);
         if let Some(cgroup) = cgroup {
-            let procs = cgroup.procs().clone();
-            // SAFETY: the closure runs in the child between fork and exec; join_in_child only
-            // opens, writes and closes (async-signal-safe) with a path allocated before the fork.
-            unsafe { command.pre_exec(move || crate::cgroup::join_in_child(&procs)) };
+            cgroup.join_on_exec(command.as_std_mut());
         }
         let mut child = command
             .arg("--spec")
