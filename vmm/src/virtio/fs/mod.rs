@@ -24,6 +24,7 @@ pub use shared_dir::Sharing;
 
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzzing;
+mod policy;
 mod shared_dir;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -2,7 +2,8 @@
 //! owns the directory, plus the FUSE INIT options `PassthroughFs` does not ask for itself.
 //!
 //! Without BIG_WRITES/MAX_PAGES the kernel caps every WRITE at one page; without ASYNC_READ and
-//! PARALLEL_DIROPS it serialises readahead and lookups. Everything else is passed through as is.
+//! PARALLEL_DIROPS it serialises readahead and lookups. Everything else is passed through as is,
+//! once `policy` has refused or defused what a guest must not do to the host.
 
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -18,6 +19,8 @@ use fuse_backend_rs::api::filesystem::{
     ZeroCopyWriter,
 };
 use fuse_backend_rs::passthrough::{CachePolicy, Config, PassthroughFs};
+
+use super::policy;
 
 type Inode = <PassthroughFs<()> as FileSystem>::Inode;
 type Handle = <PassthroughFs<()> as FileSystem>::Handle;
@@ -70,9 +73,10 @@ fn host_entries_size(size: u32, reply_bytes_per_entry: u64) -> u32 {
         .min(size)
 }
 
-/// `PassthroughFs` over `root_dir`, negotiating the options above.
+/// `PassthroughFs` over `root_dir`, negotiating the options above, under `policy`'s rules.
 pub(crate) struct SharedDirFs {
     inner: PassthroughFs<()>,
+    sharing: Sharing,
     /// How long the guest may cache entries, negative ones included.
     timeout: Duration,
     /// Each open file's flags as `PassthroughFs` recorded them at OPEN or CREATE. A READ or WRITE
@@ -115,9 +119,29 @@ impl SharedDirFs {
         };
         Ok(SharedDirFs {
             inner: PassthroughFs::new(config)?,
+            sharing,
             timeout,
             open_flags: Mutex::default(),
         })
+    }
+
+    /// On a volume, a file about to be written or truncated loses its setuid bit and its
+    /// setgid-with-group-exec bit first, as the host kernel clears them on a write. Doing it at
+    /// OPEN keeps it out of the guest's hands: it could leave out the kill flags of a WRITE.
+    fn defuse_setid(&self, ctx: &Context, inode: Inode) -> io::Result<()> {
+        if self.sharing != Sharing::Shared {
+            return Ok(());
+        }
+        let (mut attr, _) = self.inner.getattr(ctx, inode, None)?;
+        let setgid_exec = libc::S_ISGID | libc::S_IXGRP;
+        let armed = attr.st_mode & libc::S_ISUID != 0 || attr.st_mode & setgid_exec == setgid_exec;
+        if attr.st_mode & libc::S_IFMT != libc::S_IFREG || !armed {
+            return Ok(());
+        }
+        attr.st_mode &= !(libc::S_ISUID | libc::S_ISGID);
+        self.inner
+            .setattr(ctx, inode, attr, None, SetattrValid::MODE)
+            .map(drop)
     }
 
     fn handles(&self) -> std::sync::MutexGuard<'_, HashMap<Handle, u32>> {
@@ -204,6 +228,7 @@ impl FileSystem for SharedDirFs {
         mode: u32,
         umask: u32,
     ) -> io::Result<Entry> {
+        let mode = policy::inert_mode(mode, true, self.sharing);
         self.inner.mkdir(ctx, parent, name, mode, umask)
     }
 
@@ -246,6 +271,11 @@ impl FileSystem for SharedDirFs {
         flags: u32,
         fuse_flags: u32,
     ) -> io::Result<(Option<Handle>, OpenOptions, Option<u32>)> {
+        let writes = flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32
+            || flags & libc::O_TRUNC as u32 != 0;
+        if writes {
+            self.defuse_setid(ctx, inode)?;
+        }
         let opened = self.inner.open(ctx, inode, flags, fuse_flags)?;
         if let (Some(handle), _, _) = opened {
             self.handles().insert(handle, flags);
@@ -274,8 +304,10 @@ impl FileSystem for SharedDirFs {
         ctx: &Context,
         parent: Inode,
         name: &CStr,
-        args: CreateIn,
+        mut args: CreateIn,
     ) -> io::Result<(Entry, Option<Handle>, OpenOptions, Option<u32>)> {
+        // Always a regular file: open(O_CREAT) ignores the type bits.
+        args.mode = policy::inert_mode(args.mode, false, self.sharing);
         let flags = args.flags;
         let created = self.inner.create(ctx, parent, name, args)?;
         if let (_, Some(handle), _, _) = created {
@@ -347,10 +379,19 @@ impl FileSystem for SharedDirFs {
         &self,
         ctx: &Context,
         inode: Inode,
-        attr: stat64,
+        mut attr: stat64,
         handle: Option<Handle>,
         valid: SetattrValid,
     ) -> io::Result<(stat64, Duration)> {
+        if valid.contains(SetattrValid::SIZE) {
+            self.defuse_setid(ctx, inode)?;
+        }
+        if valid.contains(SetattrValid::MODE) && self.sharing == Sharing::Shared {
+            // Whether it is a directory the host says: the type bits in `attr` are the guest's.
+            let (host, _) = self.inner.getattr(ctx, inode, None)?;
+            let is_dir = host.st_mode & libc::S_IFMT == libc::S_IFDIR;
+            attr.st_mode = policy::inert_mode(attr.st_mode, is_dir, self.sharing);
+        }
         self.inner.setattr(ctx, inode, attr, handle, valid)
     }
 
@@ -376,6 +417,8 @@ impl FileSystem for SharedDirFs {
         rdev: u32,
         umask: u32,
     ) -> io::Result<Entry> {
+        policy::mknod_allowed(mode)?;
+        let mode = policy::inert_mode(mode, false, self.sharing);
         self.inner.mknod(ctx, parent, name, mode, rdev, umask)
     }
 
@@ -443,6 +486,7 @@ impl FileSystem for SharedDirFs {
         value: &[u8],
         flags: u32,
     ) -> io::Result<()> {
+        policy::xattr_allowed(name, self.sharing)?;
         self.inner.setxattr(ctx, inode, name, value, flags)
     }
 
@@ -461,6 +505,7 @@ impl FileSystem for SharedDirFs {
     }
 
     fn removexattr(&self, ctx: &Context, inode: Inode, name: &CStr) -> io::Result<()> {
+        policy::xattr_allowed(name, self.sharing)?;
         self.inner.removexattr(ctx, inode, name)
     }
 

@@ -16,9 +16,18 @@ const REQ_ADDR: u64 = 0x10_0000;
 const REPLY_ADDR: u64 = 0x20_0000;
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A device serving `dir`, activated on a fake driver's queues.
+/// A device serving `dir` as a container's root, activated on a fake driver's queues.
 pub(crate) fn started<'m>(dir: &Path, mem: &'m GuestMem) -> (FsDevice, [DriverQueue<'m>; 2]) {
-    let mut dev = FsDevice::new("rootfs", dir, Sharing::Exclusive).expect("device");
+    started_with(dir, mem, Sharing::Exclusive)
+}
+
+/// A device serving `dir` shared as `sharing`, activated on a fake driver's queues.
+pub(crate) fn started_with<'m>(
+    dir: &Path,
+    mem: &'m GuestMem,
+    sharing: Sharing,
+) -> (FsDevice, [DriverQueue<'m>; 2]) {
+    let mut dev = FsDevice::new("rootfs", dir, sharing).expect("device");
     let hiprio = DriverQueue::new(mem, 0, 64);
     let request = DriverQueue::new(mem, 0x1_0000, 64);
     let features = dev.device_features();
@@ -91,10 +100,20 @@ pub(crate) fn lookup(q: &mut DriverQueue, parent: u64, name: &str) -> (i32, Opti
 
 /// A FUSE CREATE of `name` (write-only) in directory `parent`: the reply as it came.
 pub(crate) fn create(q: &mut DriverQueue, parent: u64, name: &str) -> (OutHeader, Vec<u8>) {
+    create_with_mode(q, parent, name, 0o644)
+}
+
+/// `create` with permission bits `mode` (and no umask).
+pub(crate) fn create_with_mode(
+    q: &mut DriverQueue,
+    parent: u64,
+    name: &str,
+    mode: u32,
+) -> (OutHeader, Vec<u8>) {
     let create = CreateIn {
         flags: (libc::O_WRONLY | libc::O_CREAT) as u32,
-        mode: libc::S_IFREG | 0o644,
-        umask: 0o022,
+        mode: libc::S_IFREG | mode,
+        umask: 0,
         fuse_flags: 0,
     };
     let mut body = create.as_slice().to_vec();
