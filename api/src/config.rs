@@ -9,6 +9,7 @@ use anyhow::Context;
 use skiff_images::{ImageService, StoreConfig};
 
 use crate::engine::network::NetworkConfig;
+use crate::jail::JailIds;
 
 /// State directory when `$SKIFF_ROOT` is unset.
 pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
@@ -42,6 +43,11 @@ pub struct Config {
     /// [`crate::cgroup::DEFAULT_ROOT`] for root on a cgroup v2 host, else none (an unprivileged
     /// user cannot make cgroups unless one was delegated to them: name it then).
     pub cgroup_root: Option<PathBuf>,
+    /// The uids VMMs are jailed as (`$SKIFF_JAIL_IDS`, `FIRST:COUNT`; `off` for no jail).
+    /// Default [`crate::jail::DEFAULT_IDS`] for root, none otherwise (an unprivileged user's
+    /// VMM runs in a user namespace of its own instead). A malformed value is kept as its
+    /// error, which starting a VM reports.
+    pub jail: Result<Option<JailIds>, String>,
 }
 
 impl Config {
@@ -70,6 +76,13 @@ impl Config {
                     Some(PathBuf::from(crate::cgroup::DEFAULT_ROOT))
                 }
                 None => None,
+            },
+            jail: match env("SKIFF_JAIL_IDS") {
+                Some(v) if v.is_empty() || v == "off" || v == "none" => Ok(None),
+                Some(v) => JailIds::parse(&v.to_string_lossy()).map(Some),
+                // SAFETY: geteuid only reads the process's effective user ID.
+                None if unsafe { libc::geteuid() } == 0 => Ok(Some(crate::jail::DEFAULT_IDS)),
+                None => Ok(None),
             },
         }
     }
@@ -159,6 +172,17 @@ mod tests {
         assert_eq!(c.boot_timeout, Duration::from_secs(7));
         assert_eq!(c.cgroup_root, Some(PathBuf::from("/sys/fs/cgroup/vms")));
         assert_eq!(config(&[("SKIFF_CGROUP_ROOT", "off")]).cgroup_root, None);
+        assert_eq!(config(&[("SKIFF_JAIL_IDS", "off")]).jail, Ok(None));
+        let ids = crate::jail::JailIds {
+            first: 70_000,
+            count: 10,
+        };
+        assert_eq!(
+            config(&[("SKIFF_JAIL_IDS", "70000:10")]).jail,
+            Ok(Some(ids))
+        );
+        let bad = config(&[("SKIFF_JAIL_IDS", "70000")]).jail.unwrap_err();
+        assert!(bad.starts_with("SKIFF_JAIL_IDS: want FIRST:COUNT"), "{bad}");
         assert_eq!(c.console, Some(cwd.join("console.log")));
         let c = config(&[("SKIFF_BOOT_TIMEOUT", "soon")]);
         assert_eq!(c.boot_timeout, DEFAULT_BOOT_TIMEOUT);

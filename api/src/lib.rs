@@ -7,4 +7,5 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod jail;
 pub mod run;

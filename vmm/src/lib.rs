@@ -15,6 +15,7 @@ pub mod vm;
 
 pub mod builder;
 pub mod container;
+pub mod jail;
 pub mod kvm_host;
 pub mod loop_disk;
 pub mod rootfs;

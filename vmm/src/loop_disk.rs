@@ -234,6 +234,11 @@ impl DiskMount {
 
 impl Drop for DiskMount {
     fn drop(&mut self) {
+        // A jailed VMM may not unmount; its namespace goes with it (and autoclear frees the
+        // loop device then).
+        if crate::jail::active() {
+            return;
+        }
         if let Ok(path) = CString::new(self.target.as_os_str().as_bytes()) {
             // SAFETY: umount2 only reads the NUL-terminated path.
             if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {

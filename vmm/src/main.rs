@@ -15,7 +15,10 @@ use anyhow::Context;
 use clap::builder::BoolishValueParser;
 use clap::Parser;
 use skiff_vmm::builder::attach_devices;
+use skiff_vmm::builder::Devices;
+use skiff_vmm::container::ContainerSession;
 use skiff_vmm::devices::serial::SerialOutput;
+use skiff_vmm::jail::{Bind, Jail, JailError};
 use skiff_vmm::seccomp::{self, ThreadKind};
 use skiff_vmm::spec::{RootfsSpec, VsockSpec, DEFAULT_CPUS, DEFAULT_GUEST_CID, DEFAULT_MEMORY_MIB};
 use skiff_vmm::{ExitNotifier, Vm, VmExit, VmSpec};
@@ -46,7 +49,41 @@ struct Args {
     )]
     seccomp_self_test: bool,
     #[command(flatten)]
+    jail: JailArgs,
+    #[command(flatten)]
     flags: Flags,
+}
+
+/// Jail the VMM (needs root): once the VM is set up, it runs as `--jail-uid`/`--jail-gid` with
+/// no capabilities (its virtio-fs workers keep the few that writing the guest's files takes), in
+/// new mount, IPC, UTS and network namespaces, with `--jail-dir` as its `/` holding only what the
+/// VM still uses; every descriptor but stdio, the spec's taps and `--jail-keep-fd` is closed.
+#[derive(clap::Args, Debug)]
+struct JailArgs {
+    /// The jail's uid (not 0).
+    #[arg(long, value_name = "UID", requires_all = ["jail_gid", "jail_dir"])]
+    jail_uid: Option<u32>,
+    /// The jail's gid (not 0).
+    #[arg(long, value_name = "GID", requires = "jail_uid")]
+    jail_gid: Option<u32>,
+    /// An empty directory (made if missing) to become the VMM's `/`; nothing of it shows
+    /// outside the VMM.
+    #[arg(long, value_name = "DIR", requires = "jail_uid")]
+    jail_dir: Option<PathBuf>,
+    /// An inherited descriptor the jailed VMM keeps open (repeatable), e.g. a lock on its uid.
+    #[arg(long = "jail-keep-fd", value_name = "FD", requires = "jail_uid")]
+    jail_keep_fds: Vec<i32>,
+}
+
+impl JailArgs {
+    fn jail(&self) -> Option<Jail> {
+        Some(Jail {
+            uid: self.jail_uid?,
+            gid: self.jail_gid?,
+            dir: self.jail_dir.clone()?,
+            keep_fds: self.jail_keep_fds.clone(),
+        })
+    }
 }
 
 /// The VM described flag by flag, for use by hand; turned into the same [`VmSpec`].
@@ -182,12 +219,16 @@ fn main() -> ExitCode {
         }
     };
     // Still one thread: the kernel gives a user namespace only to a single-threaded process.
-    match skiff_vmm::userns::enter_unless_root() {
-        Ok(true) => tracing::debug!("running unprivileged, as root of a user namespace of our own"),
-        Ok(false) => {}
-        Err(e) => {
-            eprintln!("skiff-vmm: {}", error_chain(&e.into()));
-            return ExitCode::FAILURE;
+    if args.jail.jail_uid.is_none() {
+        match skiff_vmm::userns::enter_unless_root() {
+            Ok(true) => {
+                tracing::debug!("running unprivileged, as root of a user namespace of our own")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!("skiff-vmm: {}", error_chain(&e.into()));
+                return ExitCode::FAILURE;
+            }
         }
     }
     if args.no_seccomp {
@@ -217,11 +258,21 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args, stop_signals: libc::sigset_t) -> anyhow::Result<(VmExit, Vec<u8>)> {
+    let jail = args.jail.jail();
     let spec = args.into_spec()?;
+    // Before any thread: namespaces and credentials are per thread.
+    if let Some(jail) = &jail {
+        let taps = jailed_taps(&spec)?;
+        jail.unshare(&taps)?;
+    }
     let mut vm = Vm::new(&spec)?;
     spawn_signal_waiter(stop_signals, vm.exit_notifier())?;
     // Keeps the merged root mounted and the container session served while the VM runs.
     let devices = attach_devices(&mut vm, &spec)?;
+    if let Some(jail) = &jail {
+        let (binds, own) = jail_contents(&spec, &devices);
+        jail.pivot(&binds, &own)?;
+    }
     let tail = vm.console_tail();
     let exit = vm.run()?;
     if let Some(session) = devices.session {
@@ -229,6 +280,58 @@ fn run(args: Args, stop_signals: libc::sigset_t) -> anyhow::Result<(VmExit, Vec<
     }
     let tail = tail.lock().unwrap_or_else(|p| p.into_inner()).contents();
     Ok((exit, tail))
+}
+
+/// The tap descriptors a jailed VMM keeps; a tap by name cannot be opened from its network
+/// namespace.
+fn jailed_taps(spec: &VmSpec) -> Result<Vec<i32>, JailError> {
+    let mut taps = Vec::new();
+    for (index, net) in spec.net.iter().enumerate() {
+        match net.fd {
+            Some(fd) => taps.push(fd),
+            None if net.tap.is_some() => return Err(JailError::NamedTap(index)),
+            None => {}
+        }
+    }
+    Ok(taps)
+}
+
+/// What the running VM still opens by path, bound into the jail: the kernel (loaded at boot),
+/// the served directories (the guest's FUSE INIT opens them), the vsock socket's directory (a
+/// guest's connection goes to `<uds>_<port>`) and the container session's directories (log
+/// rotation, the exit file); and the sockets the session bound as root, which the jail's uid
+/// must be able to connect to.
+fn jail_contents(spec: &VmSpec, devices: &Devices) -> (Vec<Bind>, Vec<PathBuf>) {
+    let mut binds = vec![Bind {
+        path: spec.kernel.clone(),
+        read_only: true,
+    }];
+    let rw = |path: &std::path::Path| Bind {
+        path: path.to_path_buf(),
+        read_only: false,
+    };
+    if let Some(rootfs) = &devices.rootfs {
+        binds.push(rw(rootfs.dir()));
+    }
+    binds.extend(spec.shares.iter().map(|s| Bind {
+        path: s.source.clone(),
+        read_only: s.read_only,
+    }));
+    let mut own = Vec::new();
+    if let Some(vsock) = &spec.vsock {
+        binds.extend(vsock.uds.parent().map(rw));
+        if let Some(container) = &spec.container {
+            for file in [&container.log, &container.exit_file] {
+                binds.extend(file.parent().map(rw));
+            }
+            own.push(ContainerSession::control_socket(&vsock.uds));
+            own.push(container.attach.clone());
+        }
+    }
+    // A directory before what lies in it, else its bind would hide theirs.
+    binds.sort_by(|a, b| a.path.cmp(&b.path));
+    binds.dedup_by(|a, b| a.path == b.path);
+    (binds, own)
 }
 
 /// The error and its causes, leaving out a cause its parent's message already quotes.

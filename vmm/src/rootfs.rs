@@ -153,7 +153,8 @@ impl Rootfs {
 
 impl Drop for Rootfs {
     fn drop(&mut self) {
-        if !self.mounted {
+        // A jailed VMM may not unmount; its namespace goes with it.
+        if !self.mounted || crate::jail::active() {
             return;
         }
         // Detached: an open file (e.g. the file server's) must not keep the unmount from
@@ -246,7 +247,7 @@ pub fn bind_read_only(dir: &Path) -> Result<(), RootfsError> {
 
 /// Moves this thread (and the threads it starts later) into a new mount namespace whose mounts
 /// do not propagate back to the host; once per thread.
-fn enter_private_mount_namespace() -> Result<(), RootfsError> {
+pub(crate) fn enter_private_mount_namespace() -> Result<(), RootfsError> {
     if PRIVATE_NAMESPACE.get() {
         return Ok(());
     }

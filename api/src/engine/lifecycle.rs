@@ -43,7 +43,15 @@ pub(super) async fn start(inner: &Arc<Inner>, id: &str) -> Result<()> {
     }
     inner.config.check_run_files().map_err(internal)?;
     let paths = inner.paths(id);
-    paths.create().map_err(internal)?;
+    // Held until the VMM has started with its own copy of the lock (or failed to).
+    let lease = match inner.config.jail.clone().map_err(internal)? {
+        Some(ids) => Some(
+            ids.lease(&inner.config.root)
+                .map_err(|e| internal(format!("leasing a uid for the VMM's jail: {e}")))?,
+        ),
+        None => None,
+    };
+    paths.create(lease.as_ref()).map_err(internal)?;
     let _ = std::fs::remove_file(paths.exit_file());
     let waiting = inner
         .waiting_attach
@@ -63,7 +71,8 @@ pub(super) async fn start(inner: &Arc<Inner>, id: &str) -> Result<()> {
             .map_err(internal)
             .and_then(|json| std::fs::write(paths.vm_spec(), json).map_err(internal))
             .and_then(|()| {
-                vmm_process::spawn(&inner.config.vmm, &paths, &taps, cgroup.as_ref())
+                let jail = lease.as_ref();
+                vmm_process::spawn(&inner.config.vmm, &paths, &taps, cgroup.as_ref(), jail)
                     .map_err(|e| internal(format!("starting {}: {e}", inner.config.vmm.display())))
             });
         if let (Err(_), Some(cgroup)) = (&spawned, &cgroup) {
@@ -71,9 +80,10 @@ pub(super) async fn start(inner: &Arc<Inner>, id: &str) -> Result<()> {
         }
         spawned
     });
-    // The VMM holds the taps now (or nobody does, and they are gone).
+    // The VMM holds the taps and its uid's lease now (or nobody does, and they are gone).
     drop(taps);
     drop(attachments);
+    drop(lease);
     let process = spawned.inspect_err(|_| inner.networks.detach(id))?;
     let now = std::time::SystemTime::now();
     record.state = RunState {

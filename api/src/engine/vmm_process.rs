@@ -2,7 +2,7 @@
 //! survives the daemon's death), finding it again after a daemon restart, and waiting for its end
 //! whether or not the daemon is its parent (a pidfd either way).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use tokio::io::unix::AsyncFd;
 use super::network::guest_net::TAP_FD;
 use super::record::VmmProcess;
 use crate::cgroup::VmCgroup;
+use crate::jail::{inherit_on_exec, JailLease, LOCK_FD};
 
 /// Unix socket paths longer than this do not fit `sockaddr_un`.
 const MAX_SOCKET_PATH: usize = 107;
@@ -43,11 +44,20 @@ impl ContainerPaths {
     pub fn upper_disk(&self) -> PathBuf {
         self.dir.join("rootfs.img")
     }
+    /// What the VMM's container session writes (the log, the exit report): the one directory
+    /// of the container's a jailed VMM may write in besides its sockets'.
+    pub fn session(&self) -> PathBuf {
+        self.dir.join("session")
+    }
     pub fn log(&self) -> PathBuf {
-        self.dir.join("container-json.log")
+        self.session().join("container-json.log")
     }
     pub fn exit_file(&self) -> PathBuf {
-        self.dir.join("exit.json")
+        self.session().join("exit.json")
+    }
+    /// The jailed VMM's `/` (empty here: the VMM mounts its own tmpfs on it).
+    pub fn jail(&self) -> PathBuf {
+        self.run.join("jail")
     }
     pub fn vm_spec(&self) -> PathBuf {
         self.dir.join("vm.json")
@@ -62,9 +72,11 @@ impl ContainerPaths {
         self.run.join("attach.sock")
     }
 
-    /// Creates both directories (0700) and the upper layer's, for a start. The socket directory
-    /// is made afresh: sockets a killed VMM left behind would make the next one's bind fail.
-    pub fn create(&self) -> std::io::Result<()> {
+    /// Creates both directories (0700) and the upper layer's and the session's, for a start.
+    /// The socket directory is made afresh: sockets a killed VMM left behind would make the
+    /// next one's bind fail. With `jail`, the socket and session directories are given to its
+    /// uid (nothing the daemon trusts is in them: vm.json stays root's).
+    pub fn create(&self, jail: Option<&JailLease>) -> std::io::Result<()> {
         match std::fs::remove_dir_all(&self.run) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -74,6 +86,11 @@ impl ContainerPaths {
         builder.create(&self.dir)?;
         builder.create(&self.run)?;
         builder.create(self.upper())?;
+        builder.create(self.session())?;
+        if let Some(lease) = jail {
+            lease.give(&self.run)?;
+            lease.give(&self.session())?;
+        }
         let longest = format!(
             "{}_{}",
             self.vsock().display(),
@@ -116,12 +133,14 @@ impl ContainerPaths {
 /// Starts `skiff-vmm --spec FILE` in a process group of its own, its stdio away from the
 /// daemon's (a dead daemon's closed pipe must not kill it).
 /// `taps` are inherited as fds [`TAP_FD`], `TAP_FD + 1`, … (the numbers the spec names); the
-/// VMM joins `cgroup` before it executes.
+/// VMM joins `cgroup` before it executes; with `jail`, it jails itself as that lease's uid (see
+/// [`ContainerPaths::create`] for what that uid is given).
 pub fn spawn(
     vmm: &Path,
     paths: &ContainerPaths,
     taps: &[&OwnedFd],
     cgroup: Option<&VmCgroup>,
+    jail: Option<&JailLease>,
 ) -> std::io::Result<VmmProcess> {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -141,36 +160,15 @@ pub fn spawn(
             taps.len()
         )));
     }
-    let mut raw = [-1; MAX_TAPS];
-    for (slot, tap) in raw.iter_mut().zip(taps) {
-        *slot = tap.as_raw_fd();
+    let mut inherited: Vec<(RawFd, RawFd)> = (TAP_FD..)
+        .zip(taps)
+        .map(|(number, tap)| (tap.as_raw_fd(), number))
+        .collect();
+    if let Some(lease) = jail {
+        command.args(lease.vmm_args(&paths.jail()));
+        inherited.push((lease.lock.as_raw_fd(), LOCK_FD));
     }
-    let count = taps.len();
-    if count > 0 {
-        // SAFETY: the closure runs in the child between fork and exec and calls only fcntl and
-        // dup2, which are async-signal-safe, on a fixed array (no allocation); the taps stay
-        // open in the parent until spawn returns.
-        unsafe {
-            command.pre_exec(move || {
-                // First above every target number, so that no tap is overwritten before it is
-                // moved (a tap may sit on another's target), then into place; the high copies
-                // close at exec, dup2's new descriptors stay open.
-                let mut high = [-1; MAX_TAPS];
-                for i in 0..count {
-                    high[i] = libc::fcntl(raw[i], libc::F_DUPFD_CLOEXEC, TAP_FD + 64);
-                    if high[i] < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                for (i, fd) in high.iter().enumerate().take(count) {
-                    if libc::dup2(*fd, TAP_FD + i as i32) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            })
-        };
-    }
+    inherit_on_exec(&mut command, &inherited)?;
     if let Some(cgroup) = cgroup {
         cgroup.join_on_exec(&mut command);
     }
@@ -247,10 +245,10 @@ mod tests {
     fn a_start_clears_what_a_killed_vmm_left_in_the_socket_directory() {
         let root = tempfile::tempdir().unwrap();
         let paths = ContainerPaths::new(root.path(), &"ab".repeat(32));
-        paths.create().unwrap();
+        paths.create(None).unwrap();
         std::fs::write(paths.attach(), b"stale").unwrap();
         std::fs::write(paths.log(), b"kept").unwrap();
-        paths.create().unwrap();
+        paths.create(None).unwrap();
         assert!(!paths.attach().exists());
         assert!(paths.run.is_dir() && paths.upper().is_dir());
         assert_eq!(std::fs::read(paths.log()).unwrap(), b"kept");

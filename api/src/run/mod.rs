@@ -328,6 +328,22 @@ pub async fn run(config: &Config, options: RunOptions, caller: &Caller<'_>) -> a
     };
     let listener = tokio::net::UnixListener::bind(dir.control_socket())
         .with_context(|| format!("listening on {}", dir.control_socket().display()))?;
+    // Held until the VMM has started with its own copy of the lock.
+    let lease = match config.jail.clone().map_err(anyhow::Error::msg)? {
+        Some(ids) => {
+            let lease = ids
+                .lease(&config.root)
+                .context("leasing a uid for the VMM's jail")?;
+            // The jailed VMM reaches its sockets' directory and connects to guest-init's.
+            for path in [dir.path().to_path_buf(), dir.control_socket()] {
+                lease
+                    .give(&path)
+                    .with_context(|| format!("giving {} to the jail", path.display()))?;
+            }
+            Some(lease)
+        }
+        None => None,
+    };
     let cgroup = match &config.cgroup_root {
         Some(root) => {
             let limits = crate::cgroup::VmLimits {
@@ -339,7 +355,10 @@ pub async fn run(config: &Config, options: RunOptions, caller: &Caller<'_>) -> a
         }
         None => None,
     };
-    let mut vm = vmm::Vmm::spawn(&config.vmm, &vm_spec, &dir.vm_spec(), cgroup)?;
+    let jail_dir = dir.jail();
+    let jail = lease.as_ref().map(|lease| (lease, jail_dir.as_path()));
+    let mut vm = vmm::Vmm::spawn(&config.vmm, &vm_spec, &dir.vm_spec(), cgroup, jail)?;
+    drop(lease);
     tracing::debug!(id, dir = %dir.path().display(), "VM started");
 
     // Boot: until guest-init connects and the session is set up.

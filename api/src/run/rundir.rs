@@ -69,6 +69,11 @@ impl RunDir {
         self.path.join("vsock.sock")
     }
 
+    /// The jailed VMM's `/` (empty here: the VMM mounts its own tmpfs on it).
+    pub fn jail(&self) -> PathBuf {
+        self.path.join("jail")
+    }
+
     /// Where guest-init's control connection (guest→host port 1024) arrives.
     pub fn control_socket(&self) -> PathBuf {
         let port = skiff_protocol::CONTROL_PORT;

@@ -4,10 +4,12 @@ use super::rundir::RunDir;
 use super::RunOptions;
 use crate::cgroup::VmCgroup;
 use crate::config::Config;
+use crate::jail::{inherit_on_exec, JailLease, LOCK_FD};
 use anyhow::Context;
 use skiff_vmm::devices::serial::SerialOutput;
 use skiff_vmm::spec::{RootfsSpec, VsockSpec, DEFAULT_GUEST_CID};
 use skiff_vmm::VmSpec;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -74,8 +76,9 @@ impl Vmm {
         spec: &VmSpec,
         spec_file: &Path,
         cgroup: Option<VmCgroup>,
+        jail: Option<(&JailLease, &Path)>,
     ) -> anyhow::Result<Vmm> {
-        let spawned = Self::spawn_in(binary, spec, spec_file, cgroup.as_ref());
+        let spawned = Self::spawn_in(binary, spec, spec_file, cgroup.as_ref(), jail);
         match spawned {
             Ok(vmm) => Ok(Vmm { cgroup, ..vmm }),
             Err(e) => {
@@ -92,6 +95,7 @@ impl Vmm {
         spec: &VmSpec,
         spec_file: &Path,
         cgroup: Option<&VmCgroup>,
+        jail: Option<(&JailLease, &Path)>,
     ) -> anyhow::Result<Vmm> {
         spec.validate().context("invalid VM")?;
         std::fs::write(spec_file, spec.to_json()?)
@@ -99,6 +103,10 @@ impl Vmm {
         let mut command = Command::new(binary);
         if let Some(cgroup) = cgroup {
             cgroup.join_on_exec(command.as_std_mut());
+        }
+        if let Some((lease, dir)) = jail {
+            command.args(lease.vmm_args(dir));
+            inherit_on_exec(command.as_std_mut(), &[(lease.lock.as_raw_fd(), LOCK_FD)])?;
         }
         let mut child = command
             .arg("--spec")
@@ -226,6 +234,7 @@ mod tests {
             images: Default::default(),
             network: Default::default(),
             cgroup_root: None,
+            jail: Ok(None),
         };
         let options = RunOptions {
             root: Root::Dir("/layer".into()),

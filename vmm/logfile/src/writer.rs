@@ -203,12 +203,22 @@ pub(crate) fn rotated_path(path: &Path, k: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Opens (or creates) a log file, never through a symlink and never anything but a regular
+/// file: the directory may be a jailed VMM's, whose next start opens the log as root.
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o640)
-        .open(path)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
 }
 
 /// Where to cut a full buffer so a UTF-8 character is not split between two pieces (Docker

@@ -270,3 +270,22 @@ fn limits_serde() {
         "\"stderr\""
     );
 }
+
+#[test]
+fn a_symlink_or_fifo_in_place_of_the_log_is_neither_followed_nor_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("elsewhere");
+    fs::write(&target, b"kept\n").unwrap();
+    let log = dir.path().join("c.log");
+    std::os::unix::fs::symlink(&target, &log).unwrap();
+    assert!(LogWriter::open(&log, unlimited()).is_err());
+    assert!(crate::reader::read_all(&log).is_err());
+    assert_eq!(fs::read(&target).unwrap(), b"kept\n");
+    let fifo = dir.path().join("f.log");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // Neither blocks on the FIFO (a reader with no writer would wait forever).
+    assert!(LogWriter::open(&fifo, unlimited()).is_err());
+    assert!(crate::reader::read_all(&fifo).is_err());
+}

@@ -31,6 +31,9 @@ use skiff_protocol::{
 use crate::seccomp::{self, ThreadKind};
 use attach::Attached;
 
+/// The largest exit file read: a report's message fits in one protocol frame, which JSON's
+/// escapes may make up to six times as long.
+pub const MAX_EXIT_FILE: u64 = 6 * skiff_protocol::MAX_PAYLOAD as u64 + 4096;
 /// How long a session asked to wait for its first attach client waits before it starts the
 /// process anyway (its output is in the log either way).
 const ATTACH_WAIT: Duration = Duration::from_secs(30);
@@ -93,14 +96,32 @@ impl ContainerExit {
 
     /// Reads an exit file; `Ok(None)` when there is none (the process has not ended, or its VM
     /// ended without a report).
+    /// The file must be a regular file of at most [`MAX_EXIT_FILE`] bytes, not a symlink: its
+    /// directory is a jailed VMM's to write in, and its reader is root.
     pub fn read(path: &Path) -> io::Result<Option<ContainerExit>> {
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path);
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+        if !file.metadata()?.is_file() {
+            return Err(invalid(format!("{} is not a regular file", path.display())));
         }
+        let mut bytes = Vec::new();
+        file.take(MAX_EXIT_FILE + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > MAX_EXIT_FILE {
+            return Err(invalid(format!("{} is too long", path.display())));
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| invalid(e.to_string()))
     }
 
     /// Writes the file through a temporary name and fsyncs it: a reader sees all of it or none.
@@ -147,7 +168,7 @@ impl ContainerSession {
         spec: &ContainerSpec,
         vsock_uds: &Path,
     ) -> Result<ContainerSession, ContainerError> {
-        let control_path = PathBuf::from(format!("{}_{CONTROL_PORT}", vsock_uds.display()));
+        let control_path = Self::control_socket(vsock_uds);
         let listen = |path: &Path| {
             let _ = std::fs::remove_file(path);
             UnixListener::bind(path).map_err(|source| ContainerError::Listen {
@@ -179,6 +200,11 @@ impl ContainerSession {
         })
         .map_err(ContainerError::Thread)?;
         Ok(ContainerSession { thread })
+    }
+
+    /// The socket guest-init's control connection reaches through the vsock device.
+    pub fn control_socket(vsock_uds: &Path) -> PathBuf {
+        PathBuf::from(format!("{}_{CONTROL_PORT}", vsock_uds.display()))
     }
 
     /// Waits (at most `patience`) for the session to end after the VM stopped: its exit file is

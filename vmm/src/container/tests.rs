@@ -241,3 +241,34 @@ fn a_guest_that_breaks_the_protocol_leaves_no_exit_file() {
     session.finish(Duration::from_secs(5));
     assert_eq!(f.exit(), None);
 }
+
+#[test]
+fn an_exit_file_that_is_a_symlink_a_fifo_or_huge_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("elsewhere.json");
+    let report = ContainerExit {
+        outcome: ExitOutcome::Failed(ErrorReport {
+            message: "m".into(),
+            exit_code: 127,
+        }),
+        finished_at: "t".into(),
+    };
+    std::fs::write(&target, serde_json::to_vec(&report).unwrap()).unwrap();
+    assert_eq!(ContainerExit::read(&target).unwrap(), Some(report));
+    let link = dir.path().join("exit.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    assert!(ContainerExit::read(&link).is_err());
+    let fifo = dir.path().join("fifo.json");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    assert!(ContainerExit::read(&fifo).is_err(), "read without blocking");
+    let huge = dir.path().join("huge.json");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(MAX_EXIT_FILE + 1)
+        .unwrap();
+    let err = ContainerExit::read(&huge).unwrap_err().to_string();
+    assert!(err.ends_with("is too long"), "{err}");
+    assert_eq!(ContainerExit::read(&dir.path().join("none")).unwrap(), None);
+}

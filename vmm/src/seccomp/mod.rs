@@ -91,6 +91,8 @@ pub enum SeccompError {
         #[source]
         source: seccompiler::Error,
     },
+    #[error(transparent)]
+    Jail(#[from] crate::jail::JailError),
     #[error("cannot install the SIGSYS handler: {0}")]
     Handler(#[source] io::Error),
 }
@@ -135,8 +137,10 @@ fn filters() -> Option<&'static Filters> {
     FILTERS.get()
 }
 
-/// Installs `kind`'s filter on the calling thread (nothing when filtering is off).
+/// Gives the calling thread its jailed credentials (when the VMM is jailed) and installs
+/// `kind`'s filter (nothing when filtering is off).
 pub fn apply(kind: ThreadKind) -> Result<(), SeccompError> {
+    crate::jail::restrict_thread(kind)?;
     let Some(filters) = filters() else {
         return Ok(());
     };

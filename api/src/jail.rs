@@ -1,0 +1,213 @@
+//! The uids (and equal gids) jailed VMMs run as: one per running VMM, from a configured range,
+//! leased through a lock file per uid under the state root. The lock's descriptor goes to the
+//! VMM, which keeps it for its life (`--jail-keep-fd`), so a uid is free again exactly when its
+//! VMM has ended, whoever started it (skiffd, before or after a restart, or `skiff run`).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+/// The default range: far above any user's uid and the usual subordinate ranges.
+pub const DEFAULT_IDS: JailIds = JailIds {
+    first: 1_000_000_000,
+    count: 65_536,
+};
+
+/// The range of ids for jailed VMMs (`$SKIFF_JAIL_IDS`, `FIRST:COUNT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JailIds {
+    pub first: u32,
+    pub count: u32,
+}
+
+impl JailIds {
+    /// Parses `FIRST:COUNT`; 0 is never in a range.
+    pub fn parse(text: &str) -> Result<JailIds, String> {
+        let bad =
+            || format!("SKIFF_JAIL_IDS: want FIRST:COUNT (e.g. 1000000000:65536), got {text:?}");
+        let (first, count) = text.split_once(':').ok_or_else(bad)?;
+        let first: u32 = first.trim().parse().map_err(|_| bad())?;
+        let count: u32 = count.trim().parse().map_err(|_| bad())?;
+        if first == 0
+            || count == 0
+            || first
+                .checked_add(count - 1)
+                .is_none_or(|last| last == u32::MAX)
+        {
+            return Err(bad());
+        }
+        Ok(JailIds { first, count })
+    }
+
+    /// Leases the lowest free uid of the range; `root` is the state root.
+    pub fn lease(&self, root: &Path) -> io::Result<JailLease> {
+        let dir = root.join("jail");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&dir)?;
+        for uid in self.first..self.first + self.count {
+            let lock = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                .open(dir.join(uid.to_string()))?;
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(JailLease { uid, lock });
+            }
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(err);
+            }
+        }
+        Err(io::Error::other(format!(
+            "every jail uid of {}..{} is in use (SKIFF_JAIL_IDS names the range)",
+            self.first,
+            u64::from(self.first) + u64::from(self.count)
+        )))
+    }
+}
+
+/// The lock's descriptor number in the VMM (above every tap's).
+pub const LOCK_FD: i32 = 32;
+
+/// A leased uid: its lock, held while this lives and by the VMM that inherits it.
+#[derive(Debug)]
+pub struct JailLease {
+    pub uid: u32,
+    pub lock: File,
+}
+
+impl JailLease {
+    /// skiff-vmm's flags for this jail, with `dir` as its root (an empty directory: the VMM
+    /// mounts its own tmpfs there); the lock must be inherited as [`LOCK_FD`].
+    pub fn vmm_args(&self, dir: &Path) -> Vec<std::ffi::OsString> {
+        let uid = self.uid.to_string();
+        ["--jail-uid", &uid, "--jail-gid", &uid, "--jail-dir"]
+            .iter()
+            .map(Into::into)
+            .chain([dir.as_os_str().to_owned()])
+            .chain(["--jail-keep-fd".into(), LOCK_FD.to_string().into()])
+            .collect()
+    }
+
+    /// Gives `path` (a directory the jailed VMM writes in) to the leased uid.
+    pub fn give(&self, path: &Path) -> io::Result<()> {
+        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.uid))
+    }
+}
+
+/// The most descriptors [`inherit_on_exec`] places.
+const MAX_INHERITED: usize = 16;
+
+/// Makes the child of `command` inherit each `(descriptor, number)` pair's descriptor at that
+/// number (whatever numbers the descriptors have here, even each other's targets).
+pub fn inherit_on_exec(
+    command: &mut std::process::Command,
+    pairs: &[(std::os::fd::RawFd, std::os::fd::RawFd)],
+) -> io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    if pairs.len() > MAX_INHERITED {
+        return Err(io::Error::other(format!(
+            "{} descriptors to pass, at most {MAX_INHERITED}",
+            pairs.len()
+        )));
+    }
+    let mut fixed = [(-1, -1); MAX_INHERITED];
+    fixed[..pairs.len()].copy_from_slice(pairs);
+    let count = pairs.len();
+    let above = pairs.iter().map(|&(_, to)| to).max().unwrap_or(0) + 1;
+    // SAFETY: the closure runs in the child between fork and exec and calls only fcntl and
+    // dup2, which are async-signal-safe, on a fixed array (no allocation); the descriptors stay
+    // open in the parent until the spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            // First above every target number, so that none is overwritten before it is moved
+            // (one may sit on another's target), then into place; the high copies close at
+            // exec, dup2's new descriptors stay open.
+            let mut high = [-1; MAX_INHERITED];
+            for i in 0..count {
+                high[i] = libc::fcntl(fixed[i].0, libc::F_DUPFD_CLOEXEC, above);
+                if high[i] < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for i in 0..count {
+                if libc::dup2(high[i], fixed[i].1) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        })
+    };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_and_refuse_nonsense() {
+        assert_eq!(
+            JailIds::parse("1000000000:65536"),
+            Ok(JailIds {
+                first: 1_000_000_000,
+                count: 65_536
+            })
+        );
+        for bad in ["", "5", "0:10", "10:0", "x:1", "4294967290:100", "-1:5"] {
+            assert!(JailIds::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_leased_uid_is_taken_until_its_lock_is_closed() {
+        let root = tempfile::tempdir().unwrap();
+        let ids = JailIds {
+            first: 500_000,
+            count: 2,
+        };
+        let a = ids.lease(root.path()).unwrap();
+        let b = ids.lease(root.path()).unwrap();
+        assert_eq!((a.uid, b.uid), (500_000, 500_001));
+        let err = ids.lease(root.path()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("every jail uid of 500000..500002 is in use"),
+            "{err}"
+        );
+        // A descriptor inherited by another process keeps the lease: a dup stands in for it.
+        let inherited = a.lock.try_clone().unwrap();
+        drop(a);
+        assert!(ids.lease(root.path()).is_err());
+        drop(inherited);
+        assert_eq!(ids.lease(root.path()).unwrap().uid, 500_000);
+    }
+
+    #[test]
+    fn descriptors_land_on_their_numbers_even_when_they_swap() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str, text: &str| {
+            std::fs::write(dir.path().join(name), text).unwrap();
+            File::open(dir.path().join(name)).unwrap()
+        };
+        let (a, b) = (open("a", "from-a"), open("b", "from-b"));
+        let (fa, fb) = (a.as_raw_fd(), b.as_raw_fd());
+        let mut command = std::process::Command::new("sh");
+        let script = format!("cat <&{fa}; echo; cat <&{fb}; echo; readlink /proc/self/fd/40");
+        command.arg("-c").arg(script);
+        // a goes where b was and b where a was; a again at 40.
+        inherit_on_exec(&mut command, &[(fa, fb), (fb, fa), (fa, 40)]).unwrap();
+        let out = command.output().unwrap();
+        let a_path = dir.path().join("a");
+        let expected = format!("from-b\nfrom-a\n{}\n", a_path.display());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    }
+}

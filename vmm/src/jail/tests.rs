@@ -1,0 +1,201 @@
+//! The jail's parts, each in a child process where it changes the process.
+use super::*;
+use std::os::fd::AsRawFd;
+
+#[test]
+fn every_descriptor_but_those_kept_is_closed() {
+    // Opened before the fork; the child (of a threaded harness) must not allocate.
+    let files: Vec<std::fs::File> = (0..6)
+        .map(|_| std::fs::File::open("/dev/null").unwrap())
+        .collect();
+    let fds: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
+    let mut keep = [fds[4], fds[1], -1, 1];
+    // SAFETY: the child only closes and queries descriptors, then _exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let ok = close_descriptors_but(&mut keep).is_ok()
+            && fds.iter().enumerate().all(|(i, &fd)| {
+                // SAFETY: F_GETFD only queries.
+                let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+                open == (i == 1 || i == 4)
+            })
+            // SAFETY: F_GETFD only queries.
+            && unsafe { libc::fcntl(2, libc::F_GETFD) } >= 0;
+        // SAFETY: _exit ends the forked child at once.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    drop(files);
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{status}"
+    );
+}
+
+#[test]
+fn root_ids_are_refused() {
+    let jail = Jail {
+        uid: 0,
+        gid: 5,
+        dir: "/nonexistent".into(),
+        keep_fds: vec![],
+    };
+    // SAFETY: a getter without arguments.
+    let err = jail.unshare(&[]).unwrap_err().to_string();
+    if unsafe { libc::geteuid() } == 0 {
+        assert_eq!(err, "the jail's uid and gid must not be 0");
+    } else {
+        assert!(err.starts_with("the jail needs root"), "{err}");
+    }
+}
+
+/// Runs `body` in a forked child and returns its exit status: for what jails the whole process.
+/// The child may start threads (glibc's fork leaves the allocator usable); a panic is exit 101.
+fn in_a_child(body: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the child runs `body` and _exits without returning into the test harness.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(101);
+        // SAFETY: _exit ends the forked child at once.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    }
+}
+
+#[test]
+fn a_jailed_file_server_serves_every_file_of_its_share_whatever_its_mode() {
+    use crate::virtio::fs::tests::{call, fuse_init, lookup, started_with};
+    use crate::virtio::fs::Sharing;
+    use crate::virtio::test_driver::guest_memory;
+    use fuse_backend_rs::abi::fuse_abi::{GetxattrIn, Opcode, OpenIn, OpenOut, ReadIn};
+    use std::os::unix::fs::PermissionsExt;
+    use vm_memory::ByteValued;
+
+    // SAFETY: a getter without arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to change ids");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let jail_dir = tempfile::tempdir().unwrap();
+    let upper = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("bin")).unwrap();
+    std::fs::write(dir.path().join("bin/busybox"), b"the program").unwrap();
+    std::os::unix::fs::symlink("busybox", dir.path().join("bin/echo")).unwrap();
+    std::fs::write(dir.path().join("shadow"), b"secret").unwrap();
+    std::fs::set_permissions(
+        dir.path().join("shadow"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let code = in_a_child(|| {
+        // As skiff-vmm does it: a private mount namespace, the device (with root's rights), then
+        // the jail with the share bound in (the old root and its /proc detached).
+        if let Err(e) = crate::rootfs::enter_private_mount_namespace() {
+            eprintln!("{e}");
+            return 3;
+        }
+        set_credentials(4_000_321, 4_000_321);
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        let rootfs = match crate::rootfs::Rootfs::prepare(
+            &[dir.path().to_path_buf()],
+            Some(upper.path()),
+            None,
+        ) {
+            Ok(rootfs) => rootfs,
+            Err(e) => {
+                eprintln!("{e}");
+                return 5;
+            }
+        };
+        let mem = guest_memory();
+        let (_dev, [_, mut q]) = started_with(rootfs.dir(), &mem, Sharing::Exclusive);
+        let jail = Jail {
+            uid: 4_000_321,
+            gid: 4_000_321,
+            dir: jail_dir.path().to_path_buf(),
+            keep_fds: vec![],
+        };
+        let share = Bind {
+            path: rootfs.dir().to_path_buf(),
+            read_only: false,
+        };
+        if let Err(e) = jail.pivot(&[share], &[]) {
+            eprintln!("{e}");
+            return 4;
+        }
+        fuse_init(&mut q);
+        let read_all = |q: &mut _, parent: u64, name: &str| -> Result<Vec<u8>, String> {
+            let (error, entry) = lookup(q, parent, name);
+            let node = entry.ok_or(format!("LOOKUP {name}: {error}"))?.nodeid;
+            let open = OpenIn {
+                flags: libc::O_RDONLY as u32,
+                fuse_flags: 0,
+            };
+            let (out, body) = call(q, Opcode::Open, node, open.as_slice());
+            if out.error != 0 {
+                return Err(format!("OPEN {name}: {}", out.error));
+            }
+            let fh = OpenOut::from_slice(&body[..std::mem::size_of::<OpenOut>()])
+                .ok_or("open reply")?
+                .fh;
+            let read = ReadIn {
+                fh,
+                size: 64,
+                ..Default::default()
+            };
+            let (out, body) = call(q, Opcode::Read, node, read.as_slice());
+            if out.error != 0 {
+                return Err(format!("READ {name}: {}", out.error));
+            }
+            Ok(body)
+        };
+        let bin = match lookup(&mut q, 1, "bin") {
+            (0, Some(entry)) => entry.nodeid,
+            (error, _) => {
+                eprintln!("LOOKUP bin: {error}");
+                return 1;
+            }
+        };
+        let echo = lookup(&mut q, bin, "echo");
+        // An exec asks for security.capability: "none" (ENODATA), named through /proc/self/fd.
+        let busybox = lookup(&mut q, bin, "busybox").1.map_or(0, |e| e.nodeid);
+        let getxattr = GetxattrIn {
+            size: 64,
+            padding: 0,
+        };
+        let mut body = getxattr.as_slice().to_vec();
+        body.extend_from_slice(b"security.capability\0");
+        let (out, _) = call(&mut q, Opcode::Getxattr, busybox, &body);
+        if out.error != -libc::ENODATA {
+            eprintln!("GETXATTR: {}", out.error);
+            return 6;
+        }
+        let results = [
+            read_all(&mut q, bin, "busybox"),
+            read_all(&mut q, 1, "shadow"),
+        ];
+        match (echo, results) {
+            ((0, Some(_)), [Ok(program), Ok(secret)])
+                if program == b"the program" && secret == b"secret" =>
+            {
+                0
+            }
+            (echo, results) => {
+                eprintln!("echo {:?}, reads {results:?}", echo.0);
+                2
+            }
+        }
+    });
+    assert_eq!(code, 0);
+}
