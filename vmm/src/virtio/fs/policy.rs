@@ -12,6 +12,20 @@ fn refused() -> io::Result<()> {
     Err(io::Error::from_raw_os_error(libc::EPERM))
 }
 
+/// Every name the guest gives for an entry (LOOKUP, CREATE, MKDIR, MKNOD, SYMLINK, LINK, RENAME,
+/// UNLINK, RMDIR) must be one component of its directory: not empty, not `.` or `..`, no `/`,
+/// since `PassthroughFs` hands names to `openat` relative to the parent's descriptor. It checks
+/// them itself only while `do_import` is set (else it counts on its VFS layer), and lets `.` and
+/// `..` through LOOKUP for NFS export, which skiff never offers the guest. Checked here whatever
+/// the library's settings. EINVAL, as fuse-backend-rs answers.
+pub(crate) fn one_component(name: &CStr) -> io::Result<()> {
+    let name = name.to_bytes();
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(())
+}
+
 /// MKNOD may make regular files, FIFOs and sockets; anything else is refused. A device node the
 /// guest left in a host directory (a volume, or the root's upper, which `skiff commit` turns into
 /// an image) would open a host device to whoever reaches it; the guest's own devices live in its
@@ -64,6 +78,17 @@ mod tests {
     use super::*;
 
     const EPERM: Option<i32> = Some(libc::EPERM);
+
+    #[test]
+    fn a_name_is_one_component_of_its_directory() {
+        for ok in [c"a", c"...", c"a..b", c".hidden", c"with space"] {
+            assert!(one_component(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [c"", c".", c"..", c"../x", c"a/b", c"/", c"x/.."] {
+            let err = one_component(bad).expect_err("refused");
+            assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{bad:?}");
+        }
+    }
 
     #[test]
     fn mknod_makes_files_fifos_and_sockets_but_no_devices() {
@@ -255,6 +280,46 @@ mod tests {
             } else {
                 -std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
             }
+        }
+
+        #[test]
+        fn names_that_would_leave_the_share_are_refused() {
+            let top = tempfile::tempdir().expect("tempdir");
+            let share = top.path().join("share");
+            std::fs::create_dir_all(share.join("d/e")).expect("share");
+            std::fs::write(top.path().join("outside"), b"host").expect("outside");
+            std::fs::write(share.join("d/e/inside"), b"guest").expect("inside");
+            let mem = guest_memory();
+            let (_dev, [_, mut q]) = started_with(&share, &mem, Shared);
+            fuse_init(&mut q);
+            let d = nodeid(&mut q, 1, "d");
+            let e = nodeid(&mut q, d, "e");
+            let (out, _) = create_with_mode(&mut q, e, "../../../escaped", 0o644);
+            assert_eq!(out.error, -libc::EINVAL, "CREATE");
+            let mkdir = MkdirIn {
+                mode: 0o755,
+                umask: 0,
+            };
+            let (error, _) = make(
+                &mut q,
+                Opcode::Mkdir,
+                e,
+                &with_name(mkdir.as_slice(), "../../../made"),
+            );
+            assert_eq!(error, -libc::EINVAL, "MKDIR");
+            assert!(!top.path().join("escaped").exists() && !top.path().join("made").exists());
+            for name in [
+                "../../../outside",
+                "..",
+                ".",
+                "../..",
+                "x/../../../../outside",
+                "",
+            ] {
+                assert_eq!(lookup(&mut q, e, name).0, -libc::EINVAL, "LOOKUP {name:?}");
+            }
+            // One component still works.
+            assert!(nodeid(&mut q, e, "inside") > 1);
         }
 
         #[test]

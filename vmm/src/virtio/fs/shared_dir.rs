@@ -179,6 +179,7 @@ impl FileSystem for SharedDirFs {
     /// drops it itself when it creates the name (on a shared volume it lapses within a second).
     /// Saves a round trip for each repeated miss (PATH and library searches are full of them).
     fn lookup(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<Entry> {
+        policy::one_component(name)?;
         match self.inner.lookup(ctx, parent, name) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Entry {
                 inode: 0,
@@ -228,11 +229,13 @@ impl FileSystem for SharedDirFs {
         mode: u32,
         umask: u32,
     ) -> io::Result<Entry> {
+        policy::one_component(name)?;
         let mode = policy::inert_mode(mode, true, self.sharing);
         self.inner.mkdir(ctx, parent, name, mode, umask)
     }
 
     fn rmdir(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
+        policy::one_component(name)?;
         self.inner.rmdir(ctx, parent, name)
     }
 
@@ -307,6 +310,7 @@ impl FileSystem for SharedDirFs {
         mut args: CreateIn,
     ) -> io::Result<(Entry, Option<Handle>, OpenOptions, Option<u32>)> {
         // Always a regular file: open(O_CREAT) ignores the type bits.
+        policy::one_component(name)?;
         args.mode = policy::inert_mode(args.mode, false, self.sharing);
         let flags = args.flags;
         let created = self.inner.create(ctx, parent, name, args)?;
@@ -317,6 +321,7 @@ impl FileSystem for SharedDirFs {
     }
 
     fn unlink(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
+        policy::one_component(name)?;
         self.inner.unlink(ctx, parent, name)
     }
 
@@ -404,6 +409,8 @@ impl FileSystem for SharedDirFs {
         newname: &CStr,
         flags: u32,
     ) -> io::Result<()> {
+        policy::one_component(oldname)?;
+        policy::one_component(newname)?;
         self.inner
             .rename(ctx, olddir, oldname, newdir, newname, flags)
     }
@@ -417,6 +424,7 @@ impl FileSystem for SharedDirFs {
         rdev: u32,
         umask: u32,
     ) -> io::Result<Entry> {
+        policy::one_component(name)?;
         policy::mknod_allowed(mode)?;
         let mode = policy::inert_mode(mode, false, self.sharing);
         self.inner.mknod(ctx, parent, name, mode, rdev, umask)
@@ -429,6 +437,7 @@ impl FileSystem for SharedDirFs {
         newparent: Inode,
         newname: &CStr,
     ) -> io::Result<Entry> {
+        policy::one_component(newname)?;
         self.inner.link(ctx, inode, newparent, newname)
     }
 
@@ -439,6 +448,7 @@ impl FileSystem for SharedDirFs {
         parent: Inode,
         name: &CStr,
     ) -> io::Result<Entry> {
+        policy::one_component(name)?;
         self.inner.symlink(ctx, linkname, parent, name)
     }
 
