@@ -5,6 +5,7 @@
 use virtio_queue::Queue;
 
 pub use super::fs::fuzzing::FsHarness;
+pub use super::net::fuzzing::NetHarness;
 use super::queue_service::serve_available;
 pub use super::vsock::fuzzing::VsockHarness;
 use super::GuestMem;

@@ -12,6 +12,8 @@
 //! stream carries bare frames: no offloads are offered on it.
 
 mod backend;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing;
 mod stream;
 mod tap;
 #[cfg(test)]

@@ -152,7 +152,7 @@ impl NetWorker {
     }
 
     /// Sends every frame the guest queued to the backend, as long as it takes them.
-    fn process_tx(&mut self, events: &EventLoop) {
+    pub(super) fn process_tx(&mut self, events: &EventLoop) {
         let Self {
             mem,
             tx,
@@ -185,7 +185,7 @@ impl NetWorker {
     }
 
     /// Moves frames from the backend into receive buffers while both last.
-    fn process_rx(&mut self, events: &EventLoop) {
+    pub(super) fn process_rx(&mut self, events: &EventLoop) {
         let used_before = self.rx.queue.next_used();
         let mut reads = 0;
         let mut rechecks = 0;
