@@ -201,10 +201,11 @@ mod tests {
         let (a, b) = (open("a", "from-a"), open("b", "from-b"));
         let (fa, fb) = (a.as_raw_fd(), b.as_raw_fd());
         let mut command = std::process::Command::new("sh");
-        let script = format!("cat <&{fa}; echo; cat <&{fb}; echo; readlink /proc/self/fd/40");
+        // a goes where b was and b where a was; a again on a number above both.
+        let third = fa.max(fb) + 7;
+        let script = format!("cat <&{fa}; echo; cat <&{fb}; echo; readlink /proc/self/fd/{third}");
         command.arg("-c").arg(script);
-        // a goes where b was and b where a was; a again at 40.
-        inherit_on_exec(&mut command, &[(fa, fb), (fb, fa), (fa, 40)]).unwrap();
+        inherit_on_exec(&mut command, &[(fa, fb), (fb, fa), (fa, third)]).unwrap();
         let out = command.output().unwrap();
         let a_path = dir.path().join("a");
         let expected = format!("from-b\nfrom-a\n{}\n", a_path.display());

@@ -33,10 +33,40 @@ fn fake_vmm() {
         return;
     };
     let args: Vec<&str> = args.split('\u{1}').collect();
-    let ["--spec", file] = args[..] else {
-        panic!("fake skiff-vmm: expected --spec FILE, got {args:?}");
-    };
+    let (mut file, mut jail_uid, mut lock_fd) = (None, None, None);
+    let mut flags = args.iter();
+    while let Some(flag) = flags.next() {
+        let value = flags.next().copied();
+        match *flag {
+            "--spec" => file = value,
+            "--jail-uid" => jail_uid = value.map(|v| v.parse::<u32>().unwrap()),
+            "--jail-keep-fd" => lock_fd = value.map(|v| v.parse::<i32>().unwrap()),
+            "--jail-gid" | "--jail-dir" => {}
+            _ => panic!("fake skiff-vmm: unexpected arguments {args:?}"),
+        }
+    }
+    let file = file.expect("--spec FILE");
     let spec = VmSpec::from_json(&std::fs::read(file).unwrap()).unwrap();
+    // Run as root, skiff jails its VMM (the fake does not jail itself): the VMM inherits its
+    // uid's lock and the run directory is that uid's.
+    if let Some(uid) = jail_uid {
+        let fd = lock_fd.expect("--jail-keep-fd with --jail-uid");
+        // SAFETY: F_GETFD only queries the descriptor table.
+        assert!(
+            unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0,
+            "lock fd {fd}"
+        );
+        let run_dir = spec
+            .vsock
+            .as_ref()
+            .expect("vsock")
+            .uds
+            .parent()
+            .unwrap()
+            .to_owned();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(run_dir).unwrap().uid(), uid);
+    }
     spec.validate().unwrap();
     assert!(spec.init.is_some());
     let rootfs = spec.rootfs.expect("a root file system");
