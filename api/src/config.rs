@@ -93,6 +93,18 @@ impl Config {
             .context("cannot open the image store (set SKIFF_ROOT to use another root)")
     }
 
+    /// A uid for one VMM's jail, leased from [`Config::jail`]'s range under the state root;
+    /// none when the jail is off. Held until the VMM has inherited the lock.
+    pub fn jail_lease(&self) -> anyhow::Result<Option<crate::jail::JailLease>> {
+        let Some(ids) = self.jail.clone().map_err(anyhow::Error::msg)? else {
+            return Ok(None);
+        };
+        let lease = ids
+            .lease(&self.root)
+            .context("leasing a uid for the VMM's jail")?;
+        Ok(Some(lease))
+    }
+
     /// Fails with a hint when a file every run needs is missing.
     pub fn check_run_files(&self) -> anyhow::Result<()> {
         let needed = [

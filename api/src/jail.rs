@@ -194,21 +194,24 @@ mod tests {
     fn descriptors_land_on_their_numbers_even_when_they_swap() {
         use std::os::fd::AsRawFd;
         let dir = tempfile::tempdir().unwrap();
-        let open = |name: &str, text: &str| {
-            std::fs::write(dir.path().join(name), text).unwrap();
+        let open = |name: &str| {
+            std::fs::write(dir.path().join(name), name).unwrap();
             File::open(dir.path().join(name)).unwrap()
         };
-        let (a, b) = (open("a", "from-a"), open("b", "from-b"));
+        let (a, b) = (open("a"), open("b"));
         let (fa, fb) = (a.as_raw_fd(), b.as_raw_fd());
-        let mut command = std::process::Command::new("sh");
-        // a goes where b was and b where a was; a again on a number above both.
+        // a goes where b was and b where a was; a again on a number above both. Each number is
+        // read back through /proc (a shell's `<&N` takes only one digit in dash).
         let third = fa.max(fb) + 7;
-        let script = format!("cat <&{fa}; echo; cat <&{fb}; echo; readlink /proc/self/fd/{third}");
+        let script = [fb, fa, third]
+            .map(|n| format!("readlink /proc/self/fd/{n}"))
+            .join("; ");
+        let mut command = std::process::Command::new("sh");
         command.arg("-c").arg(script);
         inherit_on_exec(&mut command, &[(fa, fb), (fb, fa), (fa, third)]).unwrap();
         let out = command.output().unwrap();
-        let a_path = dir.path().join("a");
-        let expected = format!("from-b\nfrom-a\n{}\n", a_path.display());
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let expected = format!("{}\n{}\n{}\n", path("a"), path("b"), path("a"));
         assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
     }
 }

@@ -44,13 +44,10 @@ pub(super) async fn start(inner: &Arc<Inner>, id: &str) -> Result<()> {
     inner.config.check_run_files().map_err(internal)?;
     let paths = inner.paths(id);
     // Held until the VMM has started with its own copy of the lock (or failed to).
-    let lease = match inner.config.jail.clone().map_err(internal)? {
-        Some(ids) => Some(
-            ids.lease(&inner.config.root)
-                .map_err(|e| internal(format!("leasing a uid for the VMM's jail: {e}")))?,
-        ),
-        None => None,
-    };
+    let lease = inner
+        .config
+        .jail_lease()
+        .map_err(|e| internal(format!("{e:#}")))?;
     paths.create(lease.as_ref()).map_err(internal)?;
     let _ = std::fs::remove_file(paths.exit_file());
     let waiting = inner

@@ -329,21 +329,15 @@ pub async fn run(config: &Config, options: RunOptions, caller: &Caller<'_>) -> a
     let listener = tokio::net::UnixListener::bind(dir.control_socket())
         .with_context(|| format!("listening on {}", dir.control_socket().display()))?;
     // Held until the VMM has started with its own copy of the lock.
-    let lease = match config.jail.clone().map_err(anyhow::Error::msg)? {
-        Some(ids) => {
-            let lease = ids
-                .lease(&config.root)
-                .context("leasing a uid for the VMM's jail")?;
-            // The jailed VMM reaches its sockets' directory and connects to guest-init's.
-            for path in [dir.path().to_path_buf(), dir.control_socket()] {
-                lease
-                    .give(&path)
-                    .with_context(|| format!("giving {} to the jail", path.display()))?;
-            }
-            Some(lease)
+    let lease = config.jail_lease()?;
+    if let Some(lease) = &lease {
+        // The jailed VMM reaches its sockets' directory and connects to guest-init's.
+        for path in [dir.path().to_path_buf(), dir.control_socket()] {
+            lease
+                .give(&path)
+                .with_context(|| format!("giving {} to the jail", path.display()))?;
         }
-        None => None,
-    };
+    }
     let cgroup = match &config.cgroup_root {
         Some(root) => {
             let limits = crate::cgroup::VmLimits {
