@@ -43,7 +43,8 @@
 //! test host now holds one idle VM open, so that never happens during a run), and now and then
 //! it runs a guest on the test host's own state. The test host recognises the latter by positive
 //! signs and reports `EMULATOR-FAULT: …`; [`TestHost::run`] retries such a run once, announced
-//! on stderr. Nothing else is retried: a hang or crash without a sign fails the test.
+//! on stderr ([`TestHost::run_beside`] together with its host-side clients). Nothing else is
+//! retried: a hang or crash without a sign fails the test.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -52,8 +53,9 @@ use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Exit code of a run that hit its timeout (the machine was killed).
 pub const TIMED_OUT: i32 = 124;
@@ -231,6 +233,67 @@ impl TestHost {
     /// Boots the test host, runs `cmd` (program and arguments) as root and returns its output.
     /// Panics only if the script cannot be started at all.
     pub fn run<S: AsRef<OsStr>>(&self, cmd: &[S]) -> TestHostOutput {
+        self.run_beside(cmd, |_| ()).0
+    }
+
+    /// Like [`TestHost::run`], while `beside` runs on this host at the same time (the clients of
+    /// a [`TestHost::forward`]ed port) and returns what it saw. An emulator fault voids both
+    /// sides, so the retry runs both again: retrying the machine alone would leave its script
+    /// waiting for clients that have already finished.
+    pub fn run_beside<S, T, F>(&self, cmd: &[S], beside: F) -> (TestHostOutput, T)
+    where
+        S: AsRef<OsStr>,
+        F: Fn(&Machine) -> T,
+    {
+        let mut command = self.command(cmd);
+        let shown = cmd.iter().map(|s| s.as_ref()).collect::<Vec<_>>();
+        let mut attempt = || {
+            let machine = Machine::default();
+            thread::scope(|scope| {
+                let run = scope.spawn(|| {
+                    let output = run_script(&mut command);
+                    machine.ended.store(true, Ordering::SeqCst);
+                    output
+                });
+                let seen = beside(&machine);
+                match run.join() {
+                    Ok(output) => (output, seen),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            })
+        };
+        let (mut output, mut seen) = attempt();
+        // Captured by the test harness: shown when the test fails.
+        println!("[testhost] {shown:?}\n{output}");
+        if let Some(fault) = output.emulator_fault() {
+            // See `emulator_fault`: the emulator's, not skiff's; whatever the run showed is void.
+            // One more try keeps the suite about behaviour; a second fault is returned as it is.
+            announce(&format!(
+                "{shown:?} hit an emulator fault (exit {}: {fault}); trying once more",
+                output.code
+            ));
+            (output, seen) = attempt();
+            println!("[testhost] retry {shown:?}\n{output}");
+        }
+        (output, seen)
+    }
+
+    /// Runs `script` with the test host's `sh -c`.
+    pub fn sh(&self, script: &str) -> TestHostOutput {
+        self.run(&["sh", "-c", script])
+    }
+
+    /// Runs `script` with the test host's `sh -c` beside `beside` (see [`TestHost::run_beside`]).
+    pub fn sh_beside<T>(
+        &self,
+        script: &str,
+        beside: impl Fn(&Machine) -> T,
+    ) -> (TestHostOutput, T) {
+        self.run_beside(&["sh", "-c", script], beside)
+    }
+
+    /// The script's command line for `cmd`.
+    fn command<S: AsRef<OsStr>>(&self, cmd: &[S]) -> Command {
         let mut command = Command::new(script());
         if let Some(t) = self.timeout {
             command.arg("--timeout").arg(t.as_secs().max(1).to_string());
@@ -257,26 +320,71 @@ impl TestHost {
             command.arg("--no-kvm-hold");
         }
         command.arg("--").args(cmd);
-        let shown = cmd.iter().map(|s| s.as_ref()).collect::<Vec<_>>();
-        let mut output = run_script(&mut command);
-        // Captured by the test harness: shown when the test fails.
-        println!("[testhost] {shown:?}\n{output}");
-        if let Some(fault) = output.emulator_fault() {
-            // See `emulator_fault`: the emulator's, not skiff's; whatever the run showed is void.
-            // One more try keeps the suite about behaviour; a second fault is returned as it is.
-            announce(&format!(
-                "{shown:?} hit an emulator fault (exit {}: {fault}); trying once more",
-                output.code
-            ));
-            output = run_script(&mut command);
-            println!("[testhost] retry {shown:?}\n{output}");
+        command
+    }
+}
+
+/// What [`TestHost::run_beside`]'s host-side clients know of the machine they talk to.
+#[derive(Debug)]
+pub struct Machine {
+    ended: AtomicBool,
+    /// How long a client may go on after the machine ended: a story's last client request ends
+    /// the machine's script, and the client then finishes at once.
+    grace: Duration,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Self {
+            ended: AtomicBool::new(false),
+            grace: Duration::from_secs(60),
         }
-        output
+    }
+}
+
+impl Machine {
+    /// Whether the machine has ended (its script returned).
+    pub fn ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
     }
 
-    /// Runs `script` with the test host's `sh -c`.
-    pub fn sh(&self, script: &str) -> TestHostOutput {
-        self.run(&["sh", "-c", script])
+    /// Runs `command` to its end, with its stdout and stderr captured, or kills it once the
+    /// machine has been gone for a minute: a client waiting for a server that died
+    /// (an emulator fault, a crash) must not hold the test for its own long deadline.
+    pub fn output(&self, command: &mut Command) -> std::process::Output {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let stdout = child.stdout.take().map(read_all_in_background);
+        let stderr = child.stderr.take().map(read_all_in_background);
+        let mut ended_at = None;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) => {}
+                Err(e) => panic!("waiting for {command:?}: {e}"),
+            }
+            if self.ended() {
+                let since = *ended_at.get_or_insert_with(Instant::now);
+                if since.elapsed() > self.grace {
+                    announce(&format!("{command:?} outlived the test host; killed"));
+                    let _ = child.kill();
+                }
+            }
+            thread::sleep(Duration::from_millis(200));
+        };
+        let collect = |h: Option<thread::JoinHandle<Vec<u8>>>| {
+            h.and_then(|h| h.join().ok()).unwrap_or_default()
+        };
+        std::process::Output {
+            status,
+            stdout: collect(stdout),
+            stderr: collect(stderr),
+        }
     }
 }
 
@@ -361,6 +469,25 @@ mod tests {
             stderr: stderr.into(),
             code,
         }
+    }
+
+    #[test]
+    fn a_client_outliving_the_machine_is_killed_and_one_that_ends_is_not() {
+        let ended = Machine {
+            ended: AtomicBool::new(true),
+            grace: Duration::ZERO,
+        };
+        let out = ended.output(Command::new("sleep").arg("1000"));
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&out.status),
+            Some(libc::SIGKILL)
+        );
+        let out = Machine::default()
+            .output(Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]));
+        assert_eq!(
+            (out.status.code(), &out.stdout[..], &out.stderr[..]),
+            (Some(3), &b"out\n"[..], &b"err\n"[..])
+        );
     }
 
     #[test]

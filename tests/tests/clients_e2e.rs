@@ -6,9 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use skiff_tests::testhost::TestHost;
+use skiff_tests::testhost::{Machine, TestHost};
 
 /// Builds `skiff-test/busybox:1` into `$1/share/image.tar`.
 const BUSYBOX_IMAGE: &str = include_str!("../images/busybox.sh");
@@ -162,26 +163,27 @@ fn compose_and_docker_py_drive_skiffd_over_a_forwarded_tcp_port() {
     std::fs::create_dir(&project).expect("mkdir");
     std::fs::write(project.join("docker-compose.yml"), COMPOSE_FILE).expect("compose file");
     let port = skiff_tests::free_port();
-    let host = std::thread::spawn(move || {
-        TestHost::new()
-            .timeout(Duration::from_secs(900))
-            .mem_mib(2048)
-            .forward(port, 2375)
-            .sh(skiff_tests::SERVE_DOCKER_API_ON_TCP)
-    });
     let tar = work.path().join("share/image.tar");
-    let compose = std::process::Command::new("bash")
-        .args(["-c", COMPOSE_STORY, "compose-story", &port.to_string()])
-        .arg(&tar)
-        .arg(&project)
-        .output()
-        .expect("bash");
-    let py = std::process::Command::new(python)
-        .args(["-c", DOCKER_PY, &port.to_string()])
-        .arg(&tar)
-        .output()
-        .expect("python3");
-    let out = host.join().expect("test host thread");
+    // Both clients run on this host while the test host serves; an emulator fault reruns all.
+    let clients = |machine: &Machine| {
+        let compose = machine.output(
+            Command::new("bash")
+                .args(["-c", COMPOSE_STORY, "compose-story", &port.to_string()])
+                .arg(&tar)
+                .arg(&project),
+        );
+        let py = machine.output(
+            Command::new(&python)
+                .args(["-c", DOCKER_PY, &port.to_string()])
+                .arg(&tar),
+        );
+        (compose, py)
+    };
+    let (out, (compose, py)) = TestHost::new()
+        .timeout(Duration::from_secs(900))
+        .mem_mib(2048)
+        .forward(port, 2375)
+        .sh_beside(skiff_tests::SERVE_DOCKER_API_ON_TCP, clients);
 
     let stdout = String::from_utf8_lossy(&compose.stdout);
     let stderr = String::from_utf8_lossy(&compose.stderr);

@@ -317,10 +317,10 @@ fn forward_reaches_a_server_in_the_test_host_and_no_kvm_hold_holds_no_vm() {
     use std::io::Read;
     let port = skiff_tests::free_port();
     // The host side: connect until the server inside answers (QEMU accepts at once and closes
-    // the connection while nothing listens inside yet).
-    let client = std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(100);
-        while Instant::now() < deadline {
+    // the connection while nothing listens inside yet), until the machine ends: it may first
+    // wait for another test's.
+    let client = |machine: &testhost::Machine| {
+        while !machine.ended() {
             if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
                 let mut got = String::new();
                 let _ = stream.read_to_string(&mut got);
@@ -331,14 +331,16 @@ fn forward_reaches_a_server_in_the_test_host_and_no_kvm_hold_holds_no_vm() {
             std::thread::sleep(Duration::from_millis(200));
         }
         String::new()
-    });
-    let out = TestHost::new()
+    };
+    let (out, got) = TestHost::new()
         .timeout(Duration::from_secs(120))
         .forward(port, 8080)
         .no_kvm_hold()
-        .sh("pidof testhost-kvm-hold || echo no-vm-held; \
-             echo hello-through-forward | nc -l -p 8080 && echo served");
-    let got = client.join().expect("client thread");
+        .sh_beside(
+            "pidof testhost-kvm-hold || echo no-vm-held; \
+             echo hello-through-forward | nc -l -p 8080 && echo served",
+            client,
+        );
     assert_eq!(got, "hello-through-forward\n", "{out}");
     assert_eq!(
         (out.code, out.stdout.as_str()),
@@ -350,14 +352,20 @@ fn forward_reaches_a_server_in_the_test_host_and_no_kvm_hold_holds_no_vm() {
 #[test]
 fn a_recorded_guest_exit_at_the_vmrun_return_is_reported_as_an_emulator_fault() {
     // The init's filtered trace event records only such exits; a trace marker line stands in for
-    // one here. The harness retries the run once (announced) and returns the second output.
-    // Every guest triple fault is reported too (see the header of tests/testhost/run).
-    let out = testhost::sh(
+    // one here. The harness retries the run once (announced), with what ran beside it on this
+    // host, and returns the second output. Every guest triple fault is reported too (see the
+    // header of tests/testhost/run).
+    let beside_runs = std::sync::atomic::AtomicU32::new(0);
+    let (out, ()) = TestHost::new().sh_beside(
         "M=/sys/kernel/debug/tracing/trace_marker; \
          echo 'kvm_exit: vcpu 0 reason npf rip 0x0 (stand-in)' >$M; \
          echo 'kvm_exit: vcpu 0 reason shutdown rip 0x1000 (stand-in)' >$M; \
          echo 'kvm_exit: vcpu 0 reason shutdown rip 0xffffffffc0401234 (stand-in)' >$M",
+        |_| {
+            beside_runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        },
     );
+    assert_eq!(beside_runs.into_inner(), 2, "{out}");
     let fault = out.emulator_fault().unwrap_or_default();
     assert!(
         fault.starts_with("EMULATOR-FAULT: 1 guest exits at 0xffffffff"),
