@@ -103,6 +103,29 @@ impl JailLease {
     }
 }
 
+/// Runs `spawn`, which starts one process (a jailed VMM), so that this process is PID 1 of a
+/// new PID namespace, as a jailed VMM must be: `spawn` runs on a thread of its own after
+/// `unshare(CLONE_NEWPID)`, which places that thread's next child in the new namespace and goes
+/// away with the thread. The process is still this one's child, under its host PID (which
+/// `spawn`'s handle holds); nothing else can ever join its namespace.
+pub fn in_new_pid_namespace<T: Send>(
+    spawn: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
+    std::thread::scope(|scope| {
+        let spawner = scope.spawn(|| {
+            // SAFETY: unshare takes no pointers; CLONE_NEWPID changes only where this thread's
+            // children are made.
+            if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            spawn()
+        });
+        spawner
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 /// The most descriptors [`inherit_on_exec`] places.
 const MAX_INHERITED: usize = 16;
 
@@ -152,6 +175,37 @@ pub fn inherit_on_exec(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_spawned_in_a_new_pid_namespace_is_its_pid_1() {
+        // SAFETY: a getter without arguments.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let script = "echo $$; readlink /proc/self/ns/pid";
+        let run = || {
+            let mut command = std::process::Command::new("sh");
+            command
+                .args(["-c", script])
+                .stdout(std::process::Stdio::piped());
+            let child = in_new_pid_namespace(|| command.spawn()).expect("spawn");
+            assert_ne!(child.id(), 1, "the handle holds the host PID");
+            let out = child.wait_with_output().expect("wait");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let (pid, namespace) = text.trim().split_once('\n').expect("two lines");
+            (pid.to_string(), namespace.to_string())
+        };
+        let ours = std::fs::read_link("/proc/self/ns/pid").expect("our namespace");
+        let ours = ours.display().to_string();
+        let (pid, first) = run();
+        assert_eq!(pid, "1");
+        assert_ne!(first, ours);
+        // Again: the first spawning thread's namespace went with it (a second unshare on the
+        // same thread would fail).
+        let (pid, second) = run();
+        assert_eq!(pid, "1");
+        assert_ne!(second, ours);
+    }
 
     #[test]
     fn ranges_parse_and_refuse_nonsense() {

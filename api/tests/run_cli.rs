@@ -73,7 +73,21 @@ fn fake_vmm() {
     assert_eq!(rootfs.layers.len(), 1);
     assert!(rootfs.upper.expect("an upper directory").is_dir());
     let uds = spec.vsock.expect("a vsock device").uds;
-    if std::env::var(FAKE_MODE).as_deref() == Ok("crash") {
+    let mode = std::env::var(FAKE_MODE).unwrap_or_default();
+    // Like skiff-vmm, which stops its VM on SIGTERM and exits 143, unless told to be wedged:
+    // then SIGTERM does nothing (the fake is PID 1 of its namespace when jailed, as skiff-vmm is).
+    if mode != "wedged" {
+        extern "C" fn on_term(_: libc::c_int) {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(143) };
+        }
+        // SAFETY: installs an async-signal-safe handler.
+        unsafe { libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t) };
+    } else {
+        // SAFETY: only sets a signal's disposition.
+        unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    }
+    if mode == "crash" {
         eprintln!("skiff-vmm: guest reset; last console output:\nKernel panic - not syncing: fake");
         std::process::exit(2);
     }
@@ -262,30 +276,48 @@ fn sigterm_is_forwarded_and_a_stubborn_container_is_stopped() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(child.wait().unwrap().code(), Some(143));
 
-    let flag = sb.dir.join("stubborn");
-    // Without a real VM nothing kills it when its "VM" stops: it ends with the sandbox.
-    let script = format!(
-        "trap '' TERM; touch {}; while [ -d {} ]; do sleep 0.2; done",
-        flag.display(),
-        sb.dir.display()
-    );
-    let child = sb
-        .run(&["sh", "-c", &script])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(&flag);
-    let started = Instant::now();
-    // SAFETY: kill(2) of our child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
-    assert!(started.elapsed() >= Duration::from_secs(9));
-    assert_eq!(
-        text(&out.stderr),
-        "skiff: the container did not exit within 10s of the signal; its VM was stopped\n"
-    );
-    assert_eq!(sb.run_dirs(), 0);
+    // A container that ignores the signal: its VM is stopped 10 s later; and a VMM that does not
+    // stop then either (wedged) is killed 10 s after that.
+    for (mode, least) in [("", 9), ("wedged", 19)] {
+        let flag = sb.dir.join(format!("stubborn{mode}"));
+        // Without a real VM nothing kills it when its "VM" stops: it ends with the sandbox.
+        let script = format!(
+            "trap '' TERM; touch {}; while [ -d {} ]; do sleep 0.2; done",
+            flag.display(),
+            sb.dir.display()
+        );
+        let child = sb
+            .run(&["sh", "-c", &script])
+            .env(FAKE_MODE, mode)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for(&flag);
+        let started = Instant::now();
+        // SAFETY: kill(2) of our child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(137),
+            "{mode}: {}",
+            text(&out.stderr)
+        );
+        assert!(started.elapsed() >= Duration::from_secs(least), "{mode}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.ends_with(
+                "skiff: the container did not exit within 10s of the signal; its VM was stopped\n"
+            ),
+            "{mode}: {stderr}"
+        );
+        assert_eq!(
+            stderr.contains("skiff-vmm did not stop within 10s; killing it"),
+            mode == "wedged",
+            "{mode}: {stderr}"
+        );
+        assert_eq!(sb.run_dirs(), 0, "{mode}");
+    }
 }
 
 #[test]

@@ -96,8 +96,8 @@ BG=$(d inspect -f '{{.Id}}' bg); CG=/sys/fs/cgroup/skiff/$BG
 echo "cgroup_limits=$(cat $CG/cpu.max) $(cat $CG/memory.max) $(cat $CG/pids.max)"
 # The VMM's jail: a uid of its own from the jail range (default 1000000000:65536) as real,
 # effective and saved ids, no capabilities, no_new_privs, its seccomp filters; only its virtio-fs
-# worker holds capabilities (the file ones, as effective root); new mount, network, IPC and UTS
-# namespaces; its / a tmpfs with only its own files bound in.
+# worker holds capabilities (the file ones, as effective root); new mount, network, IPC, UTS and
+# PID namespaces (PID 1 in its own); its / a tmpfs with only its own files bound in.
 VP=$(d inspect -f '{{.State.Pid}}' bg)
 st() { awk -v k="$1:" '$1 == k {$1 = ""; print substr($0, 2)}' ${2:-/proc/$VP}/status; }
 U=$(st Uid | cut -d' ' -f1)
@@ -106,6 +106,7 @@ echo "jail_status=$(st CapEff) $(st CapPrm) $(st CapBnd) $(st NoNewPrivs) $(st S
 echo "jail_privileged=$(for t in /proc/$VP/task/*; do [ "$(st CapEff $t)" = 0000000000000000 ] || echo "$(cat $t/comm):$(st CapEff $t):$(st Uid $t)"; done | sort | tr '\n' ,)" | sed "s/$U/U/g"
 [ "$(for t in /proc/$VP/task/*; do st Uid $t | cut -d' ' -f1; done | sort -u)" = "$U" ] && echo jail_threads=ok
 echo "jail_ns=$(for n in mnt net ipc uts pid; do [ "$(readlink /proc/$VP/ns/$n)" = "$(readlink /proc/1/ns/$n)" ] || echo $n; done | tr '\n' ,)"
+echo "jail_pid=$(st NSpid | cut -d' ' -f2-)"
 echo "jail_mounts=$(awk '{print $5}' /proc/$VP/mountinfo | sed "s#$BG#ID#g; s#${BG:0:12}#ID12#g" | sort | tr '\n' ,)"
 echo "jail_root=$(ls /proc/$VP/root | tr '\n' ,)"
 d run -d --name fill --tmpfs /m:size=110m $I sh -c 'dd if=/dev/zero of=/m/x bs=1M count=100 2>/dev/null && echo filled; exec sleep 1000' >/dev/null
@@ -499,7 +500,9 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
         ),
         ("jail_privileged", "virtio-fs:00000000000000df:U 0 U 0,"),
         ("jail_threads", "ok"),
-        ("jail_ns", "mnt,net,ipc,uts,"),
+        ("jail_ns", "mnt,net,ipc,uts,pid,"),
+        // PID 1 of its own PID namespace (no other process can join it).
+        ("jail_pid", "1"),
         (
             "jail_mounts",
             "/,/proc/self/fd,/run/skiff/containers/ID/rootfs/merged,\

@@ -96,9 +96,10 @@ for i in $(seq 100); do
     [ -n "$V" ] && break; sleep 0.1
 done
 grep -q '^0::/skiff/[0-9a-f]\{12\}$' $V/cgroup && echo "run_cgroup=joined $(cat /sys/fs/cgroup/skiff/*/memory.max)"
-# ... and jails itself once the VM is set up: a uid of the jail range, no capabilities.
+# ... and jails itself once the VM is set up: a uid of the jail range, no capabilities, PID 1
+# of a PID namespace of its own.
 for i in $(seq 100); do [ "$(awk '/^CapEff:/ {print $2}' $V/status)" = 0000000000000000 ] && break; sleep 0.1; done
-echo "run_jail=$(awk '/^Uid:/ {print ($2 >= 1000000000) ? "uid-ok" : "uid-" $2}' $V/status) $(awk '/^(CapEff|NoNewPrivs):/ {print $2}' $V/status | tr '\n' ' ')"
+echo "run_jail=$(awk '/^Uid:/ {print ($2 >= 1000000000) ? "uid-ok" : "uid-" $2}' $V/status) $(awk '/^(CapEff|NoNewPrivs):/ {print $2} /^NSpid:/ {print "pid-in-ns-" $NF}' $V/status | tr '\n' ' ')"
 wait $SLEEPER
 echo "run_cgroups_left=$(ls /sys/fs/cgroup/skiff | grep -c '^[0-9a-f]\{12\}$')"
 skiff run --rootfs $R -t -- sh -c 'echo "tty=$(tty)"; echo "term=$TERM"' | tr -d '\r'
@@ -183,7 +184,12 @@ fn run_prints_exits_applies_spec_and_keeps_the_image_read_only() {
     expect(&r, "slept", "yes", &out);
     // 128 MiB of guest + 64 MiB for the VMM.
     expect(&r, "run_cgroup", "joined 201326592", &out);
-    expect(&r, "run_jail", "uid-ok 0000000000000000 1 ", &out);
+    expect(
+        &r,
+        "run_jail",
+        "uid-ok pid-in-ns-1 0000000000000000 1 ",
+        &out,
+    );
     expect(&r, "run_cgroups_left", "0", &out);
     expect(&r, "tty", "/dev/pts/0", &out);
     expect(&r, "term", "xterm", &out);

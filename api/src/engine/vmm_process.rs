@@ -14,7 +14,7 @@ use tokio::io::unix::AsyncFd;
 use super::network::guest_net::TAP_FD;
 use super::record::VmmProcess;
 use crate::cgroup::VmCgroup;
-use crate::jail::{inherit_on_exec, JailLease, LOCK_FD};
+use crate::jail::{in_new_pid_namespace, inherit_on_exec, JailLease, LOCK_FD};
 
 /// Unix socket paths longer than this do not fit `sockaddr_un`.
 const MAX_SOCKET_PATH: usize = 107;
@@ -133,8 +133,9 @@ impl ContainerPaths {
 /// Starts `skiff-vmm --spec FILE` in a process group of its own, its stdio away from the
 /// daemon's (a dead daemon's closed pipe must not kill it).
 /// `taps` are inherited as fds [`TAP_FD`], `TAP_FD + 1`, … (the numbers the spec names); the
-/// VMM joins `cgroup` before it executes; with `jail`, it jails itself as that lease's uid (see
-/// [`ContainerPaths::create`] for what that uid is given).
+/// VMM joins `cgroup` before it executes; with `jail`, it starts as PID 1 of a PID namespace of
+/// its own and jails itself as that lease's uid (see [`ContainerPaths::create`] for what that
+/// uid is given).
 pub fn spawn(
     vmm: &Path,
     paths: &ContainerPaths,
@@ -172,7 +173,11 @@ pub fn spawn(
     if let Some(cgroup) = cgroup {
         cgroup.join_on_exec(&mut command);
     }
-    let child = command.spawn()?;
+    let child = if jail.is_some() {
+        in_new_pid_namespace(|| command.spawn())?
+    } else {
+        command.spawn()?
+    };
     let pid = child.id() as i32;
     // The child is reaped by `wait_for_end` (waitpid after its pidfd fires), not by `Child`.
     drop(child);

@@ -242,6 +242,13 @@ where
         tokio::spawn(session.drive(tokio::io::stdout(), tokio::io::stderr(), input, control_rx));
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut stopped = false;
+    // Once the VM is told to stop: when its VMM is killed if it has not ended (a wedged VMM must
+    // not keep skiff waiting for a session that never ends).
+    let mut kill_at: Option<tokio::time::Instant> = None;
+    let stop = |vmm: &mut vmm::Vmm| {
+        vmm.terminate();
+        Some(tokio::time::Instant::now() + POWER_OFF_GRACE)
+    };
     loop {
         let far = tokio::time::Instant::now() + Duration::from_secs(86400);
         tokio::select! {
@@ -252,7 +259,7 @@ where
                     if deadline.is_none() {
                         deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
                     } else if !stopped {
-                        vmm.terminate();
+                        kill_at = stop(vmm);
                         stopped = true;
                     }
                 }
@@ -264,9 +271,16 @@ where
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && !stopped => {
                 if let Some(vmm) = vmm.as_deref_mut() {
-                    vmm.terminate();
+                    kill_at = stop(vmm);
                 }
                 stopped = true;
+            }
+            _ = tokio::time::sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
+                if let Some(vmm) = vmm.as_deref_mut() {
+                    tracing::warn!("skiff-vmm did not stop within {POWER_OFF_GRACE:?}; killing it");
+                    vmm.kill();
+                }
+                kill_at = None;
             }
         }
     }

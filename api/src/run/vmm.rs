@@ -4,7 +4,7 @@ use super::rundir::RunDir;
 use super::RunOptions;
 use crate::cgroup::VmCgroup;
 use crate::config::Config;
-use crate::jail::{inherit_on_exec, JailLease, LOCK_FD};
+use crate::jail::{in_new_pid_namespace, inherit_on_exec, JailLease, LOCK_FD};
 use anyhow::Context;
 use skiff_vmm::devices::serial::SerialOutput;
 use skiff_vmm::spec::{RootfsSpec, VsockSpec, DEFAULT_GUEST_CID};
@@ -108,7 +108,7 @@ impl Vmm {
             command.args(lease.vmm_args(dir));
             inherit_on_exec(command.as_std_mut(), &[(lease.lock.as_raw_fd(), LOCK_FD)])?;
         }
-        let mut child = command
+        command
             .arg("--spec")
             .arg(spec_file)
             .stdin(Stdio::null())
@@ -117,14 +117,23 @@ impl Vmm {
             // Its own process group: a terminal's ^C reaches skiff (which forwards it to the
             // container first), not the VMM.
             .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (install skiff-vmm next to skiff or set SKIFF_VMM)",
-                    binary.display()
-                )
-            })?;
+            .kill_on_drop(true);
+        let spawned = if jail.is_some() {
+            // The spawning thread is not the runtime's: the child is still registered with it.
+            let runtime = tokio::runtime::Handle::current();
+            in_new_pid_namespace(|| {
+                let _entered = runtime.enter();
+                command.spawn()
+            })
+        } else {
+            command.spawn()
+        };
+        let mut child = spawned.with_context(|| {
+            format!(
+                "starting {} (install skiff-vmm next to skiff or set SKIFF_VMM)",
+                binary.display()
+            )
+        })?;
         let pid = child.id();
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&stderr);
@@ -174,6 +183,13 @@ impl Vmm {
         }
     }
 
+    /// Kills the VMM (one that did not stop when asked).
+    pub fn kill(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.start_kill();
+        }
+    }
+
     /// Waits up to `grace` for the VMM to exit, then kills it.
     pub async fn finish(&mut self, grace: Duration) -> std::io::Result<ExitStatus> {
         match tokio::time::timeout(grace, self.wait()).await {
@@ -182,7 +198,7 @@ impl Vmm {
                 tracing::warn!(
                     "skiff-vmm still running {grace:?} after the container ended; killing it"
                 );
-                let _ = self.child.start_kill();
+                self.kill();
                 self.wait().await
             }
         }

@@ -2,8 +2,8 @@
 //! no second binary: the VM is set up with root's rights, then the process keeps only its own
 //! files and runs as an unprivileged uid and gid of its own.
 //!
-//! 1. [`Jail::unshare`], first, while the process has one thread: new mount, IPC, UTS and
-//!    network namespaces (the VMM's network is the tap descriptors it was given), every
+//! 1. [`Jail::unshare`], first, while the process has one thread (PID 1 of its own PID
+//!    namespace, see below): new mount, IPC, UTS and network namespaces (the VMM's network is the tap descriptors it was given), every
 //!    descriptor closed but stdio, the taps and those named by `--jail-keep-fd`, resource limits.
 //! 2. The VM and its devices are set up as usual (guest memory, /dev/kvm, the overlay, sockets).
 //! 3. [`Jail::pivot`]: a small tmpfs on the jail directory receives bind mounts of just what the
@@ -14,9 +14,11 @@
 //!    thread once every other has started ([`restrict_thread`], next to the seccomp filter):
 //!    see [`privileges`]. Only the main thread keeps root's rights through steps 2 and 3.
 //!
-//! A PID namespace is not made: it would need a second process to stay in the host's (the
-//! VMM's parent, which watches its PID), and the VMM sees no other process anyway (no /proc in
-//! the jail; its seccomp filters allow signals to itself only).
+//! The PID namespace comes from whoever starts the VMM: a jailed VMM must be PID 1 of a
+//! namespace of its own ([`JailError::NotPidOne`] otherwise). skiff starts it so (a namespace
+//! made for the spawn, see `skiff_api::jail::in_new_pid_namespace`), which keeps it one process
+//! whose host PID its starter waits on, signals and reads statistics of; by hand,
+//! `unshare --pid --fork --kill-child skiff-vmm ...` does the same.
 
 pub mod privileges;
 #[cfg(test)]
@@ -64,6 +66,11 @@ pub enum JailError {
          SKIFF_JAIL_IDS=off)"
     )]
     InitramfsRoot,
+    #[error(
+        "a jailed skiff-vmm must be PID 1 of a PID namespace of its own, and this one is PID {0} \
+         (skiff starts it so; by hand: unshare --pid --fork --kill-child skiff-vmm ...)"
+    )]
+    NotPidOne(i32),
     #[error(
         "net[{0}]: a jailed VMM has a network namespace of its own; give the tap as an inherited \
          descriptor (\"fd\"), not by name"
@@ -133,6 +140,11 @@ impl Jail {
         }
         if self.uid == 0 || self.gid == 0 {
             return Err(JailError::RootIds);
+        }
+        // SAFETY: a getter without arguments.
+        let pid = unsafe { libc::getpid() };
+        if pid != 1 {
+            return Err(JailError::NotPidOne(pid));
         }
         let mut keep: Vec<i32> = taps.iter().chain(&self.keep_fds).copied().collect();
         close_descriptors_but(&mut keep).map_err(setup("close the inherited descriptors"))?;

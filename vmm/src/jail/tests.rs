@@ -51,6 +51,28 @@ fn root_ids_are_refused() {
     }
 }
 
+#[test]
+fn a_vmm_that_is_not_pid_1_of_its_own_namespace_is_refused_before_any_change() {
+    // SAFETY: a getter without arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let jail = Jail {
+        uid: 1_000_000_001,
+        gid: 1_000_000_001,
+        dir: "/nonexistent".into(),
+        keep_fds: vec![],
+    };
+    let err = jail.unshare(&[]).unwrap_err();
+    assert!(
+        matches!(err, JailError::NotPidOne(pid) if pid == std::process::id() as i32),
+        "{err}"
+    );
+    assert!(err.to_string().contains("unshare --pid --fork"), "{err}");
+    // Refused first: the test process still has its descriptors and namespaces.
+    assert!(!super::active());
+}
+
 /// Runs `body` in a forked child and returns its exit status: for what jails the whole process.
 /// The child may start threads (glibc's fork leaves the allocator usable); a panic is exit 101.
 fn in_a_child(body: impl FnOnce() -> i32) -> i32 {
