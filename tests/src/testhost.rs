@@ -276,7 +276,7 @@ impl TestHost {
             } else {
                 1
             };
-            if retries == allowed {
+            if retries >= allowed {
                 break;
             }
             retries += 1;

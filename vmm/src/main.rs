@@ -57,7 +57,9 @@ struct Args {
 /// Jail the VMM (needs root): once the VM is set up, it runs as `--jail-uid`/`--jail-gid` with
 /// no capabilities (its virtio-fs workers keep the few that writing the guest's files takes), in
 /// new mount, IPC, UTS and network namespaces, with `--jail-dir` as its `/` holding only what the
-/// VM still uses; every descriptor but stdio, the spec's taps and `--jail-keep-fd` is closed.
+/// VM still uses; every descriptor but stdio, the spec's taps and `--jail-keep-fd` is closed. It
+/// must start as PID 1 of a PID namespace of its own (skiff starts it so; by hand:
+/// `unshare --pid --fork --kill-child skiff-vmm ...`).
 #[derive(clap::Args, Debug)]
 struct JailArgs {
     /// The jail's uid (not 0).
