@@ -126,6 +126,19 @@ pub fn in_new_pid_namespace<T: Send>(
     })
 }
 
+/// Runs `spawn`, which starts a VMM: in a new PID namespace (see [`in_new_pid_namespace`]) when
+/// the VMM is `jailed`, as a jailed VMM must start, else here.
+pub fn spawn_vmm<T: Send>(
+    jailed: bool,
+    spawn: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
+    if jailed {
+        in_new_pid_namespace(spawn)
+    } else {
+        spawn()
+    }
+}
+
 /// The most descriptors [`inherit_on_exec`] places.
 const MAX_INHERITED: usize = 16;
 

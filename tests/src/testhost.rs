@@ -396,13 +396,10 @@ impl Machine {
             }
             thread::sleep(Duration::from_millis(200));
         };
-        let collect = |h: Option<thread::JoinHandle<Vec<u8>>>| {
-            h.and_then(|h| h.join().ok()).unwrap_or_default()
-        };
         std::process::Output {
             status,
-            stdout: collect(stdout),
-            stderr: collect(stderr),
+            stdout: drained(stdout),
+            stderr: drained(stderr),
         }
     }
 }
@@ -456,16 +453,18 @@ fn run_script(command: &mut Command) -> TestHostOutput {
         Ok(s) => s,
         Err(e) => panic!("waiting for {}: {e}", script().display()),
     };
-    let collect = |h: Option<thread::JoinHandle<Vec<u8>>>| {
-        let bytes = h.and_then(|h| h.join().ok()).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).into_owned()
-    };
+    let text = |pipe| String::from_utf8_lossy(&drained(pipe)).into_owned();
     TestHostOutput {
-        stdout: collect(stdout),
-        stderr: collect(stderr),
+        stdout: text(stdout),
+        stderr: text(stderr),
         // No code means the script itself was killed by a signal.
         code: status.code().unwrap_or(HOST_FAILED),
     }
+}
+
+/// What [`read_all_in_background`] read (a read error leaves what was read so far).
+fn drained(reader: Option<thread::JoinHandle<Vec<u8>>>) -> Vec<u8> {
+    reader.and_then(|h| h.join().ok()).unwrap_or_default()
 }
 
 /// Drains a pipe on its own thread so that neither of the script's two pipes can fill up and block it.

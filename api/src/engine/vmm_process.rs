@@ -14,7 +14,7 @@ use tokio::io::unix::AsyncFd;
 use super::network::guest_net::TAP_FD;
 use super::record::VmmProcess;
 use crate::cgroup::VmCgroup;
-use crate::jail::{in_new_pid_namespace, inherit_on_exec, JailLease, LOCK_FD};
+use crate::jail::{inherit_on_exec, spawn_vmm, JailLease, LOCK_FD};
 
 /// Unix socket paths longer than this do not fit `sockaddr_un`.
 const MAX_SOCKET_PATH: usize = 107;
@@ -173,11 +173,7 @@ pub fn spawn(
     if let Some(cgroup) = cgroup {
         cgroup.join_on_exec(&mut command);
     }
-    let child = if jail.is_some() {
-        in_new_pid_namespace(|| command.spawn())?
-    } else {
-        command.spawn()?
-    };
+    let child = spawn_vmm(jail.is_some(), || command.spawn())?;
     let pid = child.id() as i32;
     // The child is reaped by `wait_for_end` (waitpid after its pidfd fires), not by `Child`.
     drop(child);

@@ -4,7 +4,7 @@ use super::rundir::RunDir;
 use super::RunOptions;
 use crate::cgroup::VmCgroup;
 use crate::config::Config;
-use crate::jail::{in_new_pid_namespace, inherit_on_exec, JailLease, LOCK_FD};
+use crate::jail::{inherit_on_exec, spawn_vmm, JailLease, LOCK_FD};
 use anyhow::Context;
 use skiff_vmm::devices::serial::SerialOutput;
 use skiff_vmm::spec::{RootfsSpec, VsockSpec, DEFAULT_GUEST_CID};
@@ -118,16 +118,13 @@ impl Vmm {
             // container first), not the VMM.
             .process_group(0)
             .kill_on_drop(true);
-        let spawned = if jail.is_some() {
-            // The spawning thread is not the runtime's: the child is still registered with it.
-            let runtime = tokio::runtime::Handle::current();
-            in_new_pid_namespace(|| {
-                let _entered = runtime.enter();
-                command.spawn()
-            })
-        } else {
+        // A jailed VMM is spawned from a thread of its own: the child is registered with this
+        // runtime all the same.
+        let runtime = tokio::runtime::Handle::current();
+        let spawned = spawn_vmm(jail.is_some(), || {
+            let _entered = runtime.enter();
             command.spawn()
-        };
+        });
         let mut child = spawned.with_context(|| {
             format!(
                 "starting {} (install skiff-vmm next to skiff or set SKIFF_VMM)",

@@ -3,8 +3,9 @@
 //! files and runs as an unprivileged uid and gid of its own.
 //!
 //! 1. [`Jail::unshare`], first, while the process has one thread (PID 1 of its own PID
-//!    namespace, see below): new mount, IPC, UTS and network namespaces (the VMM's network is the tap descriptors it was given), every
-//!    descriptor closed but stdio, the taps and those named by `--jail-keep-fd`, resource limits.
+//!    namespace, see below): new mount, IPC, UTS and network namespaces (the VMM's network is
+//!    the tap descriptors it was given), every descriptor closed but stdio, the taps and those
+//!    named by `--jail-keep-fd`, resource limits.
 //! 2. The VM and its devices are set up as usual (guest memory, /dev/kvm, the overlay, sockets).
 //! 3. [`Jail::pivot`]: a small tmpfs on the jail directory receives bind mounts of just what the
 //!    running VM still opens by path (the kernel, the served directories, the socket and
