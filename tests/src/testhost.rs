@@ -95,10 +95,11 @@ impl TestHostOutput {
     pub fn expect_results(&self, expected: &[(&str, &str)]) {
         let results = self.results();
         for (key, value) in expected {
-            assert_eq!(
-                results.get(*key).map(String::as_str),
-                Some(*value),
-                "{key}\n{self}"
+            let got = results.get(*key).map(String::as_str);
+            // The mismatch comes first: CI logs keep a failure's first lines.
+            assert!(
+                got == Some(*value),
+                "{key}: expected {value:?}, got {got:?}\n{self}"
             );
         }
     }
@@ -248,6 +249,12 @@ impl TestHost {
     {
         let mut command = self.command(cmd);
         let shown = cmd.iter().map(|s| s.as_ref()).collect::<Vec<_>>();
+        // The retry warning names the test (libtest names its thread after it), not the script,
+        // which can be pages long.
+        let label = thread::current().name().map_or_else(
+            || format!("{shown:?}").chars().take(80).collect(),
+            str::to_string,
+        );
         let mut attempt = || {
             let machine = Machine::default();
             thread::scope(|scope| {
@@ -281,7 +288,7 @@ impl TestHost {
             }
             retries += 1;
             announce(&format!(
-                "{shown:?} hit an emulator fault (exit {}: {fault}); trying once more",
+                "{label}: the test host hit an emulator fault (exit {}: {fault}); trying once more",
                 output.code
             ));
             (output, seen) = attempt();

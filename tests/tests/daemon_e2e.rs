@@ -300,29 +300,37 @@ d rm capped >/dev/null
 /// A hostile container floods its VMM (issue 10, item 6) while a quiet neighbour measures its own
 /// latency: the neighbour works on, skiffd answers, the hostile VMM keeps to its jail's limits.
 /// The latencies are printed, not checked (the test host is an emulator).
+///
+/// A boot of its own: every console byte, port write and vsock packet is a VM exit nested under
+/// the test host's emulator, which faults now and then on nested exits, so this is the story
+/// most likely to meet one, and its retry should not cost the volumes and networks too.
 const FLOODS: &str = r#"
+d load -i /testdata/img/image.tar >/dev/null
 ms() { awk '{printf "%d", $1 * 1000}' /proc/uptime; }
+# Waits up to 3 minutes for a line of the container's log, giving up when the container ends.
+wait_log() { for i in $(seq 900); do d logs $1 2>/dev/null | grep -q "$2" && return; [ "$(d inspect -f '{{.State.Running}}' $1)" = true ] || return; sleep 0.2; done; }
 d run -d --name quiet $I sh -c 'echo up; exec sleep 1000' >/dev/null
-for i in $(seq 300); do [ -n "$(d logs quiet)" ] && break; sleep 0.2; done
+wait_log quiet up
 # The median of 5 rounds of an exec that reads a file 50 times through virtio-fs.
 lat() { for i in 1 2 3 4 5; do t0=$(ms); d exec quiet sh -c 'for j in $(seq 50); do cat /etc/hostname; done' | wc -l; echo "t $(( $(ms) - t0 ))"; done >/tmp/lat; [ "$(grep -c '^50$' /tmp/lat)" = 5 ] && sed -n 's/^t //p' /tmp/lat | sort -n | sed -n 3p; }
 echo "flood_quiet_ms=$(lat)"
-# Root in its VM: 3000 vsock connections to the host (held while taken), then 6 s of console
+# Root in its VM: 2000 vsock connections to the host (held while taken), then 4 s of console
 # output, port-I/O exits and file churn in its root, all at once, while the neighbour measures.
-# (Every console byte and port write is a VM exit, nested under the test host's emulator, which
-# faults now and then on nested exits: a longer flood proves no more and gives it more chances.
-# With 20 s, this story hit an emulator fault in 4 attempts out of 4 in one CI simulation.)
-d run -d --name hostile -v /skiff/bin:/x:ro $I sh -c '/x/hostile-guest vsock 3000 1024; echo flooding; /x/hostile-guest console 6 & /x/hostile-guest ioexit 6 & /x/hostile-guest files 6; wait; echo flood-done; exec sleep 1000' >/dev/null
-for i in $(seq 900); do d logs hostile 2>/dev/null | grep -q flooding && break; sleep 0.2; done
+# (Longer floods prove no more and give the emulator more chances to fault: with 20 s, this
+# story faulted in 4 attempts out of 4 in one CI simulation.)
+d run -d --name hostile -v /skiff/bin:/x:ro $I sh -c '/x/hostile-guest vsock 2000 1024; echo flooding; /x/hostile-guest console 4 & /x/hostile-guest ioexit 4 & /x/hostile-guest files 4; wait; echo flood-done; exec sleep 1000' >/dev/null
+wait_log hostile flooding
 echo "flood_busy_ms=$(lat)"
 HP=$(d inspect -f '{{.State.Pid}}' hostile)
 echo "flood_vmm_fds=$(ls /proc/$HP/fd | wc -l)"
-for i in $(seq 900); do d logs hostile 2>/dev/null | grep -q flood-done && break; sleep 0.2; done
+wait_log hostile flood-done
 echo "flood_done=$(d logs hostile | tr ' ' '\n' | sed -n 's/=.*//p' | sort | tr '\n' ,)"
 echo "flood_taken=$(d logs hostile | tr ' ' '\n' | sed -n 's/^vsock_taken=//p')"
 echo "flood_after_ms=$(lat)"
 echo "flood_state=$(d inspect -f '{{.State.Status}}' hostile quiet | tr '\n' ,)"
 d rm -f hostile quiet >/dev/null; echo "flood_rm=$?"
+kill $PID
+wait $PID
 "#;
 
 /// Networks, after the volumes in the same boot: the default bridge, published ports from the
@@ -565,26 +573,8 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
 
 #[test]
 fn volumes_keep_data_and_networks_serve_published_ports() {
-    let out = docker_story(&format!("{VOLUMES}{FLOODS}{NETWORKS}"), 900, 2048);
+    let out = docker_story(&format!("{VOLUMES}{NETWORKS}"), 900, 2048);
     assert!(!out.results().contains_key("daemon_up"), "{out}");
-    let r = out.results();
-    for key in ["flood_quiet_ms", "flood_busy_ms", "flood_after_ms"] {
-        let ms = r.get(key).map(String::as_str).unwrap_or_default();
-        assert!(
-            ms.parse::<u64>().is_ok(),
-            "{key}={ms:?}: a round failed\n{out}"
-        );
-    }
-    let got = |key: &str| r.get(key).map_or("?", String::as_str);
-    eprintln!(
-        "neighbour's exec+50 reads (ms): quiet {}, during the flood {}, after {}; hostile VMM fds \
-         {}, vsock connections taken {}",
-        got("flood_quiet_ms"),
-        got("flood_busy_ms"),
-        got("flood_after_ms"),
-        got("flood_vmm_fds"),
-        got("flood_taken")
-    );
     out.expect_results(&[
         ("bind_read", "from-host"),
         ("bind_write", "from-guest"),
@@ -624,14 +614,6 @@ fn volumes_keep_data_and_networks_serve_published_ports() {
         ("cap_restart", "kept,No space left on device,"),
         ("cap_inspect", "33554432"),
         ("cap_gone", "ok"),
-        // Floods: the neighbour answered every round, before, during and after; the hostile
-        // container did all it set out to do and ran on.
-        (
-            "flood_done",
-            "console_bytes,files_ops,ioexit_count,vsock_attempts,vsock_taken,",
-        ),
-        ("flood_state", "running,running,"),
-        ("flood_rm", "0"),
         // Networks.
         ("pub_loopback", "hello-web"),
         ("pub_dummy", "hello-web"),
@@ -698,4 +680,38 @@ fn volumes_keep_data_and_networks_serve_published_ports() {
     };
     assert!((20_000..=32_768).contains(&kib("cap_df_kib")), "{out}");
     assert!(kib("cap_host_kib") < 16_384, "{out}");
+}
+
+#[test]
+fn a_hostile_guest_floods_its_vmm_and_its_neighbour_works_on() {
+    let out = docker_story(FLOODS, 600, 2048);
+    assert!(!out.results().contains_key("daemon_up"), "{out}");
+    let r = out.results();
+    for key in ["flood_quiet_ms", "flood_busy_ms", "flood_after_ms"] {
+        let ms = r.get(key).map(String::as_str).unwrap_or_default();
+        assert!(
+            ms.parse::<u64>().is_ok(),
+            "{key}={ms:?}: a round failed\n{out}"
+        );
+    }
+    let got = |key: &str| r.get(key).map_or("?", String::as_str);
+    eprintln!(
+        "neighbour's exec+50 reads (ms): quiet {}, during the flood {}, after {}; hostile VMM fds \
+         {}, vsock connections taken {}",
+        got("flood_quiet_ms"),
+        got("flood_busy_ms"),
+        got("flood_after_ms"),
+        got("flood_vmm_fds"),
+        got("flood_taken")
+    );
+    out.expect_results(&[
+        // The neighbour answered every round, before, during and after; the hostile
+        // container did all it set out to do and ran on.
+        (
+            "flood_done",
+            "console_bytes,files_ops,ioexit_count,vsock_attempts,vsock_taken,",
+        ),
+        ("flood_state", "running,running,"),
+        ("flood_rm", "0"),
+    ]);
 }
