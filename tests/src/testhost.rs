@@ -370,8 +370,9 @@ fn worth_another_try(earlier: &[String], fault: &str) -> bool {
 
 /// Whether `fault` (an [`TestHostOutput::emulator_fault`] line) is one that no program in the
 /// test host can cause, whatever it does: the test host's own CPU reset, its kernel's stack
-/// corrupted, a freeze before the command, or a guest that exited at the test host's own VMRUN
-/// return address (QEMU ran the guest on the test host's state: no guest can get there).
+/// corrupted, a freeze (silent and idle, before or while the command ran), or a guest that
+/// exited at the test host's own VMRUN return address (QEMU ran the guest on the test host's
+/// state: no guest can get there).
 fn the_emulators_alone(fault: &str) -> bool {
     fault.starts_with("EMULATOR-FAULT: the test host") || fault.contains("own VMRUN return address")
 }
@@ -559,6 +560,8 @@ mod tests {
             "EMULATOR-FAULT: the test host reset itself without a word (its own CPU triple-faulted)",
             "EMULATOR-FAULT: the test host's kernel found its own stack corrupted",
             "EMULATOR-FAULT: the test host froze before the command started",
+            "EMULATOR-FAULT: the test host froze while the command ran (no sign of life for 120s, \
+             its CPUs idle; QEMU killed)",
             "EMULATOR-FAULT: 12 guest exits at 0xffffffffc0659dcc, the test host's own VMRUN \
              return address",
         ] {

@@ -187,6 +187,47 @@ fn a_machine_that_never_starts_the_command_is_booted_once_more_then_reported() {
     assert_nothing_left(tmpdir.path());
 }
 
+#[test]
+fn a_machine_that_goes_silent_and_idle_is_reported_frozen_and_a_quiet_one_is_not() {
+    // A freeze limit of 15 s: a command that prints nothing for 30 s lives on (the init's
+    // signs of life keep coming); one that stops the sign-of-life loop (a subshell of the init
+    // script, so named `init`) and sleeps leaves a silent, idle machine, taken for frozen.
+    let tmpdir = tempfile::tempdir().unwrap();
+    let run = |script: &str| {
+        script_in(tmpdir.path(), &["--no-build", "--", "sh", "-c", script])
+            .env("SKIFF_TESTHOST_FREEZE_LIMIT", "15")
+            .output()
+            .unwrap()
+    };
+    let quiet = run("sleep 30; echo done");
+    let stderr = String::from_utf8_lossy(&quiet.stderr);
+    assert_eq!(quiet.status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&quiet.stdout), "done\n");
+    let frozen = run("for d in /proc/[0-9]*; do \
+             [ \"$(cat $d/comm)\" = init ] && grep -q '^PPid:[[:space:]]*1$' $d/status && \
+             kill -STOP ${d#/proc/}; \
+         done 2>/dev/null; sleep 120; echo late");
+    let stderr = String::from_utf8_lossy(&frozen.stderr);
+    assert_eq!(
+        frozen.status.code(),
+        Some(testhost::TIMED_OUT),
+        "stderr: {stderr}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&frozen.stdout),
+        "",
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "testhost: EMULATOR-FAULT: the test host froze while the command ran (no sign of life \
+             for 15s, its CPUs idle; QEMU killed)"
+        ),
+        "stderr: {stderr}"
+    );
+    assert_nothing_left(tmpdir.path());
+}
+
 /// Starts `sleep 600` in the test host and returns once its first output line arrived.
 fn start_sleeper(tmpdir: &Path) -> Child {
     let mut child = script_in(tmpdir, &["--", "sh", "-c", "echo started; sleep 600"])
