@@ -394,7 +394,8 @@ fn forward_reaches_a_server_in_the_test_host_and_no_kvm_hold_holds_no_vm() {
 fn a_recorded_guest_exit_at_the_vmrun_return_is_reported_as_an_emulator_fault() {
     // The init's filtered trace event records only such exits; a trace marker line stands in for
     // one here. The harness retries the run (announced) as often as it retries a fault that no
-    // guest can cause, with what ran beside it on this host, and returns the last output. Every guest triple fault is reported too (see the
+    // guest can cause, with what ran beside it on this host, and returns the last output.
+    // Every guest triple fault is reported too (see the
     // header of tests/testhost/run).
     let beside_runs = std::sync::atomic::AtomicU32::new(0);
     let (out, ()) = TestHost::new().sh_beside(
