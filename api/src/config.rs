@@ -43,7 +43,8 @@ pub struct Config {
     /// [`crate::cgroup::DEFAULT_ROOT`] for root on a cgroup v2 host, else none (an unprivileged
     /// user cannot make cgroups unless one was delegated to them: name it then).
     pub cgroup_root: Option<PathBuf>,
-    /// The uids VMMs are jailed as (`$SKIFF_JAIL_IDS`, `FIRST:COUNT`; `off` for no jail).
+    /// The uids VMMs are jailed as (`$SKIFF_JAIL_IDS`, `FIRST:COUNT`, 65536 a VMM; `off` for no
+    /// jail).
     /// Default [`crate::jail::DEFAULT_IDS`] for root, none otherwise (an unprivileged user's
     /// VMM runs in a user namespace of its own instead). A malformed value is kept as its
     /// error, which starting a VM reports.
@@ -187,10 +188,10 @@ mod tests {
         assert_eq!(config(&[("SKIFF_JAIL_IDS", "off")]).jail, Ok(None));
         let ids = crate::jail::JailIds {
             first: 70_000,
-            count: 10,
+            count: 131_072,
         };
         assert_eq!(
-            config(&[("SKIFF_JAIL_IDS", "70000:10")]).jail,
+            config(&[("SKIFF_JAIL_IDS", "70000:131072")]).jail,
             Ok(Some(ids))
         );
         let bad = config(&[("SKIFF_JAIL_IDS", "70000")]).jail.unwrap_err();

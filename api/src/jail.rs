@@ -1,7 +1,9 @@
-//! The uids (and equal gids) jailed VMMs run as: one per running VMM, from a configured range,
-//! leased through a lock file per uid under the state root. The lock's descriptor goes to the
-//! VMM, which keeps it for its life (`--jail-keep-fd`), so a uid is free again exactly when its
-//! VMM has ended, whoever started it (skiffd, before or after a restart, or `skiff run`).
+//! The uids (and equal gids) jailed VMMs run as: a block of [`BLOCK`] per running VMM, from a
+//! configured range, leased through a lock file per block under the state root. The VMM runs as
+//! the block's first id, and its user namespace maps the guest's ids 0–65535 onto the block (see
+//! skiff-vmm's `jail::idmap`). The lock's descriptor goes to the VMM, which keeps it for its life
+//! (`--jail-keep-fd`), so a block is free again exactly when its VMM has ended, whoever started it
+//! (skiffd, before or after a restart, or `skiff run`).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -9,10 +11,13 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
-/// The default range: far above any user's uid and the usual subordinate ranges.
+/// Ids a VMM takes: its user namespace maps the guest's 0..65535 onto them.
+pub const BLOCK: u32 = 65_536;
+
+/// The default range: far above any user's uid and the usual subordinate ranges, 16384 blocks.
 pub const DEFAULT_IDS: JailIds = JailIds {
     first: 1_000_000_000,
-    count: 65_536,
+    count: BLOCK * 16_384,
 };
 
 /// The range of ids for jailed VMMs (`$SKIFF_JAIL_IDS`, `FIRST:COUNT`).
@@ -23,15 +28,19 @@ pub struct JailIds {
 }
 
 impl JailIds {
-    /// Parses `FIRST:COUNT`; 0 is never in a range.
+    /// Parses `FIRST:COUNT`; 0 is never in a range, which holds one block at least.
     pub fn parse(text: &str) -> Result<JailIds, String> {
-        let bad =
-            || format!("SKIFF_JAIL_IDS: want FIRST:COUNT (e.g. 1000000000:65536), got {text:?}");
+        let bad = || {
+            format!(
+                "SKIFF_JAIL_IDS: want FIRST:COUNT with COUNT at least {BLOCK}, the ids of one VMM \
+                 (e.g. 1000000000:1073741824), got {text:?}"
+            )
+        };
         let (first, count) = text.split_once(':').ok_or_else(bad)?;
         let first: u32 = first.trim().parse().map_err(|_| bad())?;
         let count: u32 = count.trim().parse().map_err(|_| bad())?;
         if first == 0
-            || count == 0
+            || count < BLOCK
             || first
                 .checked_add(count - 1)
                 .is_none_or(|last| last == u32::MAX)
@@ -41,14 +50,14 @@ impl JailIds {
         Ok(JailIds { first, count })
     }
 
-    /// Leases the lowest free uid of the range; `root` is the state root.
+    /// Leases the lowest free block of the range; `root` is the state root.
     pub fn lease(&self, root: &Path) -> io::Result<JailLease> {
         let dir = root.join("jail");
         std::fs::DirBuilder::new()
             .mode(0o700)
             .recursive(true)
             .create(&dir)?;
-        for uid in self.first..self.first + self.count {
+        for uid in (0..self.count / BLOCK).map(|block| self.first + block * BLOCK) {
             let lock = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -67,7 +76,7 @@ impl JailIds {
             }
         }
         Err(io::Error::other(format!(
-            "every jail uid of {}..{} is in use (SKIFF_JAIL_IDS names the range)",
+            "every jail block of uids {}..{} is in use (SKIFF_JAIL_IDS names the range)",
             self.first,
             u64::from(self.first) + u64::from(self.count)
         )))
@@ -77,7 +86,8 @@ impl JailIds {
 /// The lock's descriptor number in the VMM (above every tap's).
 pub const LOCK_FD: i32 = 32;
 
-/// A leased uid: its lock, held while this lives and by the VMM that inherits it.
+/// A leased block, by its first uid: its lock, held while this lives and by the VMM that
+/// inherits it.
 #[derive(Debug)]
 pub struct JailLease {
     pub uid: u32,
@@ -229,24 +239,38 @@ mod tests {
                 count: 65_536
             })
         );
-        for bad in ["", "5", "0:10", "10:0", "x:1", "4294967290:100", "-1:5"] {
+        let too_few = ["70000:10", "70000:65535"];
+        for bad in [
+            "",
+            "5",
+            "0:65536",
+            "10:0",
+            "x:1",
+            "4294967000:65536",
+            "-1:5",
+        ] {
             assert!(JailIds::parse(bad).is_err(), "{bad}");
+        }
+        for bad in too_few {
+            let err = JailIds::parse(bad).unwrap_err();
+            assert!(err.contains("COUNT at least 65536"), "{err}");
         }
     }
 
     #[test]
     fn a_leased_uid_is_taken_until_its_lock_is_closed() {
         let root = tempfile::tempdir().unwrap();
+        // Two blocks and some ids too few for a third.
         let ids = JailIds {
             first: 500_000,
-            count: 2,
+            count: 2 * BLOCK + 100,
         };
         let a = ids.lease(root.path()).unwrap();
         let b = ids.lease(root.path()).unwrap();
-        assert_eq!((a.uid, b.uid), (500_000, 500_001));
+        assert_eq!((a.uid, b.uid), (500_000, 565_536));
         let err = ids.lease(root.path()).unwrap_err().to_string();
         assert!(
-            err.starts_with("every jail uid of 500000..500002 is in use"),
+            err.starts_with("every jail block of uids 500000..631172 is in use"),
             "{err}"
         );
         // A descriptor inherited by another process keeps the lease: a dup stands in for it.

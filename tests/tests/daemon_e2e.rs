@@ -29,6 +29,16 @@ daemon() {
 daemon
 "#;
 
+/// The state root on ext4 (a loop device over a file in RAM) rather than the test host's tmpfs,
+/// which its Linux 6.1 cannot idmap: a jailed VMM then gets its user namespace (see skiff-vmm's
+/// `jail::idmap`). The other stories keep tmpfs, where the VMMs fall back to root's file rights.
+const STATE_ON_EXT4: &str = r#"
+modprobe loop
+mkdir -p /run/skiff
+truncate -s 4G /tmp/state.img && /usr/sbin/mkfs.ext4 -q /tmp/state.img && mount -o loop /tmp/state.img /run/skiff
+echo "state_fs=$(awk '$2 == "/run/skiff" {print $3}' /proc/mounts)"
+"#;
+
 /// The docker CLI's story: images, runs, errors, `kill -9 skiffd`, top, sizes, restarts, runs at once.
 const STORY: &str = r#"
 echo "api=$(d version --format '{{.Server.APIVersion}}')"
@@ -94,10 +104,11 @@ echo "stats=$(d stats --no-stream --format '{{.Name}} {{.MemUsage}}' bg | awk '{
 BG=$(d inspect -f '{{.Id}}' bg); CG=/sys/fs/cgroup/skiff/$BG
 [ "$(cat /proc/$(d inspect -f '{{.State.Pid}}' bg)/cgroup)" = "0::/skiff/$BG" ] && echo cgroup_joined=ok
 echo "cgroup_limits=$(cat $CG/cpu.max) $(cat $CG/memory.max) $(cat $CG/pids.max)"
-# The VMM's jail: a uid of its own from the jail range (default 1000000000:65536) as real,
-# effective and saved ids, no capabilities, no_new_privs, its seccomp filters; only its virtio-fs
-# worker holds capabilities (the file ones, as effective root); new mount, network, IPC, UTS and
-# PID namespaces (PID 1 in its own); its / a tmpfs with only its own files bound in.
+# The VMM's jail: a uid of its own from the jail range (default 1000000000:1073741824, 65536 a
+# VMM) as real, effective and saved ids, no capabilities, no_new_privs, its seccomp filters; only
+# its virtio-fs worker holds capabilities (the file ones), and those in a user namespace that maps
+# the guest's 0-65535 onto the VMM's 65536 ids; new mount, network, IPC, UTS and PID namespaces
+# (PID 1 in its own); its / a tmpfs with only its own files bound in.
 VP=$(d inspect -f '{{.State.Pid}}' bg)
 st() { awk -v k="$1:" '$1 == k {$1 = ""; print substr($0, 2)}' ${2:-/proc/$VP}/status; }
 U=$(st Uid | cut -d' ' -f1)
@@ -109,6 +120,12 @@ echo "jail_ns=$(for n in mnt net ipc uts pid; do [ "$(readlink /proc/$VP/ns/$n)"
 echo "jail_pid=$(st NSpid | cut -d' ' -f2-)"
 echo "jail_mounts=$(awk '{print $5}' /proc/$VP/mountinfo | sed "s#$BG#ID#g; s#${BG:0:12}#ID12#g" | sort | tr '\n' ,)"
 echo "jail_root=$(ls /proc/$VP/root | tr '\n' ,)"
+echo "jail_userns=$(cat /proc/$VP/uid_map /proc/$VP/gid_map | awk '{print $1, $2, $3}' | tr '\n' ,)" | sed "s/$U/U/g"
+# Through the idmapped shares the guest sees the image's owners and sets its own, and the disk
+# keeps the guest's ids.
+echo "owners=$(d run --name own $I sh -c 'touch /mine && chown 1000:1001 /mine && stat -c %u:%g /bin /mine' | tr '\n' ,)"
+echo "owners_disk=$(stat -c %u:%g $SKIFF_ROOT/containers/$(d inspect -f '{{.Id}}' own)/rootfs/upper/mine)"
+d rm own >/dev/null
 d run -d --name fill --tmpfs /m:size=110m $I sh -c 'dd if=/dev/zero of=/m/x bs=1M count=100 2>/dev/null && echo filled; exec sleep 1000' >/dev/null
 for i in $(seq 300); do [ -n "$(d logs fill)" ] && break; sleep 0.2; done
 FILL=$(d inspect -f '{{.Id}}' fill)
@@ -440,8 +457,10 @@ fn docker_cli() -> &'static Path {
     Path::new("/usr/local/bin/docker")
 }
 
-/// Runs `story` after the prelude in one test-host boot, with the image and the docker CLI.
+/// Runs `story` after `setup` and the prelude in one test-host boot, with the image and the
+/// docker CLI.
 fn docker_story(
+    setup: &str,
     story: &str,
     timeout_secs: u64,
     mem_mib: u32,
@@ -456,15 +475,16 @@ fn docker_story(
         .mem_mib(mem_mib)
         .data(work.path().join("share"), "img")
         .data(&cli_dir, "docker")
-        .run(&["sh", "-c", &format!("{PRELUDE}{story}")])
+        .run(&["sh", "-c", &format!("{setup}{PRELUDE}{story}")])
 }
 
 #[test]
 fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
-    let out = docker_story(STORY, 900, 4096);
+    let out = docker_story(STATE_ON_EXT4, STORY, 900, 4096);
     let r = out.results();
     assert!(!r.contains_key("daemon_up"), "{out}");
     out.expect_results(&[
+        ("state_fs", "ext4"),
         ("api", "1.47"),
         // Images through the API: load, tag, list, remove a name, inspect.
         ("load", "Loaded image: skiff-test/busybox:1"),
@@ -509,7 +529,8 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
             "jail_status",
             "0000000000000000 0000000000000000 0000000000000000 1 2",
         ),
-        ("jail_privileged", "virtio-fs:00000000000000df:U 0 U 0,"),
+        // The worker's capabilities are its user namespace's; its ids are the jail's.
+        ("jail_privileged", "virtio-fs:00000000000000df:U U U U,"),
         ("jail_threads", "ok"),
         ("jail_ns", "mnt,net,ipc,uts,pid,"),
         // PID 1 of its own PID namespace (no other process can join it).
@@ -520,6 +541,9 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
              /run/skiff/containers/ID/session,/run/skiff/run/ID12,/skiff/vmlinux,",
         ),
         ("jail_root", "proc,run,skiff,"),
+        ("jail_userns", "0 U 65536,0 U 65536,"),
+        ("owners", "0:0,1000:1001,"),
+        ("owners_disk", "1000:1001"),
         ("fill", "filled running"),
         ("oom", "exited true 137"),
         ("oom_msg", "ok"),
@@ -573,7 +597,7 @@ fn the_docker_cli_drives_containers_that_outlive_the_daemon() {
 
 #[test]
 fn volumes_keep_data_and_networks_serve_published_ports() {
-    let out = docker_story(&format!("{VOLUMES}{NETWORKS}"), 900, 2048);
+    let out = docker_story("", &format!("{VOLUMES}{NETWORKS}"), 900, 2048);
     assert!(!out.results().contains_key("daemon_up"), "{out}");
     out.expect_results(&[
         ("bind_read", "from-host"),
@@ -684,7 +708,7 @@ fn volumes_keep_data_and_networks_serve_published_ports() {
 
 #[test]
 fn a_hostile_guest_floods_its_vmm_and_its_neighbour_works_on() {
-    let out = docker_story(FLOODS, 600, 2048);
+    let out = docker_story("", FLOODS, 600, 2048);
     assert!(!out.results().contains_key("daemon_up"), "{out}");
     let r = out.results();
     for key in ["flood_quiet_ms", "flood_busy_ms", "flood_after_ms"] {

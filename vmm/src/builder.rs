@@ -11,9 +11,11 @@
 //! namespace, which belongs to the calling thread: call this on the thread that then runs the
 //! VM, before it starts any worker.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::container::{ContainerError, ContainerSession};
+use crate::container::{ContainerError, ContainerSession, PendingSession};
+use crate::jail::idmap::UserNamespace;
 use crate::rootfs::{bind_read_only, Rootfs, RootfsError};
 use crate::spec::{NetSpec, SpecError, VmSpec, ROOTFS_TAG};
 use crate::virtio::fs::{FsDevice, FsError, Sharing};
@@ -48,16 +50,43 @@ pub enum BuildError {
     Rng(#[source] std::io::Error),
     #[error(transparent)]
     Vm(#[from] VmError),
+    #[error("cannot idmap {path} for the jail's user namespace: {source}")]
+    Idmap {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// What must live as long as the VM runs: the merged root's mount and the container session.
+/// What must live as long as the VM runs: the merged root's mount; and the container session,
+/// to be started (its threads) once the jail is complete.
 pub struct Devices {
     pub rootfs: Option<Rootfs>,
-    pub session: Option<ContainerSession>,
+    pub session: Option<PendingSession>,
 }
 
-/// Attaches the devices of `spec` to `vm`.
-pub fn attach_devices(vm: &mut Vm, spec: &VmSpec) -> Result<Devices, BuildError> {
+/// The host directories the VM's file servers serve (an upper may be still to be made): what
+/// must take an idmapped mount.
+pub fn served_dirs(spec: &VmSpec) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(root) = &spec.rootfs {
+        dirs.extend(root.layers.iter().cloned());
+        // An upper disk is ext4, which takes idmapped mounts.
+        if let (Some(upper), None) = (&root.upper, &root.upper_disk) {
+            dirs.push(upper.clone());
+        }
+    }
+    dirs.extend(spec.shares.iter().map(|s| s.source.clone()));
+    dirs
+}
+
+/// Attaches the devices of `spec` to `vm`; with `idmap`, every served directory is an idmapped
+/// mount of that user namespace (see [`crate::jail::idmap`]).
+pub fn attach_devices(
+    vm: &mut Vm,
+    spec: &VmSpec,
+    idmap: Option<&UserNamespace>,
+) -> Result<Devices, BuildError> {
     // Checked again here: an inherited tap descriptor named twice must not be owned twice.
     spec.validate()?;
     let nets = net_devices(&spec.net)?;
@@ -73,6 +102,7 @@ pub fn attach_devices(vm: &mut Vm, spec: &VmSpec) -> Result<Devices, BuildError>
                 &root.layers,
                 root.upper.as_deref(),
                 root.upper_disk.as_deref(),
+                idmap,
             )?;
             let device = share(ROOTFS_TAG, rootfs.dir(), Sharing::Exclusive)?;
             vm.add_virtio_device(Box::new(device))?;
@@ -84,6 +114,13 @@ pub fn attach_devices(vm: &mut Vm, spec: &VmSpec) -> Result<Devices, BuildError>
         if s.read_only {
             bind_read_only(&s.source)?;
         }
+        if let Some(ns) = idmap {
+            ns.idmap_in_place(&s.source)
+                .map_err(|source| BuildError::Idmap {
+                    path: s.source.clone(),
+                    source,
+                })?;
+        }
         vm.add_virtio_device(Box::new(share(&s.tag, &s.source, Sharing::Shared)?))?;
     }
     for net in nets {
@@ -93,7 +130,7 @@ pub fn attach_devices(vm: &mut Vm, spec: &VmSpec) -> Result<Devices, BuildError>
     if let Some(vsock) = &spec.vsock {
         // Before the device exists: guest-init may connect as soon as the guest runs.
         if let Some(container) = &spec.container {
-            session = Some(ContainerSession::start(container, &vsock.uds)?);
+            session = Some(ContainerSession::listen(container, &vsock.uds)?);
         }
         let device = VsockDevice::new(u64::from(vsock.guest_cid), &vsock.uds)?;
         vm.add_virtio_device(Box::new(device))?;

@@ -395,8 +395,8 @@ mod tests {
         work: impl FnOnce(&Path) -> T + Send + 'static,
     ) -> Option<T> {
         let (layer, upper, image) = (layer.to_owned(), upper.to_owned(), image.to_owned());
-        std::thread::spawn(
-            move || match Rootfs::prepare(&[layer], Some(&upper), Some(&image)) {
+        std::thread::spawn(move || {
+            match Rootfs::prepare(&[layer], Some(&upper), Some(&image), None) {
                 Ok(rootfs) => Some(work(rootfs.dir())),
                 Err(
                     e @ (RootfsError::Unshare(_)
@@ -407,8 +407,8 @@ mod tests {
                     None
                 }
                 Err(e) => panic!("prepare: {e}"),
-            },
-        )
+            }
+        })
         .join()
         .expect("the VMM thread")
     }
@@ -501,6 +501,7 @@ mod tests {
             &[tmp.path().to_owned()],
             None,
             Some(&tmp.path().join("x.img")),
+            None,
         )
         .expect_err("refused");
         assert!(matches!(err, RootfsError::DiskNeedsUpper), "{err}");

@@ -14,8 +14,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::builder::BoolishValueParser;
 use clap::Parser;
-use skiff_vmm::builder::attach_devices;
-use skiff_vmm::builder::Devices;
+use skiff_vmm::builder::{attach_devices, served_dirs, Devices};
 use skiff_vmm::container::ContainerSession;
 use skiff_vmm::devices::serial::SerialOutput;
 use skiff_vmm::jail::{Bind, Jail, JailError};
@@ -55,17 +54,21 @@ struct Args {
 }
 
 /// Jail the VMM (needs root): once the VM is set up, it runs as `--jail-uid`/`--jail-gid` with
-/// no capabilities (its virtio-fs workers keep the few that writing the guest's files takes), in
-/// new mount, IPC, UTS and network namespaces, with `--jail-dir` as its `/` holding only what the
-/// VM still uses; every descriptor but stdio, the spec's taps and `--jail-keep-fd` is closed. It
-/// must start as PID 1 of a PID namespace of its own (skiff starts it so; by hand:
-/// `unshare --pid --fork --kill-child skiff-vmm ...`).
+/// no capabilities, in new mount, IPC, UTS and network namespaces, with `--jail-dir` as its `/`
+/// holding only what the VM still uses; every descriptor but stdio, the spec's taps and
+/// `--jail-keep-fd` is closed. It must start as PID 1 of a PID namespace of its own (skiff starts
+/// it so; by hand: `unshare --pid --fork --kill-child skiff-vmm ...`). Its virtio-fs workers keep
+/// the few capabilities that writing the guest's files takes: in a user namespace mapping the
+/// guest's ids 0-65535 onto the host's UID..UID+65535 and GID..GID+65535 (so give it 65536 ids of
+/// its own), with every served directory idmapped so that files on disk keep the guest's owners;
+/// where a served directory's file system cannot be idmapped (tmpfs before Linux 6.3), as the
+/// host's root instead, with a warning.
 #[derive(clap::Args, Debug)]
 struct JailArgs {
-    /// The jail's uid (not 0).
+    /// The jail's uid (not 0), the first of 65536.
     #[arg(long, value_name = "UID", requires_all = ["jail_gid", "jail_dir"])]
     jail_uid: Option<u32>,
-    /// The jail's gid (not 0).
+    /// The jail's gid (not 0), the first of 65536.
     #[arg(long, value_name = "GID", requires = "jail_uid")]
     jail_gid: Option<u32>,
     /// An empty directory (made if missing) to become the VMM's `/`; nothing of it shows
@@ -262,22 +265,27 @@ fn main() -> ExitCode {
 fn run(args: Args, stop_signals: libc::sigset_t) -> anyhow::Result<(VmExit, Vec<u8>)> {
     let jail = args.jail.jail();
     let spec = args.into_spec()?;
-    // Before any thread: namespaces and credentials are per thread.
+    // Before any thread: namespaces and credentials are per thread, and a user namespace
+    // takes a single-threaded process (the jail's steps, see `jail`).
+    let mut userns = None;
     if let Some(jail) = &jail {
         let taps = jailed_taps(&spec)?;
         jail.unshare(&taps)?;
+        userns = jail.user_namespace(&served_dirs(&spec));
     }
     let mut vm = Vm::new(&spec)?;
-    spawn_signal_waiter(stop_signals, vm.exit_notifier())?;
-    // Keeps the merged root mounted and the container session served while the VM runs.
-    let devices = attach_devices(&mut vm, &spec)?;
+    // Keeps the merged root mounted while the VM runs.
+    let mut devices = attach_devices(&mut vm, &spec, userns.as_ref())?;
     if let Some(jail) = &jail {
         let (binds, own) = jail_contents(&spec, &devices);
         jail.pivot(&binds, &own)?;
+        jail.confine(userns.as_ref())?;
     }
+    spawn_signal_waiter(stop_signals, vm.exit_notifier())?;
+    let session = devices.session.take().map(|s| s.start()).transpose()?;
     let tail = vm.console_tail();
     let exit = vm.run()?;
-    if let Some(session) = devices.session {
+    if let Some(session) = session {
         session.finish(SESSION_FINISH);
     }
     let tail = tail.lock().unwrap_or_else(|p| p.into_inner()).contents();

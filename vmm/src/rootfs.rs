@@ -11,6 +11,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::jail::idmap::UserNamespace;
 use crate::loop_disk::{DiskError, DiskMount};
 
 /// Kernel limit on the mount option string (one page).
@@ -60,6 +61,12 @@ pub enum RootfsError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot idmap {path} for the jail's user namespace: {source}")]
+    Idmap {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot mount the overlay on {merged} (options {options}): {source}")]
     Mount {
         merged: PathBuf,
@@ -87,10 +94,14 @@ impl Rootfs {
     ///
     /// With `upper_disk` (an ext4 image), the image is mounted on `upper` first and the three
     /// directories live in it: the image's size caps what the container can write.
+    ///
+    /// With `idmap` (a jailed VMM's user namespace; its private mount namespace exists), the
+    /// layers and `upper` are idmapped mounts of it, and the overlay is mounted as its 0.
     pub fn prepare(
         layers: &[PathBuf],
         upper: Option<&Path>,
         upper_disk: Option<&Path>,
+        idmap: Option<&UserNamespace>,
     ) -> Result<Rootfs, RootfsError> {
         if layers.is_empty() {
             return Err(RootfsError::NoLayers);
@@ -107,11 +118,16 @@ impl Rootfs {
         let Some(upper) = upper else {
             return match (layers, upper_disk) {
                 (_, Some(_)) => Err(RootfsError::DiskNeedsUpper),
-                ([single], None) => Ok(Rootfs {
-                    dir: single.clone(),
-                    mounted: false,
-                    _disk: None,
-                }),
+                ([single], None) => {
+                    if let Some(ns) = idmap {
+                        idmap_in_place(ns, single)?;
+                    }
+                    Ok(Rootfs {
+                        dir: single.clone(),
+                        mounted: false,
+                        _disk: None,
+                    })
+                }
                 _ => Err(RootfsError::LayersNeedUpper {
                     count: layers.len(),
                 }),
@@ -136,7 +152,19 @@ impl Rootfs {
             create_dir(dir)?;
         }
         enter_private_mount_namespace()?;
-        mount_overlay(&merged, &options)?;
+        match idmap {
+            Some(ns) => {
+                for dir in layers.iter().map(PathBuf::as_path).chain([upper]) {
+                    idmap_in_place(ns, dir)?;
+                }
+                ns.as_mounter(|| mount_overlay(&merged, &options))
+                    .map_err(|source| RootfsError::Idmap {
+                        path: merged.clone(),
+                        source,
+                    })??;
+            }
+            None => mount_overlay(&merged, &options)?,
+        }
         tracing::debug!(merged = %merged.display(), "root overlay mounted");
         Ok(Rootfs {
             dir: merged,
@@ -170,6 +198,13 @@ impl Drop for Rootfs {
             }
         }
     }
+}
+
+fn idmap_in_place(ns: &UserNamespace, dir: &Path) -> Result<(), RootfsError> {
+    ns.idmap_in_place(dir).map_err(|source| RootfsError::Idmap {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 fn create_dir(dir: &Path) -> Result<(), RootfsError> {
@@ -349,7 +384,7 @@ mod tests {
 
     /// Mounts the overlay, or says why this host cannot (then the caller skips).
     fn prepare_or_skip(layers: &[PathBuf], upper: &Path) -> Option<Rootfs> {
-        match Rootfs::prepare(layers, Some(upper), None) {
+        match Rootfs::prepare(layers, Some(upper), None, None) {
             Ok(rootfs) => Some(rootfs),
             Err(e @ (RootfsError::Unshare(_) | RootfsError::OverlayMissing)) => {
                 eprintln!("SKIPPED: overlay mount impossible here: {e}");
@@ -471,7 +506,8 @@ mod tests {
     #[test]
     fn a_single_layer_without_upper_is_served_directly() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let rootfs = Rootfs::prepare(&[tmp.path().to_path_buf()], None, None).expect("prepare");
+        let rootfs =
+            Rootfs::prepare(&[tmp.path().to_path_buf()], None, None, None).expect("prepare");
         assert_eq!(rootfs.dir(), tmp.path());
     }
 
@@ -479,14 +515,15 @@ mod tests {
     fn bad_layer_sets_are_refused_with_reasons() {
         let tmp = tempfile::tempdir().expect("tempdir");
         assert!(matches!(
-            Rootfs::prepare(&[], None, None),
+            Rootfs::prepare(&[], None, None, None),
             Err(RootfsError::NoLayers)
         ));
         let two = [tmp.path().to_path_buf(), tmp.path().to_path_buf()];
-        let err = Rootfs::prepare(&two, None, None).expect_err("two layers need an upper");
+        let err = Rootfs::prepare(&two, None, None, None).expect_err("two layers need an upper");
         assert!(err.to_string().contains("--rootfs-upper"), "{err}");
         let missing = tmp.path().join("missing");
-        let err = Rootfs::prepare(&[missing], Some(tmp.path()), None).expect_err("missing layer");
+        let err =
+            Rootfs::prepare(&[missing], Some(tmp.path()), None, None).expect_err("missing layer");
         assert!(err.to_string().contains("missing"), "{err}");
     }
 

@@ -161,13 +161,49 @@ pub struct ContainerSession {
     thread: JoinHandle<()>,
 }
 
+/// A session whose sockets listen and whose log is open, its threads not started yet.
+pub struct PendingSession {
+    spec: ContainerSpec,
+    control: UnixListener,
+    attach_listener: UnixListener,
+    log: LogWriter,
+}
+
+impl PendingSession {
+    /// Serves the session on threads of its own. Call before the VM runs.
+    pub fn start(self) -> Result<ContainerSession, ContainerError> {
+        let PendingSession {
+            spec,
+            control,
+            attach_listener,
+            log,
+        } = self;
+        // Docker's rule: only a container without a terminal that asked for StdinOnce has its
+        // stdin closed when its client leaves (a terminal's end of input is its own ^D).
+        let attached = Attached::new(spec.open_stdin && spec.stdin_once && !spec.process.tty);
+        attached
+            .clone()
+            .serve(attach_listener)
+            .map_err(ContainerError::Thread)?;
+        let builder = std::thread::Builder::new().name("container".into());
+        let thread = seccomp::spawn(builder, ThreadKind::Session, move || {
+            if let Err(e) = serve(&spec, control, log, &attached) {
+                tracing::warn!("container session: {e}");
+            }
+            attached.close();
+        })
+        .map_err(ContainerError::Thread)?;
+        Ok(ContainerSession { thread })
+    }
+}
+
 impl ContainerSession {
-    /// Listens on the control port's socket and the attach socket, opens the log, and serves the
-    /// session on threads of its own. Call before the VM runs.
-    pub fn start(
+    /// Listens on the control port's socket and the attach socket and opens the log, with this
+    /// process's rights (the jail's threads come later: [`PendingSession::start`]).
+    pub fn listen(
         spec: &ContainerSpec,
         vsock_uds: &Path,
-    ) -> Result<ContainerSession, ContainerError> {
+    ) -> Result<PendingSession, ContainerError> {
         let control_path = Self::control_socket(vsock_uds);
         let listen = |path: &Path| {
             let _ = std::fs::remove_file(path);
@@ -183,23 +219,12 @@ impl ContainerSession {
                 path: spec.log.clone(),
                 source,
             })?;
-        // Docker's rule: only a container without a terminal that asked for StdinOnce has its
-        // stdin closed when its client leaves (a terminal's end of input is its own ^D).
-        let attached = Attached::new(spec.open_stdin && spec.stdin_once && !spec.process.tty);
-        attached
-            .clone()
-            .serve(attach_listener)
-            .map_err(ContainerError::Thread)?;
-        let spec = spec.clone();
-        let builder = std::thread::Builder::new().name("container".into());
-        let thread = seccomp::spawn(builder, ThreadKind::Session, move || {
-            if let Err(e) = serve(&spec, control, log, &attached) {
-                tracing::warn!("container session: {e}");
-            }
-            attached.close();
+        Ok(PendingSession {
+            spec: spec.clone(),
+            control,
+            attach_listener,
+            log,
         })
-        .map_err(ContainerError::Thread)?;
-        Ok(ContainerSession { thread })
     }
 
     /// The socket guest-init's control connection reaches through the vsock device.

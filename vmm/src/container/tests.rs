@@ -34,7 +34,10 @@ impl Fixture {
 
     /// Starts the session, then a guest-init session connected to it, as the vsock device would.
     fn run_with_guest_init(&self) -> (ContainerSession, std::thread::JoinHandle<()>) {
-        let session = ContainerSession::start(&self.spec, &self.uds()).unwrap();
+        let session = ContainerSession::listen(&self.spec, &self.uds())
+            .unwrap()
+            .start()
+            .unwrap();
         let mut guest = self.connect_guest();
         let guest = std::thread::spawn(move || {
             if let Ok(spec) = skiff_guest_init::session::accept_spec(&mut guest) {
@@ -217,7 +220,10 @@ fn a_client_that_stops_reading_is_dropped_and_the_container_goes_on() {
 #[test]
 fn a_guest_that_breaks_the_protocol_leaves_no_exit_file() {
     let f = Fixture::new(&["true"]);
-    let session = ContainerSession::start(&f.spec, &f.uds()).unwrap();
+    let session = ContainerSession::listen(&f.spec, &f.uds())
+        .unwrap()
+        .start()
+        .unwrap();
     let mut guest = f.connect_guest();
     // A hello, then a frame header announcing more than the protocol allows.
     write_message(&mut guest, &Message::Hello(Hello::ours("liar"))).unwrap();
@@ -234,7 +240,10 @@ fn a_guest_that_breaks_the_protocol_leaves_no_exit_file() {
     assert_eq!(f.exit(), None);
     // A frame the guest must not send (stdin) ends the session the same way.
     let f = Fixture::new(&["true"]);
-    let session = ContainerSession::start(&f.spec, &f.uds()).unwrap();
+    let session = ContainerSession::listen(&f.spec, &f.uds())
+        .unwrap()
+        .start()
+        .unwrap();
     let mut guest = f.connect_guest();
     write_message(&mut guest, &Message::Hello(Hello::ours("liar"))).unwrap();
     write_message(&mut guest, &Message::Stdin(b"x".to_vec())).unwrap();

@@ -5,15 +5,19 @@
 //! 1. [`Jail::unshare`], first, while the process has one thread (PID 1 of its own PID
 //!    namespace, see below): new mount, IPC, UTS and network namespaces (the VMM's network is
 //!    the tap descriptors it was given), every descriptor closed but stdio, the taps and those
-//!    named by `--jail-keep-fd`, resource limits.
-//! 2. The VM and its devices are set up as usual (guest memory, /dev/kvm, the overlay, sockets).
+//!    named by `--jail-keep-fd`, resource limits. [`Jail::user_namespace`] then makes the user
+//!    namespace the jail's ids head (see [`idmap`]), when every served directory can be
+//!    idmapped.
+//! 2. The VM and its devices are set up as usual (guest memory, /dev/kvm, the overlay over
+//!    idmapped layers, sockets), still on one thread.
 //! 3. [`Jail::pivot`]: a small tmpfs on the jail directory receives bind mounts of just what the
 //!    running VM still opens by path (the kernel, the served directories, the socket and
 //!    session directories, the process's own /proc/self/fd) at their usual paths, becomes `/`
 //!    (`pivot_root`), the old root is detached and the new one made read-only.
-//! 4. Each thread started after step 1 drops to the jail's credentials as it starts, the main
-//!    thread once every other has started ([`restrict_thread`], next to the seccomp filter):
-//!    see [`privileges`]. Only the main thread keeps root's rights through steps 2 and 3.
+//! 4. [`Jail::confine`]: the process enters its user namespace as its 0. Every thread, all
+//!    started from then on, drops to the jail's credentials as it starts, the main thread once
+//!    every other has started ([`restrict_thread`], next to the seccomp filter): see
+//!    [`privileges`]. Only the main thread keeps root's rights through steps 2 and 3.
 //!
 //! The PID namespace comes from whoever starts the VMM: a jailed VMM must be PID 1 of a
 //! namespace of its own ([`JailError::NotPidOne`] otherwise). skiff starts it so (a namespace
@@ -21,6 +25,7 @@
 //! whose host PID its starter waits on, signals and reads statistics of; by hand,
 //! `unshare --pid --fork --kill-child skiff-vmm ...` does the same.
 
+pub mod idmap;
 pub mod privileges;
 #[cfg(test)]
 mod tests;
@@ -29,9 +34,10 @@ use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use crate::seccomp::ThreadKind;
+use idmap::UserNamespace;
 use privileges::ThreadCredentials;
 
 /// Descriptors a jailed VMM may have open (guest memory is mapped, not open; virtio-fs holds a
@@ -72,6 +78,8 @@ pub enum JailError {
          (skiff starts it so; by hand: unshare --pid --fork --kill-child skiff-vmm ...)"
     )]
     NotPidOne(i32),
+    #[error("a thread started before the jail was complete (a skiff-vmm bug)")]
+    ThreadTooEarly,
     #[error(
         "net[{0}]: a jailed VMM has a network namespace of its own; give the tap as an inherited \
          descriptor (\"fd\"), not by name"
@@ -102,25 +110,51 @@ pub struct Bind {
     pub read_only: bool,
 }
 
-/// The jail's ids once [`Jail::unshare`] is done: threads started from then on drop to them.
+/// Whether [`Jail::unshare`] ran: the process is being jailed.
+static JAILED: OnceLock<()> = OnceLock::new();
+/// The jail's ids once [`Jail::confine`] is done (the namespace's 0 in a user namespace of its
+/// own): threads, all started from then on, drop to them.
 static CREDENTIALS: OnceLock<(u32, u32)> = OnceLock::new();
 
-/// Jails the threads started from now on without the rest of [`Jail::unshare`] (tests, in a
-/// child process of their own).
+/// A thread start put off until the jail is complete.
+type Start = Box<dyn FnOnce() -> io::Result<()> + Send>;
+static PUT_OFF: Mutex<Vec<Start>> = Mutex::new(Vec::new());
+
+/// Runs `start` (which starts a thread) now, or, while the process is being jailed (between
+/// [`Jail::unshare`] and [`Jail::confine`], when it must keep a single thread), in
+/// [`Jail::confine`], which fails if `start` does.
+pub fn start_thread_when_confined(
+    start: impl FnOnce() -> io::Result<()> + Send + 'static,
+) -> io::Result<()> {
+    let mut put_off = PUT_OFF.lock().unwrap_or_else(|p| p.into_inner());
+    if active() && CREDENTIALS.get().is_none() {
+        put_off.push(Box::new(start));
+        return Ok(());
+    }
+    drop(put_off);
+    start()
+}
+
+/// Marks the process as being jailed without the rest of [`Jail::unshare`] (tests, in a child
+/// process of their own).
 #[cfg(test)]
-pub(crate) fn set_credentials(uid: u32, gid: u32) {
-    let _ = CREDENTIALS.set((uid, gid));
+pub(crate) fn mark_jailed() {
+    let _ = JAILED.set(());
 }
 
 /// Whether this process is jailed (its mounts then go with its namespace; nothing to undo).
 pub fn active() -> bool {
-    CREDENTIALS.get().is_some()
+    JAILED.get().is_some()
 }
 
 /// Gives the calling thread its jailed credentials when the process is jailed: see
 /// [`privileges`]. Called by each thread as it starts, before its seccomp filter.
 pub fn restrict_thread(kind: ThreadKind) -> Result<(), JailError> {
     let Some(&(uid, gid)) = CREDENTIALS.get() else {
+        if active() {
+            // It would keep root's rights, and the user namespace needs a single thread.
+            return Err(JailError::ThreadTooEarly);
+        }
         return Ok(());
     };
     let creds = match kind {
@@ -178,7 +212,63 @@ impl Jail {
         // Not dumpable: no core, no ptrace by the jail's uid, /proc/PID stays root's.
         // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-        let _ = CREDENTIALS.set((self.uid, self.gid));
+        let _ = JAILED.set(());
+        Ok(())
+    }
+
+    /// The user namespace the jail's ids head (see [`idmap`]), when every directory in `served`
+    /// can be idmapped, and none lies in another (an idmapped mount over the outer one would
+    /// hide the inner one's own mount, a read-only bind say); else None, with a warning: the
+    /// virtio-fs workers then hold their file capabilities as the host's root, confined by the
+    /// mount namespace and their filter alone.
+    pub fn user_namespace(&self, served: &[PathBuf]) -> Option<UserNamespace> {
+        let fallback = "its virtio-fs workers keep their file capabilities as the host's root";
+        if let Some((outer, inner)) = nested(served) {
+            tracing::warn!(
+                "jail: no user namespace, {} and {} are both served: {fallback}",
+                outer.display(),
+                inner.display()
+            );
+            return None;
+        }
+        let ns = match UserNamespace::new(self.uid, self.gid) {
+            Ok(ns) => ns,
+            Err(e) => {
+                tracing::warn!("jail: no user namespace ({e}): {fallback}");
+                return None;
+            }
+        };
+        for dir in served {
+            if let Err(e) = ns.supports(existing_ancestor(dir)) {
+                tracing::warn!(
+                    "jail: {} cannot be idmapped ({e}; tmpfs can since Linux 6.3): {fallback}",
+                    dir.display()
+                );
+                return None;
+            }
+        }
+        Some(ns)
+    }
+
+    /// Step 4 (see the module), after [`Jail::pivot`] and before any other thread starts:
+    /// enters `userns` if there is one, and sets the ids every thread then drops to.
+    pub fn confine(&self, userns: Option<&UserNamespace>) -> Result<(), JailError> {
+        let ids = match userns {
+            Some(ns) => {
+                ns.enter()
+                    .map_err(setup("enter the jail's user namespace"))?;
+                (0, 0)
+            }
+            None => (self.uid, self.gid),
+        };
+        let put_off = {
+            let mut put_off = PUT_OFF.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = CREDENTIALS.set(ids);
+            std::mem::take(&mut *put_off)
+        };
+        for start in put_off {
+            start().map_err(setup("start a device's worker thread"))?;
+        }
         Ok(())
     }
 
@@ -238,6 +328,38 @@ impl Jail {
             .map_err(setup("make the jail's / read-only"))?;
         Ok(())
     }
+}
+
+/// Two of `dirs` of which the first holds the second or is the same directory.
+fn nested(dirs: &[PathBuf]) -> Option<(PathBuf, PathBuf)> {
+    let resolved: Vec<PathBuf> = dirs.iter().map(|d| resolve(d)).collect();
+    for (i, a) in resolved.iter().enumerate() {
+        for b in &resolved[i + 1..] {
+            if b.starts_with(a) {
+                return Some((a.clone(), b.clone()));
+            }
+            if a.starts_with(b) {
+                return Some((b.clone(), a.clone()));
+            }
+        }
+    }
+    None
+}
+
+/// `dir` with symlinks resolved, as far as it exists (the rest, still to be made, as given).
+fn resolve(dir: &Path) -> PathBuf {
+    let existing = existing_ancestor(dir);
+    let rest = dir.strip_prefix(existing).unwrap_or(Path::new(""));
+    std::fs::canonicalize(existing)
+        .unwrap_or_else(|_| existing.to_path_buf())
+        .join(rest)
+}
+
+/// The nearest directory of `dir` (itself included) that exists.
+fn existing_ancestor(dir: &Path) -> &Path {
+    dir.ancestors()
+        .find(|d| d.is_dir())
+        .unwrap_or(Path::new("/"))
 }
 
 /// Whether `/` is the kernel's initial root (rootfs), which has no parent mount.

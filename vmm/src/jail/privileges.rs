@@ -7,8 +7,10 @@
 //! an empty bounding set and no capabilities, except the virtio-fs workers. They write the
 //! guest's owners and modes into their share, which takes [`FS_WORKER_CAPS`]; fuse-backend-rs
 //! switches their effective uid and gid to the guest's caller for each creation and back to 0
-//! after it, so their effective ids stay 0. The securebits keep a uid change from adding or
-//! removing capabilities and are locked, so uid 0 never brings more than those.
+//! after it, so their effective ids stay 0. In the jail's user namespace (see [`super::idmap`])
+//! the jail's ids are that namespace's 0 and so are the workers' effective ids: the host's
+//! jail uid, with capabilities over the namespace's ids alone. The securebits keep a uid change
+//! from adding or removing capabilities and are locked, so uid 0 never brings more than those.
 
 use std::io;
 

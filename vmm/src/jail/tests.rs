@@ -95,6 +95,17 @@ fn in_a_child(body: impl FnOnce() -> i32) -> i32 {
 
 #[test]
 fn a_jailed_file_server_serves_every_file_of_its_share_whatever_its_mode() {
+    jailed_file_server(false);
+}
+
+#[test]
+fn a_jailed_file_server_in_a_user_namespace_serves_its_idmapped_share_alike() {
+    jailed_file_server(true);
+}
+
+/// A file server jailed as skiff-vmm jails it, with or without its user namespace, reads a
+/// share's files of any mode, and executables' capabilities are asked for through /proc.
+fn jailed_file_server(userns: bool) {
     use crate::virtio::fs::tests::{call, fuse_init, lookup, started_with};
     use crate::virtio::fs::Sharing;
     use crate::virtio::test_driver::guest_memory;
@@ -126,13 +137,30 @@ fn a_jailed_file_server_serves_every_file_of_its_share_whatever_its_mode() {
             eprintln!("{e}");
             return 3;
         }
-        set_credentials(4_000_321, 4_000_321);
+        mark_jailed();
         // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        let ns = match userns.then(|| UserNamespace::new(4_000_321, 4_000_321)) {
+            None => None,
+            Some(Ok(ns)) => Some(ns),
+            Some(Err(e)) => {
+                eprintln!("user namespace: {e}");
+                return 7;
+            }
+        };
+        if let Some(ns) = &ns {
+            for d in [dir.path(), upper.path()] {
+                if let Err(e) = ns.supports(d) {
+                    eprintln!("skipped: {} cannot be idmapped here: {e}", d.display());
+                    return 0;
+                }
+            }
+        }
         let rootfs = match crate::rootfs::Rootfs::prepare(
             &[dir.path().to_path_buf()],
             Some(upper.path()),
             None,
+            ns.as_ref(),
         ) {
             Ok(rootfs) => rootfs,
             Err(e) => {
@@ -140,6 +168,7 @@ fn a_jailed_file_server_serves_every_file_of_its_share_whatever_its_mode() {
                 return 5;
             }
         };
+        // The device is made with root's rights; its worker starts once the jail is complete.
         let mem = guest_memory();
         let (_dev, [_, mut q]) = started_with(rootfs.dir(), &mem, Sharing::Exclusive);
         let jail = Jail {
@@ -152,7 +181,10 @@ fn a_jailed_file_server_serves_every_file_of_its_share_whatever_its_mode() {
             path: rootfs.dir().to_path_buf(),
             read_only: false,
         };
-        if let Err(e) = jail.pivot(&[share], &[]) {
+        if let Err(e) = jail
+            .pivot(&[share], &[])
+            .and_then(|()| jail.confine(ns.as_ref()))
+        {
             eprintln!("{e}");
             return 4;
         }
@@ -218,6 +250,75 @@ fn a_jailed_file_server_serves_every_file_of_its_share_whatever_its_mode() {
                 2
             }
         }
+    });
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn served_directories_inside_one_another_are_found() {
+    let top = tempfile::tempdir().unwrap();
+    let [a, b, c] = ["a", "a/b", "c"].map(|d| top.path().join(d));
+    for d in [&b, &c] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let link = top.path().join("link");
+    std::os::unix::fs::symlink(&a, &link).unwrap();
+    assert_eq!(nested(&[a.clone(), c.clone()]), None);
+    assert_eq!(
+        nested(&[b.clone(), c.clone(), a.clone()]),
+        Some((a.clone(), b.clone()))
+    );
+    // The same directory twice, once through a symlink.
+    assert_eq!(nested(&[link, a.clone()]), Some((a.clone(), a.clone())));
+    // One still to be made counts where it will be.
+    let to_make = top.path().join("link/new");
+    assert_eq!(nested(&[c.clone(), to_make]), None);
+    assert_eq!(
+        nested(&[top.path().join("link/b/new"), b.clone()]),
+        Some((b, a.join("b/new")))
+    );
+}
+
+#[test]
+fn pid_1_of_a_pid_namespace_makes_its_user_namespace_and_enters_it() {
+    // SAFETY: a getter without arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let code = in_a_child(|| {
+        // SAFETY: unshare takes no pointers; the next child is PID 1 of the new namespace.
+        if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+            return 3;
+        }
+        in_a_child(|| {
+            // SAFETY: a getter without arguments.
+            if unsafe { libc::getpid() } != 1 {
+                return 4;
+            }
+            let ns = match UserNamespace::new(3_000_000_000, 3_100_000_000) {
+                Ok(ns) => ns,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return 5;
+                }
+            };
+            if let Err(e) = ns.enter() {
+                eprintln!("enter: {e}");
+                return 6;
+            }
+            let map = |f| std::fs::read_to_string(f).unwrap_or_default();
+            let maps = [map("/proc/self/uid_map"), map("/proc/self/gid_map")]
+                .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "));
+            // SAFETY: getters without arguments.
+            let ids = unsafe { (libc::getuid(), libc::getgid()) };
+            if maps == ["0 3000000000 65536", "0 3100000000 65536"] && ids == (0, 0) {
+                0
+            } else {
+                eprintln!("{maps:?} {ids:?}");
+                2
+            }
+        })
     });
     assert_eq!(code, 0);
 }

@@ -1,9 +1,11 @@
 //! The worker thread behind a device: one per device, started with the device (before the guest
-//! runs, so its seccomp filter is in place by then and no vCPU thread ever starts a thread), idle
-//! until the driver activates the device, then running the device's job until it is reset.
+//! runs, so its seccomp filter is in place by then and no vCPU thread ever starts a thread; in a
+//! VMM being jailed, once the jail is complete), idle until the driver activates the device,
+//! then running the device's job until it is reset.
 
 use std::io;
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -21,7 +23,8 @@ pub(crate) struct DeviceThread {
     done: Receiver<()>,
     stop: EventFd,
     running: bool,
-    handle: Option<JoinHandle<()>>,
+    /// Set once the thread has started.
+    handle: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl DeviceThread {
@@ -32,20 +35,26 @@ impl DeviceThread {
         let (jobs, queue) = mpsc::channel::<Job>();
         let (finished, done) = mpsc::channel();
         let builder = std::thread::Builder::new().name(name.to_owned());
-        let handle = seccomp::spawn(builder, kind, move || {
-            for job in queue {
-                job(&worker_stop);
-                if finished.send(()).is_err() {
-                    return;
+        let handle = Arc::new(Mutex::new(None));
+        let slot = handle.clone();
+        crate::jail::start_thread_when_confined(move || {
+            let thread = seccomp::spawn(builder, kind, move || {
+                for job in queue {
+                    job(&worker_stop);
+                    if finished.send(()).is_err() {
+                        return;
+                    }
                 }
-            }
+            })?;
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+            Ok(())
         })?;
         Ok(DeviceThread {
             jobs: Some(jobs),
             done,
             stop,
             running: false,
-            handle: Some(handle),
+            handle,
         })
     }
 
@@ -86,7 +95,8 @@ impl Drop for DeviceThread {
         self.stop();
         // Closing the queue ends the thread.
         self.jobs = None;
-        if let Some(handle) = self.handle.take() {
+        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
             if handle.join().is_err() {
                 tracing::error!("a device worker panicked");
             }
@@ -98,7 +108,6 @@ impl Drop for DeviceThread {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
 
     /// A job that counts its start and waits for its stop.
     fn waiting_job(started: &Arc<AtomicUsize>) -> impl FnOnce(&EventFd) + Send + 'static {
