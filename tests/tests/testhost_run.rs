@@ -298,6 +298,29 @@ fn a_test_host_kernel_panic_is_reported_as_host_failure() {
 }
 
 #[test]
+fn a_stack_corruption_sign_in_a_long_console_is_reported_as_the_emulator_s() {
+    // The sign on the console, then a dump well past a pipe's 64 KiB (a real one repeats
+    // itself), then a crash: the script must name the fault, and not as a silent reset.
+    let cmd = "{ echo 'BUG: TASK stack guard page was hit at 0 (a stand-in)'; i=0; \
+               while [ $i -lt 1000 ]; do \
+                 echo \"stand-in dump $i: RAX 0000000000000000 RBX 0000000000000000 RCX 0\"; \
+                 i=$((i + 1)); done; } >/dev/console; \
+               sleep 2; echo c >/proc/sysrq-trigger";
+    let tmp = tempfile::tempdir().unwrap();
+    let out = script_in(tmp.path(), &["--", "sh", "-c", cmd])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(testhost::HOST_FAILED), "{stderr}");
+    assert!(stderr.contains("stand-in dump 999"), "{stderr}");
+    assert!(
+        stderr.contains("EMULATOR-FAULT: the test host's kernel found its own stack corrupted"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("reset itself without a word"), "{stderr}");
+}
+
+#[test]
 fn concurrent_runs_build_one_cold_cache_without_leftovers() {
     let cache = tempfile::tempdir().unwrap();
     let start = || {
