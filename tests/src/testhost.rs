@@ -561,7 +561,7 @@ mod tests {
             "EMULATOR-FAULT: the test host's kernel found its own stack corrupted",
             "EMULATOR-FAULT: the test host froze before the command started",
             "EMULATOR-FAULT: the test host froze while the command ran (no sign of life for 120s, \
-             its CPUs idle; QEMU killed)",
+             its CPUs nearly idle; QEMU killed)",
             "EMULATOR-FAULT: 12 guest exits at 0xffffffffc0659dcc, the test host's own VMRUN \
              return address",
         ] {

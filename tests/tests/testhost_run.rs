@@ -221,7 +221,7 @@ fn a_machine_that_goes_silent_and_idle_is_reported_frozen_and_a_quiet_one_is_not
     assert!(
         stderr.contains(
             "testhost: EMULATOR-FAULT: the test host froze while the command ran (no sign of life \
-             for 15s, its CPUs idle; QEMU killed)"
+             for 15s, its CPUs nearly idle; QEMU killed)"
         ),
         "stderr: {stderr}"
     );
