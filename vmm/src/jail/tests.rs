@@ -322,3 +322,80 @@ fn pid_1_of_a_pid_namespace_makes_its_user_namespace_and_enters_it() {
     });
     assert_eq!(code, 0);
 }
+
+#[test]
+fn a_capped_upper_disk_is_idmapped_too_and_keeps_the_guest_s_owners() {
+    use std::os::unix::fs::MetadataExt;
+    const SKIPPED: i32 = 77;
+    // SAFETY: a getter without arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = tmp.path().join("layer");
+    std::fs::create_dir(&layer).unwrap();
+    std::fs::write(layer.join("from-image"), b"image").unwrap();
+    let upper = tmp.path().join("rootfs");
+    let image = tmp.path().join("rootfs.img");
+    if let Err(e) = crate::loop_disk::create(&image, 32 << 20) {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let code = in_a_child(|| {
+        if crate::rootfs::enter_private_mount_namespace().is_err() {
+            return 3;
+        }
+        mark_jailed();
+        let Ok(ns) = UserNamespace::new(4_000_321, 4_000_321) else {
+            return 4;
+        };
+        if ns.supports(&layer).is_err() {
+            return SKIPPED;
+        }
+        let rootfs = match crate::rootfs::Rootfs::prepare(
+            std::slice::from_ref(&layer),
+            Some(&upper),
+            Some(&image),
+            Some(&ns),
+        ) {
+            Ok(rootfs) => rootfs,
+            Err(e) => {
+                eprintln!("{e}");
+                return 5;
+            }
+        };
+        if let Err(e) = ns.enter() {
+            eprintln!("enter: {e}");
+            return 6;
+        }
+        // As the guest's root would, through the file server: a new file given to 1000:1001,
+        // and a copy-up of the image's file.
+        let file = rootfs.dir().join("mine");
+        let made = std::fs::write(&file, b"x")
+            .and_then(|()| std::os::unix::fs::chown(&file, Some(1000), Some(1001)))
+            .and_then(|()| std::fs::write(rootfs.dir().join("from-image"), b"changed"));
+        match (made, std::fs::metadata(&file)) {
+            (Ok(()), Ok(meta)) if (meta.uid(), meta.gid()) == (1000, 1001) => 0,
+            (made, meta) => {
+                eprintln!("{made:?} {:?}", meta.map(|m| (m.uid(), m.gid())));
+                2
+            }
+        }
+    });
+    if code == SKIPPED {
+        eprintln!("skipped: {} cannot be idmapped here", layer.display());
+        return;
+    }
+    assert_eq!(code, 0);
+    // On the disk itself, mounted again: the guest's ids, not the namespace's.
+    let check = tmp.path().join("check");
+    std::fs::create_dir(&check).unwrap();
+    let _disk = crate::loop_disk::DiskMount::mount(&image, &check).unwrap();
+    let meta = std::fs::metadata(check.join("upper/mine")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1000, 1001));
+    assert_eq!(
+        std::fs::read(check.join("upper/from-image")).unwrap(),
+        b"changed"
+    );
+}
