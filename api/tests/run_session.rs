@@ -25,7 +25,7 @@ async fn run_real(
     let (host, mut guest) = pair();
     std::thread::spawn(move || {
         if let Ok(spec) = skiff_guest_init::session::accept_spec(&mut guest) {
-            let _ = skiff_guest_init::session::run(&mut guest, &spec, Reaper::global());
+            let _ = skiff_guest_init::session::run(&mut guest, &spec, Reaper::own_children());
         }
     });
     let (reader, writer) = host.into_split();

@@ -6,7 +6,9 @@
 //! unregistered processes (orphans) are dropped.
 //!
 //! Because it reaps every child of the current process, nothing else in the process may wait for
-//! children (`std::process::Command::wait` would fail with ECHILD).
+//! children (`std::process::Command::wait` would fail with ECHILD). A process that is not an init
+//! and has children of its own (a test harness running the session code) takes
+//! [`Reaper::own_children`] instead: it waits for each child it forked by that child's pid.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -26,6 +28,9 @@ struct Registry {
 pub struct Reaper {
     registry: Mutex<Registry>,
     wake: Condvar,
+    /// Whether a `waitpid(-1)` thread reaps every child (an init's duty), or each forked child
+    /// is waited for alone, leaving the process's other children to their own waiters.
+    every_child: bool,
 }
 
 /// Receives one child's wait status from the reaper.
@@ -52,10 +57,7 @@ impl Reaper {
     pub fn global() -> &'static Reaper {
         static REAPER: OnceLock<&'static Reaper> = OnceLock::new();
         REAPER.get_or_init(|| {
-            let reaper: &'static Reaper = Box::leak(Box::new(Reaper {
-                registry: Mutex::new(Registry::default()),
-                wake: Condvar::new(),
-            }));
+            let reaper: &'static Reaper = Box::leak(Box::new(Reaper::new(true)));
             std::thread::Builder::new()
                 .name("reaper".into())
                 .spawn(move || reaper.reap_forever())
@@ -63,6 +65,21 @@ impl Reaper {
                 .ok();
             reaper
         })
+    }
+
+    /// A reaper that waits only for the children forked through it, each on a thread of its own:
+    /// for a process that is not an init and has other children (a test harness).
+    pub fn own_children() -> &'static Reaper {
+        static REAPER: OnceLock<Reaper> = OnceLock::new();
+        REAPER.get_or_init(|| Reaper::new(false))
+    }
+
+    fn new(every_child: bool) -> Reaper {
+        Reaper {
+            registry: Mutex::new(Registry::default()),
+            wake: Condvar::new(),
+            every_child,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -76,7 +93,18 @@ impl Reaper {
     where
         F: FnOnce() -> io::Result<libc::pid_t>,
     {
-        let (read_end, write_end) = pipe()?;
+        let (read_end, mut write_end) = pipe()?;
+        if !self.every_child {
+            let pid = fork()?;
+            std::thread::Builder::new()
+                .name("child-waiter".into())
+                .spawn(move || {
+                    if let Some(status) = wait_for(pid) {
+                        let _ = write_end.write_all(&status.to_ne_bytes());
+                    }
+                })?;
+            return Ok((pid, ExitWatch { pipe: read_end }));
+        }
         let mut registry = self.lock();
         let pid = fork()?;
         registry.waiters.insert(pid, write_end);
@@ -113,6 +141,20 @@ impl Reaper {
     }
 }
 
+/// Waits for the child `pid` (through EINTR); `None` if it cannot be waited for.
+fn wait_for(pid: libc::pid_t) -> Option<libc::c_int> {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: plain syscall with a valid out pointer.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
+            return Some(status);
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return None;
+        }
+    }
+}
+
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(File, File)> {
     let mut fds = [0; 2];
@@ -136,5 +178,43 @@ pub fn exit_status(raw: libc::c_int) -> crate::protocol::ExitStatus {
         ExitStatus::Signal(libc::WTERMSIG(raw))
     } else {
         ExitStatus::Code(libc::WEXITSTATUS(raw))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Forks a child that sleeps `ms` milliseconds, then exits with `code`.
+    fn fork_exiting_after(ms: i64, code: i32) -> io::Result<libc::pid_t> {
+        // SAFETY: the child calls only nanosleep and _exit.
+        match unsafe { libc::fork() } {
+            -1 => Err(io::Error::last_os_error()),
+            0 => unsafe {
+                let pause = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: ms * 1_000_000,
+                };
+                libc::nanosleep(&pause, std::ptr::null_mut());
+                libc::_exit(code)
+            },
+            pid => Ok(pid),
+        }
+    }
+
+    #[test]
+    fn a_reaper_of_its_own_children_leaves_the_process_s_other_children_to_their_waiters() {
+        let reaper = Reaper::own_children();
+        let (_, mut watch) = reaper
+            .spawn_registered(|| fork_exiting_after(300, 7))
+            .unwrap();
+        // Ends while the reaper's child still runs: a waitpid(-1) reaper would take its status.
+        let other = std::process::Command::new("true").status().unwrap();
+        assert!(other.success());
+        let status = watch.wait().unwrap();
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 7,
+            "{status}"
+        );
     }
 }

@@ -41,7 +41,7 @@ impl Fixture {
         let mut guest = self.connect_guest();
         let guest = std::thread::spawn(move || {
             if let Ok(spec) = skiff_guest_init::session::accept_spec(&mut guest) {
-                let _ = skiff_guest_init::session::run(&mut guest, &spec, Reaper::global());
+                let _ = skiff_guest_init::session::run(&mut guest, &spec, Reaper::own_children());
             }
             // goodbye: wait for the host to close.
             let _ = guest.shutdown(std::net::Shutdown::Write);

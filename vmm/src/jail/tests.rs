@@ -12,6 +12,8 @@ fn every_descriptor_but_those_kept_is_closed() {
     let mut keep = [fds[4], fds[1], -1, 1];
     // SAFETY: the child only closes and queries descriptors, then _exits.
     let pid = unsafe { libc::fork() };
+    // waitpid(-1) would take another test's child.
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
         let ok = close_descriptors_but(&mut keep).is_ok()
             && fds.iter().enumerate().all(|(i, &fd)| {
@@ -78,6 +80,8 @@ fn a_vmm_that_is_not_pid_1_of_its_own_namespace_is_refused_before_any_change() {
 fn in_a_child(body: impl FnOnce() -> i32) -> i32 {
     // SAFETY: the child runs `body` and _exits without returning into the test harness.
     let pid = unsafe { libc::fork() };
+    // waitpid(-1) would take another test's child.
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(101);
         // SAFETY: _exit ends the forked child at once.
