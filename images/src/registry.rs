@@ -209,12 +209,9 @@ impl RegistryClient {
         }
     }
 
-    fn url(&self, path: &str) -> String {
-        let scheme = if self.tls.load(Ordering::Relaxed) == TLS_NO {
-            "http"
-        } else {
-            "https"
-        };
+    /// `path` on this registry, by plain HTTP when the registry's `tls` state says so.
+    fn url(&self, path: &str, tls: u8) -> String {
+        let scheme = if tls == TLS_NO { "http" } else { "https" };
         format!("{scheme}://{}{path}", self.host)
     }
 
@@ -240,9 +237,13 @@ impl RegistryClient {
     async fn execute(&self, req: &RegistryRequest<'_>) -> Result<Response> {
         let mut retried = false;
         loop {
-            let url = self.target_url(req.target)?;
+            // One reading of the state for both the URL and the probe: requests run
+            // concurrently, and one that went out by HTTPS while another found plain HTTP must
+            // still be tried again by HTTP.
+            let tls = self.tls.load(Ordering::Relaxed);
+            let url = self.target_url_as(req.target, tls)?;
             let mut rb = self.http.request(req.method.clone(), &url);
-            let probing = self.tls.load(Ordering::Relaxed) == TLS_UNKNOWN;
+            let probing = tls == TLS_UNKNOWN;
             if probing {
                 // A plain-HTTP server may sit on a TLS hello instead of refusing it.
                 rb = rb.timeout(TLS_PROBE_TIMEOUT);
@@ -291,10 +292,14 @@ impl RegistryClient {
     /// A path on this registry, or a URL it handed out (an upload's `Location`), which may
     /// be relative to the registry's own address.
     fn target_url(&self, target: &str) -> Result<String> {
+        self.target_url_as(target, self.tls.load(Ordering::Relaxed))
+    }
+
+    fn target_url_as(&self, target: &str, tls: u8) -> Result<String> {
         if target.starts_with('/') && !target.starts_with("//") {
-            return Ok(self.url(target));
+            return Ok(self.url(target, tls));
         }
-        resolve_location(&self.url("/"), target)
+        resolve_location(&self.url("/", tls), target)
     }
 
     fn auth_error(&self, reason: &str) -> Error {
@@ -548,6 +553,55 @@ mod tests {
         // Commas inside quoted values (multi-scope) stay in the value.
         let (_, p) = parse_challenge(r#"Bearer realm="r",scope="repository:a:pull,push""#).unwrap();
         assert_eq!(p["scope"], "repository:a:pull,push");
+    }
+
+    /// A plain-HTTP registry on loopback, as docker-registry answers: a TLS hello gets an
+    /// HTTP 400, any request a 200.
+    fn plain_http_registry() -> std::net::SocketAddr {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut conn = conn;
+                    let mut buf = [0u8; 4096];
+                    while let Ok(1..) = conn.read(&mut buf) {
+                        let answer = if buf[0] == 0x16 {
+                            "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+                        } else {
+                            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+                        };
+                        let _ = conn.write_all(answer.as_bytes());
+                        if buf[0] == 0x16 {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn concurrent_first_requests_to_a_plain_http_registry_all_fall_back_to_http() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        for _ in 0..20 {
+            let addr = plain_http_registry();
+            let r = Reference::parse(&format!("{addr}/a/b:c")).unwrap();
+            let client = RegistryClient::new(&r, false, None, RegistryTimeouts::default()).unwrap();
+            let results = runtime.block_on(futures_util::future::join_all(
+                (0..16).map(|_| client.send(Method::GET, "/v2/", None, "pinging")),
+            ));
+            for result in results {
+                assert!(result.is_ok(), "{:?}", result.err());
+            }
+            assert_eq!(client.tls.load(Ordering::Relaxed), TLS_NO);
+        }
     }
 
     #[test]
